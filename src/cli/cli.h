@@ -1,0 +1,23 @@
+// The `jobsched` command line: every subcommand is registered here; apps/jobsched/main.cc only
+// calls Main().
+#pragma once
+
+#include <iosfwd>
+
+namespace CLI {
+class App;
+}
+
+namespace jobsched::cli {
+
+// Exit codes shared by all subcommands.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;  // the operation failed (server error, I/O)
+inline constexpr int kExitUsage = 2;    // bad arguments or bad input
+
+int Main(int argc, char** argv);
+
+// Registers `jobsched cron ...`; the callback stores its exit code in *exit_code.
+void AddCronCommands(CLI::App& app, int* exit_code);
+
+}  // namespace jobsched::cli
