@@ -304,7 +304,7 @@ class FieldParser {
     bool hi_name = false;
     RETURN_IF_ERROR(ParseValue(base.substr(0, dash), item, lo, lo_name));
     RETURN_IF_ERROR(ParseValue(base.substr(dash + 1), item, hi, hi_name));
-    if (index_ == kDayOfWeek && hi_name && hi == 0) hi = 7;  // FRI-SUN
+    if (index_ == kDayOfWeek && hi_name && hi == 0 && lo > hi) hi = 7;  // FRI-SUN
     if (lo > hi) return TokenError(item, "reversed range");
     SetRange(lo, hi, step);
     return Status::Ok();
@@ -485,6 +485,7 @@ std::optional<int64_t> CronSchedule::NextZoned(int64_t after) const {
   using std::chrono::seconds;
   const int64_t limit = std::min(after + kSearchSpan, kEndOfTime);
   while (after < limit) {
+    // The offset period holding the first candidate instant, after + 1.
     const date::sys_info info = zone_->get_info(date::sys_seconds(seconds(after + 1)));
     const int64_t offset = info.offset.count();
     const int64_t begin = info.begin.time_since_epoch().count();
@@ -492,22 +493,18 @@ std::optional<int64_t> CronSchedule::NextZoned(int64_t after) const {
 
     int64_t local_after = after + offset;
     if (fields_.fixed_time && begin > -kEndOfTime) {
-      // After a fall-back, the local times the previous offset already covered are repeats.
-      const date::sys_info prev = zone_->get_info(info.begin - seconds(1));
-      if (prev.offset > info.offset) {
-        local_after = std::max(local_after, begin + prev.offset.count() - 1);
+      const int64_t prev_offset = zone_->get_info(info.begin - seconds(1)).offset.count();
+      if (prev_offset < offset && begin == after + 1) {
+        // Spring forward right at the first candidate: fixed times inside the gap fire at the
+        // first instant after it.
+        if (fields_.NextLocal(begin + prev_offset - 1, begin + offset)) return begin;
+      } else if (prev_offset > offset) {
+        // After a fall-back, the local times the previous offset already covered are repeats.
+        local_after = std::max(local_after, begin + prev_offset - 1);
       }
     }
     if (auto local = fields_.NextLocal(local_after, end + offset)) return *local - offset;
     if (end >= limit) return std::nullopt;
-    if (fields_.fixed_time) {
-      // A spring-forward gap: fixed times inside it fire at the first instant after it.
-      const date::sys_info next = zone_->get_info(date::sys_seconds(seconds(end)));
-      if (next.offset > info.offset &&
-          fields_.NextLocal(end + offset - 1, end + next.offset.count())) {
-        return end;
-      }
-    }
     after = end - 1;
   }
   return std::nullopt;

@@ -141,8 +141,8 @@ Result<Duration> ParseDuration(std::string_view text) {
     } else {
       return error("unknown unit '" + std::string(unit) + "' (expected ms, s, m, h or d)");
     }
+    if (n > (kMaxMillis - total) / scale) return error("longer than 100 years");
     total += n * scale;
-    if (total > kMaxMillis) return error("longer than 100 years");
   }
   if (total <= 0) return error("must be positive");
   return Duration(total);

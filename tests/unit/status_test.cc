@@ -1,12 +1,11 @@
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <jobsched/status.h>
 
 #include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 namespace jobsched {
 namespace {

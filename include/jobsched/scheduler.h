@@ -1,0 +1,177 @@
+// JobScheduler: jobsched embedded in a C++ program.
+//
+//   jobsched::JobScheduler scheduler({.store_url = "sqlite:./data/jobs.db", .concurrency = 4});
+//   scheduler.scheduleCron("report", "0 2 * * *", [](jobsched::RunContext& ctx) {
+//     ctx.Log("building the report");
+//     return jobsched::Status::Ok();
+//   });
+//   scheduler.start();
+//   ...
+//   scheduler.stop();  // running attempts finish within shutdown_grace or are handed back
+//
+// Handlers run on the scheduler's worker threads. A job whose handler is a C++ function runs
+// only on nodes where that function is registered under the same name (scheduleCron and
+// scheduleOnce register it under the job id).
+//
+// Methods throw jobsched::Error for invalid input (the message names the field) and when the
+// store cannot be reached; they are thread-safe.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <jobsched/clock.h>
+#include <jobsched/job.h>
+#include <jobsched/status.h>
+
+namespace jobsched {
+
+class Store;
+
+// The exception of the public API: a Status that escaped.
+class Error : public std::runtime_error {
+ public:
+  explicit Error(Status status) : std::runtime_error(status.ToString()), status_(std::move(status)) {}
+  const Status& status() const { return status_; }
+
+ private:
+  Status status_;
+};
+
+// What a builtin handler sees of its run.
+class RunContext {
+ public:
+  virtual ~RunContext() = default;
+  virtual const std::string& tenant() const = 0;
+  virtual const std::string& job_id() const = 0;
+  virtual const std::string& run_id() const = 0;
+  virtual int attempt() const = 0;        // 1-based
+  virtual int64_t fence() const = 0;      // the attempt's fencing token (for idempotent effects)
+  virtual const std::string& payload() const = 0;  // JSON text
+  virtual TimePoint scheduled_at() const = 0;
+  // True once the attempt must stop: timeout, cancellation, or this node lost the lease.
+  virtual bool cancelled() const = 0;
+  // Waits up to `d`; returns false early (at once) when cancelled.
+  virtual bool WaitFor(Duration d) const = 0;
+  // Appends a line to the run's captured output.
+  virtual void Log(std::string_view line) = 0;
+};
+
+// A C++ job handler. Return OK for success; an error fails the attempt (retried per policy).
+using JobHandler = std::function<Status(RunContext&)>;
+
+enum class EventType {
+  kRunStarted,
+  kRunSucceeded,
+  kRunFailed,
+  kRunRetrying,
+  kRunTimedOut,
+  kRunCancelled,
+  kRunSkipped,
+  kJobChanged,
+};
+
+struct SchedulerEvent {
+  EventType type;
+  std::string tenant;
+  std::string job_id;
+  std::string run_id;  // empty for kJobChanged
+  int attempt = 0;
+  std::string error;
+};
+
+struct SchedulerOptions {
+  // Where state lives: "sqlite:PATH", "sqlite::memory:". Default: "sqlite:./data/jobsched.db"
+  std::string store_url = "sqlite:./data/jobsched.db";
+  // A store to use instead of store_url (tests, custom backends). Default: none
+  std::shared_ptr<Store> store;
+  // Unique among live nodes; a node restarting with the same id recovers its own unfinished
+  // attempts at once. Default: "" = the host name
+  std::string node_id;
+  // Worker threads (attempts running at once on this node). Default: 4
+  int concurrency = 4;
+  // Queues this node executes; empty = all. Default: all
+  std::vector<std::string> queues;
+  // Tenant of the jobs created through this object. Default: "default"
+  std::string tenant = "default";
+  // Lease of a running attempt, and how often leases are renewed. Default: 15 s, 5 s
+  Duration lease{15000};
+  Duration renew_interval{5000};
+  // How often expired leases are looked for. Default: 1 s
+  Duration reaper_interval{1000};
+  // On stop(): how long running attempts may take to finish before they are stopped and
+  // handed back for re-execution. Default: 30 s
+  Duration shutdown_grace{30000};
+  // Shell attempts: SIGTERM, then SIGKILL after this. Default: 5 s
+  Duration kill_grace{5000};
+  // Run history kept per job: the newest N, and anything younger than the age. Default: 100, 7 d
+  int keep_runs_per_job = 100;
+  Duration keep_runs_for{int64_t{7} * 24 * 3600 * 1000};
+  // The clock (tests pass a FakeClock). Default: the system clock
+  Clock* clock = nullptr;
+  // Whether this node executes runs (false: it only fires and serves). Default: true
+  bool execute = true;
+};
+
+class Node;
+
+class JobScheduler {
+ public:
+  // Opens the store; throws Error if it cannot. Nothing fires before start().
+  explicit JobScheduler(SchedulerOptions options = {});
+  ~JobScheduler();  // stop()s if running
+  JobScheduler(const JobScheduler&) = delete;
+  JobScheduler& operator=(const JobScheduler&) = delete;
+
+  // Creates or replaces job `job_id` with a cron schedule (UTC, or `timezone`) running
+  // `handler`. Returns true if the job was created, false if it replaced an existing one.
+  bool scheduleCron(const std::string& job_id, const std::string& cron_expression, JobHandler handler);
+  bool scheduleCron(const std::string& job_id, const std::string& cron_expression,
+                    const std::string& timezone, JobHandler handler);
+  // Creates or replaces a one-time job at `time`.
+  bool scheduleOnce(const std::string& job_id, TimePoint time, JobHandler handler);
+  // Creates or replaces a job from a full spec (its tenant is this scheduler's).
+  JobRecord schedule(JobSpec spec);
+
+  // Removes the job's schedule and cancels its queued runs (and running ones with
+  // kill_running). Returns false if there was no such job.
+  bool cancelJob(const std::string& job_id, bool kill_running = false);
+  // Returns false if there is no such job or it was already paused (resp. not paused).
+  bool pauseJob(const std::string& job_id);
+  bool resumeJob(const std::string& job_id);
+
+  // Runs the job now, once per payload (JSON texts); not subject to the overlap policy.
+  // Returns the new run ids. Throws Error (kNotFound) for an unknown job.
+  std::vector<std::string> trigger(const std::string& job_id, const std::vector<std::string>& payloads = {"null"});
+
+  std::optional<JobRecord> getJob(const std::string& job_id);
+  // Newest first.
+  std::vector<RunRecord> listRuns(const std::string& job_id, int limit = 100);
+  std::optional<RunRecord> getRun(const std::string& run_id);
+  bool cancelRun(const std::string& run_id);
+
+  // Registers a named C++ handler for jobs with {"type": "builtin", "name": name}.
+  void registerHandler(const std::string& name, JobHandler handler);
+  // Calls `callback` for events of runs executed or fired by this node and jobs changed
+  // through it. Callbacks run on internal threads and must not block.
+  void on(EventType type, std::function<void(const SchedulerEvent&)> callback);
+
+  void start();
+  void stop();
+
+  Store& store();
+  Node& node();
+
+ private:
+  JobRecord Upsert(JobSpec spec, bool* created);
+
+  std::unique_ptr<Node> node_;
+  std::string tenant_;
+};
+
+}  // namespace jobsched

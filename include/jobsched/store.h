@@ -1,0 +1,275 @@
+// The Store: where jobs, runs, leases, events, nodes and API keys live. One interface, two
+// backends: SqliteStore (one machine, the default) and RedisStore (a cluster).
+//
+// Contract (DESIGN §5): policy lives in C++ once (src/core, src/engine); a Store only applies
+// decisions, and every state change of a job or run is ONE atomic operation guarded by a
+// version or fencing-token compare-and-set. A Store never reads the clock: callers pass `now`.
+//
+// Thread safety: every method may be called from any thread concurrently.
+// Errors common to every method: kUnavailable (the backend cannot be reached; nothing was
+// changed or the change is unknown — callers retry idempotently) and kInternal.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <jobsched/clock.h>
+#include <jobsched/job.h>
+#include <jobsched/status.h>
+
+namespace jobsched {
+
+template <typename T>
+struct Page {
+  std::vector<T> items;
+  std::optional<std::string> next_cursor;  // pass back to get the next page; none = last page
+};
+
+struct JobFilter {
+  std::string queue;        // "" = any
+  std::optional<JobState> state;
+  std::string label_key;    // "" = any; with label_value: labels[key] == value
+  std::string label_value;
+  std::string cursor;       // from a previous Page
+  int limit = 100;          // 1-1000
+};
+
+struct RunFilter {
+  std::string job_id;  // "" = every job of the tenant
+  std::optional<RunState> state;
+  std::string cursor;
+  int limit = 100;  // 1-1000
+};
+
+// One occurrence (or several) committed for a job: see Store::Fire.
+struct FireRequest {
+  std::string tenant;
+  std::string job_id;
+  int64_t expected_version = 0;               // CAS: the job's version as read
+  std::optional<TimePoint> expected_next_fire;  // CAS: the job's next_fire as read
+  std::optional<TimePoint> next_fire;         // the new next fire time; none = nothing more
+  std::optional<JobState> new_state;          // e.g. kCompleted after the last occurrence
+  std::optional<TimePoint> dependency_since;  // the new dependency barrier, when it moves
+  std::vector<RunRecord> runs;                // created if their id is new (state queued or skipped)
+  std::vector<std::string> cancel_run_ids;    // overlap "replace": runs of this job to cancel
+};
+
+struct FireResult {
+  int created = 0;  // runs inserted
+  int existed = 0;  // runs whose id already existed (a second fire of the same occurrence)
+};
+
+struct ClaimRequest {
+  std::string node;
+  std::vector<std::string> queues;  // empty = every queue
+  TimePoint now{};
+  Duration lease{15000};
+  int max_runs = 1;
+};
+
+struct LeaseRef {
+  std::string tenant;
+  std::string run_id;
+  int64_t fence = 0;
+};
+
+enum class LeaseStatus {
+  kRenewed,          // lease_deadline moved to now + lease
+  kStale,            // the run is no longer held with this fence: stop and report nothing
+  kCancelRequested,  // renewed, but the run was cancelled: stop the work, then Complete it
+};
+
+// The end of one attempt: see Store::Complete.
+struct Completion {
+  std::string tenant;
+  std::string run_id;
+  int64_t fence = 0;
+  TimePoint now{};
+  // kSucceeded, kFailed, kTimedOut, kCancelled (final), or kRetryWait with retry_at.
+  RunState state = RunState::kSucceeded;
+  std::optional<TimePoint> retry_at;
+  std::string attempt_outcome;  // succeeded, failed, timed_out, cancelled
+  std::optional<int> exit_code;
+  std::optional<int> http_status;
+  std::string output;
+  std::string error;
+};
+
+// Something that changed, in commit order per tenant (the SSE feed and the audit log).
+struct Event {
+  int64_t seq = 0;  // increasing per store
+  std::string tenant;
+  TimePoint time{};
+  std::string type;  // "run.queued", "run.running", "run.succeeded", ..., "job.created", "audit"
+  std::string job_id;
+  std::string run_id;
+  std::string data = "{}";  // JSON text
+};
+
+struct NodeInfo {
+  std::string id;
+  std::string host;
+  int pid = 0;
+  std::string version;
+  std::vector<std::string> queues;
+  int concurrency = 0;
+  double cpu_seconds = 0;
+  int64_t rss_bytes = 0;
+  TimePoint started_at{};
+  TimePoint heartbeat_at{};
+};
+
+struct ApiKeyRecord {
+  std::string id;           // the public part of js_<id>_<secret>
+  std::string secret_hash;  // hex SHA-256 of the whole key
+  std::string tenant;       // "" for admin keys (all tenants)
+  std::string role;         // admin | operator | viewer
+  bool allow_shell = false;
+  std::string name;
+  TimePoint created_at{};
+};
+
+class Store {
+ public:
+  Store() = default;
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+  virtual ~Store() = default;
+
+  // ---- Jobs ------------------------------------------------------------------------------
+
+  // Inserts a new job with version 1 and returns it as stored.
+  // kAlreadyExists if (tenant, id) exists.
+  virtual Result<JobRecord> CreateJob(const JobRecord& job) = 0;
+
+  // Replaces the job's spec and state (next_fire, state, dependency_since as given) and bumps
+  // its version; creates it (version 1) when absent and `expected_version` is none.
+  // kFailedPrecondition if `expected_version` is set and differs from the stored version;
+  // kNotFound if `expected_version` is set and the job does not exist.
+  virtual Result<JobRecord> PutJob(const JobRecord& job, std::optional<int64_t> expected_version) = 0;
+
+  // kNotFound if absent.
+  virtual Result<JobRecord> GetJob(const std::string& tenant, const std::string& id) = 0;
+
+  // Jobs of a tenant ordered by id, filtered, one page at a time.
+  virtual Result<Page<JobRecord>> ListJobs(const std::string& tenant, const JobFilter& filter) = 0;
+
+  // Removes the job; its queued and retry-waiting runs become kCancelled; with kill_running its
+  // running runs get cancel_requested. Run history stays until the janitor prunes it.
+  // kNotFound if absent.
+  virtual Status DeleteJob(const std::string& tenant, const std::string& id, TimePoint now,
+                           bool kill_running) = 0;
+
+  // Active (not paused, not completed) jobs of every tenant with next_fire <= now, earliest
+  // first, at most `limit`.
+  virtual Result<std::vector<JobRecord>> DueJobs(TimePoint now, int limit) = 0;
+
+  // The earliest next_fire of any active job, or none.
+  virtual Result<std::optional<TimePoint>> NextFireTime() = 0;
+
+  // Commits occurrences of a job atomically: checks that the job still has `expected_version`
+  // and `expected_next_fire` (kFailedPrecondition otherwise — someone else fired or changed
+  // it; nothing is written), sets next_fire / state / dependency_since, inserts each run whose
+  // id is new (an existing id is counted in `existed` and left alone), and cancels the listed
+  // runs (queued or retry-waiting: kCancelled; running: cancel_requested). Does not bump the
+  // job's version. kNotFound if the job is gone.
+  virtual Result<FireResult> Fire(const FireRequest& request) = 0;
+
+  // ---- Runs ------------------------------------------------------------------------------
+
+  // Inserts runs asked for explicitly (manual triggers), each with a fresh id, if the job
+  // exists (kNotFound otherwise). kAlreadyExists if an id exists (nothing is inserted).
+  virtual Status EnqueueRuns(const std::string& tenant, const std::string& job_id,
+                             std::span<const RunRecord> runs) = 0;
+
+  // kNotFound if absent.
+  virtual Result<RunRecord> GetRun(const std::string& tenant, const std::string& run_id) = 0;
+
+  // Runs of a tenant (or one job), newest first, one page at a time.
+  virtual Result<Page<RunRecord>> ListRuns(const std::string& tenant, const RunFilter& filter) = 0;
+
+  // Runs of a job that are queued, retry-waiting or running (for overlap decisions).
+  virtual Result<std::vector<RunRecord>> ActiveRuns(const std::string& tenant,
+                                                    const std::string& job_id) = 0;
+
+  // Runs of a job that ended succeeded, failed or timed_out with finished_at > since, oldest
+  // first (for dependency barriers).
+  virtual Result<std::vector<RunRecord>> FinishedRunsSince(const std::string& tenant,
+                                                           const std::string& job_id,
+                                                           TimePoint since) = 0;
+
+  // Jobs of the tenant whose depends_on names `job_id`.
+  virtual Result<std::vector<JobRecord>> Dependents(const std::string& tenant,
+                                                    const std::string& job_id) = 0;
+
+  // Claims up to max_runs runs for `node`: queued, or retry-waiting, with available_at <= now,
+  // in the given queues; highest priority first, then earliest available_at, then id. An
+  // exclusive run is skipped while another run of its job is running. Each claimed run becomes
+  // running with attempt + 1, a new fencing token (increasing across the store), node,
+  // lease_deadline = now + lease, started_at (first attempt), and a new attempt record.
+  virtual Result<std::vector<RunRecord>> ClaimRuns(const ClaimRequest& request) = 0;
+
+  // The earliest available_at of a claimable run (queued or retry-waiting), or none.
+  virtual Result<std::optional<TimePoint>> NextAvailableTime() = 0;
+
+  // Renews the leases of running attempts, one status per ref in order: kRenewed, kStale (not
+  // running, or another fence), kCancelRequested (renewed; the run should stop).
+  virtual Result<std::vector<LeaseStatus>> RenewLeases(std::span<const LeaseRef> leases,
+                                                       TimePoint now, Duration lease) = 0;
+
+  // Ends the current attempt if the run is running with `fence`: records the attempt's outcome,
+  // exit code, http status, output and error; the run becomes `state` (kRetryWait: queued again
+  // at retry_at). kFailedPrecondition with message "stale_token" otherwise — nothing recorded.
+  virtual Status Complete(const Completion& completion) = 0;
+
+  // Cancels a run: queued or retry-waiting → kCancelled; running → cancel_requested (the holder
+  // stops it and completes it as cancelled). kFailedPrecondition if already terminal;
+  // kNotFound if absent.
+  virtual Status CancelRun(const std::string& tenant, const std::string& run_id, TimePoint now) = 0;
+
+  // Running runs whose lease_deadline < now (or, with `node` set, every running run of that
+  // node — for a node that restarts and knows it runs nothing): the attempt ends as lease_lost
+  // and the run is queued again (available now), or fails once it lost more than
+  // `max_leases_lost` leases. Returns the runs as they are afterwards.
+  virtual Result<std::vector<RunRecord>> RecoverLostRuns(TimePoint now, const std::string& node,
+                                                         int max_leases_lost, int limit) = 0;
+
+  // Deletes terminal runs finished before `older_than` that are not among the newest
+  // `keep_per_job` runs of their job. Returns how many were deleted.
+  virtual Result<int64_t> PruneRuns(TimePoint older_than, int keep_per_job) = 0;
+
+  // ---- Events ----------------------------------------------------------------------------
+
+  // Every state change above appends its events in the same atomic operation. AppendEvent adds
+  // one from outside (audit lines). Events older than the newest `keep` are pruned by
+  // PruneEvents.
+  virtual Status AppendEvent(const Event& event) = 0;
+  // Events of a tenant ("" = all) with seq > after_seq, oldest first.
+  virtual Result<std::vector<Event>> ReadEvents(const std::string& tenant, int64_t after_seq,
+                                                int limit) = 0;
+  virtual Status PruneEvents(int64_t keep) = 0;
+
+  // ---- Nodes and keys --------------------------------------------------------------------
+
+  virtual Status Heartbeat(const NodeInfo& node) = 0;
+  virtual Result<std::vector<NodeInfo>> ListNodes() = 0;
+  virtual Status RemoveNode(const std::string& id) = 0;
+
+  // kAlreadyExists if the id exists.
+  virtual Status PutApiKey(const ApiKeyRecord& key) = 0;
+  // kNotFound if no key has that hash.
+  virtual Result<ApiKeyRecord> GetApiKeyByHash(const std::string& secret_hash) = 0;
+  virtual Result<std::vector<ApiKeyRecord>> ListApiKeys() = 0;
+  // kNotFound if absent.
+  virtual Status DeleteApiKey(const std::string& id) = 0;
+};
+
+// Opens the store named by a URL: "sqlite:PATH" (a file, created with its directory),
+// "sqlite::memory:", later "redis://...". kInvalidArgument for an unknown scheme.
+Result<std::unique_ptr<Store>> OpenStore(const std::string& url);
+
+}  // namespace jobsched

@@ -1,0 +1,41 @@
+// The JSON form of jobs and runs (DESIGN §2), and the validation of job specs. The same
+// shape is used by the REST API, the CLI files and the stores.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <jobsched/job.h>
+#include <jobsched/status.h>
+
+namespace jobsched {
+
+// Parses and validates a job spec. Unknown fields, wrong types and invalid values are
+// kInvalidArgument errors whose field() is the JSON path ("schedule.cron", "retry.max_attempts")
+// and whose message names the field and the problem. `tenant` is set from the argument (specs
+// do not carry it). Input nesting deeper than 32 levels is rejected.
+Result<JobSpec> ParseJobSpec(std::string_view json, const std::string& tenant = "default");
+
+// Checks every rule of DESIGN §2 on a spec built in C++ (the same checks ParseJobSpec applies).
+Status ValidateJobSpec(const JobSpec& spec);
+
+// The spec as JSON (every field written), which ParseJobSpec reads back to an equal spec.
+std::string JobSpecToJson(const JobSpec& spec);
+
+// Attempt lists as stored with a run.
+std::string AttemptsToJson(const std::vector<AttemptRecord>& attempts);
+Result<std::vector<AttemptRecord>> AttemptsFromJson(std::string_view json);
+
+// Validates an id: [A-Za-z0-9._:-]{1,128} for jobs, [a-z0-9][a-z0-9_-]{0,62} for tenants,
+// [A-Za-z0-9._-]{1,64} for queues. Errors name `field`.
+Status ValidateJobId(std::string_view id, const std::string& field = "id");
+Status ValidateTenantId(std::string_view id, const std::string& field = "tenant");
+Status ValidateQueueName(std::string_view name, const std::string& field = "queue");
+
+// Enum names <-> values, as they appear in JSON.
+Result<RunState> ParseRunState(std::string_view name);
+Result<JobState> ParseJobState(std::string_view name);
+Result<RunReason> ParseRunReason(std::string_view name);
+
+}  // namespace jobsched

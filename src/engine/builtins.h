@@ -1,0 +1,27 @@
+// The registry of C++ job handlers by name. "noop" and "sleep" are always there: noop succeeds
+// at once; sleep waits payload.ms (default 100) milliseconds, stopping early when cancelled.
+// Thread-safe.
+#pragma once
+
+#include <map>
+#include <shared_mutex>
+#include <string>
+
+#include <jobsched/scheduler.h>
+
+namespace jobsched {
+
+class BuiltinRegistry {
+ public:
+  BuiltinRegistry();
+
+  void Register(const std::string& name, JobHandler handler);
+  // A copy of the handler, or an empty function.
+  JobHandler Find(const std::string& name) const;
+
+ private:
+  mutable std::shared_mutex mu_;
+  std::map<std::string, JobHandler> handlers_;  // guarded by mu_
+};
+
+}  // namespace jobsched

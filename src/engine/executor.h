@@ -1,0 +1,49 @@
+// Runs one attempt of a run with the handler its job names: builtin, shell or http.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include <jobsched/job.h>
+
+#include "engine/builtins.h"
+#include "exec/cancellation.h"
+
+namespace jobsched {
+
+struct AttemptOutcome {
+  enum class Kind { kSucceeded, kFailed, kTimedOut, kCancelled, kFenced };
+  Kind kind = Kind::kFailed;
+  std::optional<int> exit_code;
+  std::optional<int> http_status;
+  std::string output;
+  std::string error;
+};
+
+struct ExecutorOptions {
+  // Shell attempts: SIGTERM to the group, then SIGKILL after this. Default: 5 s
+  Duration kill_grace{5000};
+  // cgroup v2 parent directory for per-run cgroups, where writable. Default: none
+  std::optional<std::string> cgroup_parent;
+};
+
+class Executor {
+ public:
+  Executor(const BuiltinRegistry& builtins, ExecutorOptions options)
+      : builtins_(builtins), options_(std::move(options)) {}
+
+  // Runs the attempt to its end. `cancel` fires on timeout (builtins: set by the caller's
+  // watchdog; shell and http enforce spec.timeout themselves), cancellation or fencing.
+  // Thread-safe.
+  AttemptOutcome Run(const JobSpec& spec, const RunRecord& run, exec::CancelSource& cancel) const;
+
+ private:
+  AttemptOutcome RunBuiltin(const JobSpec& spec, const RunRecord& run, exec::CancelSource& cancel) const;
+  AttemptOutcome RunShell(const JobSpec& spec, const RunRecord& run, exec::CancelSource& cancel) const;
+  AttemptOutcome RunHttp(const JobSpec& spec, const RunRecord& run, exec::CancelSource& cancel) const;
+
+  const BuiltinRegistry& builtins_;
+  const ExecutorOptions options_;
+};
+
+}  // namespace jobsched

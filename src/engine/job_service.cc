@@ -1,0 +1,189 @@
+#include "engine/job_service.h"
+
+#include <nlohmann/json.hpp>
+#include <set>
+#include <spdlog/spdlog.h>
+
+#include "core/job_codec.h"
+#include "core/policy.h"
+#include "engine/scheduler.h"
+
+namespace jobsched {
+
+Result<std::optional<TimePoint>> FirstFireTime(const Schedule& schedule, TimePoint now) {
+  auto occurrences = Occurrences::For(schedule, now);
+  if (!occurrences.ok()) return InvalidArgument(occurrences.status().message(), "schedule.cron");
+  return occurrences->First();
+}
+
+namespace {
+
+bool SameSchedule(const Schedule& a, const Schedule& b) {
+  return a.kind == b.kind && a.cron == b.cron && a.timezone == b.timezone && a.at == b.at && a.every == b.every &&
+         a.jitter == b.jitter && a.start_at == b.start_at && a.end_at == b.end_at;
+}
+
+}  // namespace
+
+JobService::JobService(Store& store, const Clock& clock, EventBus& events,
+                       std::function<void()> on_schedule_changed, std::function<void()> on_runs_queued)
+    : store_(store),
+      clock_(clock),
+      events_(events),
+      on_schedule_changed_(std::move(on_schedule_changed)),
+      on_runs_queued_(std::move(on_runs_queued)) {}
+
+void JobService::Changed(const JobRecord& job) {
+  events_.Emit({.type = EventType::kJobChanged, .tenant = job.spec.tenant, .job_id = job.spec.id});
+  if (on_schedule_changed_) on_schedule_changed_();
+}
+
+Status JobService::CheckCycles(const JobSpec& spec) {
+  // Depth-first through existing jobs' depends_on; a path back to spec.id is a cycle.
+  std::vector<std::pair<std::string, std::string>> stack;  // (job, path so far)
+  for (const std::string& dep : spec.depends_on) stack.push_back({dep, spec.id + " -> " + dep});
+  std::set<std::string> seen;
+  while (!stack.empty()) {
+    auto [id, path] = stack.back();
+    stack.pop_back();
+    if (id == spec.id) return InvalidArgument("depends_on: cycle " + path, "depends_on");
+    if (!seen.insert(id).second) continue;
+    auto job = store_.GetJob(spec.tenant, id);
+    if (!job.ok()) {
+      if (job.status().code() == StatusCode::kNotFound) continue;  // may be created later
+      return job.status();
+    }
+    for (const std::string& dep : job->spec.depends_on) stack.push_back({dep, path + " -> " + dep});
+  }
+  return Status::Ok();
+}
+
+Result<JobRecord> JobService::Create(JobSpec spec) {
+  RETURN_IF_ERROR(ValidateJobSpec(spec));
+  RETURN_IF_ERROR(CheckCycles(spec));
+  const TimePoint now = clock_.Now();
+  JobRecord job;
+  ASSIGN_OR_RETURN(job.next_fire, FirstFireTime(spec.schedule, now));
+  job.state = spec.paused ? JobState::kPaused : JobState::kActive;
+  if (!job.next_fire && spec.schedule.kind != Schedule::Kind::kNone) job.state = JobState::kCompleted;
+  job.created_at = job.updated_at = job.dependency_since = now;
+  job.spec = std::move(spec);
+  ASSIGN_OR_RETURN(JobRecord stored, store_.CreateJob(job));
+  spdlog::info("job created job_id={} tenant={} next_fire={}", stored.spec.id, stored.spec.tenant,
+               stored.next_fire ? std::to_string(ToUnixMillis(*stored.next_fire)) : "none");
+  Changed(stored);
+  return stored;
+}
+
+Result<JobRecord> JobService::Put(JobSpec spec, std::optional<int64_t> if_match, bool* created) {
+  RETURN_IF_ERROR(ValidateJobSpec(spec));
+  RETURN_IF_ERROR(CheckCycles(spec));
+  for (int round = 0; round < 10; ++round) {
+    auto existing = store_.GetJob(spec.tenant, spec.id);
+    if (!existing.ok() && existing.status().code() != StatusCode::kNotFound) return existing.status();
+    if (!existing.ok()) {
+      if (if_match) return NotFound("job '" + spec.id + "' does not exist");
+      auto made = Create(spec);
+      if (!made.ok() && made.status().code() == StatusCode::kAlreadyExists) continue;  // raced: replace it
+      if (created) *created = made.ok();
+      return made;
+    }
+    if (if_match && *if_match != existing->version) {
+      return FailedPrecondition("version mismatch: the job is at version " + std::to_string(existing->version) +
+                                ", If-Match asked for " + std::to_string(*if_match));
+    }
+    const TimePoint now = clock_.Now();
+    JobRecord job = *existing;
+    const bool schedule_changed = !SameSchedule(spec.schedule, existing->spec.schedule);
+    if (schedule_changed) {
+      ASSIGN_OR_RETURN(job.next_fire, FirstFireTime(spec.schedule, now));
+      job.state = job.next_fire || spec.schedule.kind == Schedule::Kind::kNone ? JobState::kActive
+                                                                                : JobState::kCompleted;
+    }
+    if (job.state != JobState::kCompleted) job.state = spec.paused ? JobState::kPaused : JobState::kActive;
+    job.spec = std::move(spec);
+    job.updated_at = now;
+    auto stored = store_.PutJob(job, existing->version);
+    if (!stored.ok() && stored.status().code() == StatusCode::kFailedPrecondition && !if_match) {
+      spec = std::move(job.spec);
+      continue;  // changed under us (a pause, another writer): apply to the newer version
+    }
+    if (!stored.ok()) return stored.status();
+    if (created) *created = false;
+    Changed(*stored);
+    return stored;
+  }
+  return Unavailable("job '" + spec.id + "' keeps changing; try again");
+}
+
+Result<bool> JobService::Pause(const std::string& tenant, const std::string& id) {
+  for (int round = 0; round < 10; ++round) {
+    ASSIGN_OR_RETURN(JobRecord job, store_.GetJob(tenant, id));
+    if (job.state != JobState::kActive) return false;
+    const int64_t version = job.version;
+    job.state = JobState::kPaused;
+    job.spec.paused = true;
+    job.updated_at = clock_.Now();
+    auto stored = store_.PutJob(job, version);
+    if (!stored.ok() && stored.status().code() == StatusCode::kFailedPrecondition) continue;
+    if (!stored.ok()) return stored.status();
+    Changed(*stored);
+    return true;
+  }
+  return Unavailable("job '" + id + "' keeps changing; try again");
+}
+
+Result<bool> JobService::Resume(const std::string& tenant, const std::string& id) {
+  for (int round = 0; round < 10; ++round) {
+    ASSIGN_OR_RETURN(JobRecord job, store_.GetJob(tenant, id));
+    if (job.state != JobState::kPaused) return false;
+    const int64_t version = job.version;
+    // next_fire stays where it was: occurrences missed while paused follow the misfire policy.
+    job.state = JobState::kActive;
+    job.spec.paused = false;
+    job.updated_at = clock_.Now();
+    auto stored = store_.PutJob(job, version);
+    if (!stored.ok() && stored.status().code() == StatusCode::kFailedPrecondition) continue;
+    if (!stored.ok()) return stored.status();
+    Changed(*stored);
+    return true;
+  }
+  return Unavailable("job '" + id + "' keeps changing; try again");
+}
+
+Status JobService::Delete(const std::string& tenant, const std::string& id, bool kill_running) {
+  RETURN_IF_ERROR(store_.DeleteJob(tenant, id, clock_.Now(), kill_running));
+  spdlog::info("job deleted job_id={} tenant={} kill_running={}", id, tenant, kill_running);
+  events_.Emit({.type = EventType::kJobChanged, .tenant = tenant, .job_id = id});
+  return Status::Ok();
+}
+
+Result<std::vector<std::string>> JobService::Trigger(const std::string& tenant, const std::string& id,
+                                                     const std::vector<std::string>& payloads) {
+  ASSIGN_OR_RETURN(JobRecord job, store_.GetJob(tenant, id));
+  const TimePoint now = clock_.Now();
+  std::vector<RunRecord> runs;
+  std::vector<std::string> ids;
+  runs.reserve(payloads.size());
+  {
+    std::lock_guard lock(rng_mu_);
+    for (size_t i = 0; i < payloads.size(); ++i) {
+      if (!nlohmann::json::accept(payloads[i])) {
+        return InvalidArgument("payloads[" + std::to_string(i) + "]: not valid JSON", "payloads");
+      }
+      RunRecord run = NewRun(job, ManualRunId(id, now, rng_()), now, RunReason::kManual, now);
+      run.payload = payloads[i];
+      ids.push_back(run.id);
+      runs.push_back(std::move(run));
+    }
+  }
+  RETURN_IF_ERROR(store_.EnqueueRuns(tenant, id, runs));
+  if (on_runs_queued_) on_runs_queued_();
+  return ids;
+}
+
+Status JobService::CancelRun(const std::string& tenant, const std::string& run_id) {
+  return store_.CancelRun(tenant, run_id, clock_.Now());
+}
+
+}  // namespace jobsched

@@ -1,0 +1,71 @@
+// A node: the store, the executor and every actor of one process, started and stopped in a
+// written-down order.
+//
+// Start: recover this node's own unfinished attempts (a restart after a crash), then the
+// processor (it must be ready before anything is queued), the reaper, the dependency actor, the
+// scheduler (fires), the janitor.
+// Stop: the scheduler first (nothing new fires), the dependency actor, the janitor, the reaper,
+// then the processor (running attempts finish within shutdown_grace or are handed back).
+#pragma once
+
+#include <memory>
+
+#include <jobsched/scheduler.h>
+#include <jobsched/store.h>
+
+#include "engine/builtins.h"
+#include "engine/dependencies.h"
+#include "engine/event_bus.h"
+#include "engine/executor.h"
+#include "engine/janitor.h"
+#include "engine/job_service.h"
+#include "engine/processor.h"
+#include "engine/reaper.h"
+#include "engine/scheduler.h"
+
+namespace jobsched {
+
+class Node {
+ public:
+  // Opens the store (options.store, else options.store_url). Errors: the store's.
+  static Result<std::unique_ptr<Node>> Create(SchedulerOptions options);
+  ~Node();
+
+  Status Start();
+  void Stop();
+  bool running() const { return running_; }
+
+  Store& store() { return *store_; }
+  const Clock& clock() const { return *clock_; }
+  BuiltinRegistry& builtins() { return builtins_; }
+  EventBus& events() { return events_; }
+  JobService& jobs() { return *jobs_; }
+  SchedulerActor& scheduler() { return *scheduler_; }
+  Processor& processor() { return *processor_; }
+  Reaper& reaper() { return *reaper_; }
+  Janitor& janitor() { return *janitor_; }
+  DependencyActor& dependencies() { return *dependencies_; }
+  const SchedulerOptions& options() const { return options_; }
+
+ private:
+  explicit Node(SchedulerOptions options, std::shared_ptr<Store> store);
+
+  const SchedulerOptions options_;
+  std::shared_ptr<Store> store_;
+  const Clock* clock_;
+  BuiltinRegistry builtins_;
+  EventBus events_;
+  std::unique_ptr<Executor> executor_;
+  std::unique_ptr<Processor> processor_;
+  std::unique_ptr<Reaper> reaper_;
+  std::unique_ptr<Janitor> janitor_;
+  std::unique_ptr<DependencyActor> dependencies_;
+  std::unique_ptr<SchedulerActor> scheduler_;
+  std::unique_ptr<JobService> jobs_;
+  bool running_ = false;
+};
+
+// The host name, the default node id.
+std::string DefaultNodeId();
+
+}  // namespace jobsched

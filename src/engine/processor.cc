@@ -1,0 +1,315 @@
+#include "engine/processor.h"
+
+#include <spdlog/spdlog.h>
+
+#include "core/policy.h"
+
+namespace jobsched {
+
+using SteadyTime = std::chrono::steady_clock::time_point;
+
+struct Processor::Attempt {
+  RunRecord run;
+  exec::CancelSource cancel;
+  TimePoint lease_until{};                 // guarded by Processor::mu_
+  std::optional<SteadyTime> deadline;      // builtin timeouts; guarded by Processor::mu_
+  std::string key() const { return run.tenant + "/" + run.id; }
+};
+
+Processor::Processor(Store& store, const Clock& clock, const Executor& executor, EventBus& events,
+                     ProcessorOptions options, std::function<void(const RunRecord&)> on_finished)
+    : store_(store),
+      clock_(clock),
+      executor_(executor),
+      events_(events),
+      options_(std::move(options)),
+      on_finished_(std::move(on_finished)) {}
+
+Processor::~Processor() { Stop(Duration(0)); }
+
+void Processor::Start() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_workers_ = false;
+  }
+  for (int i = 0; i < options_.concurrency; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  renewer_.Start("renewer", [this] { return RenewOnce(); }, options_.renew_interval);
+  watchdog_.Start("watchdog", [this] { return WatchdogPass(); }, Duration(1000));
+  dispatcher_.Start("dispatcher", [this] { return DispatchLoop(); }, options_.max_sleep);
+}
+
+void Processor::Stop(Duration grace) {
+  dispatcher_.Stop();
+  {
+    std::unique_lock lock(mu_);
+    idle_cv_.wait_for(lock, grace, [this] { return active_.empty(); });
+    for (auto& [key, attempt] : active_) attempt->cancel.Cancel(exec::CancelReason::kFenced);
+    stopping_workers_ = true;
+  }
+  work_cv_.notify_all();
+  for (std::thread& t : workers_) t.join();
+  workers_.clear();
+  watchdog_.Stop();
+  renewer_.Stop();
+  // Attempts fenced above (and any that were never started) go back to the store at once.
+  std::vector<std::shared_ptr<Attempt>> left;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [key, attempt] : active_) left.push_back(attempt);
+    active_.clear();
+    queue_.clear();
+  }
+  if (!left.empty()) {
+    auto recovered = store_.RecoverLostRuns(clock_.Now(), options_.node_id, /*max_leases_lost=*/1 << 20, 10000);
+    if (!recovered.ok()) {
+      spdlog::warn("could not hand back {} runs: {}", left.size(), recovered.status().ToString());
+    } else {
+      spdlog::info("handed back {} unfinished runs", recovered->size());
+    }
+  }
+}
+
+int Processor::active() const {
+  std::lock_guard lock(mu_);
+  return static_cast<int>(active_.size());
+}
+
+double Processor::Random01() {
+  std::lock_guard lock(mu_);
+  return std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+}
+
+Result<int> Processor::ClaimOnce() {
+  int free_slots;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_workers_) return 0;
+    free_slots = options_.concurrency - static_cast<int>(active_.size());
+  }
+  if (free_slots <= 0) return 0;
+  const TimePoint now = clock_.Now();
+  ASSIGN_OR_RETURN(std::vector<RunRecord> runs,
+                   store_.ClaimRuns({.node = options_.node_id, .queues = options_.queues, .now = now,
+                                     .lease = options_.lease, .max_runs = free_slots}));
+  {
+    std::lock_guard lock(mu_);
+    for (RunRecord& run : runs) {
+      auto attempt = std::make_shared<Attempt>();
+      attempt->run = std::move(run);
+      attempt->lease_until = now + options_.lease;
+      active_[attempt->key()] = attempt;
+      queue_.push_back(attempt);
+    }
+  }
+  work_cv_.notify_all();
+  return static_cast<int>(runs.size());
+}
+
+Duration Processor::DispatchLoop() {
+  auto claimed = ClaimOnce();
+  if (!claimed.ok()) {
+    spdlog::warn("processor: claim failed: {}", claimed.status().ToString());
+    return Duration(500);
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (static_cast<int>(active_.size()) >= options_.concurrency) return options_.max_sleep;  // woken by Finish
+  }
+  if (*claimed > 0) return Duration(0);
+  auto next = store_.NextAvailableTime();
+  if (!next.ok() || !next->has_value()) return options_.max_sleep;
+  return std::max(Duration(0), **next - clock_.Now());
+}
+
+void Processor::WorkerLoop() {
+  while (true) {
+    std::shared_ptr<Attempt> attempt;
+    {
+      std::unique_lock lock(mu_);
+      work_cv_.wait(lock, [this] { return stopping_workers_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping
+      attempt = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    try {
+      Execute(attempt);
+    } catch (const std::exception& e) {
+      spdlog::error("worker: attempt of {} failed unexpectedly: {}", attempt->key(), e.what());
+    }
+    {
+      std::lock_guard lock(mu_);
+      active_.erase(attempt->key());
+    }
+    idle_cv_.notify_all();
+    dispatcher_.Wake();
+  }
+}
+
+Result<std::shared_ptr<const JobSpec>> Processor::SpecFor(const RunRecord& run) {
+  const std::string key = run.tenant + "/" + run.job_id;
+  const auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(mu_);
+    auto it = spec_cache_.find(key);
+    if (it != spec_cache_.end() && now - it->second.second < options_.spec_cache_ttl) return it->second.first;
+  }
+  ASSIGN_OR_RETURN(JobRecord job, store_.GetJob(run.tenant, run.job_id));
+  auto spec = std::make_shared<const JobSpec>(std::move(job.spec));
+  std::lock_guard lock(mu_);
+  if (spec_cache_.size() > 10000) spec_cache_.clear();
+  spec_cache_[key] = {spec, now};
+  return spec;
+}
+
+void Processor::Execute(const std::shared_ptr<Attempt>& attempt) {
+  const RunRecord& run = attempt->run;
+  spdlog::info("run running run_id={} job_id={} tenant={} node={} attempt={} fence={}", run.id, run.job_id,
+               run.tenant, options_.node_id, run.attempt, run.fence);
+  events_.Emit({.type = EventType::kRunStarted, .tenant = run.tenant, .job_id = run.job_id, .run_id = run.id,
+                .attempt = run.attempt});
+  auto spec = SpecFor(run);
+  if (!spec.ok()) {
+    Finish(attempt, nullptr,
+           {.kind = AttemptOutcome::Kind::kFailed, .error = "cannot read job: " + spec.status().message()});
+    return;
+  }
+  if ((*spec)->handler.type == HandlerSpec::Type::kBuiltin && (*spec)->timeout.count() > 0) {
+    {
+      std::lock_guard lock(mu_);
+      attempt->deadline = std::chrono::steady_clock::now() + (*spec)->timeout;
+    }
+    watchdog_.Wake();
+  }
+  if (run.cancel_requested) attempt->cancel.Cancel(exec::CancelReason::kCancelled);
+  const AttemptOutcome outcome = executor_.Run(**spec, run, attempt->cancel);
+  Finish(attempt, spec->get(), outcome);
+}
+
+void Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* spec, const AttemptOutcome& outcome) {
+  const RunRecord& run = attempt->run;
+  using Kind = AttemptOutcome::Kind;
+  if (outcome.kind == Kind::kFenced) {
+    spdlog::warn("run fenced run_id={} job_id={} tenant={} node={}: lease lost, result not reported", run.id,
+                 run.job_id, run.tenant, options_.node_id);
+    return;
+  }
+  const TimePoint now = clock_.Now();
+  Completion c{.tenant = run.tenant,
+               .run_id = run.id,
+               .fence = run.fence,
+               .now = now,
+               .exit_code = outcome.exit_code,
+               .http_status = outcome.http_status,
+               .output = outcome.output,
+               .error = outcome.error};
+  EventType event = EventType::kRunSucceeded;
+  switch (outcome.kind) {
+    case Kind::kSucceeded:
+      c.state = RunState::kSucceeded;
+      c.attempt_outcome = "succeeded";
+      break;
+    case Kind::kFailed:
+    case Kind::kTimedOut: {
+      const bool timed_out = outcome.kind == Kind::kTimedOut;
+      c.attempt_outcome = timed_out ? "timed_out" : "failed";
+      const int real_attempts = run.attempt - run.leases_lost;
+      if (spec != nullptr && real_attempts < run.max_attempts) {
+        c.state = RunState::kRetryWait;
+        c.retry_at = now + RetryDelay(spec->retry, real_attempts, Random01());
+        event = EventType::kRunRetrying;
+      } else {
+        c.state = timed_out ? RunState::kTimedOut : RunState::kFailed;
+        event = timed_out ? EventType::kRunTimedOut : EventType::kRunFailed;
+      }
+      break;
+    }
+    case Kind::kCancelled:
+      c.state = RunState::kCancelled;
+      c.attempt_outcome = "cancelled";
+      event = EventType::kRunCancelled;
+      break;
+    case Kind::kFenced:
+      return;
+  }
+  Status s = store_.Complete(c);
+  if (!s.ok()) {
+    spdlog::warn("run result rejected run_id={} job_id={} tenant={} node={} fence={}: {}", run.id, run.job_id,
+                 run.tenant, options_.node_id, run.fence, s.ToString());
+    return;
+  }
+  spdlog::info("run {} run_id={} job_id={} tenant={} node={} attempt={}{}{}", RunStateName(c.state), run.id,
+               run.job_id, run.tenant, options_.node_id, run.attempt, c.error.empty() ? "" : " error=", c.error);
+  events_.Emit({.type = event, .tenant = run.tenant, .job_id = run.job_id, .run_id = run.id,
+                .attempt = run.attempt, .error = c.error});
+  if (c.state == RunState::kRetryWait) {
+    dispatcher_.Wake();
+  } else if (on_finished_) {
+    RunRecord finished = run;
+    finished.state = c.state;
+    finished.finished_at = now;
+    on_finished_(finished);
+  }
+}
+
+Duration Processor::RenewOnce() {
+  std::vector<std::shared_ptr<Attempt>> attempts;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [key, attempt] : active_) attempts.push_back(attempt);
+  }
+  if (attempts.empty()) return options_.renew_interval;
+  std::vector<LeaseRef> refs;
+  refs.reserve(attempts.size());
+  for (const auto& a : attempts) refs.push_back({a->run.tenant, a->run.id, a->run.fence});
+  const TimePoint now = clock_.Now();
+  auto statuses = store_.RenewLeases(refs, now, options_.lease);
+  if (statuses.ok() && statuses->size() == attempts.size()) {
+    std::lock_guard lock(mu_);
+    for (size_t i = 0; i < attempts.size(); ++i) {
+      switch ((*statuses)[i]) {
+        case LeaseStatus::kRenewed:
+          attempts[i]->lease_until = now + options_.lease;
+          break;
+        case LeaseStatus::kCancelRequested:
+          attempts[i]->lease_until = now + options_.lease;
+          attempts[i]->cancel.Cancel(exec::CancelReason::kCancelled);
+          break;
+        case LeaseStatus::kStale:
+          spdlog::warn("lease lost run_id={} node={}: stopping the attempt", attempts[i]->run.id, options_.node_id);
+          attempts[i]->cancel.Cancel(exec::CancelReason::kFenced);
+          break;
+      }
+    }
+    return options_.renew_interval;
+  }
+  // The store cannot be reached: self-fence every attempt whose lease is about to end, and try
+  // again soon.
+  spdlog::warn("lease renewal failed: {}", statuses.ok() ? "short reply" : statuses.status().ToString());
+  const Duration margin = std::min(options_.renew_interval, options_.lease / 5);
+  std::lock_guard lock(mu_);
+  for (const auto& a : attempts) {
+    if (now + margin >= a->lease_until && !a->cancel.cancelled()) {
+      spdlog::error("self-fencing run_id={} node={}: lease ends before it can be renewed", a->run.id, options_.node_id);
+      a->cancel.Cancel(exec::CancelReason::kFenced);
+    }
+  }
+  return std::min(Duration(250), options_.renew_interval);
+}
+
+Duration Processor::WatchdogPass() {
+  const SteadyTime now = std::chrono::steady_clock::now();
+  Duration sleep(1000);
+  std::lock_guard lock(mu_);
+  for (auto& [key, attempt] : active_) {
+    if (!attempt->deadline) continue;
+    if (*attempt->deadline <= now) {
+      attempt->cancel.Cancel(exec::CancelReason::kTimeout);
+      attempt->deadline.reset();
+    } else {
+      sleep = std::min(sleep, std::chrono::ceil<Duration>(*attempt->deadline - now));
+    }
+  }
+  return sleep;
+}
+
+}  // namespace jobsched

@@ -1,0 +1,129 @@
+#include "engine/scheduler.h"
+
+#include <spdlog/spdlog.h>
+
+#include "core/policy.h"
+
+namespace jobsched {
+
+RunRecord NewRun(const JobRecord& job, std::string id, TimePoint scheduled_at, RunReason reason, TimePoint now) {
+  RunRecord r;
+  r.id = std::move(id);
+  r.job_id = job.spec.id;
+  r.tenant = job.spec.tenant;
+  r.queue = job.spec.queue;
+  r.priority = job.spec.priority;
+  r.scheduled_at = scheduled_at;
+  r.available_at = std::max(scheduled_at, now);
+  r.created_at = now;
+  r.reason = reason;
+  r.state = RunState::kQueued;
+  r.max_attempts = job.spec.retry.max_attempts;
+  r.payload = job.spec.payload;
+  return r;
+}
+
+SchedulerActor::SchedulerActor(Store& store, const Clock& clock, EventBus& events,
+                               SchedulerActorOptions options, std::function<void()> on_fired)
+    : store_(store), clock_(clock), events_(events), options_(options), on_fired_(std::move(on_fired)) {}
+
+Result<int> SchedulerActor::FireJob(const JobRecord& job, TimePoint now) {
+  if (!job.next_fire) return 0;
+  ASSIGN_OR_RETURN(Occurrences occurrences, Occurrences::For(job.spec.schedule, job.created_at));
+  const FirePlan plan = PlanFiring(occurrences, job.spec.misfire, *job.next_fire, now);
+
+  FireRequest req{.tenant = job.spec.tenant,
+                  .job_id = job.spec.id,
+                  .expected_version = job.version,
+                  .expected_next_fire = job.next_fire,
+                  .next_fire = plan.next_fire,
+                  .new_state = plan.complete ? std::optional(JobState::kCompleted) : std::nullopt};
+
+  std::vector<RunRecord> active;
+  const bool needs_active = job.spec.overlap != Overlap::kAllow &&
+                            std::any_of(plan.runs.begin(), plan.runs.end(), [](const PlannedRun& p) { return !p.skipped; });
+  if (needs_active) {
+    ASSIGN_OR_RETURN(active, store_.ActiveRuns(job.spec.tenant, job.spec.id));
+  }
+
+  const int64_t jitter_ms = job.spec.schedule.jitter.count();
+  for (const PlannedRun& planned : plan.runs) {
+    RunRecord run = NewRun(job, ScheduledRunId(job.spec.id, planned.scheduled_at), planned.scheduled_at,
+                           planned.reason, now);
+    if (planned.skipped) {
+      run.state = RunState::kSkipped;
+      run.error = planned.error;
+      run.finished_at = now;
+    } else {
+      const OverlapDecision d = DecideOverlap(job.spec.overlap, active);
+      if (d.skip) {
+        run.state = RunState::kSkipped;
+        run.error = "overlap: an earlier run of the job is still queued or running";
+        run.finished_at = now;
+      } else {
+        run.exclusive = d.exclusive;
+        req.cancel_run_ids.insert(req.cancel_run_ids.end(), d.cancel_run_ids.begin(), d.cancel_run_ids.end());
+        if (d.cancel_run_ids.size() > 0) active.clear();
+        if (jitter_ms > 0) {
+          run.available_at += Duration(std::uniform_int_distribution<int64_t>(0, jitter_ms)(rng_));
+        }
+        active.push_back(run);
+      }
+    }
+    req.runs.push_back(std::move(run));
+  }
+
+  ASSIGN_OR_RETURN(FireResult result, store_.Fire(req));
+  for (const RunRecord& run : req.runs) {
+    if (run.state == RunState::kSkipped) {
+      spdlog::info("run skipped run_id={} job_id={} tenant={} reason=\"{}\"", run.id, run.job_id, run.tenant, run.error);
+      events_.Emit({.type = EventType::kRunSkipped, .tenant = run.tenant, .job_id = run.job_id, .run_id = run.id, .error = run.error});
+    }
+  }
+  return result.created;
+}
+
+Result<int> SchedulerActor::Tick() {
+  int created = 0;
+  bool queued = false;
+  const TimePoint now = clock_.Now();
+  for (int round = 0; round < 64; ++round) {
+    ASSIGN_OR_RETURN(std::vector<JobRecord> due, store_.DueJobs(now, options_.batch));
+    int progressed = 0;
+    for (const JobRecord& job : due) {
+      auto fired = FireJob(job, now);
+      if (fired.ok()) {
+        created += *fired;
+        queued = queued || *fired > 0;
+        ++progressed;
+      } else if (fired.status().code() == StatusCode::kFailedPrecondition ||
+                 fired.status().code() == StatusCode::kNotFound) {
+        ++progressed;  // fired or changed by someone else meanwhile: re-read next round
+      } else if (fired.status().code() == StatusCode::kInvalidArgument) {
+        spdlog::error("job {}/{} cannot be fired: {}", job.spec.tenant, job.spec.id, fired.status().message());
+      } else {
+        return fired.status();
+      }
+    }
+    if (static_cast<int>(due.size()) < options_.batch || progressed == 0) break;
+  }
+  if (queued && on_fired_) on_fired_();
+  return created;
+}
+
+Duration SchedulerActor::Loop() {
+  auto fired = Tick();
+  if (!fired.ok()) {
+    spdlog::warn("scheduler: {}", fired.status().ToString());
+    return Duration(500);
+  }
+  auto next = store_.NextFireTime();
+  if (!next.ok() || !next->has_value()) return options_.max_sleep;
+  return std::max(Duration(0), **next - clock_.Now());
+}
+
+void SchedulerActor::Start() {
+  thread_.Start("scheduler", [this] { return Loop(); }, options_.max_sleep);
+}
+
+}  // namespace jobsched

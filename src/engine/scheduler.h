@@ -1,0 +1,59 @@
+// The scheduler actor: fires due jobs. One pass (Tick) reads the jobs whose next fire time has
+// come, plans each occurrence in C++ (misfire, jitter, overlap: src/core/policy.h) and commits it
+// with one atomic Store::Fire, guarded by the job's version and next fire time, so that any
+// number of schedulers may fire the same job and each occurrence yields one run.
+// Between passes it sleeps until the earliest next fire time, woken early by Wake() when a job
+// is added or changed.
+#pragma once
+
+#include <functional>
+#include <random>
+
+#include <jobsched/store.h>
+
+#include "engine/actor.h"
+#include "engine/event_bus.h"
+
+namespace jobsched {
+
+struct SchedulerActorOptions {
+  // Jobs read per store call. Default: 256
+  int batch = 256;
+  // The longest sleep between passes (a safety net for changes made by other processes).
+  // Default: 1 s
+  Duration max_sleep{1000};
+};
+
+class SchedulerActor {
+ public:
+  // `on_fired` is called after a pass that created queued runs (to wake the processor).
+  SchedulerActor(Store& store, const Clock& clock, EventBus& events, SchedulerActorOptions options,
+                 std::function<void()> on_fired);
+
+  // One pass: fires every job due at the clock's now. Returns the runs created (skipped ones
+  // included). Errors: the store's (a job that someone else fired meanwhile is not an error).
+  Result<int> Tick();
+  // Fires one job as read; kFailedPrecondition when it changed meanwhile. Used by Tick and by
+  // the dependency actor's tests.
+  Result<int> FireJob(const JobRecord& job, TimePoint now);
+
+  void Start();
+  void Wake() { thread_.Wake(); }
+  void Stop() { thread_.Stop(); }
+
+ private:
+  Duration Loop();
+
+  Store& store_;
+  const Clock& clock_;
+  EventBus& events_;
+  const SchedulerActorOptions options_;
+  const std::function<void()> on_fired_;
+  std::mt19937_64 rng_{std::random_device{}()};  // only the scheduler thread (or Tick caller)
+  ActorThread thread_;
+};
+
+// Builds a run of `job` for an occurrence (shared by the scheduler, dependencies and triggers).
+RunRecord NewRun(const JobRecord& job, std::string id, TimePoint scheduled_at, RunReason reason, TimePoint now);
+
+}  // namespace jobsched

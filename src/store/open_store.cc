@@ -1,0 +1,52 @@
+// OpenStore: the store URL (`--store`, JOBSCHED_STORE; DESIGN §10) to a Store backend.
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+
+#include <jobsched/store.h>
+
+#include "store/sqlite_store.h"
+
+namespace jobsched {
+namespace {
+
+constexpr std::string_view kSqliteScheme = "sqlite:";
+constexpr std::string_view kRedisScheme = "redis://";
+constexpr char kSupported[] = "expected sqlite:PATH or sqlite::memory:";
+
+Result<std::unique_ptr<Store>> OpenSqlite(const std::string& url) {
+  const std::string path = url.substr(kSqliteScheme.size());
+  if (path.empty()) {
+    return InvalidArgument("store url '" + url + "' names no file: " + kSupported, "store");
+  }
+  if (path != ":memory:") {
+    const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+    if (!parent.empty()) {
+      std::error_code ec;
+      std::filesystem::create_directories(parent, ec);
+      if (ec) {
+        return Unavailable("store url '" + url + "': cannot create directory '" +
+                           parent.string() + "': " + ec.message());
+      }
+    }
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<SqliteStore> store, SqliteStore::Open({.path = path}));
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> OpenStore(const std::string& url) {
+  if (url.starts_with(kSqliteScheme)) return OpenSqlite(url);
+  if (url.starts_with(kRedisScheme)) {
+    // RedisStore goes here: return OpenRedis(url);
+    return InvalidArgument("store url '" + url + "': redis is not supported yet; " + kSupported,
+                           "store");
+  }
+  return InvalidArgument("unsupported store url '" + url + "': " + kSupported, "store");
+}
+
+}  // namespace jobsched
