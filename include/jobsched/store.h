@@ -179,6 +179,17 @@ class Store {
   // job's version. kNotFound if the job is gone.
   virtual Result<FireResult> Fire(const FireRequest& request) = 0;
 
+  // Fire for many jobs at once: each request is applied atomically on its own, exactly as by
+  // Fire (one failing its check does not affect the others), and the whole batch is committed
+  // together (one durable write instead of one per request). One result per request, in order.
+  // The default implementation calls Fire for each.
+  virtual std::vector<Result<FireResult>> FireMany(std::span<const FireRequest> requests) {
+    std::vector<Result<FireResult>> out;
+    out.reserve(requests.size());
+    for (const FireRequest& r : requests) out.push_back(Fire(r));
+    return out;
+  }
+
   // ---- Runs ------------------------------------------------------------------------------
 
   // Inserts runs asked for explicitly (manual triggers), each with a fresh id, if the job
@@ -225,6 +236,16 @@ class Store {
   // exit code, http status, output and error; the run becomes `state` (kRetryWait: queued again
   // at retry_at). kFailedPrecondition with message "stale_token" otherwise — nothing recorded.
   virtual Status Complete(const Completion& completion) = 0;
+
+  // Complete for many attempts at once, each checked and applied as by Complete, committed
+  // together. One status per completion, in order. The default implementation calls Complete
+  // for each.
+  virtual std::vector<Status> CompleteMany(std::span<const Completion> completions) {
+    std::vector<Status> out;
+    out.reserve(completions.size());
+    for (const Completion& c : completions) out.push_back(Complete(c));
+    return out;
+  }
 
   // Cancels a run: queued or retry-waiting → kCancelled; running → cancel_requested (the holder
   // stops it and completes it as cancelled). kFailedPrecondition if already terminal;

@@ -67,6 +67,7 @@ class ObjectReader {
     return it != object_.end() && !it->is_null();
   }
   std::string Path(const std::string& key) const { return Join(path_, key); }
+  const std::string& path() const { return path_; }
 
   Status String(const std::string& key, std::string& out) {
     const Json* v = Get(key);
@@ -222,8 +223,9 @@ Status ParseSchedule(ObjectReader& r, Schedule& s) {
   const bool at = r.Has("at");
   const bool every = r.Has("every_ms");
   if (cron + at + every > 1) {
-    return FieldError(r.Path(""), "give exactly one of cron, at, every_ms");
+    return FieldError(r.path(), "give exactly one of cron, at, every_ms");
   }
+
   if (cron) {
     s.kind = Schedule::Kind::kCron;
     RETURN_IF_ERROR(r.String("cron", s.cron));
@@ -242,10 +244,17 @@ Status ParseSchedule(ObjectReader& r, Schedule& s) {
   RETURN_IF_ERROR(r.Time("start_at", s.start_at));
   RETURN_IF_ERROR(r.Time("end_at", s.end_at));
   RETURN_IF_ERROR(r.NoUnknownFields());
+  if (s.kind == Schedule::Kind::kNone && (s.start_at || s.end_at || s.jitter.count() != 0)) {
+    return FieldError(r.path(), "start_at, end_at and jitter_ms need one of cron, at, every_ms");
+  }
   // "@every 90s" is sugar for every_ms.
   if (s.kind == Schedule::Kind::kCron && s.cron.starts_with("@every")) {
     auto parsed = CronSchedule::Parse(s.cron, s.timezone);
-    if (!parsed.ok()) return FieldError(r.Path("cron"), parsed.status().message());
+    if (!parsed.ok()) {
+      const std::string& m = parsed.status().message();
+      if (m.starts_with("timezone: ")) return FieldError(r.Path("timezone"), m.substr(10));
+      return FieldError(r.Path("cron"), m);
+    }
     s.kind = Schedule::Kind::kEvery;
     s.every = *parsed->every();
     s.cron.clear();
@@ -281,7 +290,7 @@ Status ParseHandler(ObjectReader& r, HandlerSpec& h) {
 
 // The retry defaults of DESIGN §2 apply "when retries are asked for"; they are the struct's.
 Status ParseSpecObject(const Json& j, JobSpec& spec) {
-  if (!j.is_object()) return FieldError("", "a job spec must be a JSON object");
+  if (!j.is_object()) return InvalidArgument("a job spec must be a JSON object");
   ObjectReader r(j, "");
   RETURN_IF_ERROR(r.String("id", spec.id));
   RETURN_IF_ERROR(r.String("queue", spec.queue));
@@ -384,6 +393,9 @@ Status ValidateJobSpec(const JobSpec& spec) {
       break;
   }
   if (s.jitter.count() < 0) return FieldError("schedule.jitter_ms", "must not be negative");
+  if (s.kind == Schedule::Kind::kNone && (s.start_at || s.end_at || s.jitter.count() != 0)) {
+    return FieldError("schedule", "start_at, end_at and jitter_ms need one of cron, at, every_ms");
+  }
   if (s.start_at && s.end_at && *s.end_at <= *s.start_at) {
     return FieldError("schedule.end_at", "must be after schedule.start_at");
   }

@@ -14,6 +14,9 @@ Result<Occurrences> Occurrences::For(const Schedule& schedule, TimePoint anchor)
     ASSIGN_OR_RETURN(CronSchedule cron, CronSchedule::Parse(schedule.cron, schedule.timezone));
     o.cron_ = std::move(cron);
   }
+  if (schedule.kind == Schedule::Kind::kEvery && schedule.every.count() <= 0) {
+    return InvalidArgument("schedule.every_ms: must be positive", "schedule.every_ms");
+  }
   return o;
 }
 
@@ -45,7 +48,10 @@ std::optional<TimePoint> Occurrences::After(TimePoint t) const {
 }
 
 std::optional<TimePoint> Occurrences::First() const {
-  if (schedule_.kind == Schedule::Kind::kAt) return Bounded(schedule_.at);
+  if (schedule_.kind == Schedule::Kind::kAt) {
+    if (schedule_.start_at && schedule_.at < *schedule_.start_at) return std::nullopt;
+    return Bounded(schedule_.at);
+  }
   return After(anchor_);
 }
 

@@ -13,6 +13,7 @@ struct Processor::Attempt {
   exec::CancelSource cancel;
   TimePoint lease_until{};                 // guarded by Processor::mu_
   std::optional<SteadyTime> deadline;      // builtin timeouts; guarded by Processor::mu_
+  std::atomic<bool> reporting{false};      // its result is being written: no more renewals
   std::string key() const { return run.tenant + "/" + run.id; }
 };
 
@@ -231,7 +232,8 @@ void Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* s
     case Kind::kFenced:
       return;
   }
-  Status s = store_.Complete(c);
+  attempt->reporting = true;
+  Status s = CompleteGrouped(c);
   if (!s.ok()) {
     spdlog::warn("run result rejected run_id={} job_id={} tenant={} node={} fence={}: {}", run.id, run.job_id,
                  run.tenant, options_.node_id, run.fence, s.ToString());
@@ -251,11 +253,47 @@ void Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* s
   }
 }
 
+struct Processor::PendingCompletion {
+  const Completion* completion;
+  Status result;
+  bool done = false;
+};
+
+Status Processor::CompleteGrouped(const Completion& completion) {
+  PendingCompletion me{.completion = &completion};
+  std::unique_lock lock(commit_mu_);
+  commit_queue_.push_back(&me);
+  while (!me.done) {
+    if (committing_) {
+      commit_cv_.wait(lock);
+      continue;
+    }
+    committing_ = true;
+    std::vector<PendingCompletion*> batch;
+    batch.swap(commit_queue_);
+    lock.unlock();
+    std::vector<Completion> completions;
+    completions.reserve(batch.size());
+    for (const PendingCompletion* p : batch) completions.push_back(*p->completion);
+    std::vector<Status> results = store_.CompleteMany(completions);
+    lock.lock();
+    for (size_t i = 0; i < batch.size(); ++i) {
+      batch[i]->result = i < results.size() ? results[i] : Internal("short reply from CompleteMany");
+      batch[i]->done = true;
+    }
+    committing_ = false;
+    commit_cv_.notify_all();
+  }
+  return me.result;
+}
+
 Duration Processor::RenewOnce() {
   std::vector<std::shared_ptr<Attempt>> attempts;
   {
     std::lock_guard lock(mu_);
-    for (auto& [key, attempt] : active_) attempts.push_back(attempt);
+    for (auto& [key, attempt] : active_) {
+      if (!attempt->reporting) attempts.push_back(attempt);
+    }
   }
   if (attempts.empty()) return options_.renew_interval;
   std::vector<LeaseRef> refs;
@@ -275,8 +313,11 @@ Duration Processor::RenewOnce() {
           attempts[i]->cancel.Cancel(exec::CancelReason::kCancelled);
           break;
         case LeaseStatus::kStale:
-          spdlog::warn("lease lost run_id={} node={}: stopping the attempt", attempts[i]->run.id, options_.node_id);
-          attempts[i]->cancel.Cancel(exec::CancelReason::kFenced);
+          // An attempt whose result was written since the list was taken is stale too.
+          if (!attempts[i]->reporting && !attempts[i]->cancel.cancelled()) {
+            spdlog::warn("lease lost run_id={} node={}: stopping the attempt", attempts[i]->run.id, options_.node_id);
+            attempts[i]->cancel.Cancel(exec::CancelReason::kFenced);
+          }
           break;
       }
     }

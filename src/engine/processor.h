@@ -77,6 +77,9 @@ class Processor {
   Duration DispatchLoop();
   Duration WatchdogPass();
   Result<std::shared_ptr<const JobSpec>> SpecFor(const RunRecord& run);
+  // Group commit: completions that arrive while one batch is being written go into the next
+  // batch, written by one of the waiting workers (one durable write per batch).
+  Status CompleteGrouped(const Completion& completion);
   double Random01();
 
   Store& store_;
@@ -95,6 +98,12 @@ class Processor {
   std::map<std::string, std::pair<std::shared_ptr<const JobSpec>, std::chrono::steady_clock::time_point>>
       spec_cache_;  // guarded by mu_
   std::mt19937_64 rng_{std::random_device{}()};  // guarded by mu_
+
+  struct PendingCompletion;
+  std::mutex commit_mu_;
+  std::condition_variable commit_cv_;
+  std::vector<PendingCompletion*> commit_queue_;  // guarded by commit_mu_
+  bool committing_ = false;                      // guarded by commit_mu_
 
   std::vector<std::thread> workers_;
   ActorThread dispatcher_;

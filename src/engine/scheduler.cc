@@ -27,8 +27,7 @@ SchedulerActor::SchedulerActor(Store& store, const Clock& clock, EventBus& event
                                SchedulerActorOptions options, std::function<void()> on_fired)
     : store_(store), clock_(clock), events_(events), options_(options), on_fired_(std::move(on_fired)) {}
 
-Result<int> SchedulerActor::FireJob(const JobRecord& job, TimePoint now) {
-  if (!job.next_fire) return 0;
+Result<FireRequest> SchedulerActor::PlanJob(const JobRecord& job, TimePoint now) {
   ASSIGN_OR_RETURN(Occurrences occurrences, Occurrences::For(job.spec.schedule, job.created_at));
   const FirePlan plan = PlanFiring(occurrences, job.spec.misfire, *job.next_fire, now);
 
@@ -63,7 +62,7 @@ Result<int> SchedulerActor::FireJob(const JobRecord& job, TimePoint now) {
       } else {
         run.exclusive = d.exclusive;
         req.cancel_run_ids.insert(req.cancel_run_ids.end(), d.cancel_run_ids.begin(), d.cancel_run_ids.end());
-        if (d.cancel_run_ids.size() > 0) active.clear();
+        if (!d.cancel_run_ids.empty()) active.clear();
         if (jitter_ms > 0) {
           run.available_at += Duration(std::uniform_int_distribution<int64_t>(0, jitter_ms)(rng_));
         }
@@ -72,14 +71,25 @@ Result<int> SchedulerActor::FireJob(const JobRecord& job, TimePoint now) {
     }
     req.runs.push_back(std::move(run));
   }
+  return req;
+}
 
-  ASSIGN_OR_RETURN(FireResult result, store_.Fire(req));
-  for (const RunRecord& run : req.runs) {
+void SchedulerActor::Fired(const FireRequest& request) {
+  for (const RunRecord& run : request.runs) {
     if (run.state == RunState::kSkipped) {
-      spdlog::info("run skipped run_id={} job_id={} tenant={} reason=\"{}\"", run.id, run.job_id, run.tenant, run.error);
-      events_.Emit({.type = EventType::kRunSkipped, .tenant = run.tenant, .job_id = run.job_id, .run_id = run.id, .error = run.error});
+      spdlog::info("run skipped run_id={} job_id={} tenant={} reason=\"{}\"", run.id, run.job_id, run.tenant,
+                   run.error);
+      events_.Emit({.type = EventType::kRunSkipped, .tenant = run.tenant, .job_id = run.job_id, .run_id = run.id,
+                    .error = run.error});
     }
   }
+}
+
+Result<int> SchedulerActor::FireJob(const JobRecord& job, TimePoint now) {
+  if (!job.next_fire) return 0;
+  ASSIGN_OR_RETURN(FireRequest req, PlanJob(job, now));
+  ASSIGN_OR_RETURN(FireResult result, store_.Fire(req));
+  Fired(req);
   return result.created;
 }
 
@@ -89,20 +99,31 @@ Result<int> SchedulerActor::Tick() {
   const TimePoint now = clock_.Now();
   for (int round = 0; round < 64; ++round) {
     ASSIGN_OR_RETURN(std::vector<JobRecord> due, store_.DueJobs(now, options_.batch));
-    int progressed = 0;
+    std::vector<FireRequest> requests;
+    requests.reserve(due.size());
     for (const JobRecord& job : due) {
-      auto fired = FireJob(job, now);
-      if (fired.ok()) {
-        created += *fired;
-        queued = queued || *fired > 0;
+      if (!job.next_fire) continue;
+      auto req = PlanJob(job, now);
+      if (!req.ok()) {
+        if (req.status().code() != StatusCode::kInvalidArgument) return req.status();
+        spdlog::error("job {}/{} cannot be fired: {}", job.spec.tenant, job.spec.id, req.status().message());
+        continue;
+      }
+      requests.push_back(std::move(req).value());
+    }
+    const std::vector<Result<FireResult>> results = store_.FireMany(requests);
+    int progressed = 0;
+    for (size_t i = 0; i < results.size() && i < requests.size(); ++i) {
+      const Result<FireResult>& r = results[i];
+      if (r.ok()) {
+        created += r->created;
+        queued = queued || r->created > 0;
+        Fired(requests[i]);
         ++progressed;
-      } else if (fired.status().code() == StatusCode::kFailedPrecondition ||
-                 fired.status().code() == StatusCode::kNotFound) {
+      } else if (r.status().code() == StatusCode::kFailedPrecondition || r.status().code() == StatusCode::kNotFound) {
         ++progressed;  // fired or changed by someone else meanwhile: re-read next round
-      } else if (fired.status().code() == StatusCode::kInvalidArgument) {
-        spdlog::error("job {}/{} cannot be fired: {}", job.spec.tenant, job.spec.id, fired.status().message());
       } else {
-        return fired.status();
+        return r.status();
       }
     }
     if (static_cast<int>(due.size()) < options_.batch || progressed == 0) break;

@@ -33,9 +33,10 @@ class SchedulerActor {
   // One pass: fires every job due at the clock's now. Returns the runs created (skipped ones
   // included). Errors: the store's (a job that someone else fired meanwhile is not an error).
   Result<int> Tick();
-  // Fires one job as read; kFailedPrecondition when it changed meanwhile. Used by Tick and by
-  // the dependency actor's tests.
+  // Fires one job as read; kFailedPrecondition when it changed meanwhile.
   Result<int> FireJob(const JobRecord& job, TimePoint now);
+  // The Store::Fire request that fires `job` (as read) at `now`: PlanFiring, jitter, overlap.
+  Result<FireRequest> PlanJob(const JobRecord& job, TimePoint now);
 
   void Start();
   void Wake() { thread_.Wake(); }
@@ -43,6 +44,7 @@ class SchedulerActor {
 
  private:
   Duration Loop();
+  void Fired(const FireRequest& request);
 
   Store& store_;
   const Clock& clock_;

@@ -1,6 +1,7 @@
 #include "exec/http_executor.h"
 
 #include <errno.h>
+#include <httplib.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -16,8 +17,6 @@
 #include <string>
 #include <thread>
 #include <utility>
-
-#include <httplib.h>
 
 #include "exec/shell_executor.h"
 
@@ -182,8 +181,11 @@ Status Validate(const HttpRequest& req) {
   if (req.max_redirects < 0) {
     return InvalidArgument("max_redirects must not be negative", "handler.max_redirects");
   }
-  if (req.timeout.count() < 0 || req.connect_timeout.count() < 0) {
-    return InvalidArgument("timeouts must not be negative", "timeout_ms");
+  if (req.timeout.count() < 0) {
+    return InvalidArgument("timeout must not be negative", "timeout_ms");
+  }
+  if (req.connect_timeout.count() <= 0) {
+    return InvalidArgument("connect_timeout must be positive", "handler.connect_timeout_ms");
   }
   return Status::Ok();
 }
@@ -305,8 +307,8 @@ class Watchdog {
             timeout_ms = static_cast<int>(kFallbackPoll.count());
           }
           if (deadline_) {
-            int64_t left = std::max<int64_t>(
-                0, std::chrono::ceil<Duration>(*deadline_ - now).count());
+            int64_t left =
+                std::max<int64_t>(0, std::chrono::ceil<Duration>(*deadline_ - now).count());
             if (timeout_ms < 0 || left < timeout_ms) timeout_ms = static_cast<int>(left);
           }
         }
@@ -343,11 +345,10 @@ void SetCancelled(CancelReason reason, SteadyTime start, HttpResult* result) {
   switch (reason) {
     case CancelReason::kTimeout:
       result->outcome = HttpOutcome::kTimedOut;
-      result->error = "timed out after " +
-                      std::to_string(std::chrono::duration_cast<Duration>(
-                                         SteadyClock::now() - start)
-                                         .count()) +
-                      "ms";
+      result->error =
+          "timed out after " +
+          std::to_string(std::chrono::duration_cast<Duration>(SteadyClock::now() - start).count()) +
+          "ms";
       break;
     case CancelReason::kFenced:
       result->outcome = HttpOutcome::kFenced;
@@ -365,8 +366,8 @@ bool IsRedirect(int status) {
   return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
 }
 
-void Exchange(const HttpRequest& req, Url url, SteadyTime start,
-              std::optional<SteadyTime> deadline, Watchdog& watchdog, HttpResult* result) {
+void Exchange(const HttpRequest& req, Url url, SteadyTime start, std::optional<SteadyTime> deadline,
+              Watchdog& watchdog, HttpResult* result) {
   std::string method = req.method;
   std::string body = req.body;
   std::map<std::string, std::string> headers = req.headers;

@@ -13,13 +13,13 @@
 // the CancelSource.
 #pragma once
 
+#include <jobsched/clock.h>
+#include <jobsched/status.h>
+
 #include <cstddef>
 #include <map>
 #include <string>
 #include <string_view>
-
-#include <jobsched/clock.h>
-#include <jobsched/status.h>
 
 #include "exec/cancellation.h"
 
@@ -41,7 +41,7 @@ struct HttpRequest {
   Duration timeout{0};
   // Upper bound on establishing one TCP (and TLS) connection, also when timeout is 0; a
   // cancellation cannot interrupt a connect, so this also bounds how late it takes effect.
-  // Default: 10 s.
+  // Must be positive. Default: 10 s.
   Duration connect_timeout{10000};
   // Redirects (301, 302, 303, 307, 308) followed; one more is an error. 303, and 301/302 after
   // a POST, continue as GET without a body. Default: 5.

@@ -338,8 +338,7 @@ void PlanRlimits(const ResourceLimits& limits, SpawnPlan* plan) {
   _exit(127);  // not reached
 }
 
-std::string SpawnErrorText(const ChildReport& r, const ShellRequest& req,
-                           const std::string& path) {
+std::string SpawnErrorText(const ChildReport& r, const ShellRequest& req, const std::string& path) {
   std::string err = ErrnoText(r.err);
   switch (r.stage) {
     case kStageExec:
@@ -435,7 +434,8 @@ class RunCgroup {
     while (pos < procs->size()) {
       size_t end = procs->find('\n', pos);
       if (end == std::string::npos) end = procs->size();
-      pid_t pid = static_cast<pid_t>(std::strtol(procs->substr(pos, end - pos).c_str(), nullptr, 10));
+      pid_t pid =
+          static_cast<pid_t>(std::strtol(procs->substr(pos, end - pos).c_str(), nullptr, 10));
       if (pid > 0) kill(pid, SIGKILL);
       pos = end + 1;
     }
@@ -459,7 +459,8 @@ class RunCgroup {
     while (events.valid()) {
       char buf[256];
       ssize_t n = pread(events.get(), buf, sizeof(buf) - 1, 0);
-      if (n <= 0 || FlatKeyedValue(std::string_view(buf, static_cast<size_t>(n)), "populated") != 1) {
+      if (n <= 0 ||
+          FlatKeyedValue(std::string_view(buf, static_cast<size_t>(n)), "populated") != 1) {
         break;
       }
       auto left = std::chrono::ceil<Duration>(deadline - SteadyClock::now());
@@ -490,9 +491,7 @@ class RunCgroup {
 // Blocks signals in the calling thread for the lifetime of the object.
 class ScopedSignalMask {
  public:
-  explicit ScopedSignalMask(const sigset_t& block) {
-    pthread_sigmask(SIG_BLOCK, &block, &old_);
-  }
+  explicit ScopedSignalMask(const sigset_t& block) { pthread_sigmask(SIG_BLOCK, &block, &old_); }
   ~ScopedSignalMask() { pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
   ScopedSignalMask(const ScopedSignalMask&) = delete;
   ScopedSignalMask& operator=(const ScopedSignalMask&) = delete;
@@ -726,8 +725,8 @@ void Runner::Supervise() {
     if (kill_deadline_ && (!wake || *kill_deadline_ < *wake)) wake = kill_deadline_;
     int timeout_ms = -1;
     if (wake) {
-      timeout_ms = static_cast<int>(
-          std::max<int64_t>(0, std::chrono::ceil<Duration>(*wake - now).count()));
+      timeout_ms =
+          static_cast<int>(std::max<int64_t>(0, std::chrono::ceil<Duration>(*wake - now).count()));
     }
     if (fallback && (timeout_ms < 0 || timeout_ms > kFallbackPoll.count())) {
       timeout_ms = static_cast<int>(kFallbackPoll.count());
@@ -781,8 +780,8 @@ void Runner::Finish(int wait_status) {
         result_.outcome = ShellOutcome::kSignaled;
         result_.error = "killed by " + SignalText(result_.term_signal);
         if (result_.term_signal == SIGXCPU) {
-          result_.error += ": CPU time limit of " + std::to_string(req_.limits.cpu_seconds) +
-                           "s exceeded";
+          result_.error +=
+              ": CPU time limit of " + std::to_string(req_.limits.cpu_seconds) + "s exceeded";
         }
       } else {
         result_.outcome = ShellOutcome::kExited;
@@ -794,20 +793,18 @@ void Runner::Finish(int wait_status) {
   }
   if (terminating_ != CancelReason::kNone && sigkill_sent_ && req_.kill_grace.count() > 0 &&
       result_.term_signal == SIGKILL) {
-    result_.error += " (SIGKILL after a " + std::to_string(req_.kill_grace.count()) +
-                     "ms grace)";
+    result_.error += " (SIGKILL after a " + std::to_string(req_.kill_grace.count()) + "ms grace)";
   }
   if (cgroup_.OomKilled()) {
     if (!result_.error.empty()) result_.error += "; ";
-    result_.error += "out of memory (cgroup memory.max " +
-                     std::to_string(cgroup_.memory_max_mb()) + " MB)";
+    result_.error +=
+        "out of memory (cgroup memory.max " + std::to_string(cgroup_.memory_max_mb()) + " MB)";
   }
 }
 
 Result<ShellResult> Runner::Run() {
   std::vector<std::string> env_strings = BuildEnvironment(req_.env);
-  std::optional<std::string> path =
-      ResolveProgram(req_.argv[0], EnvValue(env_strings, "PATH"));
+  std::optional<std::string> path = ResolveProgram(req_.argv[0], EnvValue(env_strings, "PATH"));
   if (!path) {
     SpawnFailed("cannot execute '" + req_.argv[0] + "': not found in PATH (" +
                 EnvValue(env_strings, "PATH") + ")");

@@ -14,6 +14,9 @@
 // arbitrary children (waitpid(-1), SIGCHLD set to SIG_IGN).
 #pragma once
 
+#include <jobsched/clock.h>
+#include <jobsched/status.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -21,9 +24,6 @@
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <jobsched/clock.h>
-#include <jobsched/status.h>
 
 #include "exec/cancellation.h"
 

@@ -1,12 +1,12 @@
 // OpenStore: the store URL (`--store`, JOBSCHED_STORE; DESIGN §10) to a Store backend.
+#include <jobsched/store.h>
+
 #include <filesystem>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <system_error>
 #include <utility>
-
-#include <jobsched/store.h>
 
 #include "store/sqlite_store.h"
 
@@ -28,8 +28,8 @@ Result<std::unique_ptr<Store>> OpenSqlite(const std::string& url) {
       std::error_code ec;
       std::filesystem::create_directories(parent, ec);
       if (ec) {
-        return Unavailable("store url '" + url + "': cannot create directory '" +
-                           parent.string() + "': " + ec.message());
+        return Unavailable("store url '" + url + "': cannot create directory '" + parent.string() +
+                           "': " + ec.message());
       }
     }
   }

@@ -21,7 +21,9 @@ namespace jobsched {
 // Times are unix milliseconds (INTEGER; NULL where optional). Enums are stored by their JSON
 // names (RunStateName, JobStateName, RunReasonName); the partial indexes below spell some of
 // those names out, and the queries that use them repeat the index's WHERE term word for word
-// (SQLite only uses a partial index when it can prove the query's WHERE implies the index's).
+// (SQLite only uses a partial index when it can prove the query's WHERE implies the index's)
+// and name it with INDEXED BY: without statistics the planner cannot know that a partial index
+// of the unfinished runs is far smaller than a full one, and a claim must never scan history.
 //
 // To change the schema, append a migration: it runs once, in the Open transaction, on every
 // database whose schema_version is older. Never edit a migration that has shipped.
@@ -106,8 +108,9 @@ CREATE INDEX runs_available ON runs (available_at)
   WHERE state IN ('queued', 'retry_wait');
 -- RecoverLostRuns.
 CREATE INDEX runs_leases ON runs (lease_deadline) WHERE state = 'running';
--- ActiveRuns, the exclusive check of ClaimRuns, DeleteJob.
-CREATE INDEX runs_active ON runs (tenant, job_id, state)
+-- ActiveRuns, the exclusive check of ClaimRuns, DeleteJob: only the unfinished runs of a job,
+-- however long its history.
+CREATE INDEX runs_active ON runs (tenant, job_id, created_at, id)
   WHERE state IN ('queued', 'retry_wait', 'running');
 -- ListRuns of one job (newest first), PruneRuns.
 CREATE INDEX runs_by_job ON runs (tenant, job_id, created_at, id);
@@ -224,7 +227,9 @@ class Stmt {
  public:
   Stmt(sqlite3* db, sqlite3_stmt* stmt, bool owned) : db_(db), stmt_(stmt), owned_(owned) {}
   Stmt(Stmt&& other) noexcept
-      : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)), owned_(other.owned_),
+      : db_(other.db_),
+        stmt_(std::exchange(other.stmt_, nullptr)),
+        owned_(other.owned_),
         bind_rc_(other.bind_rc_) {}
   Stmt(const Stmt&) = delete;
   Stmt& operator=(const Stmt&) = delete;
@@ -428,10 +433,10 @@ constexpr char kUpdateJob[] =
     "next_fire = ?9, dependency_since = ?10, created_at = ?11, updated_at = ?12 "
     "WHERE tenant = ?1 AND id = ?2";
 
-#define JOBSCHED_RUN_COLUMNS                                                                 \
-  "tenant, id, job_id, queue, priority, scheduled_at, available_at, created_at, reason, "   \
-  "state, attempt, max_attempts, exclusive, node, fence, lease_deadline, started_at, "      \
-  "finished_at, exit_code, http_status, output, error, payload, cancel_requested, "         \
+#define JOBSCHED_RUN_COLUMNS                                                              \
+  "tenant, id, job_id, queue, priority, scheduled_at, available_at, created_at, reason, " \
+  "state, attempt, max_attempts, exclusive, node, fence, lease_deadline, started_at, "    \
+  "finished_at, exit_code, http_status, output, error, payload, cancel_requested, "       \
   "leases_lost, attempts"
 
 Result<RunRecord> ReadRun(const Stmt& st) {
@@ -538,7 +543,8 @@ Result<std::vector<JobRecord>> ReadJobs(Stmt& st) {
 
 Status WriteJobDeps(Txn& txn, const JobSpec& spec) {
   {
-    ASSIGN_OR_RETURN(Stmt del, txn.Prepare("DELETE FROM job_deps WHERE tenant = ?1 AND job_id = ?2"));
+    ASSIGN_OR_RETURN(Stmt del,
+                     txn.Prepare("DELETE FROM job_deps WHERE tenant = ?1 AND job_id = ?2"));
     del.Text(1, spec.tenant).Text(2, spec.id);
     RETURN_IF_ERROR(del.Run());
   }
@@ -600,14 +606,12 @@ Status RunEvent(Txn& txn, const RunRecord& run, TimePoint time, Json extra = Jso
   if (type.empty()) type = std::string("run.") + RunStateName(run.state);
   Json data = {{"state", RunStateName(run.state)}, {"attempt", run.attempt}, {"node", run.node}};
   data.update(extra);
-  return InsertEvent(txn, run.tenant, time, type, run.job_id, run.id,
-                     Dump(data));
+  return InsertEvent(txn, run.tenant, time, type, run.job_id, run.id, Dump(data));
 }
 
 Status JobEvent(Txn& txn, const JobRecord& job, TimePoint time, std::string_view type) {
   Json data = {{"state", JobStateName(job.state)}, {"version", job.version}};
-  return InsertEvent(txn, job.spec.tenant, time, type, job.spec.id, "",
-                     Dump(data));
+  return InsertEvent(txn, job.spec.tenant, time, type, job.spec.id, "", Dump(data));
 }
 
 // queued / retry-waiting → cancelled; running → cancel_requested. Other states: no change.
@@ -694,9 +698,9 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const SqliteOptions& opti
   if (options.path.empty()) return InvalidArgument("sqlite: empty database path", "path");
   sqlite3* db = nullptr;
   // Our own mutex serialises every use of the connection, so SQLite's is not needed.
-  int rc = sqlite3_open_v2(options.path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                           nullptr);
+  int rc =
+      sqlite3_open_v2(options.path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     Status s = SqlError(db, rc, "open '" + options.path + "'");
     sqlite3_close_v2(db);
@@ -704,7 +708,7 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const SqliteOptions& opti
   }
   auto conn = std::make_unique<SqliteConnection>(db);
   sqlite3_busy_timeout(db, static_cast<int>(std::clamp<int64_t>(options.busy_timeout.count(), 0,
-                                                                 std::numeric_limits<int>::max())));
+                                                                std::numeric_limits<int>::max())));
   // WAL: readers never block the writer and a commit is one append + fsync. FULL: a commit
   // (a claim, a completion) is durable when it returns. An in-memory database has no journal.
   const bool in_memory = options.path == ":memory:";
@@ -837,13 +841,12 @@ Result<Page<JobRecord>> SqliteStore::ListJobs(const std::string& tenant, const J
   RETURN_IF_ERROR(txn.begin_status());
   // The cursor is the last id returned; ids are never empty, so "" starts at the beginning.
   ASSIGN_OR_RETURN(
-      Stmt st,
-      txn.Prepare("SELECT " JOBSCHED_JOB_COLUMNS
-                  " FROM jobs WHERE tenant = ?1 AND id > ?2 AND (?3 = '' OR queue = ?3) "
-                  "AND (?4 IS NULL OR state = ?4) "
-                  "AND (?5 = '' OR EXISTS (SELECT 1 FROM json_each(jobs.labels) AS l "
-                  "WHERE l.key = ?5 AND l.value = ?6)) "
-                  "ORDER BY id LIMIT ?7"));
+      Stmt st, txn.Prepare("SELECT " JOBSCHED_JOB_COLUMNS
+                           " FROM jobs WHERE tenant = ?1 AND id > ?2 AND (?3 = '' OR queue = ?3) "
+                           "AND (?4 IS NULL OR state = ?4) "
+                           "AND (?5 = '' OR EXISTS (SELECT 1 FROM json_each(jobs.labels) AS l "
+                           "WHERE l.key = ?5 AND l.value = ?6)) "
+                           "ORDER BY id LIMIT ?7"));
   st.Text(1, tenant).Text(2, filter.cursor).Text(3, filter.queue);
   if (filter.state) {
     st.Text(4, JobStateName(*filter.state));
@@ -874,15 +877,17 @@ Status SqliteStore::DeleteJob(const std::string& tenant, const std::string& id, 
     RETURN_IF_ERROR(st.Run());
   }
   {
-    ASSIGN_OR_RETURN(Stmt st, txn.Prepare("DELETE FROM job_deps WHERE tenant = ?1 AND job_id = ?2"));
+    ASSIGN_OR_RETURN(Stmt st,
+                     txn.Prepare("DELETE FROM job_deps WHERE tenant = ?1 AND job_id = ?2"));
     st.Text(1, tenant).Text(2, id);
     RETURN_IF_ERROR(st.Run());
   }
   std::vector<RunRecord> active;
   {
     ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT " JOBSCHED_RUN_COLUMNS
-                                          " FROM runs WHERE tenant = ?1 AND job_id = ?2 AND "
-                                          "state IN ('queued', 'retry_wait', 'running') "
+                                          " FROM runs INDEXED BY runs_active WHERE tenant = ?1 "
+                                          "AND job_id = ?2 AND state IN ('queued', "
+                                          "'retry_wait', 'running') "
                                           "ORDER BY created_at, id"));
     st.Text(1, tenant).Text(2, id);
     ASSIGN_OR_RETURN(active, ReadRuns(st));
@@ -899,7 +904,8 @@ Result<std::vector<JobRecord>> SqliteStore::DueJobs(TimePoint now, int limit) {
   Txn txn(*conn_, Txn::kRead);
   RETURN_IF_ERROR(txn.begin_status());
   ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT " JOBSCHED_JOB_COLUMNS
-                                        " FROM jobs WHERE state = 'active' AND paused = 0 "
+                                        " FROM jobs INDEXED BY jobs_due WHERE state = "
+                                        "'active' AND paused = 0 "
                                         "AND next_fire IS NOT NULL AND next_fire <= ?1 "
                                         "ORDER BY next_fire, tenant, id LIMIT ?2"));
   st.Time(1, now).Int(2, Clamp(limit, 1, kMaxPageSize));
@@ -911,7 +917,8 @@ Result<std::vector<JobRecord>> SqliteStore::DueJobs(TimePoint now, int limit) {
 Result<std::optional<TimePoint>> SqliteStore::NextFireTime() {
   Txn txn(*conn_, Txn::kRead);
   RETURN_IF_ERROR(txn.begin_status());
-  ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT next_fire FROM jobs WHERE state = 'active' AND "
+  ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT next_fire FROM jobs INDEXED BY jobs_due "
+                                        "WHERE state = 'active' AND "
                                         "paused = 0 AND next_fire IS NOT NULL "
                                         "ORDER BY next_fire LIMIT 1"));
   ASSIGN_OR_RETURN(bool row, st.Step());
@@ -930,7 +937,8 @@ Result<FireResult> SqliteStore::Fire(const FireRequest& request) {
     fire_time = std::max_element(request.runs.begin(), request.runs.end(),
                                  [](const RunRecord& a, const RunRecord& b) {
                                    return a.created_at < b.created_at;
-                                 })->created_at;
+                                 })
+                    ->created_at;
   }
 
   Txn txn(*conn_, Txn::kWrite);
@@ -1013,16 +1021,14 @@ Result<Page<RunRecord>> SqliteStore::ListRuns(const std::string& tenant, const R
   RETURN_IF_ERROR(txn.begin_status());
   // Two statements so that each can range-scan its own index.
   ASSIGN_OR_RETURN(
-      Stmt st,
-      txn.Prepare(filter.job_id.empty()
-                      ? "SELECT " JOBSCHED_RUN_COLUMNS
-                        " FROM runs WHERE tenant = ?1 "
-                        "AND (created_at, id) < (?3, ?4) AND (?5 IS NULL OR state = ?5) "
-                        "ORDER BY created_at DESC, id DESC LIMIT ?6"
-                      : "SELECT " JOBSCHED_RUN_COLUMNS
-                        " FROM runs WHERE tenant = ?1 AND job_id = ?2 "
-                        "AND (created_at, id) < (?3, ?4) AND (?5 IS NULL OR state = ?5) "
-                        "ORDER BY created_at DESC, id DESC LIMIT ?6"));
+      Stmt st, txn.Prepare(filter.job_id.empty()
+                               ? "SELECT " JOBSCHED_RUN_COLUMNS " FROM runs WHERE tenant = ?1 "
+                                 "AND (created_at, id) < (?3, ?4) AND (?5 IS NULL OR state = ?5) "
+                                 "ORDER BY created_at DESC, id DESC LIMIT ?6"
+                               : "SELECT " JOBSCHED_RUN_COLUMNS
+                                 " FROM runs WHERE tenant = ?1 AND job_id = ?2 "
+                                 "AND (created_at, id) < (?3, ?4) AND (?5 IS NULL OR state = ?5) "
+                                 "ORDER BY created_at DESC, id DESC LIMIT ?6"));
   st.Text(1, tenant).Text(2, filter.job_id).Int(3, cursor_ms).Text(4, cursor_id);
   if (filter.state) {
     st.Text(5, RunStateName(*filter.state));
@@ -1046,8 +1052,9 @@ Result<std::vector<RunRecord>> SqliteStore::ActiveRuns(const std::string& tenant
   Txn txn(*conn_, Txn::kRead);
   RETURN_IF_ERROR(txn.begin_status());
   ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT " JOBSCHED_RUN_COLUMNS
-                                        " FROM runs WHERE tenant = ?1 AND job_id = ?2 AND "
-                                        "state IN ('queued', 'retry_wait', 'running') "
+                                        " FROM runs INDEXED BY runs_active WHERE tenant = ?1 "
+                                        "AND job_id = ?2 AND state IN ('queued', "
+                                        "'retry_wait', 'running') "
                                         "ORDER BY created_at, id"));
   st.Text(1, tenant).Text(2, job_id);
   ASSIGN_OR_RETURN(std::vector<RunRecord> runs, ReadRuns(st));
@@ -1061,8 +1068,9 @@ Result<std::vector<RunRecord>> SqliteStore::FinishedRunsSince(const std::string&
   Txn txn(*conn_, Txn::kRead);
   RETURN_IF_ERROR(txn.begin_status());
   ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT " JOBSCHED_RUN_COLUMNS
-                                        " FROM runs WHERE tenant = ?1 AND job_id = ?2 AND "
-                                        "state IN ('succeeded', 'failed', 'timed_out') AND "
+                                        " FROM runs INDEXED BY runs_finished WHERE tenant = ?1 "
+                                        "AND job_id = ?2 AND state IN ('succeeded', "
+                                        "'failed', 'timed_out') AND "
                                         "finished_at > ?3 ORDER BY finished_at, id"));
   st.Text(1, tenant).Text(2, job_id).Time(3, since);
   ASSIGN_OR_RETURN(std::vector<RunRecord> runs, ReadRuns(st));
@@ -1102,7 +1110,8 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
   while (static_cast<int>(claimed.size()) < max_runs) {
     int64_t priority = 0;
     {
-      ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT priority FROM runs WHERE state IN "
+      ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT priority FROM runs INDEXED BY "
+                                            "runs_ready WHERE state IN "
                                             "('queued', 'retry_wait') AND priority < ?1 "
                                             "ORDER BY priority DESC LIMIT 1"));
       st.Int(1, priority_below);
@@ -1126,11 +1135,12 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
       {
         ASSIGN_OR_RETURN(
             Stmt st,
-            txn.Prepare("SELECT tenant, id, job_id, exclusive, available_at FROM runs "
-                        "WHERE state IN ('queued', 'retry_wait') AND priority = ?1 "
-                        "AND available_at <= ?2 AND (available_at, id, tenant) > (?3, ?4, ?5) "
-                        "AND (?6 IS NULL OR queue IN (SELECT value FROM json_each(?6))) "
-                        "ORDER BY available_at, id, tenant LIMIT ?7"));
+            txn.Prepare(
+                "SELECT tenant, id, job_id, exclusive, available_at FROM runs "
+                "INDEXED BY runs_ready WHERE state IN ('queued', 'retry_wait') AND priority = ?1 "
+                "AND available_at <= ?2 AND (available_at, id, tenant) > (?3, ?4, ?5) "
+                "AND (?6 IS NULL OR queue IN (SELECT value FROM json_each(?6))) "
+                "ORDER BY available_at, id, tenant LIMIT ?7"));
         st.Int(1, priority)
             .Time(2, request.now)
             .Int(3, after_available)
@@ -1157,7 +1167,8 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
       for (const Candidate& c : batch) {
         if (static_cast<int>(claimed.size()) >= max_runs) break;
         if (c.exclusive) {
-          ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT 1 FROM runs WHERE tenant = ?1 AND "
+          ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT 1 FROM runs INDEXED BY runs_active "
+                                                "WHERE tenant = ?1 AND "
                                                 "job_id = ?2 AND state IN ('queued', "
                                                 "'retry_wait', 'running') AND state = 'running' "
                                                 "LIMIT 1"));
@@ -1200,7 +1211,8 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
 Result<std::optional<TimePoint>> SqliteStore::NextAvailableTime() {
   Txn txn(*conn_, Txn::kRead);
   RETURN_IF_ERROR(txn.begin_status());
-  ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT available_at FROM runs WHERE state IN "
+  ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT available_at FROM runs INDEXED BY "
+                                        "runs_available WHERE state IN "
                                         "('queued', 'retry_wait') ORDER BY available_at LIMIT 1"));
   ASSIGN_OR_RETURN(bool row, st.Step());
   std::optional<TimePoint> next;
@@ -1245,9 +1257,8 @@ Status SqliteStore::Complete(const Completion& completion) {
       if (!completion.retry_at) return InvalidArgument("retry_wait needs retry_at", "retry_at");
       break;
     default:
-      return InvalidArgument(std::string("an attempt cannot end in state ") +
-                                 RunStateName(completion.state),
-                             "state");
+      return InvalidArgument(
+          std::string("an attempt cannot end in state ") + RunStateName(completion.state), "state");
   }
   Txn txn(*conn_, Txn::kWrite);
   RETURN_IF_ERROR(txn.begin_status());
@@ -1292,8 +1303,7 @@ Status SqliteStore::Complete(const Completion& completion) {
   return txn.Commit();
 }
 
-Status SqliteStore::CancelRun(const std::string& tenant, const std::string& run_id,
-                              TimePoint now) {
+Status SqliteStore::CancelRun(const std::string& tenant, const std::string& run_id, TimePoint now) {
   Txn txn(*conn_, Txn::kWrite);
   RETURN_IF_ERROR(txn.begin_status());
   ASSIGN_OR_RETURN(std::optional<RunRecord> run, LoadRun(txn, tenant, run_id));
@@ -1305,8 +1315,7 @@ Status SqliteStore::CancelRun(const std::string& tenant, const std::string& run_
   return txn.Commit();
 }
 
-Result<std::vector<RunRecord>> SqliteStore::RecoverLostRuns(TimePoint now,
-                                                            const std::string& node,
+Result<std::vector<RunRecord>> SqliteStore::RecoverLostRuns(TimePoint now, const std::string& node,
                                                             int max_leases_lost, int limit) {
   std::vector<RunRecord> recovered;
   Txn txn(*conn_, Txn::kWrite);
@@ -1315,11 +1324,12 @@ Result<std::vector<RunRecord>> SqliteStore::RecoverLostRuns(TimePoint now,
   {
     ASSIGN_OR_RETURN(
         Stmt st,
-        txn.Prepare(node.empty()
-                        ? "SELECT tenant, id FROM runs WHERE state = 'running' AND "
-                          "lease_deadline < ?1 ORDER BY lease_deadline LIMIT ?3"
-                        : "SELECT tenant, id FROM runs WHERE state = 'running' AND "
-                          "node = ?2 ORDER BY lease_deadline LIMIT ?3"));
+        txn.Prepare(node.empty() ? "SELECT tenant, id FROM runs INDEXED BY runs_leases WHERE "
+                                   "state = 'running' AND "
+                                   "lease_deadline < ?1 ORDER BY lease_deadline LIMIT ?3"
+                                 : "SELECT tenant, id FROM runs INDEXED BY runs_leases WHERE "
+                                   "state = 'running' AND "
+                                   "node = ?2 ORDER BY lease_deadline LIMIT ?3"));
     st.Time(1, now).Text(2, node).Int(3, Clamp(limit, 1, kMaxPageSize));
     for (;;) {
       ASSIGN_OR_RETURN(bool row, st.Step());
@@ -1386,8 +1396,8 @@ Result<int64_t> SqliteStore::PruneRuns(TimePoint older_than, int keep_per_job) {
 Status SqliteStore::AppendEvent(const Event& event) {
   Txn txn(*conn_, Txn::kWrite);
   RETURN_IF_ERROR(txn.begin_status());
-  RETURN_IF_ERROR(InsertEvent(txn, event.tenant, event.time, event.type, event.job_id,
-                              event.run_id, event.data));
+  RETURN_IF_ERROR(InsertEvent(txn, event.tenant, event.time, event.type, event.job_id, event.run_id,
+                              event.data));
   return txn.Commit();
 }
 
@@ -1395,13 +1405,13 @@ Result<std::vector<Event>> SqliteStore::ReadEvents(const std::string& tenant, in
                                                    int limit) {
   Txn txn(*conn_, Txn::kRead);
   RETURN_IF_ERROR(txn.begin_status());
-  ASSIGN_OR_RETURN(Stmt st, txn.Prepare(tenant.empty()
-                                            ? "SELECT seq, tenant, time, type, job_id, run_id, "
-                                              "data FROM events WHERE seq > ?1 "
-                                              "ORDER BY seq LIMIT ?3"
-                                            : "SELECT seq, tenant, time, type, job_id, run_id, "
-                                              "data FROM events WHERE tenant = ?2 AND seq > ?1 "
-                                              "ORDER BY seq LIMIT ?3"));
+  ASSIGN_OR_RETURN(Stmt st,
+                   txn.Prepare(tenant.empty() ? "SELECT seq, tenant, time, type, job_id, run_id, "
+                                                "data FROM events WHERE seq > ?1 "
+                                                "ORDER BY seq LIMIT ?3"
+                                              : "SELECT seq, tenant, time, type, job_id, run_id, "
+                                                "data FROM events WHERE tenant = ?2 AND seq > ?1 "
+                                                "ORDER BY seq LIMIT ?3"));
   st.Int(1, after_seq).Text(2, tenant).Int(3, Clamp(limit, 1, kMaxPageSize));
   std::vector<Event> events;
   for (;;) {
@@ -1507,8 +1517,7 @@ Status SqliteStore::RemoveNode(const std::string& id) {
 
 namespace {
 
-constexpr char kApiKeyColumns[] =
-    "id, secret_hash, tenant, role, allow_shell, name, created_at";
+constexpr char kApiKeyColumns[] = "id, secret_hash, tenant, role, allow_shell, name, created_at";
 
 ApiKeyRecord ReadApiKey(const Stmt& st) {
   return ApiKeyRecord{.id = st.GetText(0),
@@ -1560,8 +1569,8 @@ Result<ApiKeyRecord> SqliteStore::GetApiKeyByHash(const std::string& secret_hash
 Result<std::vector<ApiKeyRecord>> SqliteStore::ListApiKeys() {
   Txn txn(*conn_, Txn::kRead);
   RETURN_IF_ERROR(txn.begin_status());
-  ASSIGN_OR_RETURN(Stmt st, txn.Prepare(std::string("SELECT ") + kApiKeyColumns +
-                                        " FROM api_keys ORDER BY id"));
+  ASSIGN_OR_RETURN(
+      Stmt st, txn.Prepare(std::string("SELECT ") + kApiKeyColumns + " FROM api_keys ORDER BY id"));
   std::vector<ApiKeyRecord> keys;
   for (;;) {
     ASSIGN_OR_RETURN(bool row, st.Step());

@@ -15,15 +15,15 @@
 // one transaction, so two processes opening a new file at once migrate it once.
 #pragma once
 
+#include <jobsched/clock.h>
+#include <jobsched/status.h>
+#include <jobsched/store.h>
+
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
-
-#include <jobsched/clock.h>
-#include <jobsched/status.h>
-#include <jobsched/store.h>
 
 namespace jobsched {
 
@@ -98,6 +98,9 @@ class SqliteStore final : public Store {
 
  private:
   explicit SqliteStore(std::unique_ptr<SqliteConnection> conn);
+
+  // Runs the migrations newer than the stored schema version, all in one transaction.
+  Status Migrate();
 
   // The one connection (":memory:" must be a single shared one), the mutex that serialises its
   // transactions and its prepared-statement cache. Immutable pointer; the connection's state is

@@ -1,5 +1,8 @@
 #include "exec/http_executor.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -10,10 +13,6 @@
 #include <optional>
 #include <string>
 #include <thread>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-#include <httplib.h>
 
 #include "exec/cancellation.h"
 
@@ -273,10 +272,9 @@ TEST(HttpExecutorValidationTest, BadMethodsAndHeadersAreRejected) {
                 .status()
                 .code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(RunHttp({.url = "http://127.0.0.1/", .headers = {{"Bad Name", "x"}}}, cancel)
-                .status()
-                .code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      RunHttp({.url = "http://127.0.0.1/", .headers = {{"Bad Name", "x"}}}, cancel).status().code(),
+      StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 #include "exec/shell_executor.h"
 
 #include <fcntl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -18,9 +20,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "exec/cancellation.h"
 
@@ -184,8 +183,8 @@ TEST_F(ShellExecutorTest, EnvironmentIsCleanPlusRequestEnv) {
   EXPECT_THAT(r.output, HasSubstr("PATH=/usr/local/bin:/usr/bin:/bin\n"));
   EXPECT_THAT(r.output, Not(HasSubstr("must-not-leak")));
   for (const std::string& name : names) {
-    EXPECT_THAT(name, AnyOf("PATH", "HOME", "LANG", "JOBSCHED_RUN_ID", "JOBSCHED_ATTEMPT",
-                            "GREETING"));
+    EXPECT_THAT(name,
+                AnyOf("PATH", "HOME", "LANG", "JOBSCHED_RUN_ID", "JOBSCHED_ATTEMPT", "GREETING"));
   }
 }
 
@@ -446,7 +445,8 @@ TEST_F(ShellExecutorTest, ConcurrentRunsEachGetTheirOwnOutput) {
   for (int i = 0; i < kRuns; ++i) {
     threads.emplace_back([&results, i] {
       // Alternate modes so that stdin, env and output all run concurrently.
-      ShellRequest req = i % 2 == 0 ? Child({"printenv", "JOBSCHED_RUN_ID"}) : Child({"echo-stdin"});
+      ShellRequest req =
+          i % 2 == 0 ? Child({"printenv", "JOBSCHED_RUN_ID"}) : Child({"echo-stdin"});
       req.env = {{"JOBSCHED_RUN_ID", "run-" + std::to_string(i)}};
       req.stdin_data = "stdin-" + std::to_string(i) + "\n";
       CancelSource cancel;
@@ -477,7 +477,8 @@ TEST_F(ShellExecutorTest, UnwritableCgroupParentIsSkipped) {
 std::optional<std::string> WritableCgroupParent() {
   std::ifstream mounts("/proc/self/mounts");
   std::string root;
-  for (std::string dev, dir, type, rest; mounts >> dev >> dir >> type && std::getline(mounts, rest);) {
+  for (std::string dev, dir, type, rest;
+       mounts >> dev >> dir >> type && std::getline(mounts, rest);) {
     if (type == "cgroup2") {
       root = dir;
       break;
@@ -489,7 +490,8 @@ std::optional<std::string> WritableCgroupParent() {
   for (std::string line; std::getline(self, line);) {
     if (line.rfind("0::", 0) == 0) own = line.substr(3);
   }
-  std::string parent = root + (own == "/" ? "" : own) + "/jobsched-test-" + std::to_string(getpid());
+  std::string parent =
+      root + (own == "/" ? "" : own) + "/jobsched-test-" + std::to_string(getpid());
   if (mkdir(parent.c_str(), 0755) != 0) return std::nullopt;
   return parent;
 }
