@@ -56,6 +56,7 @@ struct FireRequest {
   std::optional<TimePoint> dependency_since;  // the new dependency barrier, when it moves
   std::vector<RunRecord> runs;                // created if their id is new (state queued or skipped)
   std::vector<std::string> cancel_run_ids;    // overlap "replace": runs of this job to cancel
+  TimePoint now{};                            // when (stamps cancellations and events)
 };
 
 struct FireResult {

@@ -74,7 +74,8 @@ Result<int> DependencyActor::Evaluate(const std::string& tenant, const std::stri
                     .job_id = job_id,
                     .expected_version = job.version,
                     .expected_next_fire = job.next_fire,
-                    .next_fire = job.next_fire};
+                    .next_fire = job.next_fire,
+                    .now = now};
     if (failure && (!all_succeeded || *failure->finished_at <= trigger_time)) {
       RunRecord run = NewRun(job, DependencyRunId(job_id, {failure->id}), now, RunReason::kDependency, now);
       run.state = RunState::kSkipped;

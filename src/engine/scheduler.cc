@@ -36,7 +36,8 @@ Result<FireRequest> SchedulerActor::PlanJob(const JobRecord& job, TimePoint now)
                   .expected_version = job.version,
                   .expected_next_fire = job.next_fire,
                   .next_fire = plan.next_fire,
-                  .new_state = plan.complete ? std::optional(JobState::kCompleted) : std::nullopt};
+                  .new_state = plan.complete ? std::optional(JobState::kCompleted) : std::nullopt,
+                  .now = now};
 
   std::vector<RunRecord> active;
   const bool needs_active = job.spec.overlap != Overlap::kAllow &&

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string_view>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 
@@ -364,6 +365,33 @@ class Txn {
     return Stmt(conn_.db(), stmt, /*owned=*/!cache_it);
   }
 
+  // False once SQLite rolled the transaction back on its own (I/O errors, SQLITE_FULL), or a
+  // savepoint could not be undone: nothing more may be written or committed.
+  bool usable() const { return broken_.ok() && !sqlite3_get_autocommit(conn_.db()); }
+  // Why the transaction is not usable.
+  Status broken_status() const {
+    return broken_.ok() ? Unavailable("sqlite: the transaction was rolled back") : broken_;
+  }
+
+  // Runs `body` (returning Status or Result<T>) under a savepoint: its writes stay if it
+  // succeeds and are undone if it fails, leaving the rest of the transaction as it was.
+  template <typename F>
+  auto Savepoint(F&& body) -> decltype(body()) {
+    if (Status s = Exec("SAVEPOINT item"); !s.ok()) {
+      broken_ = s;
+      return s;
+    }
+    auto result = body();
+    const Status undo = !usable()     ? Status::Ok()
+                        : result.ok() ? Exec("RELEASE item")
+                                      : Exec("ROLLBACK TO item; RELEASE item");
+    if (!undo.ok()) {
+      broken_ = undo;
+      return undo;
+    }
+    return result;
+  }
+
   // Runs one or more statements without results (schema changes).
   Status Exec(const char* sql) {
     char* err = nullptr;
@@ -379,7 +407,41 @@ class Txn {
   std::unique_lock<std::mutex> lock_;
   bool open_ = false;
   Status begin_status_;
+  Status broken_;  // a savepoint that could not be taken, released or undone
 };
+
+// Status of one item of a batch: Status for operations without a value, else Result<T>.
+template <typename T>
+using Outcome = std::conditional_t<std::is_void_v<T>, Status, Result<T>>;
+
+inline const Status& StatusOf(const Status& s) { return s; }
+template <typename T>
+const Status& StatusOf(const Result<T>& r) {
+  return r.status();
+}
+
+// Applies `apply(txn, item)` to each item under its own savepoint, in one transaction committed
+// once (one durable write for the batch). An item that fails leaves no trace and does not
+// affect the others. When the transaction itself fails (begin, SQLite rolling it back, commit),
+// every item reports that failure: none of them was committed.
+template <typename T, typename Item, typename F>
+std::vector<Outcome<T>> ApplyBatch(SqliteConnection& conn, std::span<const Item> items, F apply) {
+  std::vector<Outcome<T>> out;
+  if (items.empty()) return out;
+  out.reserve(items.size());
+  Txn txn(conn, Txn::kWrite);
+  Status failed = txn.begin_status();
+  for (const Item& item : items) {
+    if (!failed.ok()) break;
+    out.push_back(txn.Savepoint([&] { return apply(txn, item); }));
+    if (!txn.usable()) {
+      failed = StatusOf(out.back()).ok() ? txn.broken_status() : StatusOf(out.back());
+    }
+  }
+  if (failed.ok()) failed = txn.Commit();
+  if (!failed.ok()) out.assign(items.size(), Outcome<T>(failed));
+  return out;
+}
 
 // ---- Rows <-> records ---------------------------------------------------------------------
 
@@ -684,6 +746,117 @@ Status ParseRunCursor(const std::string& cursor, int64_t& created_ms, std::strin
   return Status::Ok();
 }
 
+// Fire inside `txn`; on error the caller rolls back what it wrote.
+Result<FireResult> FireInTxn(Txn& txn, const FireRequest& request) {
+  RETURN_IF_ERROR(CheckNewRuns(request.tenant, request.job_id, request.runs));
+  // Cancellations and events are stamped with the request's `now`; requests built without one
+  // fall back to the newest run committed with them, else the expected fire.
+  TimePoint fire_time = request.expected_next_fire.value_or(TimePoint{});
+  if (request.now != TimePoint{}) {
+    fire_time = request.now;
+  } else if (!request.runs.empty()) {
+    fire_time = std::max_element(request.runs.begin(), request.runs.end(),
+                                 [](const RunRecord& a, const RunRecord& b) {
+                                   return a.created_at < b.created_at;
+                                 })
+                    ->created_at;
+  }
+
+  ASSIGN_OR_RETURN(std::optional<JobRecord> job, LoadJob(txn, request.tenant, request.job_id));
+  if (!job) {
+    return NotFound("job '" + request.job_id + "' not found in tenant '" + request.tenant + "'");
+  }
+  if (job->version != request.expected_version || job->next_fire != request.expected_next_fire) {
+    return FailedPrecondition("job '" + request.job_id + "' changed: version " +
+                              std::to_string(job->version) + ", next_fire " +
+                              TimeText(job->next_fire) + "; expected version " +
+                              std::to_string(request.expected_version) + ", next_fire " +
+                              TimeText(request.expected_next_fire));
+  }
+  const JobState new_state = request.new_state.value_or(job->state);
+  const TimePoint dependency_since = request.dependency_since.value_or(job->dependency_since);
+  {
+    ASSIGN_OR_RETURN(Stmt st, txn.Prepare("UPDATE jobs SET next_fire = ?3, state = ?4, "
+                                          "dependency_since = ?5 WHERE tenant = ?1 AND id = ?2"));
+    st.Text(1, request.tenant)
+        .Text(2, request.job_id)
+        .Time(3, request.next_fire)
+        .Text(4, JobStateName(new_state))
+        .Time(5, dependency_since);
+    RETURN_IF_ERROR(st.Run());
+  }
+  if (new_state != job->state) {
+    job->state = new_state;
+    RETURN_IF_ERROR(JobEvent(txn, *job, fire_time, "job.updated"));
+  }
+  FireResult result;
+  for (const RunRecord& run : request.runs) {
+    ASSIGN_OR_RETURN(bool inserted, InsertNewRun(txn, run));
+    ++(inserted ? result.created : result.existed);
+  }
+  for (const std::string& run_id : request.cancel_run_ids) {
+    ASSIGN_OR_RETURN(std::optional<RunRecord> run, LoadRun(txn, request.tenant, run_id));
+    if (!run || run->job_id != request.job_id) continue;
+    RETURN_IF_ERROR(CancelInTxn(txn, *run, fire_time, "replaced"));
+  }
+  return result;
+}
+
+// Complete inside `txn`; on error the caller rolls back what it wrote.
+Status CompleteInTxn(Txn& txn, const Completion& completion) {
+  switch (completion.state) {
+    case RunState::kSucceeded:
+    case RunState::kFailed:
+    case RunState::kTimedOut:
+    case RunState::kCancelled:
+      break;
+    case RunState::kRetryWait:
+      if (!completion.retry_at) return InvalidArgument("retry_wait needs retry_at", "retry_at");
+      break;
+    default:
+      return InvalidArgument(
+          std::string("an attempt cannot end in state ") + RunStateName(completion.state), "state");
+  }
+  ASSIGN_OR_RETURN(std::optional<RunRecord> run,
+                   LoadRun(txn, completion.tenant, completion.run_id));
+  if (!run || run->state != RunState::kRunning || run->fence != completion.fence) {
+    return FailedPrecondition(kStaleToken);
+  }
+  std::string outcome = completion.attempt_outcome;
+  if (outcome.empty()) {
+    outcome = completion.state == RunState::kRetryWait ? "failed" : RunStateName(completion.state);
+  }
+  if (run->attempts.empty()) {
+    // Not written by ClaimRuns (a hand-edited row): record the attempt we know of.
+    run->attempts.push_back(AttemptRecord{.number = run->attempt,
+                                          .node = run->node,
+                                          .fence = run->fence,
+                                          .started_at = run->started_at.value_or(completion.now)});
+  }
+  AttemptRecord& attempt = run->attempts.back();
+  attempt.finished_at = completion.now;
+  attempt.outcome = outcome;
+  attempt.error = completion.error;
+
+  run->exit_code = completion.exit_code;
+  run->http_status = completion.http_status;
+  run->output = completion.output;
+  run->error = completion.error;
+  run->lease_deadline.reset();
+  run->state = completion.state;
+  Json extra = {{"outcome", outcome}};
+  if (completion.state == RunState::kRetryWait) {
+    run->available_at = *completion.retry_at;
+    extra["retry_at"] = ToUnixMillis(*completion.retry_at);
+  } else {
+    run->finished_at = completion.now;
+  }
+  if (completion.exit_code) extra["exit_code"] = *completion.exit_code;
+  if (completion.http_status) extra["http_status"] = *completion.http_status;
+  RETURN_IF_ERROR(SaveRun(txn, *run));
+  return RunEvent(txn, *run, completion.now, std::move(extra));
+}
+
 }  // namespace
 
 // ---- Open -----------------------------------------------------------------------------------
@@ -929,59 +1102,16 @@ Result<std::optional<TimePoint>> SqliteStore::NextFireTime() {
 }
 
 Result<FireResult> SqliteStore::Fire(const FireRequest& request) {
-  RETURN_IF_ERROR(CheckNewRuns(request.tenant, request.job_id, request.runs));
-  // FireRequest carries no `now`: cancellations are stamped with the time of the newest
-  // occurrence committed with them (a "replace" always commits one), else the expected fire.
-  TimePoint fire_time = request.expected_next_fire.value_or(TimePoint{});
-  if (!request.runs.empty()) {
-    fire_time = std::max_element(request.runs.begin(), request.runs.end(),
-                                 [](const RunRecord& a, const RunRecord& b) {
-                                   return a.created_at < b.created_at;
-                                 })
-                    ->created_at;
-  }
-
   Txn txn(*conn_, Txn::kWrite);
   RETURN_IF_ERROR(txn.begin_status());
-  ASSIGN_OR_RETURN(std::optional<JobRecord> job, LoadJob(txn, request.tenant, request.job_id));
-  if (!job) {
-    return NotFound("job '" + request.job_id + "' not found in tenant '" + request.tenant + "'");
-  }
-  if (job->version != request.expected_version || job->next_fire != request.expected_next_fire) {
-    return FailedPrecondition("job '" + request.job_id + "' changed: version " +
-                              std::to_string(job->version) + ", next_fire " +
-                              TimeText(job->next_fire) + "; expected version " +
-                              std::to_string(request.expected_version) + ", next_fire " +
-                              TimeText(request.expected_next_fire));
-  }
-  const JobState new_state = request.new_state.value_or(job->state);
-  const TimePoint dependency_since = request.dependency_since.value_or(job->dependency_since);
-  {
-    ASSIGN_OR_RETURN(Stmt st, txn.Prepare("UPDATE jobs SET next_fire = ?3, state = ?4, "
-                                          "dependency_since = ?5 WHERE tenant = ?1 AND id = ?2"));
-    st.Text(1, request.tenant)
-        .Text(2, request.job_id)
-        .Time(3, request.next_fire)
-        .Text(4, JobStateName(new_state))
-        .Time(5, dependency_since);
-    RETURN_IF_ERROR(st.Run());
-  }
-  if (new_state != job->state) {
-    job->state = new_state;
-    RETURN_IF_ERROR(JobEvent(txn, *job, fire_time, "job.updated"));
-  }
-  FireResult result;
-  for (const RunRecord& run : request.runs) {
-    ASSIGN_OR_RETURN(bool inserted, InsertNewRun(txn, run));
-    ++(inserted ? result.created : result.existed);
-  }
-  for (const std::string& run_id : request.cancel_run_ids) {
-    ASSIGN_OR_RETURN(std::optional<RunRecord> run, LoadRun(txn, request.tenant, run_id));
-    if (!run || run->job_id != request.job_id) continue;
-    RETURN_IF_ERROR(CancelInTxn(txn, *run, fire_time, "replaced"));
-  }
+  ASSIGN_OR_RETURN(FireResult result, FireInTxn(txn, request));
   RETURN_IF_ERROR(txn.Commit());
   return result;
+}
+
+std::vector<Result<FireResult>> SqliteStore::FireMany(std::span<const FireRequest> requests) {
+  return ApplyBatch<FireResult>(*conn_, requests,
+                                [](Txn& txn, const FireRequest& r) { return FireInTxn(txn, r); });
 }
 
 // ---- Runs -----------------------------------------------------------------------------------
@@ -1247,60 +1377,15 @@ Result<std::vector<LeaseStatus>> SqliteStore::RenewLeases(std::span<const LeaseR
 }
 
 Status SqliteStore::Complete(const Completion& completion) {
-  switch (completion.state) {
-    case RunState::kSucceeded:
-    case RunState::kFailed:
-    case RunState::kTimedOut:
-    case RunState::kCancelled:
-      break;
-    case RunState::kRetryWait:
-      if (!completion.retry_at) return InvalidArgument("retry_wait needs retry_at", "retry_at");
-      break;
-    default:
-      return InvalidArgument(
-          std::string("an attempt cannot end in state ") + RunStateName(completion.state), "state");
-  }
   Txn txn(*conn_, Txn::kWrite);
   RETURN_IF_ERROR(txn.begin_status());
-  ASSIGN_OR_RETURN(std::optional<RunRecord> run,
-                   LoadRun(txn, completion.tenant, completion.run_id));
-  if (!run || run->state != RunState::kRunning || run->fence != completion.fence) {
-    return FailedPrecondition(kStaleToken);
-  }
-  std::string outcome = completion.attempt_outcome;
-  if (outcome.empty()) {
-    outcome = completion.state == RunState::kRetryWait ? "failed" : RunStateName(completion.state);
-  }
-  if (run->attempts.empty()) {
-    // Not written by ClaimRuns (a hand-edited row): record the attempt we know of.
-    run->attempts.push_back(AttemptRecord{.number = run->attempt,
-                                          .node = run->node,
-                                          .fence = run->fence,
-                                          .started_at = run->started_at.value_or(completion.now)});
-  }
-  AttemptRecord& attempt = run->attempts.back();
-  attempt.finished_at = completion.now;
-  attempt.outcome = outcome;
-  attempt.error = completion.error;
-
-  run->exit_code = completion.exit_code;
-  run->http_status = completion.http_status;
-  run->output = completion.output;
-  run->error = completion.error;
-  run->lease_deadline.reset();
-  run->state = completion.state;
-  Json extra = {{"outcome", outcome}};
-  if (completion.state == RunState::kRetryWait) {
-    run->available_at = *completion.retry_at;
-    extra["retry_at"] = ToUnixMillis(*completion.retry_at);
-  } else {
-    run->finished_at = completion.now;
-  }
-  if (completion.exit_code) extra["exit_code"] = *completion.exit_code;
-  if (completion.http_status) extra["http_status"] = *completion.http_status;
-  RETURN_IF_ERROR(SaveRun(txn, *run));
-  RETURN_IF_ERROR(RunEvent(txn, *run, completion.now, std::move(extra)));
+  RETURN_IF_ERROR(CompleteInTxn(txn, completion));
   return txn.Commit();
+}
+
+std::vector<Status> SqliteStore::CompleteMany(std::span<const Completion> completions) {
+  return ApplyBatch<void>(*conn_, completions,
+                          [](Txn& txn, const Completion& c) { return CompleteInTxn(txn, c); });
 }
 
 Status SqliteStore::CancelRun(const std::string& tenant, const std::string& run_id, TimePoint now) {
@@ -1372,6 +1457,8 @@ Result<std::vector<RunRecord>> SqliteStore::RecoverLostRuns(TimePoint now, const
   return recovered;
 }
 
+// One pass over all runs (a window per job over runs_by_job): O(runs), for the janitor's
+// occasional sweep, not for a hot path.
 Result<int64_t> SqliteStore::PruneRuns(TimePoint older_than, int keep_per_job) {
   Txn txn(*conn_, Txn::kWrite);
   RETURN_IF_ERROR(txn.begin_status());

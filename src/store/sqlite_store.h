@@ -40,8 +40,9 @@ struct SqliteOptions {
 
 class SqliteStore final : public Store {
  public:
-  // Opens (creating when missing) and migrates the database. kUnavailable if the file cannot
-  // be opened or locked; kFailedPrecondition if its schema is newer than this binary knows.
+  // Opens (creating when missing) and migrates the database. kInvalidArgument for an empty
+  // path; kUnavailable if the file cannot be opened or locked (a missing directory included);
+  // kFailedPrecondition if its schema is newer than this binary knows.
   // Thread-safe.
   static Result<std::unique_ptr<SqliteStore>> Open(const SqliteOptions& options);
 
@@ -60,6 +61,8 @@ class SqliteStore final : public Store {
   Result<std::vector<JobRecord>> DueJobs(TimePoint now, int limit) override;
   Result<std::optional<TimePoint>> NextFireTime() override;
   Result<FireResult> Fire(const FireRequest& request) override;
+  // One transaction for the batch, one savepoint per request.
+  std::vector<Result<FireResult>> FireMany(std::span<const FireRequest> requests) override;
 
   Status EnqueueRuns(const std::string& tenant, const std::string& job_id,
                      std::span<const RunRecord> runs) override;
@@ -77,6 +80,8 @@ class SqliteStore final : public Store {
   Result<std::vector<LeaseStatus>> RenewLeases(std::span<const LeaseRef> leases, TimePoint now,
                                                Duration lease) override;
   Status Complete(const Completion& completion) override;
+  // One transaction for the batch, one savepoint per completion.
+  std::vector<Status> CompleteMany(std::span<const Completion> completions) override;
   Status CancelRun(const std::string& tenant, const std::string& run_id, TimePoint now) override;
   Result<std::vector<RunRecord>> RecoverLostRuns(TimePoint now, const std::string& node,
                                                  int max_leases_lost, int limit) override;

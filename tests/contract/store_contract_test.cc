@@ -603,6 +603,47 @@ TEST_P(StoreContractTest, FireCancelsListedRunsOfTheJob) {
       << "a run of another job is not cancelled";
 }
 
+TEST_P(StoreContractTest, FireManyAppliesEachRequestOnItsOwn) {
+  Create(MakeJob("default", "a", At(60)));
+  Create(MakeJob("default", "b", At(60)));
+  Create(MakeJob("default", "c", At(60)));
+  auto fire = [](const std::string& job, int64_t version, int64_t next_s) {
+    return FireRequest{
+        .tenant = "default",
+        .job_id = job,
+        .expected_version = version,
+        .expected_next_fire = At(60),
+        .next_fire = At(next_s),
+        .runs = {MakeRun("default", job, job + "@" + std::to_string(next_s), At(60))}};
+  };
+  std::vector<FireRequest> batch = {
+      fire("a", 1, 120), fire("b", 7, 120),  // stale version
+      fire("c", 1, 120), fire("ghost", 1, 120),
+      fire("a", 1, 180),  // a second fire of the same reading: its next_fire moved already
+  };
+  std::vector<Result<FireResult>> results = store_->FireMany(batch);
+  ASSERT_THAT(results, SizeIs(5));
+  ASSERT_TRUE(results[0].ok()) << results[0].status().ToString();
+  EXPECT_EQ(results[0]->created, 1);
+  EXPECT_EQ(results[1].status().code(), StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(results[2].ok()) << results[2].status().ToString();
+  EXPECT_EQ(results[3].status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(results[4].status().code(), StatusCode::kFailedPrecondition);
+
+  for (const char* id : {"a", "c"}) {
+    auto job = store_->GetJob("default", id);
+    ASSERT_TRUE(job.ok());
+    EXPECT_EQ(job->next_fire, At(120)) << id;
+    EXPECT_EQ(MustGetRun("default", std::string(id) + "@120").state, RunState::kQueued);
+  }
+  auto b = store_->GetJob("default", "b");
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->next_fire, At(60)) << "a rejected request writes nothing";
+  EXPECT_EQ(store_->GetRun("default", "b@120").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->GetRun("default", "a@180").status().code(), StatusCode::kNotFound);
+  EXPECT_THAT(store_->FireMany({}), IsEmpty());
+}
+
 // ---- Enqueue, get, list ---------------------------------------------------------------------
 
 TEST_P(StoreContractTest, EnqueueRunsChecksTheJobAndIdsAtomically) {
@@ -679,6 +720,14 @@ TEST_P(StoreContractTest, ListRunsNewestFirstWithPagesAndFilters) {
   EXPECT_THAT(all_pages({.job_id = "b", .state = RunState::kRunning}), IsEmpty());
   EXPECT_THAT(all_pages({.job_id = "b", .state = RunState::kQueued, .limit = 2}),
               ElementsAre("b@4", "b@3", "b@2", "b@1", "b@0"));
+}
+
+TEST_P(StoreContractTest, ListRunsRejectsACursorItDidNotMake) {
+  Create(MakeJob("default", "a"));
+  Enqueue({MakeRun("default", "a", "a@1", At(1))});
+  auto page = store_->ListRuns("default", {.cursor = "not a cursor"});
+  ASSERT_FALSE(page.ok());
+  EXPECT_EQ(page.status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST_P(StoreContractTest, ActiveRunsAndFinishedRunsSince) {
@@ -1031,6 +1080,34 @@ TEST_P(StoreContractTest, RetryWaitRunIsClaimableAtRetryAt) {
   EXPECT_EQ(store_->Complete(old).message(), "stale_token");
   ASSERT_TRUE(store_->Complete(Done(second[0], At(22))).ok());
   EXPECT_EQ(MustGetRun("default", "j@1").state, RunState::kSucceeded);
+}
+
+TEST_P(StoreContractTest, CompleteManyChecksEachFence) {
+  Create(MakeJob("default", "j"));
+  Enqueue({MakeRun("default", "j", "r1", At(1)), MakeRun("default", "j", "r2", At(2)),
+           MakeRun("default", "j", "r3", At(3))});
+  std::vector<RunRecord> c = Claim("n1", At(10), 3);
+  ASSERT_THAT(Ids(c), ElementsAre("r1", "r2", "r3"));
+  const std::string r2_before = Describe(MustGetRun("default", "r2"));
+
+  Completion stale = Done(c[1], At(11), RunState::kFailed);
+  stale.fence += 1000;
+  Completion retry = Done(c[2], At(11), RunState::kRetryWait);
+  retry.retry_at = At(30);
+  std::vector<Completion> batch = {Done(c[0], At(11)), stale, retry,
+                                   Done(c[0], At(12), RunState::kFailed)};
+  std::vector<Status> statuses = store_->CompleteMany(batch);
+  ASSERT_THAT(statuses, SizeIs(4));
+  EXPECT_TRUE(statuses[0].ok()) << statuses[0].ToString();
+  EXPECT_EQ(statuses[1].code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(statuses[1].message(), "stale_token");
+  EXPECT_TRUE(statuses[2].ok()) << statuses[2].ToString();
+  EXPECT_EQ(statuses[3].message(), "stale_token") << "r1 was completed earlier in the batch";
+
+  EXPECT_EQ(MustGetRun("default", "r1").state, RunState::kSucceeded);
+  EXPECT_EQ(Describe(MustGetRun("default", "r2")), r2_before);
+  EXPECT_EQ(MustGetRun("default", "r3").state, RunState::kRetryWait);
+  EXPECT_THAT(store_->CompleteMany({}), IsEmpty());
 }
 
 // ---- Cancel ---------------------------------------------------------------------------------

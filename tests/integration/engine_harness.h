@@ -199,6 +199,22 @@ struct Observation {
 
 class Observations {
  public:
+  // A handler began (before it blocks on anything).
+  void Enter(const std::string& run_id) {
+    {
+      std::lock_guard lock(mu_);
+      entered_.push_back(run_id);
+    }
+    cv_.notify_all();
+  }
+  // Waits until `n` handler invocations began; fails the test after kGuard.
+  bool WaitEntered(int n) {
+    std::unique_lock lock(mu_);
+    if (cv_.wait_for(lock, kGuard, [&] { return static_cast<int>(entered_.size()) >= n; })) return true;
+    ADD_FAILURE() << "timed out after " << kGuard.count() << " s waiting for " << n
+                  << " handlers to begin; " << entered_.size() << " did";
+    return false;
+  }
   void Put(const std::string& run_id, const Observation& o) {
     std::lock_guard lock(mu_);
     by_run_[run_id] = o;
@@ -218,6 +234,8 @@ class Observations {
 
  private:
   mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::string> entered_;           // guarded by mu_
   std::map<std::string, Observation> by_run_;  // guarded by mu_
   std::vector<std::string> order_;             // guarded by mu_
 };
@@ -292,23 +310,25 @@ class EngineHarness {
   // A gate owned by the harness (opened when the harness ends).
   Gate& NewGate() { return gates_.emplace_back(); }
 
-  // Registers a handler that records what it saw, optionally blocks on `gate`, then returns
-  // `result(ctx)` (OK when not given).
+  // Registers a handler that records what it saw (seen), optionally blocks on `gate`, then
+  // returns `result(ctx)` (OK when not given).
   void RegisterProbe(const std::string& name, Gate* gate = nullptr,
                      std::function<Status(RunContext&)> result = nullptr) {
     node_->builtins().Register(name, [this, gate, result](RunContext& ctx) {
+      seen.Enter(ctx.run_id());
       Observation o{.attempt = ctx.attempt(), .payload = ctx.payload()};
       auto running = store().ListRuns(ctx.tenant(), RunFilter{.job_id = ctx.job_id(), .state = RunState::kRunning});
       if (running.ok()) {
         o.others_running = static_cast<int>(std::count_if(running->items.begin(), running->items.end(),
                                                           [&](const RunRecord& r) { return r.id != ctx.run_id(); }));
       }
-      bool opened = true;
-      if (gate != nullptr) opened = gate->Wait(ctx);
+      const bool opened = gate == nullptr || gate->Wait(ctx);
+      Status status = !opened ? Status(StatusCode::kFailedPrecondition, "cancelled while blocked")
+                      : result ? result(ctx)
+                               : Status::Ok();
       o.cancelled = ctx.cancelled();
       seen.Put(ctx.run_id(), o);
-      if (!opened) return Status(StatusCode::kFailedPrecondition, "cancelled while blocked");
-      return result ? result(ctx) : Status::Ok();
+      return status;
     });
   }
 

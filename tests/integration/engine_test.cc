@@ -15,6 +15,7 @@
 #include <chrono>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/node.h"
@@ -88,6 +89,40 @@ TEST(EngineCronTest, FiresOneRunPerOccurrenceAndASecondTickAtTheSameInstantCreat
     EXPECT_EQ(runs[i].attempts[0].node, "test-node");
   }
   EXPECT_EQ(h.Job("every-minute")->next_fire, kT0 + 4min);
+}
+
+// DESIGN §4 "One run per occurrence": any number of schedulers firing the same jobs at once
+// create exactly one run per occurrence.
+TEST(EngineCronTest, TwoSchedulersFiringConcurrentlyCreateOneRunPerOccurrence) {
+  EngineHarness h;
+  ASSERT_TRUE(h.ok());
+  constexpr int kJobs = 5;
+  constexpr int kMinutes = 10;
+  for (int j = 0; j < kJobs; ++j) {
+    JobSpec spec = CronSpec("job" + std::to_string(j), "* * * * *");
+    spec.overlap = Overlap::kAllow;
+    h.MustCreate(spec);
+  }
+  SchedulerActor other(h.store(), h.clock, h.node().events(), SchedulerActorOptions{}, nullptr);
+  int created = 0;
+  for (int m = 1; m <= kMinutes; ++m) {
+    h.Advance(1min);
+    Result<int> a = 0, b = 0;
+    std::thread t1([&] { a = h.node().scheduler().Tick(); });
+    std::thread t2([&] { b = other.Tick(); });
+    t1.join();
+    t2.join();
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    created += *a + *b;
+  }
+  EXPECT_EQ(created, kJobs * kMinutes);
+  for (int j = 0; j < kJobs; ++j) {
+    const std::string id = "job" + std::to_string(j);
+    std::vector<std::string> expected;
+    for (int m = 1; m <= kMinutes; ++m) expected.push_back(RunId(id, kT0 + m * 1min));
+    EXPECT_EQ(Ids(h.Runs(id)), expected);
+  }
 }
 
 // ---- Misfires ------------------------------------------------------------------------------
@@ -466,8 +501,11 @@ TEST(EngineRetryTest, BackoffIsCappedAtMaxDelay) {
 TEST(EngineTimeoutTest, ABuiltinPastItsTimeoutIsCancelledAndEndsTimedOut) {
   EngineHarness h;
   ASSERT_TRUE(h.ok());
-  // The shipped "sleep" builtin, and a probe that reports what it saw.
+  // The shipped "sleep" builtin, fired by its one-time schedule (the run gets the job's
+  // payload) and triggered by hand, and a probe that reports what it saw.
   JobSpec sleeper = BuiltinSpec("sleeper", "sleep");
+  sleeper.schedule.kind = Schedule::Kind::kAt;
+  sleeper.schedule.at = kT0 + 1s;
   sleeper.payload = R"({"ms": 60000})";
   sleeper.timeout = Duration(200);
   h.MustCreate(sleeper);
@@ -481,14 +519,18 @@ TEST(EngineTimeoutTest, ABuiltinPastItsTimeoutIsCancelledAndEndsTimedOut) {
   h.StartProcessor();
 
   const auto started = std::chrono::steady_clock::now();
-  // A manual run carries the payload given to Trigger (not the job's).
-  const std::string sleeper_run = h.Trigger("sleeper", {R"({"ms": 60000})"}).at(0);
+  h.Advance(1s);
+  ASSERT_EQ(h.Tick(), 1);
+  const std::string scheduled_run = RunId("sleeper", kT0 + 1s);
+  // A manual run carries the payload given to Trigger.
+  const std::string manual_run = h.Trigger("sleeper", {R"({"ms": 60000})"}).at(0);
+  ASSERT_TRUE(h.events.Wait(EventType::kRunTimedOut, scheduled_run));
+  ASSERT_TRUE(h.events.Wait(EventType::kRunTimedOut, manual_run));
   const std::string probe_run = h.Trigger("probe").at(0);
-  ASSERT_TRUE(h.events.Wait(EventType::kRunTimedOut, sleeper_run));
   ASSERT_TRUE(h.events.Wait(EventType::kRunTimedOut, probe_run));
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(30));
 
-  for (const std::string& id : {sleeper_run, probe_run}) {
+  for (const std::string& id : {scheduled_run, manual_run, probe_run}) {
     SCOPED_TRACE(id);
     auto run = h.Run(id);
     ASSERT_TRUE(run);
@@ -742,7 +784,7 @@ class DeleteTest : public ::testing::Test {
     h_.StartProcessor();
     ids_ = h_.Trigger("d", {"1", "2", "3"});
     ASSERT_EQ(ids_.size(), 3u);
-    ASSERT_TRUE(h_.events.WaitForJob(EventType::kRunStarted, "d", 2));
+    ASSERT_TRUE(h_.seen.WaitEntered(2));  // two handlers are blocked on the gate
     for (const std::string& id : ids_) {
       auto run = h_.Run(id);
       ASSERT_TRUE(run);
@@ -799,6 +841,36 @@ TEST(EngineDeleteTest, ADeletedCronJobFiresNothingMore) {
   h.Advance(1min);
   EXPECT_EQ(h.Tick(), 0);
   EXPECT_EQ(h.node().jobs().Delete("default", "gone", false).code(), StatusCode::kNotFound);
+}
+
+// A run that was claimed (running, kRunStarted emitted) when its job is deleted without
+// kill_running must still run to completion: deleting a job only cancels queued runs. The
+// deletion is made from a kRunStarted listener, which the processor calls on the worker thread
+// between the claim and the start of the handler.
+TEST(EngineDeleteTest, ARunClaimedBeforeItsJobIsDeletedStillRuns) {
+  std::atomic<bool> deleted{false};  // declared before the harness: a listener uses it
+  EngineHarness h;
+  ASSERT_TRUE(h.ok());
+  h.RegisterProbe("probe");
+  h.MustCreate(BuiltinSpec("claimed", "probe"));
+  h.node().events().On(EventType::kRunStarted, [&h, &deleted](const SchedulerEvent& e) {
+    if (e.job_id == "claimed" && !deleted.exchange(true)) {
+      EXPECT_TRUE(h.node().jobs().Delete(e.tenant, e.job_id, /*kill_running=*/false).ok());
+    }
+  });
+  h.StartProcessor();
+  const std::string id = h.Trigger("claimed").at(0);
+  ASSERT_TRUE(h.events.WaitUntil(
+      [&](const std::vector<SchedulerEvent>& events) {
+        return std::any_of(events.begin(), events.end(), [&](const SchedulerEvent& e) {
+          return e.run_id == id && e.type != EventType::kRunStarted;
+        });
+      },
+      "the end of " + id));
+  auto run = h.Run(id);
+  ASSERT_TRUE(run);
+  EXPECT_EQ(run->state, RunState::kSucceeded) << "error: " << run->error;
+  EXPECT_TRUE(h.seen.Get(id)) << "the handler never ran";
 }
 
 // ---- Dependencies --------------------------------------------------------------------------

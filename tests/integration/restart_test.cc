@@ -158,7 +158,9 @@ TEST_F(RestartTest, KilledNodeLosesNothingAndDoublesNothing) {
   int64_t prev = *scheduled.begin();
   int catchup = 0;
   for (int64_t s : scheduled) {
-    if (s != prev) EXPECT_EQ(s - prev, 1000) << "an occurrence is missing after " << prev;
+    if (s != prev) {
+      EXPECT_EQ(s - prev, 1000) << "an occurrence is missing after " << prev;
+    }
     prev = s;
   }
   for (const RunRecord& r : ticks->items) catchup += r.reason == RunReason::kMisfireCatchup;
