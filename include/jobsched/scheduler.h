@@ -83,6 +83,9 @@ struct SchedulerEvent {
   std::string run_id;  // empty for kJobChanged
   int attempt = 0;
   std::string error;
+  std::string queue;
+  TimePoint scheduled_at{};  // the occurrence's nominal time (runs)
+  Duration duration{0};      // the attempt's run time (finished runs)
 };
 
 struct SchedulerOptions {
@@ -145,9 +148,10 @@ class JobScheduler {
   bool pauseJob(const std::string& job_id);
   bool resumeJob(const std::string& job_id);
 
-  // Runs the job now, once per payload (JSON texts); not subject to the overlap policy.
-  // Returns the new run ids. Throws Error (kNotFound) for an unknown job.
-  std::vector<std::string> trigger(const std::string& job_id, const std::vector<std::string>& payloads = {"null"});
+  // Runs the job now, once per payload (JSON texts; none = one run with the job's payload); not
+  // subject to the overlap policy. Returns the new run ids. Throws Error (kNotFound) for an
+  // unknown job.
+  std::vector<std::string> trigger(const std::string& job_id, const std::vector<std::string>& payloads = {});
 
   std::optional<JobRecord> getJob(const std::string& job_id);
   // Newest first.

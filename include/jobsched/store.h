@@ -134,6 +134,30 @@ struct ApiKeyRecord {
   TimePoint created_at{};
 };
 
+// A tenant and its quotas. "default" always exists.
+struct TenantRecord {
+  std::string id;
+  int64_t max_jobs = 0;             // jobs the tenant may have; 0 = unlimited. Default: 0
+  int64_t max_concurrent_runs = 0;  // runs running at once; 0 = unlimited. Default: 0
+  TimePoint created_at{};
+  TimePoint updated_at{};
+};
+
+// Runs counted by tenant, queue and state (stats and metrics).
+struct RunCount {
+  std::string tenant;
+  std::string queue;
+  RunState state = RunState::kQueued;
+  int64_t count = 0;
+  int64_t total_duration_ms = 0;  // sum of finished_at - started_at over runs that have both
+};
+
+struct JobCount {
+  std::string tenant;
+  JobState state = JobState::kActive;
+  int64_t count = 0;
+};
+
 class Store {
  public:
   Store() = default;
@@ -144,13 +168,15 @@ class Store {
   // ---- Jobs ------------------------------------------------------------------------------
 
   // Inserts a new job with version 1 and returns it as stored.
-  // kAlreadyExists if (tenant, id) exists.
+  // kAlreadyExists if (tenant, id) exists; kResourceExhausted if the tenant already has
+  // max_jobs jobs (nothing is written).
   virtual Result<JobRecord> CreateJob(const JobRecord& job) = 0;
 
   // Replaces the job's spec and state (next_fire, state, dependency_since as given) and bumps
   // its version; creates it (version 1) when absent and `expected_version` is none.
   // kFailedPrecondition if `expected_version` is set and differs from the stored version;
-  // kNotFound if `expected_version` is set and the job does not exist.
+  // kNotFound if `expected_version` is set and the job does not exist; kResourceExhausted when
+  // creating beyond the tenant's max_jobs.
   virtual Result<JobRecord> PutJob(const JobRecord& job, std::optional<int64_t> expected_version) = 0;
 
   // kNotFound if absent.
@@ -220,7 +246,8 @@ class Store {
 
   // Claims up to max_runs runs for `node`: queued, or retry-waiting, with available_at <= now,
   // in the given queues; highest priority first, then earliest available_at, then id. An
-  // exclusive run is skipped while another run of its job is running. Each claimed run becomes
+  // exclusive run is skipped while another run of its job is running, and a tenant never has
+  // more than its max_concurrent_runs running. Each claimed run becomes
   // running with attempt + 1, a new fencing token (increasing across the store), node,
   // lease_deadline = now + lease, started_at (first attempt), and a new attempt record.
   virtual Result<std::vector<RunRecord>> ClaimRuns(const ClaimRequest& request) = 0;
@@ -264,6 +291,12 @@ class Store {
   // `keep_per_job` runs of their job. Returns how many were deleted.
   virtual Result<int64_t> PruneRuns(TimePoint older_than, int keep_per_job) = 0;
 
+  // Runs grouped by tenant, queue and state; `tenant` "" = every tenant, `job_id` "" = every
+  // job. Only groups with runs are returned.
+  virtual Result<std::vector<RunCount>> CountRuns(const std::string& tenant, const std::string& job_id) = 0;
+  // Jobs grouped by tenant and state, every tenant.
+  virtual Result<std::vector<JobCount>> CountJobs() = 0;
+
   // ---- Events ----------------------------------------------------------------------------
 
   // Every state change above appends its events in the same atomic operation. AppendEvent adds
@@ -274,6 +307,17 @@ class Store {
   virtual Result<std::vector<Event>> ReadEvents(const std::string& tenant, int64_t after_seq,
                                                 int limit) = 0;
   virtual Status PruneEvents(int64_t keep) = 0;
+  // The seq of the newest event, or 0 when there is none.
+  virtual Result<int64_t> LastEventSeq() = 0;
+
+  // ---- Tenants ---------------------------------------------------------------------------
+
+  // Creates or replaces a tenant's quotas (created_at is kept on replace).
+  virtual Status PutTenant(const TenantRecord& tenant) = 0;
+  // kNotFound if absent ("default" is never absent).
+  virtual Result<TenantRecord> GetTenant(const std::string& id) = 0;
+  // Ordered by id.
+  virtual Result<std::vector<TenantRecord>> ListTenants() = 0;
 
   // ---- Nodes and keys --------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
 #include "cli/cli.h"
 
+#include "cli/serve_cmd.h"
+
 #include <CLI/CLI.hpp>
 #include <exception>
 #include <iostream>
@@ -12,6 +14,7 @@ int Main(int argc, char** argv) {
   app.set_version_flag("--version", JOBSCHED_VERSION);
   int exit_code = kExitOk;
   AddCronCommands(app, &exit_code);
+  AddServeCommand(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

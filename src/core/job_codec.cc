@@ -12,7 +12,6 @@ namespace {
 
 using Json = nlohmann::json;
 
-constexpr int kMaxNesting = 32;
 constexpr int kMaxAttempts = 100;
 constexpr int64_t kMaxDurationMs = int64_t{365} * 24 * 3600 * 1000;
 constexpr int64_t kMaxOutputBytes = int64_t{16} << 20;
@@ -25,8 +24,9 @@ std::string Join(const std::string& prefix, const std::string& key) {
   return prefix.empty() ? key : prefix + "." + key;
 }
 
-// Deepest [ / { nesting outside strings; stops counting past the limit.
-int NestingDepth(std::string_view text) {
+}  // namespace
+
+int JsonNestingDepth(std::string_view text) {
   int depth = 0;
   int max_depth = 0;
   bool in_string = false;
@@ -42,13 +42,15 @@ int NestingDepth(std::string_view text) {
       in_string = true;
     } else if (c == '{' || c == '[') {
       max_depth = std::max(max_depth, ++depth);
-      if (max_depth > kMaxNesting) break;
+      if (max_depth > kMaxJsonNesting) break;
     } else if (c == '}' || c == ']') {
       --depth;
     }
   }
   return max_depth;
 }
+
+namespace {
 
 // Reads fields of one JSON object, remembering which were seen, so that unknown ones can be
 // reported with their path.
@@ -455,8 +457,8 @@ Status ValidateJobSpec(const JobSpec& spec) {
 }
 
 Result<JobSpec> ParseJobSpec(std::string_view json, const std::string& tenant) {
-  if (NestingDepth(json) > kMaxNesting) {
-    return InvalidArgument("JSON nesting deeper than " + std::to_string(kMaxNesting) + " levels");
+  if (JsonNestingDepth(json) > kMaxJsonNesting) {
+    return InvalidArgument("JSON nesting deeper than " + std::to_string(kMaxJsonNesting) + " levels");
   }
   Json j;
   try {

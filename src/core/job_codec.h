@@ -33,6 +33,11 @@ Status ValidateJobId(std::string_view id, const std::string& field = "id");
 Status ValidateTenantId(std::string_view id, const std::string& field = "tenant");
 Status ValidateQueueName(std::string_view name, const std::string& field = "queue");
 
+// The deepest nesting of [ and { in a JSON text (strings skipped). Bodies deeper than
+// kMaxJsonNesting are rejected before parsing.
+inline constexpr int kMaxJsonNesting = 32;
+int JsonNestingDepth(std::string_view json);
+
 // Enum names <-> values, as they appear in JSON.
 Result<RunState> ParseRunState(std::string_view name);
 Result<JobState> ParseJobState(std::string_view name);

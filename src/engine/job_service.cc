@@ -164,15 +164,17 @@ Result<std::vector<std::string>> JobService::Trigger(const std::string& tenant, 
   const TimePoint now = clock_.Now();
   std::vector<RunRecord> runs;
   std::vector<std::string> ids;
-  runs.reserve(payloads.size());
+  const std::vector<std::string> job_payload = {job.spec.payload};
+  const std::vector<std::string>& given = payloads.empty() ? job_payload : payloads;
+  runs.reserve(given.size());
   {
     std::lock_guard lock(rng_mu_);
-    for (size_t i = 0; i < payloads.size(); ++i) {
-      if (!nlohmann::json::accept(payloads[i])) {
+    for (size_t i = 0; i < given.size(); ++i) {
+      if (!nlohmann::json::accept(given[i])) {
         return InvalidArgument("payloads[" + std::to_string(i) + "]: not valid JSON", "payloads");
       }
       RunRecord run = NewRun(job, ManualRunId(id, now, rng_()), now, RunReason::kManual, now);
-      run.payload = payloads[i];
+      run.payload = given[i];
       ids.push_back(run.id);
       runs.push_back(std::move(run));
     }

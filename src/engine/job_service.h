@@ -31,7 +31,8 @@ class JobService {
   Result<bool> Resume(const std::string& tenant, const std::string& id);
   // kNotFound.
   Status Delete(const std::string& tenant, const std::string& id, bool kill_running);
-  // One manual run per payload (JSON texts). kNotFound; kInvalidArgument for bad JSON.
+  // One manual run per payload (JSON texts; none = one run with the job's payload). kNotFound;
+  // kInvalidArgument for bad JSON.
   Result<std::vector<std::string>> Trigger(const std::string& tenant, const std::string& id,
                                            const std::vector<std::string>& payloads);
   Status CancelRun(const std::string& tenant, const std::string& run_id);

@@ -45,6 +45,14 @@ Node::Node(SchedulerOptions options, std::shared_ptr<Store> store)
       JanitorOptions{.keep_runs_per_job = options_.keep_runs_per_job, .keep_runs_for = options_.keep_runs_for});
   scheduler_ = std::make_unique<SchedulerActor>(*store_, *clock_, events_, SchedulerActorOptions{},
                                                 [this] { processor_->Wake(); });
+  heartbeater_ = std::make_unique<Heartbeater>(*store_, *clock_,
+                                               NodeInfo{.id = options_.node_id,
+                                                        .host = DefaultNodeId(),
+                                                        .pid = static_cast<int>(::getpid()),
+                                                        .version = JOBSCHED_VERSION_STRING,
+                                                        .queues = options_.queues,
+                                                        .concurrency = options_.concurrency},
+                                               Duration(2000));
   jobs_ = std::make_unique<JobService>(
       *store_, *clock_, events_,
       [this] {
@@ -57,6 +65,9 @@ Node::~Node() { Stop(); }
 
 Status Node::Start() {
   if (running_) return Status::Ok();
+  Status registered = heartbeater_->Tick();
+  if (!registered.ok()) spdlog::warn("node {}: first heartbeat failed: {}", options_.node_id, registered.ToString());
+  heartbeater_->Start();
   // A restart: whatever this node id was running before cannot be running now.
   ASSIGN_OR_RETURN(std::vector<RunRecord> recovered,
                    store_->RecoverLostRuns(clock_->Now(), options_.node_id, /*max_leases_lost=*/5, 100000));
@@ -81,6 +92,7 @@ void Node::Stop() {
   janitor_->Stop();
   reaper_->Stop();
   processor_->Stop(options_.shutdown_grace);
+  heartbeater_->Stop();
   running_ = false;
   spdlog::info("node {} stopped", options_.node_id);
 }

@@ -1,11 +1,12 @@
 // A node: the store, the executor and every actor of one process, started and stopped in a
 // written-down order.
 //
-// Start: recover this node's own unfinished attempts (a restart after a crash), then the
-// processor (it must be ready before anything is queued), the reaper, the dependency actor, the
+// Start: register the node (heartbeater), recover this node's own unfinished attempts (a restart
+// after a crash), then the processor (it must be ready before anything is queued), the reaper, the dependency actor, the
 // scheduler (fires), the janitor.
 // Stop: the scheduler first (nothing new fires), the dependency actor, the janitor, the reaper,
-// then the processor (running attempts finish within shutdown_grace or are handed back).
+// then the processor (running attempts finish within shutdown_grace or are handed back), and
+// the heartbeater last.
 #pragma once
 
 #include <memory>
@@ -17,6 +18,7 @@
 #include "engine/dependencies.h"
 #include "engine/event_bus.h"
 #include "engine/executor.h"
+#include "engine/heartbeater.h"
 #include "engine/janitor.h"
 #include "engine/job_service.h"
 #include "engine/processor.h"
@@ -45,6 +47,7 @@ class Node {
   Reaper& reaper() { return *reaper_; }
   Janitor& janitor() { return *janitor_; }
   DependencyActor& dependencies() { return *dependencies_; }
+  Heartbeater& heartbeater() { return *heartbeater_; }
   const SchedulerOptions& options() const { return options_; }
 
  private:
@@ -62,6 +65,7 @@ class Node {
   std::unique_ptr<DependencyActor> dependencies_;
   std::unique_ptr<SchedulerActor> scheduler_;
   std::unique_ptr<JobService> jobs_;
+  std::unique_ptr<Heartbeater> heartbeater_;
   bool running_ = false;
 };
 

@@ -167,7 +167,7 @@ void Processor::Execute(const std::shared_ptr<Attempt>& attempt) {
   spdlog::info("run running run_id={} job_id={} tenant={} node={} attempt={} fence={}", run.id, run.job_id,
                run.tenant, options_.node_id, run.attempt, run.fence);
   events_.Emit({.type = EventType::kRunStarted, .tenant = run.tenant, .job_id = run.job_id, .run_id = run.id,
-                .attempt = run.attempt});
+                .attempt = run.attempt, .queue = run.queue, .scheduled_at = run.scheduled_at});
   auto spec = SpecFor(run);
   if (!spec.ok()) {
     Finish(attempt, nullptr,
@@ -241,8 +241,10 @@ void Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* s
   }
   spdlog::info("run {} run_id={} job_id={} tenant={} node={} attempt={}{}{}", RunStateName(c.state), run.id,
                run.job_id, run.tenant, options_.node_id, run.attempt, c.error.empty() ? "" : " error=", c.error);
+  const TimePoint attempt_start = run.attempts.empty() ? now : run.attempts.back().started_at;
   events_.Emit({.type = event, .tenant = run.tenant, .job_id = run.job_id, .run_id = run.id,
-                .attempt = run.attempt, .error = c.error});
+                .attempt = run.attempt, .error = c.error, .queue = run.queue, .scheduled_at = run.scheduled_at,
+                .duration = now - attempt_start});
   if (c.state == RunState::kRetryWait) {
     dispatcher_.Wake();
   } else if (on_finished_) {

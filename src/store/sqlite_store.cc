@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string_view>
@@ -155,7 +156,17 @@ CREATE TABLE api_keys (
   created_at  INTEGER NOT NULL
 );
 )sql"},
-    // {2, "ALTER TABLE ..."},  -- the next schema change goes here.
+    {2, R"sql(
+CREATE TABLE tenants (
+  id                  TEXT PRIMARY KEY,
+  max_jobs            INTEGER NOT NULL,
+  max_concurrent_runs INTEGER NOT NULL,
+  created_at          INTEGER NOT NULL,
+  updated_at          INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO tenants VALUES ('default', 0, 0, 0, 0);
+)sql"},
+    // {3, "ALTER TABLE ..."},  -- the next schema change goes here.
 };
 
 }  // namespace
@@ -937,6 +948,30 @@ Status SqliteStore::Migrate() {
 
 // ---- Jobs -----------------------------------------------------------------------------------
 
+namespace {
+
+// kResourceExhausted when `tenant` has max_jobs jobs already.
+Status CheckJobQuota(Txn& txn, const std::string& tenant) {
+  int64_t max_jobs = 0;
+  {
+    ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT max_jobs FROM tenants WHERE id = ?1"));
+    st.Text(1, tenant);
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (row) max_jobs = st.GetInt(0);
+  }
+  if (max_jobs <= 0) return Status::Ok();
+  ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT count(*) FROM jobs WHERE tenant = ?1"));
+  st.Text(1, tenant);
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  if (row && st.GetInt(0) >= max_jobs) {
+    return ResourceExhausted("tenant '" + tenant + "' has reached its quota of " + std::to_string(max_jobs) +
+                             " jobs");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<JobRecord> SqliteStore::CreateJob(const JobRecord& job) {
   RETURN_IF_ERROR(ValidateJobSpec(job.spec));
   const std::string& tenant = job.spec.tenant;
@@ -949,6 +984,7 @@ Result<JobRecord> SqliteStore::CreateJob(const JobRecord& job) {
       return AlreadyExists("job '" + id + "' already exists in tenant '" + tenant + "'");
     }
   }
+  RETURN_IF_ERROR(CheckJobQuota(txn, tenant));
   JobRecord rec = job;
   rec.version = 1;
   {
@@ -987,6 +1023,7 @@ Result<JobRecord> SqliteStore::PutJob(const JobRecord& job,
     BindJob(st, rec);
     RETURN_IF_ERROR(st.Run());
   } else {
+    RETURN_IF_ERROR(CheckJobQuota(txn, tenant));
     rec.version = 1;
     ASSIGN_OR_RETURN(Stmt st, txn.Prepare(kInsertJob));
     BindJob(st, rec);
@@ -1232,6 +1269,8 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
 
   Txn txn(*conn_, Txn::kWrite);
   RETURN_IF_ERROR(txn.begin_status());
+  // Free run slots per tenant under max_concurrent_runs, read at the tenant's first candidate.
+  std::map<std::string, int64_t> tenant_slots;
   // Walk the priorities present, highest first (one index seek each); inside a priority,
   // range-scan available_at <= now in (available_at, id, tenant) order. Runs not yet available
   // are never visited, so a claim costs O(priorities · log n + visited), where visited is k
@@ -1305,6 +1344,29 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
           st.Text(1, c.tenant).Text(2, c.job_id);
           ASSIGN_OR_RETURN(bool running, st.Step());
           if (running) continue;
+        }
+        {
+          auto quota = tenant_slots.find(c.tenant);
+          if (quota == tenant_slots.end()) {
+            int64_t limit = 0;
+            {
+              ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT max_concurrent_runs FROM tenants WHERE id = ?1"));
+              st.Text(1, c.tenant);
+              ASSIGN_OR_RETURN(bool row, st.Step());
+              if (row) limit = st.GetInt(0);
+            }
+            int64_t slots = INT64_MAX;
+            if (limit > 0) {
+              ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT count(*) FROM runs INDEXED BY runs_leases "
+                                                    "WHERE state = 'running' AND tenant = ?1"));
+              st.Text(1, c.tenant);
+              ASSIGN_OR_RETURN(bool row, st.Step());
+              slots = limit - (row ? st.GetInt(0) : 0);
+            }
+            quota = tenant_slots.emplace(c.tenant, slots).first;
+          }
+          if (quota->second <= 0) continue;
+          --quota->second;
         }
         ASSIGN_OR_RETURN(std::optional<RunRecord> run, LoadRun(txn, c.tenant, c.id));
         if (!run) return Internal("run '" + c.id + "' vanished during a claim");
@@ -1531,6 +1593,110 @@ Status SqliteStore::PruneEvents(int64_t keep) {
 }
 
 // ---- Nodes and keys -------------------------------------------------------------------------
+
+Result<int64_t> SqliteStore::LastEventSeq() {
+  Txn txn(*conn_, Txn::kRead);
+  RETURN_IF_ERROR(txn.begin_status());
+  ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT coalesce(max(seq), 0) FROM events"));
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  return row ? st.GetInt(0) : 0;
+}
+
+Result<std::vector<RunCount>> SqliteStore::CountRuns(const std::string& tenant, const std::string& job_id) {
+  Txn txn(*conn_, Txn::kRead);
+  RETURN_IF_ERROR(txn.begin_status());
+  ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT tenant, queue, state, count(*), "
+                                        "coalesce(sum(finished_at - started_at), 0) FROM runs "
+                                        "WHERE (?1 = '' OR tenant = ?1) AND (?2 = '' OR job_id = ?2) "
+                                        "GROUP BY tenant, queue, state ORDER BY tenant, queue, state"));
+  st.Text(1, tenant).Text(2, job_id);
+  std::vector<RunCount> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    ASSIGN_OR_RETURN(RunState state, ParseRunState(st.GetText(2)));
+    out.push_back({.tenant = st.GetText(0),
+                   .queue = st.GetText(1),
+                   .state = state,
+                   .count = st.GetInt(3),
+                   .total_duration_ms = st.GetInt(4)});
+  }
+  return out;
+}
+
+Result<std::vector<JobCount>> SqliteStore::CountJobs() {
+  Txn txn(*conn_, Txn::kRead);
+  RETURN_IF_ERROR(txn.begin_status());
+  ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT tenant, state, count(*) FROM jobs GROUP BY tenant, state "
+                                        "ORDER BY tenant, state"));
+  std::vector<JobCount> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    ASSIGN_OR_RETURN(JobState state, ParseJobState(st.GetText(1)));
+    out.push_back({.tenant = st.GetText(0), .state = state, .count = st.GetInt(2)});
+  }
+  return out;
+}
+
+Status SqliteStore::PutTenant(const TenantRecord& tenant) {
+  RETURN_IF_ERROR(ValidateTenantId(tenant.id, "id"));
+  if (tenant.max_jobs < 0) return InvalidArgument("max_jobs: must not be negative", "max_jobs");
+  if (tenant.max_concurrent_runs < 0) {
+    return InvalidArgument("max_concurrent_runs: must not be negative", "max_concurrent_runs");
+  }
+  Txn txn(*conn_, Txn::kWrite);
+  RETURN_IF_ERROR(txn.begin_status());
+  {
+    ASSIGN_OR_RETURN(Stmt st,
+                     txn.Prepare("INSERT INTO tenants (id, max_jobs, max_concurrent_runs, created_at, updated_at) "
+                                 "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO UPDATE SET "
+                                 "max_jobs = excluded.max_jobs, max_concurrent_runs = "
+                                 "excluded.max_concurrent_runs, updated_at = excluded.updated_at"));
+    st.Text(1, tenant.id)
+        .Int(2, tenant.max_jobs)
+        .Int(3, tenant.max_concurrent_runs)
+        .Time(4, tenant.created_at)
+        .Time(5, tenant.updated_at);
+    RETURN_IF_ERROR(st.Run());
+  }
+  return txn.Commit();
+}
+
+namespace {
+TenantRecord ReadTenant(const Stmt& st) {
+  return TenantRecord{.id = st.GetText(0),
+                      .max_jobs = st.GetInt(1),
+                      .max_concurrent_runs = st.GetInt(2),
+                      .created_at = st.GetTime(3),
+                      .updated_at = st.GetTime(4)};
+}
+}  // namespace
+
+Result<TenantRecord> SqliteStore::GetTenant(const std::string& id) {
+  Txn txn(*conn_, Txn::kRead);
+  RETURN_IF_ERROR(txn.begin_status());
+  ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT id, max_jobs, max_concurrent_runs, created_at, updated_at "
+                                        "FROM tenants WHERE id = ?1"));
+  st.Text(1, id);
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return NotFound("tenant '" + id + "' not found");
+  return ReadTenant(st);
+}
+
+Result<std::vector<TenantRecord>> SqliteStore::ListTenants() {
+  Txn txn(*conn_, Txn::kRead);
+  RETURN_IF_ERROR(txn.begin_status());
+  ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT id, max_jobs, max_concurrent_runs, created_at, updated_at "
+                                        "FROM tenants ORDER BY id"));
+  std::vector<TenantRecord> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    out.push_back(ReadTenant(st));
+  }
+  return out;
+}
 
 Status SqliteStore::Heartbeat(const NodeInfo& node) {
   Txn txn(*conn_, Txn::kWrite);

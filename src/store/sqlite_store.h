@@ -87,10 +87,18 @@ class SqliteStore final : public Store {
                                                  int max_leases_lost, int limit) override;
   Result<int64_t> PruneRuns(TimePoint older_than, int keep_per_job) override;
 
+  Result<std::vector<RunCount>> CountRuns(const std::string& tenant, const std::string& job_id) override;
+  Result<std::vector<JobCount>> CountJobs() override;
+
   Status AppendEvent(const Event& event) override;
   Result<std::vector<Event>> ReadEvents(const std::string& tenant, int64_t after_seq,
                                         int limit) override;
   Status PruneEvents(int64_t keep) override;
+  Result<int64_t> LastEventSeq() override;
+
+  Status PutTenant(const TenantRecord& tenant) override;
+  Result<TenantRecord> GetTenant(const std::string& id) override;
+  Result<std::vector<TenantRecord>> ListTenants() override;
 
   Status Heartbeat(const NodeInfo& node) override;
   Result<std::vector<NodeInfo>> ListNodes() override;

@@ -1585,4 +1585,71 @@ TEST_P(StoreContractTest, ConcurrentFiresOfOneOccurrenceCommitOnce) {
   EXPECT_EQ(job->next_fire, At(120));
 }
 
+// ---- Tenants and quotas -----------------------------------------------------------------
+
+TEST_P(StoreContractTest, DefaultTenantAlwaysExistsAndTenantsCanBeAddedAndReplaced) {
+  auto def = store_->GetTenant("default");
+  ASSERT_TRUE(def.ok()) << def.status().ToString();
+  EXPECT_EQ(def->max_jobs, 0);
+  EXPECT_EQ(store_->GetTenant("acme").status().code(), StatusCode::kNotFound);
+
+  ASSERT_TRUE(store_->PutTenant({.id = "acme", .max_jobs = 2, .created_at = At(0), .updated_at = At(0)}).ok());
+  ASSERT_TRUE(store_->PutTenant({.id = "acme", .max_jobs = 3, .max_concurrent_runs = 1, .created_at = At(9),
+                                 .updated_at = At(9)})
+                  .ok());
+  auto acme = store_->GetTenant("acme");
+  ASSERT_TRUE(acme.ok());
+  EXPECT_EQ(acme->max_jobs, 3);
+  EXPECT_EQ(acme->max_concurrent_runs, 1);
+  EXPECT_EQ(acme->created_at, At(0));  // kept on replace
+  auto all = store_->ListTenants();
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].id, "acme");
+  EXPECT_EQ((*all)[1].id, "default");
+  EXPECT_EQ(store_->PutTenant({.id = "Bad Id"}).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->PutTenant({.id = "neg", .max_jobs = -1}).code(), StatusCode::kInvalidArgument);
+}
+
+TEST_P(StoreContractTest, MaxJobsQuotaRejectsTheExtraJobAndStoresNothing) {
+  ASSERT_TRUE(store_->PutTenant({.id = "small", .max_jobs = 2}).ok());
+  Create(MakeJob("small", "a"));
+  Create(MakeJob("small", "b"));
+  auto third = store_->CreateJob(MakeJob("small", "c"));
+  EXPECT_EQ(third.status().code(), StatusCode::kResourceExhausted);
+  auto put = store_->PutJob(MakeJob("small", "d"), std::nullopt);
+  EXPECT_EQ(put.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(store_->GetJob("small", "c").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->GetJob("small", "d").status().code(), StatusCode::kNotFound);
+  // Replacing an existing job is not a new job.
+  EXPECT_TRUE(store_->PutJob(MakeJob("small", "a", At(5)), std::nullopt).ok());
+  // Other tenants are not limited.
+  Create(MakeJob("default", "c"));
+}
+
+TEST_P(StoreContractTest, MaxConcurrentRunsLimitsClaimsPerTenant) {
+  ASSERT_TRUE(store_->PutTenant({.id = "slow", .max_concurrent_runs = 2}).ok());
+  Create(MakeJob("slow", "j"));
+  Create(MakeJob("default", "j"));
+  Enqueue({MakeRun("slow", "j", "j@1", At(1)), MakeRun("slow", "j", "j@2", At(2)),
+           MakeRun("slow", "j", "j@3", At(3)), MakeRun("default", "j", "j@4", At(4))});
+  auto first = Claim("n1", At(10), 10);
+  ASSERT_EQ(first.size(), 3u);  // two of "slow", the one of "default"
+  int slow = 0;
+  for (const RunRecord& r : first) slow += r.tenant == "slow";
+  EXPECT_EQ(slow, 2);
+  EXPECT_TRUE(Claim("n1", At(11), 10).empty());
+  // One finishes: one more slot.
+  for (const RunRecord& r : first) {
+    if (r.tenant != "slow") continue;
+    ASSERT_TRUE(store_->Complete({.tenant = r.tenant, .run_id = r.id, .fence = r.fence, .now = At(12),
+                                  .state = RunState::kSucceeded, .attempt_outcome = "succeeded"})
+                    .ok());
+    break;
+  }
+  auto second = Claim("n1", At(13), 10);
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(second[0].id, "j@3");
+}
+
 }  // namespace jobsched::contract

@@ -59,22 +59,30 @@ inline std::string RunId(const std::string& job_id, TimePoint scheduled_at) {
 
 inline const char* EventTypeName(EventType t) {
   switch (t) {
-    case EventType::kRunStarted: return "run_started";
-    case EventType::kRunSucceeded: return "run_succeeded";
-    case EventType::kRunFailed: return "run_failed";
-    case EventType::kRunRetrying: return "run_retrying";
-    case EventType::kRunTimedOut: return "run_timed_out";
-    case EventType::kRunCancelled: return "run_cancelled";
-    case EventType::kRunSkipped: return "run_skipped";
-    case EventType::kJobChanged: return "job_changed";
+    case EventType::kRunStarted:
+      return "run_started";
+    case EventType::kRunSucceeded:
+      return "run_succeeded";
+    case EventType::kRunFailed:
+      return "run_failed";
+    case EventType::kRunRetrying:
+      return "run_retrying";
+    case EventType::kRunTimedOut:
+      return "run_timed_out";
+    case EventType::kRunCancelled:
+      return "run_cancelled";
+    case EventType::kRunSkipped:
+      return "run_skipped";
+    case EventType::kJobChanged:
+      return "job_changed";
   }
   return "?";
 }
 
-inline constexpr EventType kAllEventTypes[] = {
-    EventType::kRunStarted,   EventType::kRunSucceeded, EventType::kRunFailed,
-    EventType::kRunRetrying,  EventType::kRunTimedOut,  EventType::kRunCancelled,
-    EventType::kRunSkipped,   EventType::kJobChanged};
+inline constexpr EventType kAllEventTypes[] = {EventType::kRunStarted,  EventType::kRunSucceeded,
+                                               EventType::kRunFailed,   EventType::kRunRetrying,
+                                               EventType::kRunTimedOut, EventType::kRunCancelled,
+                                               EventType::kRunSkipped,  EventType::kJobChanged};
 
 // Every SchedulerEvent of a node, in emission order, with waits that fail the test after kGuard.
 class EventLog {
@@ -119,8 +127,11 @@ class EventLog {
 
   // Waits until `n` events of `type` about job `job_id` were seen.
   bool WaitForJob(EventType type, const std::string& job_id, int n = 1) {
-    return WaitUntil([&](const std::vector<SchedulerEvent>& events) { return CountIn(events, type, job_id) >= n; },
-                     std::to_string(n) + " x " + EventTypeName(type) + " of job " + job_id);
+    return WaitUntil(
+        [&](const std::vector<SchedulerEvent>& events) {
+          return CountIn(events, type, job_id) >= n;
+        },
+        std::to_string(n) + " x " + EventTypeName(type) + " of job " + job_id);
   }
 
   int Count(EventType type, const std::string& job_id = "") const {
@@ -130,8 +141,9 @@ class EventLog {
 
   bool Seen(EventType type, const std::string& run_id) const {
     std::lock_guard lock(mu_);
-    return std::any_of(events_.begin(), events_.end(),
-                       [&](const SchedulerEvent& e) { return e.type == type && e.run_id == run_id; });
+    return std::any_of(events_.begin(), events_.end(), [&](const SchedulerEvent& e) {
+      return e.type == type && e.run_id == run_id;
+    });
   }
 
   std::vector<SchedulerEvent> All() const {
@@ -140,10 +152,12 @@ class EventLog {
   }
 
  private:
-  static int CountIn(const std::vector<SchedulerEvent>& events, EventType type, const std::string& job_id) {
-    return static_cast<int>(std::count_if(events.begin(), events.end(), [&](const SchedulerEvent& e) {
-      return e.type == type && (job_id.empty() || e.job_id == job_id);
-    }));
+  static int CountIn(const std::vector<SchedulerEvent>& events, EventType type,
+                     const std::string& job_id) {
+    return static_cast<int>(
+        std::count_if(events.begin(), events.end(), [&](const SchedulerEvent& e) {
+          return e.type == type && (job_id.empty() || e.job_id == job_id);
+        }));
   }
 
   std::string DescribeLocked() const {
@@ -193,8 +207,8 @@ class Gate {
 struct Observation {
   int attempt = 0;
   std::string payload;
-  bool cancelled = false;     // RunContext::cancelled() when the handler returned
-  int others_running = -1;    // other runs of the job in state running when the handler began
+  bool cancelled = false;   // RunContext::cancelled() when the handler returned
+  int others_running = -1;  // other runs of the job in state running when the handler began
 };
 
 class Observations {
@@ -210,7 +224,8 @@ class Observations {
   // Waits until `n` handler invocations began; fails the test after kGuard.
   bool WaitEntered(int n) {
     std::unique_lock lock(mu_);
-    if (cv_.wait_for(lock, kGuard, [&] { return static_cast<int>(entered_.size()) >= n; })) return true;
+    if (cv_.wait_for(lock, kGuard, [&] { return static_cast<int>(entered_.size()) >= n; }))
+      return true;
     ADD_FAILURE() << "timed out after " << kGuard.count() << " s waiting for " << n
                   << " handlers to begin; " << entered_.size() << " did";
     return false;
@@ -255,7 +270,8 @@ inline JobSpec BuiltinSpec(const std::string& id, const std::string& handler = "
   return spec;
 }
 
-inline JobSpec CronSpec(const std::string& id, const std::string& cron, const std::string& handler = "noop") {
+inline JobSpec CronSpec(const std::string& id, const std::string& cron,
+                        const std::string& handler = "noop") {
   JobSpec spec = BuiltinSpec(id, handler);
   spec.schedule.kind = Schedule::Kind::kCron;
   spec.schedule.cron = cron;
@@ -317,13 +333,15 @@ class EngineHarness {
     node_->builtins().Register(name, [this, gate, result](RunContext& ctx) {
       seen.Enter(ctx.run_id());
       Observation o{.attempt = ctx.attempt(), .payload = ctx.payload()};
-      auto running = store().ListRuns(ctx.tenant(), RunFilter{.job_id = ctx.job_id(), .state = RunState::kRunning});
+      auto running = store().ListRuns(
+          ctx.tenant(), RunFilter{.job_id = ctx.job_id(), .state = RunState::kRunning});
       if (running.ok()) {
-        o.others_running = static_cast<int>(std::count_if(running->items.begin(), running->items.end(),
-                                                          [&](const RunRecord& r) { return r.id != ctx.run_id(); }));
+        o.others_running = static_cast<int>(
+            std::count_if(running->items.begin(), running->items.end(),
+                          [&](const RunRecord& r) { return r.id != ctx.run_id(); }));
       }
       const bool opened = gate == nullptr || gate->Wait(ctx);
-      Status status = !opened ? Status(StatusCode::kFailedPrecondition, "cancelled while blocked")
+      Status status = !opened  ? Status(StatusCode::kFailedPrecondition, "cancelled while blocked")
                       : result ? result(ctx)
                                : Status::Ok();
       o.cancelled = ctx.cancelled();
@@ -377,7 +395,8 @@ class EngineHarness {
     if (processor_started_) node_->processor().Wake();
   }
 
-  std::vector<std::string> Trigger(const std::string& job_id, const std::vector<std::string>& payloads = {"null"}) {
+  std::vector<std::string> Trigger(const std::string& job_id,
+                                   const std::vector<std::string>& payloads = {"null"}) {
     auto ids = node_->jobs().Trigger("default", job_id, payloads);
     if (!ids.ok()) {
       ADD_FAILURE() << "Trigger(" << job_id << "): " << ids.status().ToString();
@@ -404,7 +423,8 @@ class EngineHarness {
     }
     std::vector<RunRecord> runs = page->items;
     std::sort(runs.begin(), runs.end(), [](const RunRecord& a, const RunRecord& b) {
-      return std::tie(a.scheduled_at, a.created_at, a.id) < std::tie(b.scheduled_at, b.created_at, b.id);
+      return std::tie(a.scheduled_at, a.created_at, a.id) <
+             std::tie(b.scheduled_at, b.created_at, b.id);
     });
     return runs;
   }

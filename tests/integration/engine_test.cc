@@ -45,14 +45,16 @@ std::vector<std::string> Ids(const std::vector<RunRecord>& runs) {
 }
 
 int CountState(const std::vector<RunRecord>& runs, RunState state) {
-  return static_cast<int>(std::count_if(runs.begin(), runs.end(), [&](const RunRecord& r) { return r.state == state; }));
+  return static_cast<int>(std::count_if(runs.begin(), runs.end(),
+                                        [&](const RunRecord& r) { return r.state == state; }));
 }
 
 std::string Describe(const std::vector<RunRecord>& runs) {
   std::string out;
   for (const RunRecord& r : runs) {
     out += "  " + r.id + " " + RunStateName(r.state) + " reason=" + RunReasonName(r.reason) +
-           " attempt=" + std::to_string(r.attempt) + (r.error.empty() ? "" : " error=" + r.error) + "\n";
+           " attempt=" + std::to_string(r.attempt) + (r.error.empty() ? "" : " error=" + r.error) +
+           "\n";
   }
   return out;
 }
@@ -70,7 +72,8 @@ TEST(EngineCronTest, FiresOneRunPerOccurrenceAndASecondTickAtTheSameInstantCreat
   for (int i = 1; i <= 3; ++i) {
     h.Advance(1min);
     EXPECT_EQ(h.Tick(), 1) << "minute " << i;
-    EXPECT_EQ(h.Tick(), 0) << "a second pass at the same instant must create nothing (minute " << i << ")";
+    EXPECT_EQ(h.Tick(), 0) << "a second pass at the same instant must create nothing (minute " << i
+                           << ")";
     expected.push_back(RunId("every-minute", kT0 + i * 1min));
     ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, expected.back()));
   }
@@ -165,7 +168,8 @@ MisfireRuns SplitMisfireRuns(const std::vector<RunRecord>& runs) {
 void ExpectOnTimeRunAfterTheMisfires(EngineHarness& h) {
   h.TickUntilIdle();  // see OnePassAlsoFiresTheOnTimeOccurrence for what a single pass must do
   const MisfireRuns runs = SplitMisfireRuns(h.Runs("m"));
-  ASSERT_TRUE(runs.on_time) << "the occurrence within the grace (00:10) must run\n" << Describe(h.Runs("m"));
+  ASSERT_TRUE(runs.on_time) << "the occurrence within the grace (00:10) must run\n"
+                            << Describe(h.Runs("m"));
   EXPECT_EQ(runs.on_time->reason, RunReason::kSchedule);
   EXPECT_EQ(runs.on_time->state, RunState::kQueued);
   EXPECT_EQ(runs.on_time->scheduled_at, kT0 + 10min);
@@ -236,7 +240,8 @@ TEST(MisfireOnePassTest, OnePassAlsoFiresTheOnTimeOccurrence) {
     h.MustCreate(spec);
     h.Advance(10min + 30s);
     h.Tick();  // ONE pass
-    EXPECT_TRUE(SplitMisfireRuns(h.Runs("m")).on_time) << "00:10 was due and not fired\n" << Describe(h.Runs("m"));
+    EXPECT_TRUE(SplitMisfireRuns(h.Runs("m")).on_time) << "00:10 was due and not fired\n"
+                                                       << Describe(h.Runs("m"));
     auto due = h.store().DueJobs(h.clock.Now(), 10);
     ASSERT_TRUE(due.ok());
     EXPECT_TRUE(due->empty()) << "a job is still due at the instant of the pass";
@@ -371,12 +376,16 @@ TEST(EngineRetryTest, FixedBackoffWaitsForTheFakeClockAndRecordsEveryAttempt) {
   EngineHarness h;
   ASSERT_TRUE(h.ok());
   h.RegisterProbe("flaky", nullptr, [](RunContext& ctx) {
-    if (ctx.attempt() < 3) return Status(StatusCode::kInternal, "boom " + std::to_string(ctx.attempt()));
+    if (ctx.attempt() < 3)
+      return Status(StatusCode::kInternal, "boom " + std::to_string(ctx.attempt()));
     return Status::Ok();
   });
   JobSpec spec = BuiltinSpec("flaky", "flaky");
-  spec.retry = {.max_attempts = 3, .backoff = Backoff::kFixed, .initial_delay = Duration(1000),
-                .max_delay = Duration(300000), .jitter = 0};
+  spec.retry = {.max_attempts = 3,
+                .backoff = Backoff::kFixed,
+                .initial_delay = Duration(1000),
+                .max_delay = Duration(300000),
+                .jitter = 0};
   h.MustCreate(spec);
   h.StartProcessor();
   const std::vector<std::string> ids = h.Trigger("flaky");
@@ -425,7 +434,8 @@ TEST(EngineRetryTest, FixedBackoffWaitsForTheFakeClockAndRecordsEveryAttempt) {
     EXPECT_EQ(run->attempts[i].outcome, outcomes[i]);
     EXPECT_NE(run->attempts[i].fence, 0);
     if (i > 0) {
-      EXPECT_GT(run->attempts[i].fence, run->attempts[i - 1].fence) << "each attempt gets a new fence";
+      EXPECT_GT(run->attempts[i].fence, run->attempts[i - 1].fence)
+          << "each attempt gets a new fence";
     }
   }
   EXPECT_EQ(run->attempts[1].error, "boom 2");
@@ -439,8 +449,11 @@ TEST(EngineRetryTest, ExponentialBackoffDoublesWithinJitterAndTheLastErrorIsKept
     return Status(StatusCode::kInternal, "boom " + std::to_string(ctx.attempt()));
   });
   JobSpec spec = BuiltinSpec("exp", "always-fails");
-  spec.retry = {.max_attempts = 4, .backoff = Backoff::kExponential, .initial_delay = Duration(1000),
-                .max_delay = Duration(300000), .jitter = 0.2};
+  spec.retry = {.max_attempts = 4,
+                .backoff = Backoff::kExponential,
+                .initial_delay = Duration(1000),
+                .max_delay = Duration(300000),
+                .jitter = 0.2};
   h.MustCreate(spec);
   h.StartProcessor();
   const std::string id = h.Trigger("exp").at(0);
@@ -473,10 +486,14 @@ TEST(EngineRetryTest, ExponentialBackoffDoublesWithinJitterAndTheLastErrorIsKept
 TEST(EngineRetryTest, BackoffIsCappedAtMaxDelay) {
   EngineHarness h;
   ASSERT_TRUE(h.ok());
-  h.RegisterProbe("always-fails", nullptr, [](RunContext&) { return Status(StatusCode::kInternal, "boom"); });
+  h.RegisterProbe("always-fails", nullptr,
+                  [](RunContext&) { return Status(StatusCode::kInternal, "boom"); });
   JobSpec spec = BuiltinSpec("cap", "always-fails");
-  spec.retry = {.max_attempts = 5, .backoff = Backoff::kExponential, .initial_delay = Duration(1000),
-                .max_delay = Duration(1500), .jitter = 0.2};
+  spec.retry = {.max_attempts = 5,
+                .backoff = Backoff::kExponential,
+                .initial_delay = Duration(1000),
+                .max_delay = Duration(1500),
+                .jitter = 0.2};
   h.MustCreate(spec);
   h.StartProcessor();
   const std::string id = h.Trigger("cap").at(0);
@@ -587,8 +604,9 @@ TEST(EngineScheduleTest, NothingFiresBeforeStartAtAndTheJobCompletesAfterEndAt) 
     }
   }
   const std::vector<RunRecord> runs = h.Runs("window");
-  EXPECT_EQ(Ids(runs), (std::vector<std::string>{RunId("window", kT0 + 5min), RunId("window", kT0 + 6min),
-                                                 RunId("window", kT0 + 7min)}))
+  EXPECT_EQ(Ids(runs),
+            (std::vector<std::string>{RunId("window", kT0 + 5min), RunId("window", kT0 + 6min),
+                                      RunId("window", kT0 + 7min)}))
       << Describe(runs);
   auto after = h.Job("window");
   ASSERT_TRUE(after);
@@ -620,7 +638,8 @@ TEST(EngineScheduleTest, NewYorkFixedTimeJobInTheSpringForwardGapFiresOnceAtTheE
   EXPECT_EQ(h.Tick(), 1);
 
   const std::vector<RunRecord> runs = h.Runs("ny");
-  EXPECT_EQ(Ids(runs), (std::vector<std::string>{RunId("ny", gap_end), RunId("ny", next_day)})) << Describe(runs);
+  EXPECT_EQ(Ids(runs), (std::vector<std::string>{RunId("ny", gap_end), RunId("ny", next_day)}))
+      << Describe(runs);
 }
 
 TEST(EngineScheduleTest, OneTimeJobFiresOnceAndCompletes) {
@@ -875,7 +894,8 @@ TEST(EngineDeleteTest, ARunClaimedBeforeItsJobIsDeletedStillRuns) {
 
 // ---- Dependencies --------------------------------------------------------------------------
 
-JobSpec DependentSpec(const std::string& id, std::vector<std::string> deps, const std::string& handler = "noop") {
+JobSpec DependentSpec(const std::string& id, std::vector<std::string> deps,
+                      const std::string& handler = "noop") {
   JobSpec spec = BuiltinSpec(id, handler);
   spec.depends_on = std::move(deps);
   return spec;
@@ -896,7 +916,8 @@ TEST(EngineDependencyTest, AChainRunsInOrderAfterTheFirstIsTriggered) {
   ASSERT_TRUE(h.events.WaitForJob(EventType::kRunSucceeded, "C"));
 
   std::vector<std::string> order_jobs;
-  for (const std::string& run_id : h.seen.Order()) order_jobs.push_back(run_id.substr(0, run_id.find('@')));
+  for (const std::string& run_id : h.seen.Order())
+    order_jobs.push_back(run_id.substr(0, run_id.find('@')));
   EXPECT_EQ(order_jobs, (std::vector<std::string>{"A", "B", "C"}));
   for (const std::string job : {"B", "C"}) {
     SCOPED_TRACE(job);
@@ -1035,7 +1056,8 @@ TEST(EngineReaperTest, AnExpiredLeaseEndsTheAttemptAsLeaseLostAndTheOldFenceIsRe
   const std::string id = h.Trigger("r").at(0);
 
   // A node claims the run and then dies: nobody renews its lease.
-  auto claimed = h.store().ClaimRuns({.node = "dead-node", .now = h.clock.Now(), .lease = Duration(15000), .max_runs = 1});
+  auto claimed = h.store().ClaimRuns(
+      {.node = "dead-node", .now = h.clock.Now(), .lease = Duration(15000), .max_runs = 1});
   ASSERT_TRUE(claimed.ok()) << claimed.status().ToString();
   ASSERT_EQ(claimed->size(), 1u);
   const int64_t old_fence = (*claimed)[0].fence;
@@ -1059,7 +1081,8 @@ TEST(EngineReaperTest, AnExpiredLeaseEndsTheAttemptAsLeaseLostAndTheOldFenceIsRe
   EXPECT_EQ(run->attempts[0].node, "dead-node");
 
   // Another node claims it again: a new attempt with a new fence.
-  claimed = h.store().ClaimRuns({.node = "node-2", .now = h.clock.Now(), .lease = Duration(15000), .max_runs = 1});
+  claimed = h.store().ClaimRuns(
+      {.node = "node-2", .now = h.clock.Now(), .lease = Duration(15000), .max_runs = 1});
   ASSERT_TRUE(claimed.ok()) << claimed.status().ToString();
   ASSERT_EQ(claimed->size(), 1u);
   const int64_t new_fence = (*claimed)[0].fence;
@@ -1067,16 +1090,24 @@ TEST(EngineReaperTest, AnExpiredLeaseEndsTheAttemptAsLeaseLostAndTheOldFenceIsRe
   EXPECT_EQ((*claimed)[0].attempt, 2);
 
   // The dead node wakes up and reports: rejected, nothing recorded.
-  Status stale = h.store().Complete({.tenant = "default", .run_id = id, .fence = old_fence, .now = h.clock.Now(),
-                                     .state = RunState::kSucceeded, .attempt_outcome = "succeeded"});
+  Status stale = h.store().Complete({.tenant = "default",
+                                     .run_id = id,
+                                     .fence = old_fence,
+                                     .now = h.clock.Now(),
+                                     .state = RunState::kSucceeded,
+                                     .attempt_outcome = "succeeded"});
   EXPECT_EQ(stale.code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(stale.message(), "stale_token");
   run = h.Run(id);
   EXPECT_EQ(run->state, RunState::kRunning);
   EXPECT_EQ(run->node, "node-2");
 
-  Status fresh = h.store().Complete({.tenant = "default", .run_id = id, .fence = new_fence, .now = h.clock.Now(),
-                                     .state = RunState::kSucceeded, .attempt_outcome = "succeeded"});
+  Status fresh = h.store().Complete({.tenant = "default",
+                                     .run_id = id,
+                                     .fence = new_fence,
+                                     .now = h.clock.Now(),
+                                     .state = RunState::kSucceeded,
+                                     .attempt_outcome = "succeeded"});
   EXPECT_TRUE(fresh.ok()) << fresh.ToString();
   run = h.Run(id);
   EXPECT_EQ(run->state, RunState::kSucceeded);
@@ -1091,7 +1122,8 @@ TEST(EngineReaperTest, TheProcessorExecutesARunTheReaperQueuedAgain) {
   h.RegisterProbe("count");
   h.MustCreate(BuiltinSpec("r", "count"));
   const std::string id = h.Trigger("r").at(0);
-  auto claimed = h.store().ClaimRuns({.node = "dead-node", .now = h.clock.Now(), .lease = Duration(15000), .max_runs = 1});
+  auto claimed = h.store().ClaimRuns(
+      {.node = "dead-node", .now = h.clock.Now(), .lease = Duration(15000), .max_runs = 1});
   ASSERT_TRUE(claimed.ok());
   ASSERT_EQ(claimed->size(), 1u);
   h.StartProcessor();

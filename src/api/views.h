@@ -1,0 +1,22 @@
+// The JSON form of records in API answers (DESIGN §8: RFC 3339 UTC times with milliseconds,
+// durations in ms).
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <jobsched/store.h>
+
+namespace jobsched::api {
+
+using Json = nlohmann::ordered_json;
+
+Json TimeJson(const std::optional<TimePoint>& t);
+Json RunJson(const RunRecord& run);
+// A job in lists: spec plus version, state, next fire time.
+Json JobJson(const JobRecord& job);
+Json EventJson(const Event& event);
+Json NodeJson(const NodeInfo& node, TimePoint now);
+Json KeyJson(const ApiKeyRecord& key);
+Json TenantJson(const TenantRecord& tenant);
+
+}  // namespace jobsched::api

@@ -1,0 +1,51 @@
+// `jobsched serve`: a node with the REST API and the dashboard. Settings come from, in order of
+// precedence: flags, JOBSCHED_* environment variables, the TOML file of --config, defaults.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <jobsched/status.h>
+
+namespace CLI {
+class App;
+}
+
+namespace jobsched::cli {
+
+struct ServeConfig {
+  std::string store;                     // Default: "sqlite:<data_dir>/jobsched.db"
+  std::string listen = "127.0.0.1:8080";  // Default: loopback, port 8080
+  std::string data_dir = "./data";        // admin.key and the default database live here
+  std::string node_id;                    // Default: the host name
+  int64_t concurrency = 4;
+  std::vector<std::string> queues;        // Default: all
+  std::string log_format = "text";        // text | json
+  std::string log_level = "info";         // trace | debug | info | warn | error
+  std::string tls_cert;
+  std::string tls_key;
+  bool insecure_listen = false;
+  int64_t lease_ms = 15000;
+  int64_t renew_ms = 5000;
+  int64_t reaper_ms = 1000;
+  int64_t shutdown_grace_ms = 30000;
+  int64_t keep_runs_per_job = 100;
+  int64_t keep_runs_days = 7;
+  bool sample_job = false;  // upsert the "sample" shell job (every 10 s) at start
+};
+
+// Reads a TOML config file: the keys of ServeConfig (no unknown keys; types checked). Errors are
+// kInvalidArgument naming the file, the key and the line.
+Status LoadServeConfigFile(const std::string& path, ServeConfig& config);
+// Applies JOBSCHED_STORE, JOBSCHED_LISTEN, ... (every key, upper case). Errors name the variable.
+Status ApplyServeEnv(ServeConfig& config);
+// Checks values (log format and level, concurrency, durations).
+Status ValidateServeConfig(const ServeConfig& config);
+
+// Runs until SIGINT or SIGTERM. Returns the exit code.
+int RunServe(const ServeConfig& config);
+
+void AddServeCommand(CLI::App& app, int* exit_code);
+
+}  // namespace jobsched::cli

@@ -1,0 +1,44 @@
+#include "engine/heartbeater.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <spdlog/spdlog.h>
+
+namespace jobsched {
+
+double ProcessCpuSeconds() {
+  rusage u{};
+  if (getrusage(RUSAGE_SELF, &u) != 0) return 0;
+  auto secs = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + tv.tv_usec / 1e6; };
+  return secs(u.ru_utime) + secs(u.ru_stime);
+}
+
+int64_t ProcessRssBytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t pages_total = 0, pages_resident = 0;
+  if (!(statm >> pages_total >> pages_resident)) return 0;
+  return pages_resident * sysconf(_SC_PAGESIZE);
+}
+
+Status Heartbeater::Tick() {
+  const TimePoint now = clock_.Now();
+  if (info_.started_at == TimePoint{}) info_.started_at = now;
+  info_.heartbeat_at = now;
+  info_.cpu_seconds = ProcessCpuSeconds();
+  info_.rss_bytes = ProcessRssBytes();
+  Status s = store_.Heartbeat(info_);
+  registered_ = s.ok();
+  return s;
+}
+
+void Heartbeater::Start() {
+  thread_.Start("heartbeater", [this] {
+    Status s = Tick();
+    if (!s.ok()) spdlog::warn("heartbeat failed: {}", s.ToString());
+    return interval_;
+  }, interval_);
+}
+
+}  // namespace jobsched
