@@ -14,6 +14,7 @@ int Main(int argc, char** argv) {
   app.set_version_flag("--version", JOBSCHED_VERSION);
   int exit_code = kExitOk;
   AddCronCommands(app, &exit_code);
+  AddClientCommands(app, &exit_code);
   AddServeCommand(app, &exit_code);
   try {
     app.parse(argc, argv);

@@ -20,4 +20,8 @@ int Main(int argc, char** argv);
 // Registers `jobsched cron ...`; the callback stores its exit code in *exit_code.
 void AddCronCommands(CLI::App& app, int* exit_code);
 
+// Registers the REST API client commands (`jobsched jobs|runs|events|nodes|keys|tenants ...`,
+// src/cli/client_cmds.cc); the callbacks store their exit code in *exit_code.
+void AddClientCommands(CLI::App& app, int* exit_code);
+
 }  // namespace jobsched::cli

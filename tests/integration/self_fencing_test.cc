@@ -1,0 +1,148 @@
+// Self-fencing (DESIGN §4): a node that cannot renew a lease before it ends stops the attempt
+// and reports nothing; the run is executed again elsewhere after the lease expires.
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+
+#include <gtest/gtest.h>
+
+#include "core/time_util.h"
+#include "engine/node.h"
+#include "store/sqlite_store.h"
+#include "store/store_wrapper.h"
+
+namespace jobsched {
+namespace {
+
+// The store becomes unreachable for every call while `down` is set.
+class FaultyStore final : public StoreWrapper {
+ public:
+  using StoreWrapper::StoreWrapper;
+  Status Before(std::string_view op) override {
+    if (down.load()) return Unavailable("store unreachable (injected) in " + std::string(op));
+    return Status::Ok();
+  }
+  std::atomic<bool> down{false};
+};
+
+// A latch for handler threads.
+class Signal {
+ public:
+  void Set() {
+    std::lock_guard lock(mu_);
+    set_ = true;
+    cv_.notify_all();
+  }
+  bool WaitFor(std::chrono::seconds limit) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, limit, [this] { return set_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool set_ = false;
+};
+
+TEST(SelfFencingTest, UnrenewableLeaseStopsTheAttemptReportsNothingAndTheRunIsRecovered) {
+  FakeClock clock(*ParseRfc3339("2024-01-01T00:00:00Z"));
+  auto sqlite = SqliteStore::Open({.path = ":memory:"});
+  ASSERT_TRUE(sqlite.ok());
+  auto faulty = std::make_shared<FaultyStore>(**sqlite);
+  auto node = Node::Create({.store = faulty,
+                            .node_id = "n1",
+                            .concurrency = 1,
+                            .lease = Duration(10000),
+                            .renew_interval = Duration(3000),
+                            .clock = &clock});
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  Node& n = **node;
+
+  Signal started, stopped;
+  std::atomic<bool> saw_cancel{false};
+  n.builtins().Register("hold", [&](RunContext& ctx) {
+    started.Set();
+    while (ctx.WaitFor(Duration(5))) {
+    }  // WaitFor returns false once cancelled
+    saw_cancel = ctx.cancelled();
+    stopped.Set();
+    return Status::Ok();
+  });
+  JobSpec spec{.id = "long"};
+  spec.handler = {.type = HandlerSpec::Type::kBuiltin, .name = "hold"};
+  ASSERT_TRUE(n.jobs().Create(spec).ok());
+  auto ids = n.jobs().Trigger("default", "long", {});
+  ASSERT_TRUE(ids.ok());
+  const std::string run_id = ids->front();
+
+  n.processor().Start();
+  ASSERT_TRUE(started.WaitFor(std::chrono::seconds(20)));
+
+  // The store goes away; 9 s into a 10 s lease the renewer must give the attempt up.
+  faulty->down = true;
+  clock.Advance(Duration(9000));
+  n.processor().RenewOnce();
+  ASSERT_TRUE(stopped.WaitFor(std::chrono::seconds(20))) << "the attempt was not stopped";
+  EXPECT_TRUE(saw_cancel);
+
+  // Nothing was reported: with the store back, the record still shows the attempt running.
+  faulty->down = false;
+  while (n.processor().active() > 0) std::this_thread::yield();
+  auto run = n.store().GetRun("default", run_id);
+  ASSERT_TRUE(run.ok());
+  EXPECT_EQ(run->state, RunState::kRunning);
+  EXPECT_EQ(run->attempts.size(), 1u);
+
+  // After the lease, the reaper hands the run to a new attempt with a new fence.
+  clock.Advance(Duration(2000));
+  auto recovered = n.reaper().Tick();
+  ASSERT_TRUE(recovered.ok());
+  EXPECT_EQ(*recovered, 1);
+  run = n.store().GetRun("default", run_id);
+  ASSERT_TRUE(run.ok());
+  EXPECT_EQ(run->state, RunState::kQueued);
+  ASSERT_EQ(run->attempts.size(), 1u);
+  EXPECT_EQ(run->attempts[0].outcome, "lease_lost");
+  n.processor().Stop(Duration(0));
+}
+
+TEST(SelfFencingTest, RenewalWellBeforeTheLeaseEndsDoesNotFence) {
+  FakeClock clock(*ParseRfc3339("2024-01-01T00:00:00Z"));
+  auto sqlite = SqliteStore::Open({.path = ":memory:"});
+  ASSERT_TRUE(sqlite.ok());
+  auto faulty = std::make_shared<FaultyStore>(**sqlite);
+  auto node = Node::Create({.store = faulty, .node_id = "n1", .concurrency = 1, .lease = Duration(10000),
+                            .renew_interval = Duration(3000), .clock = &clock});
+  ASSERT_TRUE(node.ok());
+  Node& n = **node;
+  Signal started, release;
+  std::atomic<bool> saw_cancel{false};
+  n.builtins().Register("hold", [&](RunContext& ctx) {
+    started.Set();
+    release.WaitFor(std::chrono::seconds(20));
+    saw_cancel = ctx.cancelled();
+    return Status::Ok();
+  });
+  JobSpec spec{.id = "long"};
+  spec.handler = {.type = HandlerSpec::Type::kBuiltin, .name = "hold"};
+  ASSERT_TRUE(n.jobs().Create(spec).ok());
+  ASSERT_TRUE(n.jobs().Trigger("default", "long", {}).ok());
+  n.processor().Start();
+  ASSERT_TRUE(started.WaitFor(std::chrono::seconds(20)));
+  // A short outage early in the lease: renewal fails, but there is time left.
+  faulty->down = true;
+  clock.Advance(Duration(1000));
+  n.processor().RenewOnce();
+  faulty->down = false;
+  release.Set();
+  while (n.processor().active() > 0) std::this_thread::yield();
+  EXPECT_FALSE(saw_cancel);
+  auto runs = n.store().ListRuns("default", {.job_id = "long"});
+  ASSERT_TRUE(runs.ok());
+  ASSERT_EQ(runs->items.size(), 1u);
+  EXPECT_EQ(runs->items[0].state, RunState::kSucceeded);
+  n.processor().Stop(Duration(0));
+}
+
+}  // namespace
+}  // namespace jobsched
