@@ -235,11 +235,13 @@ void PrintJobDetail(std::ostream& out, const Json& job) {
   const Json spec = job.value("spec", Json::object());
   const Json retry = spec.value("retry", Json::object());
   std::string labels;
-  for (const auto& [k, v] : spec.value("labels", Json::object()).items()) {
+  const Json label_map = spec.value("labels", Json::object());
+  for (const auto& [k, v] : label_map.items()) {
     labels += (labels.empty() ? "" : ",") + k + "=" + Text(v);
   }
   std::string counts;
-  for (const auto& [state, n] : job.value("counts", Json::object()).items()) {
+  const Json count_map = job.value("counts", Json::object());
+  for (const auto& [state, n] : count_map.items()) {
     counts += (counts.empty() ? "" : " ") + state + "=" + Text(n);
   }
   const Json timeout = spec.value("timeout_ms", Json(0));

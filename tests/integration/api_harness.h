@@ -189,6 +189,8 @@ inline std::string CodeForStatus(int status) {
 struct ApiHarnessOptions {
   // SSE keep-alive period of the server (short, so that tests see keep-alive comments).
   Duration keepalive{200};
+  // The node's store instead of a fresh "sqlite::memory:" (fault injection). Default: none
+  std::shared_ptr<Store> store;
 };
 
 // One Server-Sent Event as received.
@@ -353,6 +355,7 @@ class ApiHarness {
  public:
   explicit ApiHarness(ApiHarnessOptions options = {}) {
     auto node = Node::Create({.store_url = "sqlite::memory:",
+                              .store = options.store,
                               .node_id = "t",
                               .concurrency = 2,
                               // A cancelled running run is stopped at the holder's next renewal.

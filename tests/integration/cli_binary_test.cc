@@ -2,6 +2,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -17,7 +18,10 @@ struct CliRun {
 };
 
 CliRun Jobsched(const std::string& args, const std::string& stdin_text = "") {
-  const std::string input = testing::TempDir() + "/cli_stdin.txt";
+  // One file per process and call: ctest runs the tests of this binary in parallel processes.
+  static int calls = 0;
+  const std::string input = testing::TempDir() + "/cli_stdin_" + std::to_string(::getpid()) + "_" +
+                            std::to_string(++calls) + ".txt";
   FILE* f = std::fopen(input.c_str(), "w");
   std::fputs(stdin_text.c_str(), f);
   std::fclose(f);
@@ -27,6 +31,7 @@ CliRun Jobsched(const std::string& args, const std::string& stdin_text = "") {
   std::array<char, 4096> buf;
   while (size_t n = std::fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
   const int status = pclose(p);
+  std::remove(input.c_str());
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 

@@ -93,16 +93,20 @@ TEST(SelfFencingTest, UnrenewableLeaseStopsTheAttemptReportsNothingAndTheRunIsRe
   EXPECT_EQ(run->state, RunState::kRunning);
   EXPECT_EQ(run->attempts.size(), 1u);
 
-  // After the lease, the reaper hands the run to a new attempt with a new fence.
+  // After the lease, the reaper hands the run to a new attempt with a new fence (which the
+  // processor, woken by the reaper, may already have claimed).
   clock.Advance(Duration(2000));
   auto recovered = n.reaper().Tick();
   ASSERT_TRUE(recovered.ok());
   EXPECT_EQ(*recovered, 1);
   run = n.store().GetRun("default", run_id);
   ASSERT_TRUE(run.ok());
-  EXPECT_EQ(run->state, RunState::kQueued);
-  ASSERT_EQ(run->attempts.size(), 1u);
+  EXPECT_TRUE(run->state == RunState::kQueued || run->state == RunState::kRunning) << RunStateName(run->state);
+  ASSERT_GE(run->attempts.size(), 1u);
   EXPECT_EQ(run->attempts[0].outcome, "lease_lost");
+  if (run->attempts.size() > 1) {
+    EXPECT_GT(run->attempts[1].fence, run->attempts[0].fence);
+  }
   n.processor().Stop(Duration(0));
 }
 
