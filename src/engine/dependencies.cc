@@ -119,10 +119,37 @@ Result<int> DependencyActor::Evaluate(const std::string& tenant, const std::stri
   return created;
 }
 
+Result<int> DependencyActor::ScanAll() {
+  int created = 0;
+  ASSIGN_OR_RETURN(std::vector<TenantRecord> tenants, store_.ListTenants());
+  for (const TenantRecord& tenant : tenants) {
+    JobFilter filter{.limit = 1000};
+    while (true) {
+      ASSIGN_OR_RETURN(Page<JobRecord> page, store_.ListJobs(tenant.id, filter));
+      for (const JobRecord& job : page.items) {
+        if (job.spec.depends_on.empty() || job.state != JobState::kActive) continue;
+        ASSIGN_OR_RETURN(int n, Evaluate(tenant.id, job.spec.id));
+        created += n;
+      }
+      if (!page.next_cursor) break;
+      filter.cursor = *page.next_cursor;
+    }
+  }
+  if (created > 0 && on_fired_) on_fired_();
+  return created;
+}
+
 void DependencyActor::Start() {
-  thread_.Start("dependencies", [this] {
+  constexpr auto kScanInterval = std::chrono::seconds(30);
+  next_scan_ = std::chrono::steady_clock::now();
+  thread_.Start("dependencies", [this, kScanInterval] {
     auto n = Tick();
     if (!n.ok()) spdlog::warn("dependencies: {}", n.status().ToString());
+    if (std::chrono::steady_clock::now() >= next_scan_) {
+      next_scan_ = std::chrono::steady_clock::now() + kScanInterval;
+      auto scanned = ScanAll();
+      if (!scanned.ok()) spdlog::warn("dependencies: full scan: {}", scanned.status().ToString());
+    }
     return Duration(1000);
   }, Duration(1000));
 }

@@ -27,6 +27,10 @@ class DependencyActor {
   void OnRunFinished(const RunRecord& run);
   // One pass over the jobs marked by OnRunFinished. Returns the runs created.
   Result<int> Tick();
+  // Evaluates every job with dependencies in every tenant: the safety net for a trigger whose
+  // evaluation was lost (the process died between a run's end and its evaluation). The actor
+  // runs it at start and every `scan_interval`. Returns the runs created.
+  Result<int> ScanAll();
   // Evaluates one dependent job until no trigger is left. Returns the runs created.
   Result<int> Evaluate(const std::string& tenant, const std::string& job_id);
 
@@ -40,6 +44,7 @@ class DependencyActor {
   const std::function<void()> on_fired_;
   std::mutex mu_;
   std::set<std::pair<std::string, std::string>> finished_jobs_;  // guarded by mu_
+  std::chrono::steady_clock::time_point next_scan_{};           // only the actor thread
   ActorThread thread_;
 };
 

@@ -79,7 +79,9 @@ struct Response {
     return json["error"];
   }
   std::string ErrorCode() const { return Error().is_object() ? Error().value("code", "") : ""; }
-  std::string ErrorMessage() const { return Error().is_object() ? Error().value("message", "") : ""; }
+  std::string ErrorMessage() const {
+    return Error().is_object() ? Error().value("message", "") : "";
+  }
   // "" when the error has no field.
   std::string ErrorField() const { return Error().is_object() ? Error().value("field", "") : ""; }
   bool HasErrorField() const { return Error().is_object() && Error().contains("field"); }
@@ -102,8 +104,8 @@ inline std::string Q(const std::string& s) {
   static const char kHex[] = "0123456789ABCDEF";
   std::string out;
   for (unsigned char c : s) {
-    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-        c == '_' || c == '~') {
+    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+        c == '.' || c == '_' || c == '~') {
       out += static_cast<char>(c);
     } else {
       out += '%';
@@ -122,11 +124,13 @@ inline bool IsApiTime(const Json& v) {
 
 inline ::testing::AssertionResult IsTimeOrNull(const Json& v) {
   if (v.is_null() || IsApiTime(v)) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << v.dump() << " is not an RFC 3339 UTC time with milliseconds";
+  return ::testing::AssertionFailure()
+         << v.dump() << " is not an RFC 3339 UTC time with milliseconds";
 }
 inline ::testing::AssertionResult IsTime(const Json& v) {
   if (IsApiTime(v)) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << v.dump() << " is not an RFC 3339 UTC time with milliseconds";
+  return ::testing::AssertionFailure()
+         << v.dump() << " is not an RFC 3339 UTC time with milliseconds";
 }
 
 // {"items": [...], "next_cursor": "..." | null}
@@ -135,9 +139,10 @@ inline ::testing::AssertionResult IsList(const Json& body) {
   if (!body.contains("items") || !body["items"].is_array()) {
     return ::testing::AssertionFailure() << "no items array: " << body.dump().substr(0, 300);
   }
-  if (!body.contains("next_cursor") || !(body["next_cursor"].is_null() || body["next_cursor"].is_string())) {
-    return ::testing::AssertionFailure() << "next_cursor missing or neither null nor a string: "
-                                         << body.dump().substr(0, 300);
+  if (!body.contains("next_cursor") ||
+      !(body["next_cursor"].is_null() || body["next_cursor"].is_string())) {
+    return ::testing::AssertionFailure()
+           << "next_cursor missing or neither null nor a string: " << body.dump().substr(0, 300);
   }
   return ::testing::AssertionSuccess();
 }
@@ -156,7 +161,8 @@ inline ::testing::AssertionResult IsErrorBody(const Response& r) {
     if (k != "code" && k != "message" && k != "field") {
       return ::testing::AssertionFailure() << "unexpected member error." << k << ": " << r;
     }
-    if (k == "field" && !v.is_string()) return ::testing::AssertionFailure() << "field is not a string: " << r;
+    if (k == "field" && !v.is_string())
+      return ::testing::AssertionFailure() << "field is not a string: " << r;
   }
   return ::testing::AssertionSuccess();
 }
@@ -257,9 +263,10 @@ class SseStream {
   // Waits until `done(text so far)` holds; on timeout fails the test naming `what`.
   bool WaitUntil(const std::function<bool(const std::string&)>& done, const std::string& what) {
     std::unique_lock lock(mu_);
-    if (cv_.wait_for(lock, kGuard, [&] { return done(text_) || done_; }) && done(text_)) return true;
-    ADD_FAILURE() << "event stream: timed out or ended waiting for " << what << "; status " << status_ << " "
-                  << transport_error_ << "; received:\n"
+    if (cv_.wait_for(lock, kGuard, [&] { return done(text_) || done_; }) && done(text_))
+      return true;
+    ADD_FAILURE() << "event stream: timed out or ended waiting for " << what << "; status "
+                  << status_ << " " << transport_error_ << "; received:\n"
                   << text_;
     return false;
   }
@@ -270,7 +277,8 @@ class SseStream {
     WaitUntil(
         [&](const std::string& text) {
           for (const SseEvent& e : Parse(text)) {
-            if (e.type == type && (run_id.empty() || (e.json.is_object() && e.json.value("run_id", Json()) == run_id))) {
+            if (e.type == type && (run_id.empty() || (e.json.is_object() &&
+                                                      e.json.value("run_id", Json()) == run_id))) {
               found = e;
               return true;
             }
@@ -320,7 +328,9 @@ class SseStream {
         if (line_end == std::string::npos) line_end = block.size();
         const std::string line = block.substr(line_start, line_end - line_start);
         line_start = line_end + 1;
-        auto value = [&](size_t n) { return line.size() > n && line[n] == ' ' ? line.substr(n + 1) : line.substr(n); };
+        auto value = [&](size_t n) {
+          return line.size() > n && line[n] == ' ' ? line.substr(n + 1) : line.substr(n);
+        };
         if (line.starts_with("id:")) {
           e.id = value(3);
           any = true;
@@ -342,11 +352,11 @@ class SseStream {
  private:
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::string text_;                 // guarded by mu_
-  int status_ = -1;                  // guarded by mu_
-  std::string content_type_;         // guarded by mu_
-  std::string transport_error_;      // guarded by mu_
-  bool done_ = false;                // guarded by mu_
+  std::string text_;             // guarded by mu_
+  int status_ = -1;              // guarded by mu_
+  std::string content_type_;     // guarded by mu_
+  std::string transport_error_;  // guarded by mu_
+  bool done_ = false;            // guarded by mu_
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
@@ -367,7 +377,8 @@ class ApiHarness {
     }
     node_ = std::move(node).value();
     for (const char* t : {"acme", "other"}) {
-      Status s = node_->store().PutTenant({.id = t, .created_at = node_->clock().Now(), .updated_at = node_->clock().Now()});
+      Status s = node_->store().PutTenant(
+          {.id = t, .created_at = node_->clock().Now(), .updated_at = node_->clock().Now()});
       if (!s.ok()) ADD_FAILURE() << "PutTenant " << t << ": " << s.ToString();
     }
     AddKey(Who::kAdmin, api::Role::kAdmin, "", false);
@@ -381,7 +392,8 @@ class ApiHarness {
       ADD_FAILURE() << "Node::Start: " << started.ToString();
       return;
     }
-    auto server = api::ApiServer::Create(*node_, {.listen = "127.0.0.1:0", .keepalive = options.keepalive});
+    auto server =
+        api::ApiServer::Create(*node_, {.listen = "127.0.0.1:0", .keepalive = options.keepalive});
     if (!server.ok()) {
       ADD_FAILURE() << "ApiServer::Create: " << server.status().ToString();
       return;
@@ -428,8 +440,8 @@ class ApiHarness {
   Gate& NewGate() { return gates_.emplace_back(); }
 
   // One request. `headers` may carry its own Authorization (then `who` adds none).
-  Response Send(const std::string& method, const std::string& path, Who who, const std::string& body = "",
-                httplib::Headers headers = {}) {
+  Response Send(const std::string& method, const std::string& path, Who who,
+                const std::string& body = "", httplib::Headers headers = {}) {
     httplib::Client client("127.0.0.1", port());
     client.set_url_encode(false);
     client.set_read_timeout(std::chrono::seconds(30));
@@ -442,7 +454,8 @@ class ApiHarness {
     req.path = path;
     req.headers = std::move(headers);
     req.body = body;
-    if (!body.empty() && !req.has_header("Content-Type")) req.set_header("Content-Type", "application/json");
+    if (!body.empty() && !req.has_header("Content-Type"))
+      req.set_header("Content-Type", "application/json");
     auto result = client.send(req);
     Response r;
     if (!result) {
@@ -460,10 +473,12 @@ class ApiHarness {
   Response Get(const std::string& path, Who who, httplib::Headers headers = {}) {
     return Send("GET", path, who, "", std::move(headers));
   }
-  Response Post(const std::string& path, Who who, const std::string& body = "", httplib::Headers headers = {}) {
+  Response Post(const std::string& path, Who who, const std::string& body = "",
+                httplib::Headers headers = {}) {
     return Send("POST", path, who, body, std::move(headers));
   }
-  Response Put(const std::string& path, Who who, const std::string& body, httplib::Headers headers = {}) {
+  Response Put(const std::string& path, Who who, const std::string& body,
+               httplib::Headers headers = {}) {
     return Send("PUT", path, who, body, std::move(headers));
   }
   Response Delete(const std::string& path, Who who) { return Send("DELETE", path, who); }
@@ -473,7 +488,8 @@ class ApiHarness {
   Json MustCreate(const std::string& tenant, const Json& spec) {
     const Who who = tenant == "acme" ? Who::kShellOperator : Who::kAdmin;
     Response r = Post("/v1/tenants/" + tenant + "/jobs", who, spec.dump());
-    if (r.status != 201) ADD_FAILURE() << "creating " << spec.dump() << " in " << tenant << ": " << r;
+    if (r.status != 201)
+      ADD_FAILURE() << "creating " << spec.dump() << " in " << tenant << ": " << r;
     return r.json;
   }
 
@@ -483,7 +499,8 @@ class ApiHarness {
     Response r = Post("/v1/tenants/" + tenant + "/jobs/" + job_id + "/trigger",
                       tenant == "acme" ? Who::kOperator : Who::kAdmin, body);
     std::vector<std::string> ids;
-    if (r.status != 201 || !r.json.is_object() || !r.json.contains("run_ids") || !r.json["run_ids"].is_array()) {
+    if (r.status != 201 || !r.json.is_object() || !r.json.contains("run_ids") ||
+        !r.json["run_ids"].is_array()) {
       ADD_FAILURE() << "triggering " << tenant << "/" << job_id << ": " << r;
       return ids;
     }

@@ -1,0 +1,257 @@
+// `jobsched serve` as a user runs it: the real binary, its admin key file, readiness, the
+// sample job, graceful shutdown on SIGTERM; and the config file / environment / flag layers.
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/serve_cmd.h"
+
+namespace jobsched::cli {
+namespace {
+
+using ::testing::HasSubstr;
+
+class ServeProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::path(testing::TempDir()) / ("serve-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    std::filesystem::remove_all(dir_);
+  }
+
+  void Start(std::vector<std::string> args) {
+    log_ = (dir_ / ("serve-" + std::to_string(++starts_) + ".log")).string();
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      FILE* f = std::freopen(log_.c_str(), "w", stderr);
+      (void)f;
+      std::vector<char*> argv{const_cast<char*>(JOBSCHED_BIN), const_cast<char*>("serve")};
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(JOBSCHED_BIN, argv.data());
+      ::_exit(127);
+    }
+  }
+
+  std::string Log() {
+    std::ifstream in(log_);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+  // The port from "listening on http://127.0.0.1:PORT", once the server logged it.
+  int WaitForPort() {
+    const std::regex re("listening on https?://[^:]+:([0-9]+)");
+    for (int i = 0; i < 1500; ++i) {
+      std::smatch m;
+      const std::string log = Log();
+      if (std::regex_search(log, m, re)) return std::stoi(m[1]);
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        ADD_FAILURE() << "serve exited early: " << log;
+        return -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ADD_FAILURE() << "serve never listened: " << Log();
+    return -1;
+  }
+
+  int WaitExit() {
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+  std::filesystem::path dir_;
+  std::string log_;
+  int starts_ = 0;
+  pid_t pid_ = -1;
+};
+
+TEST_F(ServeProcessTest, FirstStartWritesAnAdminKeyServesTheSampleJobAndStopsOnSigterm) {
+  Start({"--listen", "127.0.0.1:0", "--data-dir", (dir_ / "data").string(), "--sample-job"});
+  const int port = WaitForPort();
+  ASSERT_GT(port, 0);
+  const auto key_path = dir_ / "data" / "admin.key";
+  ASSERT_TRUE(std::filesystem::exists(key_path));
+  struct stat st {};
+  ASSERT_EQ(::stat(key_path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600);
+  std::string key;
+  std::ifstream(key_path) >> key;
+  EXPECT_THAT(Log(), HasSubstr(key_path.string()));
+
+  httplib::Client client("127.0.0.1", port);
+  auto ready = client.Get("/readyz");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 200);
+  auto job = client.Get("/v1/tenants/default/jobs/sample", {{"Authorization", "Bearer " + key}});
+  ASSERT_TRUE(job);
+  ASSERT_EQ(job->status, 200) << job->body;
+  auto j = nlohmann::json::parse(job->body);
+  EXPECT_EQ(j["spec"]["handler"]["type"], "shell");
+  EXPECT_EQ(j["next_fire_times"].size(), 5u);
+  auto unauthorized = client.Get("/v1/tenants/default/jobs/sample");
+  ASSERT_TRUE(unauthorized);
+  EXPECT_EQ(unauthorized->status, 401);
+
+  ::kill(pid_, SIGTERM);
+  EXPECT_EQ(WaitExit(), 0);
+  EXPECT_THAT(Log(), HasSubstr("received SIGTERM"));
+}
+
+TEST_F(ServeProcessTest, SecondStartKeepsTheKeyAndAGivenAdminKeyIsAccepted) {
+  const std::string data = (dir_ / "data").string();
+  Start({"--listen", "127.0.0.1:0", "--data-dir", data});
+  ASSERT_GT(WaitForPort(), 0);
+  std::string first;
+  std::ifstream(dir_ / "data" / "admin.key") >> first;
+  ::kill(pid_, SIGTERM);
+  ASSERT_EQ(WaitExit(), 0);
+
+  const std::string given = "js_automation_" + std::string(64, 'a');
+  ::setenv("JOBSCHED_ADMIN_KEY", given.c_str(), 1);
+  Start({"--listen", "127.0.0.1:0", "--data-dir", data});
+  ::unsetenv("JOBSCHED_ADMIN_KEY");
+  const int port = WaitForPort();
+  ASSERT_GT(port, 0);
+  std::string again;
+  std::ifstream(dir_ / "data" / "admin.key") >> again;
+  EXPECT_EQ(first, again);
+  httplib::Client client("127.0.0.1", port);
+  for (const std::string& key : {first, given}) {
+    auto keys = client.Get("/v1/keys", {{"Authorization", "Bearer " + key}});
+    ASSERT_TRUE(keys);
+    EXPECT_EQ(keys->status, 200) << key;
+  }
+}
+
+TEST_F(ServeProcessTest, JsonLogsCarryRunTransitionsAsFields) {
+  const std::string given = "js_logtest_" + std::string(64, 'b');
+  ::setenv("JOBSCHED_ADMIN_KEY", given.c_str(), 1);
+  Start({"--listen", "127.0.0.1:0", "--data-dir", (dir_ / "data").string(), "--log-format", "json"});
+  ::unsetenv("JOBSCHED_ADMIN_KEY");
+  const int port = WaitForPort();
+  ASSERT_GT(port, 0);
+  httplib::Client client("127.0.0.1", port);
+  const httplib::Headers auth{{"Authorization", "Bearer " + given}};
+  auto made = client.Post("/v1/tenants/default/jobs", auth,
+                          R"({"id": "logged", "handler": {"type": "builtin", "name": "noop"}})", "application/json");
+  ASSERT_TRUE(made);
+  ASSERT_EQ(made->status, 201) << made->body;
+  auto trig = client.Post("/v1/tenants/default/jobs/logged/trigger", auth, "", "application/json");
+  ASSERT_TRUE(trig);
+  ASSERT_EQ(trig->status, 201) << trig->body;
+  const std::string run_id = nlohmann::json::parse(trig->body)["run_ids"][0];
+  // Wait for the run's final log line, then check every line is a JSON object.
+  bool seen = false;
+  for (int i = 0; i < 1500 && !seen; ++i) {
+    seen = Log().find("\"run succeeded") != std::string::npos;
+    if (!seen) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(seen) << Log();
+  std::istringstream lines(Log());
+  bool found = false;
+  for (std::string line; std::getline(lines, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << line;
+    ASSERT_TRUE(j.contains("time") && j.contains("level") && j.contains("msg")) << line;
+    if (j.value("run_id", "") == run_id && j["msg"].get<std::string>().starts_with("run succeeded")) {
+      found = true;
+      EXPECT_EQ(j["job_id"], "logged");
+      EXPECT_EQ(j["tenant"], "default");
+      EXPECT_TRUE(j.contains("node"));
+    }
+  }
+  EXPECT_TRUE(found);
+}
+
+TEST_F(ServeProcessTest, NonLoopbackListenWithoutTlsIsRefused) {
+  Start({"--listen", "0.0.0.0:0", "--data-dir", (dir_ / "data").string()});
+  EXPECT_EQ(WaitExit(), 2);
+  EXPECT_THAT(Log(), HasSubstr("--insecure-listen"));
+}
+
+TEST_F(ServeProcessTest, BadConfigFileExitsWithTheKeyAndLine) {
+  const auto path = dir_ / "bad.toml";
+  std::ofstream(path) << "listen = \"127.0.0.1:0\"\nconcurency = 4\n";
+  Start({"--config", path.string()});
+  EXPECT_EQ(WaitExit(), 2);
+  EXPECT_THAT(Log(), HasSubstr("unknown key 'concurency'"));
+  EXPECT_THAT(Log(), HasSubstr("line 2"));
+}
+
+TEST(ServeConfigTest, FileThenEnvironment) {
+  const auto path = std::filesystem::path(testing::TempDir()) / ("cfg-" + std::to_string(::getpid()) + ".toml");
+  std::ofstream(path) << "listen = \"127.0.0.1:9000\"\nconcurrency = 8\nqueues = [\"a\", \"b\"]\n"
+                         "log_format = \"json\"\n";
+  ServeConfig c;
+  ASSERT_TRUE(LoadServeConfigFile(path.string(), c).ok());
+  EXPECT_EQ(c.listen, "127.0.0.1:9000");
+  EXPECT_EQ(c.concurrency, 8);
+  EXPECT_EQ(c.queues, (std::vector<std::string>{"a", "b"}));
+  ::setenv("JOBSCHED_CONCURRENCY", "3", 1);
+  ::setenv("JOBSCHED_QUEUES", "x,y,z", 1);
+  ASSERT_TRUE(ApplyServeEnv(c).ok());
+  ::unsetenv("JOBSCHED_CONCURRENCY");
+  ::unsetenv("JOBSCHED_QUEUES");
+  EXPECT_EQ(c.concurrency, 3);
+  EXPECT_EQ(c.queues, (std::vector<std::string>{"x", "y", "z"}));
+  EXPECT_EQ(c.listen, "127.0.0.1:9000");
+  std::filesystem::remove(path);
+}
+
+TEST(ServeConfigTest, ErrorsNameTheKey) {
+  const auto path = std::filesystem::path(testing::TempDir()) / ("cfg-bad-" + std::to_string(::getpid()) + ".toml");
+  struct Case {
+    const char* toml;
+    const char* message;
+  } cases[] = {
+      {"concurrency = \"four\"\n", "concurrency: must be an integer"},
+      {"queues = \"a\"\n", "queues: must be an array of strings"},
+      {"insecure_listen = 1\n", "insecure_listen: must be true or false"},
+      {"listen = \n", "line 1"},
+      {"nope = 1\n", "unknown key 'nope'"},
+  };
+  for (const Case& k : cases) {
+    std::ofstream(path) << k.toml;
+    ServeConfig c;
+    Status s = LoadServeConfigFile(path.string(), c);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << k.toml;
+    EXPECT_THAT(s.message(), HasSubstr(k.message)) << k.toml;
+  }
+  std::filesystem::remove(path);
+  ::setenv("JOBSCHED_LEASE_MS", "soon", 1);
+  ServeConfig c;
+  Status s = ApplyServeEnv(c);
+  ::unsetenv("JOBSCHED_LEASE_MS");
+  EXPECT_THAT(s.message(), HasSubstr("JOBSCHED_LEASE_MS: must be an integer"));
+  EXPECT_THAT(ValidateServeConfig({.log_format = "xml"}).message(), HasSubstr("log_format"));
+  EXPECT_THAT(ValidateServeConfig({.lease_ms = 1000, .renew_ms = 1000}).message(), HasSubstr("renew_ms"));
+}
+
+}  // namespace
+}  // namespace jobsched::cli
