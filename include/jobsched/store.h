@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -139,6 +140,8 @@ struct TenantRecord {
   std::string id;
   int64_t max_jobs = 0;             // jobs the tenant may have; 0 = unlimited. Default: 0
   int64_t max_concurrent_runs = 0;  // runs running at once; 0 = unlimited. Default: 0
+  // Per-queue limits of runs running at once (queue name -> limit > 0). Default: none
+  std::map<std::string, int64_t> queue_limits;
   TimePoint created_at{};
   TimePoint updated_at{};
 };
@@ -247,7 +250,8 @@ class Store {
   // Claims up to max_runs runs for `node`: queued, or retry-waiting, with available_at <= now,
   // in the given queues; highest priority first, then earliest available_at, then id. An
   // exclusive run is skipped while another run of its job is running, and a tenant never has
-  // more than its max_concurrent_runs running. Each claimed run becomes
+  // more than its max_concurrent_runs running, nor a queue of a tenant more than its
+  // queue_limits entry. Each claimed run becomes
   // running with attempt + 1, a new fencing token (increasing across the store), node,
   // lease_deadline = now + lease, started_at (first attempt), and a new attempt record.
   virtual Result<std::vector<RunRecord>> ClaimRuns(const ClaimRequest& request) = 0;

@@ -63,12 +63,17 @@ void Metrics::Observe(const std::string& name, const std::string& labels, double
   h.count += 1;
 }
 
-void Metrics::Render(std::string& out) const {
+void Metrics::Render(std::string& out, const std::string& only_tenant) const {
+  const std::string mine = "tenant=\"" + Label(only_tenant) + "\"";
+  auto hidden = [&](const std::string& labels) {
+    return !only_tenant.empty() && labels.find("tenant=\"") != std::string::npos && labels.find(mine) == std::string::npos;
+  };
   std::lock_guard lock(mu_);
   for (const auto& [name, series] : counters_) {
     const Help* help = FindHelp(name);
     MetricHeader(out, name, "counter", help ? help->text : name.c_str());
     for (const auto& [labels, value] : series) {
+      if (hidden(labels)) continue;
       out += fmt::format("{}{}{}{} {}\n", name, labels.empty() ? "" : "{", labels, labels.empty() ? "" : "}", value);
     }
   }
@@ -76,6 +81,7 @@ void Metrics::Render(std::string& out) const {
     const Help* help = FindHelp(name);
     MetricHeader(out, name, "histogram", help ? help->text : name.c_str());
     for (const auto& [labels, h] : series) {
+      if (hidden(labels)) continue;
       const std::string sep = labels.empty() ? "" : ",";
       for (size_t i = 0; i < std::size(kBounds); ++i) {
         out += fmt::format("{}_bucket{{{}{}le=\"{}\"}} {}\n", name, labels, sep, kBounds[i], h.buckets[i]);

@@ -16,8 +16,9 @@ class Metrics {
   void Inc(const std::string& name, const std::string& labels, double by = 1);
   void Observe(const std::string& name, const std::string& labels, double value);
 
-  // Appends every series in the text exposition format, with HELP and TYPE lines.
-  void Render(std::string& out) const;
+  // Appends every series in the text exposition format, with HELP and TYPE lines. With
+  // `only_tenant`, series labelled with another tenant are left out.
+  void Render(std::string& out, const std::string& only_tenant = "") const;
 
   // Escapes a label value.
   static std::string Label(const std::string& value);

@@ -35,10 +35,11 @@ struct HttpError {
   std::string field;
 };
 
-Json ErrorBody(const std::string& code, const std::string& message, const std::string& field) {
+// The error body as text; bytes that are not UTF-8 (echoed from bad input) are replaced.
+std::string ErrorBody(const std::string& code, const std::string& message, const std::string& field) {
   Json e{{"code", code}, {"message", message}};
   if (!field.empty()) e["field"] = field;
-  return Json{{"error", e}};
+  return Json{{"error", e}}.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
 const char* CodeForHttp(int status) {
@@ -183,6 +184,9 @@ class ApiServer::Impl {
 
   Impl(Node& node, const ServerOptions& options, Metrics& metrics);
   void Register(httplib::Server& http);
+  ~Impl() {
+    for (int64_t id : listeners_) node_.events().Off(id);
+  }
   void Stop() {
     stopping_ = true;
     events_cv_.notify_all();
@@ -231,6 +235,7 @@ class ApiServer::Impl {
   std::atomic<bool> stopping_{false};
   std::mutex events_mu_;
   std::condition_variable events_cv_;  // local activity: streams look at the store at once
+  std::vector<int64_t> listeners_;     // on node_.events(), removed with the server
 };
 
 const std::vector<ApiServer::Impl::Route>& ApiServer::Impl::Table() {
@@ -270,7 +275,7 @@ const std::vector<ApiServer::Impl::Route>& ApiServer::Impl::Table() {
       {{"GET", "/v1/keys", Access::kAdmin, "API keys (without secrets)"}, &I::ListKeys},
       {{"DELETE", "/v1/keys/{id}", Access::kAdmin, "Revoke an API key"}, &I::DeleteKey},
       {{"GET", "/v1/tenants", Access::kAdmin, "Tenants and their quotas"}, &I::ListTenants},
-      {{"PUT", "/v1/tenants/{t}", Access::kAdmin, "Create or change a tenant: max_jobs, max_concurrent_runs"},
+      {{"PUT", "/v1/tenants/{t}", Access::kAdmin, "Create or change a tenant: max_jobs, max_concurrent_runs, queue_limits"},
        &I::PutTenant},
   };
   return kTable;
@@ -299,7 +304,7 @@ ApiServer::Impl::Impl(Node& node, const ServerOptions& options, Metrics& metrics
   for (EventType t : {EventType::kRunStarted, EventType::kRunSucceeded, EventType::kRunFailed,
                       EventType::kRunRetrying, EventType::kRunTimedOut, EventType::kRunCancelled,
                       EventType::kRunSkipped, EventType::kJobChanged}) {
-    node_.events().On(t, [this](const SchedulerEvent& e) { OnEngineEvent(e); });
+    listeners_.push_back(node_.events().On(t, [this](const SchedulerEvent& e) { OnEngineEvent(e); }));
   }
 }
 
@@ -363,7 +368,9 @@ std::optional<HttpError> ApiServer::Impl::Authorize(const Route& route, Call& ca
   if (header.empty()) {
     return HttpError{401, "unauthenticated", "missing 'Authorization: Bearer <api key>' header"};
   }
-  if (!header.starts_with("Bearer ")) {
+  const bool bearer = header.size() > 7 && (header.compare(0, 7, "Bearer ") == 0 || header.compare(0, 7, "bearer ") == 0 ||
+                                            header.compare(0, 7, "BEARER ") == 0);
+  if (!bearer) {
     return HttpError{401, "unauthenticated", "the Authorization header must be 'Bearer <api key>'"};
   }
   auto who = Authenticate(node_.store(), std::string_view(header).substr(7));
@@ -423,7 +430,7 @@ void ApiServer::Impl::Serve(const Route& route, const httplib::Request& req, htt
   auto send_error = [&](int http_status, const std::string& code, const std::string& message, const std::string& field) {
     status = http_status;
     res.status = http_status;
-    res.set_content(ErrorBody(code, message, field).dump(), "application/json");
+    res.set_content(ErrorBody(code, message, field), "application/json");
   };
   if (auto denied = Authorize(route, call)) {
     send_error(denied->status, denied->code, denied->message, denied->field);
@@ -467,11 +474,14 @@ Result<Reply> ApiServer::Impl::Readyz(Call&) {
   return Reply{.body = {{"status", "ready"}, {"node", node_.options().node_id}}};
 }
 
-Result<Reply> ApiServer::Impl::MetricsText(Call&) {
+Result<Reply> ApiServer::Impl::MetricsText(Call& call) {
+  // A tenant's key sees the series of its own tenant (and those without a tenant label).
+  const std::string only = call.who.role == Role::kAdmin ? "" : call.who.tenant;
   std::string out;
   ASSIGN_OR_RETURN(std::vector<JobCount> jobs, node_.store().CountJobs());
   MetricHeader(out, "jobsched_jobs", "gauge", "Jobs by tenant and state.");
   for (const JobCount& c : jobs) {
+    if (!only.empty() && c.tenant != only) continue;
     out += fmt::format("jobsched_jobs{{tenant=\"{}\",state=\"{}\"}} {}\n", Metrics::Label(c.tenant),
                        JobStateName(c.state), c.count);
   }
@@ -479,6 +489,7 @@ Result<Reply> ApiServer::Impl::MetricsText(Call&) {
   MetricHeader(out, "jobsched_queue_ready", "gauge", "Runs queued or waiting to retry, by tenant and queue.");
   std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>> by_queue;  // ready, running
   for (const RunCount& c : runs) {
+    if (!only.empty() && c.tenant != only) continue;
     auto& slot = by_queue[{c.tenant, c.queue}];
     if (c.state == RunState::kQueued || c.state == RunState::kRetryWait) slot.first += c.count;
     if (c.state == RunState::kRunning) slot.second += c.count;
@@ -500,7 +511,7 @@ Result<Reply> ApiServer::Impl::MetricsText(Call&) {
   out += fmt::format("jobsched_nodes_alive {}\n", alive);
   MetricHeader(out, "jobsched_is_leader", "gauge", "1 if this node is the leader (the only node of an embedded store).");
   out += "jobsched_is_leader 1\n";
-  metrics_.Render(out);
+  metrics_.Render(out, only);
   MetricHeader(out, "process_cpu_seconds_total", "counter", "CPU time used by this process.");
   out += fmt::format("process_cpu_seconds_total {}\n", ProcessCpuSeconds());
   MetricHeader(out, "process_resident_memory_bytes", "gauge", "Resident memory of this process.");
@@ -578,13 +589,16 @@ Result<Reply> ApiServer::Impl::CreateJob(Call& call) {
 }
 
 Result<Reply> ApiServer::Impl::PutJob(Call& call) {
+  RETURN_IF_ERROR(ValidateJobId(call.id, "id"));
   ASSIGN_OR_RETURN(Json body, ParseBody(call.req));
   if (body.is_object() && !body.contains("id")) {
     body["id"] = call.id;
   } else if (body.is_object() && body["id"] != call.id) {
-    return InvalidArgument("id: '" + body["id"].dump() + "' does not match the path's '" + call.id + "'", "id");
+    return InvalidArgument("id: " + body["id"].dump(-1, ' ', false, Json::error_handler_t::replace) +
+                               " does not match the path's '" + call.id + "'",
+                           "id");
   }
-  ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(body.dump(), call.tenant));
+  ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(body.dump(-1, ' ', false, Json::error_handler_t::replace), call.tenant));
   RETURN_IF_ERROR(CheckShellAllowed(call, spec));
   std::optional<int64_t> if_match;
   if (call.req.has_header("If-Match")) {
@@ -796,7 +810,7 @@ Result<Reply> ApiServer::Impl::Stats(Call& call) {
   return Reply{.body = {{"tenant", call.tenant},
                         {"by_state", by_state},
                         {"by_queue", by_queue},
-                        {"average_duration_ms", timed ? Json(static_cast<double>(duration_ms) / timed) : Json(nullptr)},
+                        {"average_duration_ms", timed ? Json((duration_ms + timed / 2) / timed) : Json(nullptr)},
                         {"failure_rate", finished ? Json(static_cast<double>(failed) / finished) : Json(nullptr)}}};
 }
 
@@ -881,7 +895,7 @@ Result<Reply> ApiServer::Impl::PutTenant(Call& call) {
   ASSIGN_OR_RETURN(Json body, ParseBody(call.req));
   if (body.is_null()) body = Json::object();
   if (!body.is_object()) return InvalidArgument("the body must be a JSON object: {\"max_jobs\", \"max_concurrent_runs\"}");
-  RETURN_IF_ERROR(OnlyFields(body, {"max_jobs", "max_concurrent_runs"}));
+  RETURN_IF_ERROR(OnlyFields(body, {"max_jobs", "max_concurrent_runs", "queue_limits"}));
   const TimePoint now = node_.clock().Now();
   TenantRecord t{.id = call.tenant, .created_at = now, .updated_at = now};
   auto existing = node_.store().GetTenant(call.tenant);
@@ -894,6 +908,20 @@ Result<Reply> ApiServer::Impl::PutTenant(Call& call) {
       return InvalidArgument(std::string(field) + ": must be a non-negative integer (0 = unlimited)", field);
     }
     (std::string_view(field) == "max_jobs" ? t.max_jobs : t.max_concurrent_runs) = v.get<int64_t>();
+  }
+  if (body.contains("queue_limits")) {
+    const Json& limits = body["queue_limits"];
+    if (!limits.is_object()) {
+      return InvalidArgument("queue_limits: must be an object of queue name -> limit", "queue_limits");
+    }
+    t.queue_limits.clear();
+    for (const auto& [queue, limit] : limits.items()) {
+      RETURN_IF_ERROR(ValidateQueueName(queue, "queue_limits." + queue));
+      if (!limit.is_number_integer() || limit.get<int64_t>() < 1) {
+        return InvalidArgument("queue_limits." + queue + ": must be an integer of at least 1", "queue_limits." + queue);
+      }
+      t.queue_limits[queue] = limit.get<int64_t>();
+    }
   }
   RETURN_IF_ERROR(node_.store().PutTenant(t));
   return Reply{.status = existing.ok() ? 200 : 201, .body = TenantJson(t)};
@@ -938,23 +966,28 @@ Status ApiServer::Start() {
     std::string message = "no route " + req.method + " " + req.path;
     if (res.status == 413) message = "request body larger than the 1 MiB limit";
     if (res.status == 400) message = "malformed HTTP request";
-    res.set_content(ErrorBody(CodeForHttp(res.status), message, "").dump(), "application/json");
+    res.set_content(ErrorBody(CodeForHttp(res.status), message, ""), "application/json");
   });
   http_->set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
     res.status = 500;
-    res.set_content(ErrorBody("internal", "unexpected error", "").dump(), "application/json");
+    res.set_content(ErrorBody("internal", "unexpected error", ""), "application/json");
   });
   impl_->Register(*http_);
   const int port = hp->second == 0 ? http_->bind_to_any_port(hp->first) : (http_->bind_to_port(hp->first, hp->second) ? hp->second : -1);
   if (port < 0) return Unavailable("cannot listen on " + options_.listen);
   port_ = port;
-  thread_ = std::thread([this] {
+  auto ended = std::make_shared<std::atomic<bool>>(false);
+  thread_ = std::thread([this, ended] {
     try {
       http_->listen_after_bind();
     } catch (const std::exception& e) {
       spdlog::error("http server stopped: {}", e.what());
     }
+    *ended = true;
   });
+  // httplib's stop() is a no-op until its accept loop runs: return only once it does, so that
+  // a Stop() right after Start() cannot hang.
+  while (!http_->is_running() && !*ended) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   spdlog::info("listening on {}://{}:{}", options_.tls_cert.empty() ? "http" : "https", hp->first, port_);
   return Status::Ok();
 }

@@ -102,6 +102,7 @@ Json TenantJson(const TenantRecord& t) {
   return Json{{"id", t.id},
               {"max_jobs", t.max_jobs},
               {"max_concurrent_runs", t.max_concurrent_runs},
+              {"queue_limits", t.queue_limits},
               {"created_at", TimeJson(t.created_at)},
               {"updated_at", TimeJson(t.updated_at)}};
 }

@@ -15,7 +15,6 @@
 namespace jobsched::cli {
 namespace {
 
-// A path is already escaped by the caller; httplib's own escaping leaves '%' alone.
 StatusCode CodeForHttp(int status) {
   switch (status) {
     case 400:
@@ -37,6 +36,29 @@ StatusCode CodeForHttp(int status) {
       return StatusCode::kUnavailable;
     default:
       return StatusCode::kInternal;
+  }
+}
+
+// Why a request got no answer, in words (httplib's own names are enum names).
+std::string Why(httplib::Error error) {
+  switch (error) {
+    case httplib::Error::Connection:
+      return "connection failed (is the server running, and is this its address?)";
+    case httplib::Error::ConnectionTimeout:
+      return "connection timed out";
+    case httplib::Error::Read:
+      return "no answer (the connection broke or the read timed out)";
+    case httplib::Error::Write:
+      return "the request could not be sent";
+    case httplib::Error::SSLConnection:
+      return "TLS handshake failed (an http:// server, or no common protocol?)";
+    case httplib::Error::SSLLoadingCerts:
+      return "cannot load the CA certificates (--ca-cert, JOBSCHED_CA_CERT)";
+    case httplib::Error::SSLServerVerification:
+      return "the server's TLS certificate is not trusted (give its CA with --ca-cert or "
+             "JOBSCHED_CA_CERT)";
+    default:
+      return httplib::to_string(error);
   }
 }
 
@@ -149,7 +171,8 @@ bool SseParser::Line(std::string_view line, const std::function<bool(const SseEv
 // ---- Client -------------------------------------------------------------------------------
 
 Result<std::unique_ptr<Client>> Client::Create(ClientOptions options) {
-  static const std::regex kUrl(R"(^(https?)://(\[[0-9A-Fa-f:.]+\]|[^:/?#\[\]@]+)(?::([0-9]{1,5}))?(/[^?#]*)?$)");
+  static const std::regex kUrl(
+      R"(^(https?)://(\[[0-9A-Fa-f:.]+\]|[^:/?#\[\]@]+)(?::([0-9]{1,5}))?(/[^?#]*)?$)");
   std::smatch m;
   if (!std::regex_match(options.server, m, kUrl)) {
     return InvalidArgument("server: expected http(s)://HOST[:PORT], got '" + options.server + "'",
@@ -185,7 +208,8 @@ Client::~Client() = default;
 namespace {
 
 // The Status for a non-2xx answer: the server's {"error": {...}} when there is one.
-Status ErrorFromResponse(int status, const std::string& body, const std::string& url, bool has_key) {
+Status ErrorFromResponse(int status, const std::string& body, const std::string& url,
+                         bool has_key) {
   const StatusCode code = CodeForHttp(status);
   Json j = Json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (!j.is_discarded() && j.is_object() && j.contains("error") && j["error"].is_object() &&
@@ -195,7 +219,8 @@ Status ErrorFromResponse(int status, const std::string& body, const std::string&
     if (status == 401 && !has_key) {
       message += " (no API key given: use --key, --key-file, JOBSCHED_KEY or JOBSCHED_KEY_FILE)";
     }
-    const std::string field = e.contains("field") && e["field"].is_string() ? e["field"].get<std::string>() : "";
+    const std::string field =
+        e.contains("field") && e["field"].is_string() ? e["field"].get<std::string>() : "";
     return Status(code, message, field);
   }
   std::string message = "HTTP " + std::to_string(status) + " from " + url;
@@ -209,6 +234,7 @@ Result<Json> Client::Send(const std::string& method, const std::string& path, co
                           const std::string& if_match) {
   httplib::Headers headers{{"Accept", "application/json"}};
   if (!if_match.empty()) headers.emplace("If-Match", if_match);
+  // `path` is escaped by the caller; httplib's own escaping leaves '%' alone.
   const std::string full = prefix_ + path;
   const std::string text = body == nullptr || body->is_null() ? "" : body->dump();
   httplib::Result res{nullptr, httplib::Error::Unknown};
@@ -225,7 +251,7 @@ Result<Json> Client::Send(const std::string& method, const std::string& path, co
   } catch (const std::exception& e) {
     return Unavailable("cannot reach " + base_url_ + ": " + e.what());
   }
-  if (!res) return Unavailable("cannot reach " + base_url_ + ": " + httplib::to_string(res.error()));
+  if (!res) return Unavailable("cannot reach " + base_url_ + ": " + Why(res.error()));
   if (res->status < 200 || res->status >= 300) {
     return ErrorFromResponse(res->status, res->body, base_url_ + path, has_key());
   }
@@ -284,12 +310,13 @@ Status Client::Stream(const std::string& path, const std::string& last_event_id,
   }
   http_->set_read_timeout(options_.read_timeout);
   if (stopped) return Status::Ok();
-  if (status != 0 && status != 200) return ErrorFromResponse(status, error_body, base_url_ + path, has_key());
+  if (status != 0 && status != 200)
+    return ErrorFromResponse(status, error_body, base_url_ + path, has_key());
   if (!res) {
     if (status == 200) {
-      return Unavailable("the event stream from " + base_url_ + " broke: " + httplib::to_string(res.error()));
+      return Unavailable("the event stream from " + base_url_ + " broke: " + Why(res.error()));
     }
-    return Unavailable("cannot reach " + base_url_ + ": " + httplib::to_string(res.error()));
+    return Unavailable("cannot reach " + base_url_ + ": " + Why(res.error()));
   }
   return Unavailable("the server at " + base_url_ + " ended the event stream");
 }

@@ -11,14 +11,14 @@
 // Thread safety: a Client is used by one thread at a time.
 #pragma once
 
-#include <functional>
-#include <memory>
-#include <string>
-#include <string_view>
-
 #include <jobsched/clock.h>
 #include <jobsched/status.h>
+
+#include <functional>
+#include <memory>
 #include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <string_view>
 
 namespace httplib {
 class Client;
@@ -45,9 +45,9 @@ struct ClientOptions {
 
 // One Server-Sent Event.
 struct SseEvent {
-  std::string id;     // "" when the event has no id line
-  std::string type;   // "message" when the event has no event line
-  std::string data;   // data lines joined by '\n'
+  std::string id;    // "" when the event has no id line
+  std::string type;  // "message" when the event has no event line
+  std::string data;  // data lines joined by '\n'
 };
 
 // Splits an SSE byte stream (any chunking) into events; comments (":...") are skipped.

@@ -6,9 +6,9 @@
 // Exit codes: kExitOk; kExitFailure when the server refused ("error: <server message>" on
 // stderr) or could not be reached; kExitUsage for bad flags or an unreadable input file (CLI11
 // prints those).
-#include <CLI/CLI.hpp>
 #include <toml++/toml.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -42,16 +42,21 @@ struct Common {
 // --tenant is left out on admin commands that are not about one tenant (and on `keys create`,
 // whose --tenant names the key's tenant).
 void AddCommonFlags(CLI::App* cmd, Common& c, bool tenant_flag = true) {
-  cmd->add_option("--server", c.flags.server,
-                  "API base URL http(s)://HOST[:PORT] (env JOBSCHED_URL; default http://127.0.0.1:8080)");
-  cmd->add_option("--key", c.flags.key,
-                  "API key (env JOBSCHED_KEY; else the file in JOBSCHED_KEY_FILE; else ./data/admin.key)");
-  cmd->add_option("--key-file", c.flags.key_file, "File holding the API key (env JOBSCHED_KEY_FILE)");
+  cmd->add_option(
+      "--server", c.flags.server,
+      "API base URL http(s)://HOST[:PORT] (env JOBSCHED_URL; default http://127.0.0.1:8080)");
+  cmd->add_option(
+      "--key", c.flags.key,
+      "API key (env JOBSCHED_KEY; else the file in JOBSCHED_KEY_FILE; else ./data/admin.key)");
+  cmd->add_option("--key-file", c.flags.key_file,
+                  "File holding the API key (env JOBSCHED_KEY_FILE)");
   if (tenant_flag) {
-    cmd->add_option("--tenant", c.flags.tenant, "Tenant (env JOBSCHED_TENANT; default \"default\")");
+    cmd->add_option("--tenant", c.flags.tenant,
+                    "Tenant (env JOBSCHED_TENANT; default \"default\")");
   }
-  cmd->add_option("--ca-cert", c.flags.ca_cert,
-                  "PEM CA bundle to verify an https server (env JOBSCHED_CA_CERT; default: system CAs)");
+  cmd->add_option(
+      "--ca-cert", c.flags.ca_cert,
+      "PEM CA bundle to verify an https server (env JOBSCHED_CA_CERT; default: system CAs)");
   cmd->add_option("-o,--output", c.output, "Output format: table or json")
       ->check(CLI::IsMember({"table", "json"}))
       ->capture_default_str();
@@ -152,7 +157,8 @@ class Table {
 };
 
 // "name   value" lines for one object.
-void PrintFields(std::ostream& out, const std::vector<std::pair<std::string, std::string>>& fields) {
+void PrintFields(std::ostream& out,
+                 const std::vector<std::pair<std::string, std::string>>& fields) {
   size_t width = 0;
   for (const auto& f : fields) width = std::max(width, f.first.size());
   for (const auto& [name, value] : fields) {
@@ -161,8 +167,8 @@ void PrintFields(std::ostream& out, const std::vector<std::pair<std::string, std
 }
 
 // Follows next_cursor until `limit` items (or the end). The answer is {"items", "next_cursor"}.
-Result<Json> ListAll(Client& client, const std::string& path, std::vector<std::pair<std::string, std::string>> params,
-                     int limit) {
+Result<Json> ListAll(Client& client, const std::string& path,
+                     std::vector<std::pair<std::string, std::string>> params, int limit) {
   Json items = Json::array();
   Json cursor = nullptr;
   while (static_cast<int>(items.size()) < limit) {
@@ -225,8 +231,9 @@ void PrintJobList(std::ostream& out, const Json& items) {
   Table t({"ID", "STATE", "QUEUE", "SCHEDULE", "HANDLER", "NEXT_FIRE", "VERSION"});
   for (const Json& job : items) {
     const Json spec = job.value("spec", Json::object());
-    t.Row({Field(job, "id"), Field(job, "state"), Field(spec, "queue"), Shorten(ScheduleText(spec), 40),
-           Shorten(HandlerText(spec), 40), Field(job, "next_fire"), Field(job, "version")});
+    t.Row({Field(job, "id"), Field(job, "state"), Field(spec, "queue"),
+           Shorten(ScheduleText(spec), 40), Shorten(HandlerText(spec), 40), Field(job, "next_fire"),
+           Field(job, "version")});
   }
   t.Print(out);
 }
@@ -246,29 +253,31 @@ void PrintJobDetail(std::ostream& out, const Json& job) {
   }
   const Json timeout = spec.value("timeout_ms", Json(0));
   const Json last = job.value("last_run", Json(nullptr));
-  PrintFields(out, {
-                       {"id", Field(job, "id")},
-                       {"tenant", Field(job, "tenant")},
-                       {"state", Field(job, "state")},
-                       {"version", Field(job, "version")},
-                       {"queue", Field(spec, "queue")},
-                       {"schedule", ScheduleText(spec)},
-                       {"handler", HandlerText(spec)},
-                       {"priority", Field(spec, "priority")},
-                       {"max_attempts", Field(retry, "max_attempts")},
-                       {"timeout", timeout.is_number_integer() && timeout.get<int64_t>() > 0
-                                       ? FormatDuration(Duration(timeout.get<int64_t>()))
-                                       : "none"},
-                       {"overlap", Field(spec, "overlap")},
-                       {"depends_on", Field(spec, "depends_on")},
-                       {"labels", labels.empty() ? "-" : labels},
-                       {"paused", Field(spec, "paused")},
-                       {"next_fire_times", Field(job, "next_fire_times")},
-                       {"last_run", last.is_object() ? Field(last, "id") + " (" + Field(last, "state") + ")" : "-"},
-                       {"runs", counts.empty() ? "-" : counts},
-                       {"created_at", Field(job, "created_at")},
-                       {"updated_at", Field(job, "updated_at")},
-                   });
+  PrintFields(out,
+              {
+                  {"id", Field(job, "id")},
+                  {"tenant", Field(job, "tenant")},
+                  {"state", Field(job, "state")},
+                  {"version", Field(job, "version")},
+                  {"queue", Field(spec, "queue")},
+                  {"schedule", ScheduleText(spec)},
+                  {"handler", HandlerText(spec)},
+                  {"priority", Field(spec, "priority")},
+                  {"max_attempts", Field(retry, "max_attempts")},
+                  {"timeout", timeout.is_number_integer() && timeout.get<int64_t>() > 0
+                                  ? FormatDuration(Duration(timeout.get<int64_t>()))
+                                  : "none"},
+                  {"overlap", Field(spec, "overlap")},
+                  {"depends_on", Field(spec, "depends_on")},
+                  {"labels", labels.empty() ? "-" : labels},
+                  {"paused", Field(spec, "paused")},
+                  {"next_fire_times", Field(job, "next_fire_times")},
+                  {"last_run",
+                   last.is_object() ? Field(last, "id") + " (" + Field(last, "state") + ")" : "-"},
+                  {"runs", counts.empty() ? "-" : counts},
+                  {"created_at", Field(job, "created_at")},
+                  {"updated_at", Field(job, "updated_at")},
+              });
 }
 
 // ---- jobs add -----------------------------------------------------------------------------
@@ -277,7 +286,7 @@ struct AddArgs {
   std::string id;
   std::string cron, tz, at, every;
   bool shell = false;
-  std::vector<std::string> command;  // after --shell (positional)
+  std::vector<std::string> command;  // everything after the first argument that is not a flag
   std::string shell_argv;
   std::string http, method, body;
   std::vector<std::string> headers;
@@ -305,7 +314,8 @@ Json ParseJsonFlag(const std::string& flag, const std::string& text) {
 std::pair<std::string, std::string> SplitPair(const std::string& flag, const std::string& text,
                                               const std::string& separators) {
   const size_t at = text.find_first_of(separators);
-  if (at == std::string::npos || at == 0) Usage(flag + ": expected KEY" + separators.substr(0, 1) + "VALUE, got '" + text + "'");
+  if (at == std::string::npos || at == 0)
+    Usage(flag + ": expected KEY" + separators.substr(0, 1) + "VALUE, got '" + text + "'");
   std::string value = text.substr(at + 1);
   if (!value.empty() && value.front() == ' ') value.erase(0, 1);
   return {text.substr(0, at), value};
@@ -331,7 +341,12 @@ Json BuildSpec(const AddArgs& a) {
   const bool shell = a.shell || !a.shell_argv.empty();
   const int handlers = shell + !a.http.empty() + !a.builtin.empty();
   if (handlers != 1) {
-    Usage("give exactly one handler: --shell CMD..., --shell-argv JSON, --http URL or --builtin NAME");
+    Usage(
+        "give exactly one handler: --shell CMD..., --shell-argv JSON, --http URL or --builtin "
+        "NAME");
+  }
+  if (!a.command.empty() && a.command.front().starts_with("-")) {
+    Usage("unknown option '" + a.command.front() + "'");
   }
   if (!a.command.empty() && !a.shell) {
     Usage("unexpected arguments '" + a.command.front() + "'...: a shell command follows --shell");
@@ -348,8 +363,11 @@ Json BuildSpec(const AddArgs& a) {
       for (const Json& s : argv) strings = strings && s.is_string();
       if (!strings) Usage("--shell-argv: must be a non-empty JSON array of strings");
     } else if (a.command.empty()) {
-      Usage("--shell: the command is missing (--shell /path/to/program ARGS... or --shell 'a shell line')");
-    } else if (a.command.size() == 1 && a.command.front().find_first_of(" \t\n;|&<>$") != std::string::npos) {
+      Usage(
+          "--shell: the command is missing (--shell /path/to/program ARGS... or --shell 'a shell "
+          "line')");
+    } else if (a.command.size() == 1 &&
+               a.command.front().find_first_of(" \t\n;|&<>$") != std::string::npos) {
       argv = {"sh", "-c", a.command.front()};
     } else {
       argv = a.command;
@@ -390,43 +408,58 @@ Json BuildSpec(const AddArgs& a) {
 }
 
 void AddJobsAdd(CLI::App* jobs, int* exit_code) {
-  CLI::App* cmd = jobs->add_subcommand("add", "Create a job (fails if the id exists; see `jobs apply` to upsert)");
+  CLI::App* cmd = jobs->add_subcommand(
+      "add", "Create a job (fails if the id exists; see `jobs apply` to upsert)");
   cmd->footer(
-      "Shell commands: `--shell /bin/echo hi` runs the argv [\"/bin/echo\", \"hi\"] directly (no shell).\n"
-      "A single argument with spaces or shell characters runs through the shell:\n"
-      "`--shell 'echo hi > /tmp/x'` becomes [\"sh\", \"-c\", \"echo hi > /tmp/x\"].\n"
-      "Arguments that start with '-' go after `--`: `--shell -- /bin/ls -l /tmp`, or use --shell-argv.\n"
+      "Shell commands: ID comes first and the command last: everything after the program belongs "
+      "to\n"
+      "it, flags included. `--shell /bin/ls -l /tmp` runs the argv [\"/bin/ls\", \"-l\", "
+      "\"/tmp\"]\n"
+      "directly (no shell). A single argument with spaces or shell characters runs through the "
+      "shell:\n"
+      "`--shell 'echo hi > /tmp/x'` becomes [\"sh\", \"-c\", \"echo hi > /tmp/x\"]. --shell-argv "
+      "takes\n"
+      "the argv as a JSON array instead.\n"
       "Examples:\n"
-      "  jobsched jobs add nightly --cron '0 2 * * *' --tz Europe/Berlin --shell /usr/bin/backup --full\n"
+      "  jobsched jobs add nightly --cron '0 2 * * *' --tz Europe/Berlin --shell /usr/bin/backup "
+      "--full\n"
       "  jobsched jobs add ping --every 90s --http https://example.com/health --retries 2\n"
       "  jobsched jobs add once --at 2026-12-01T10:00:00Z --builtin noop");
   auto c = std::make_shared<Common>();
   auto a = std::make_shared<AddArgs>();
   AddCommonFlags(cmd, *c);
   cmd->add_option("id", a->id, "Job id ([A-Za-z0-9._:-]{1,128})")->required();
-  cmd->add_option("command", a->command, "With --shell: the program and its arguments");
+  // The first argument after ID that is no flag starts the shell command; CLI11 hands it and
+  // everything after it over as remaining().
+  cmd->prefix_command();
   cmd->add_option("--cron", a->cron, "Cron schedule (quote it): '0 2 * * *'");
   cmd->add_option("--tz", a->tz, "IANA time zone of --cron (default UTC)");
   cmd->add_option("--at", a->at, "One run at this RFC 3339 instant");
   cmd->add_option("--every", a->every, "Run at this interval: 90s, 5m, 1h30m");
   cmd->add_flag("--shell", a->shell, "Shell handler: the command follows (see below)");
-  cmd->add_option("--shell-argv", a->shell_argv, "Shell handler argv as a JSON array: '[\"/bin/ls\",\"-l\"]'");
+  cmd->add_option("--shell-argv", a->shell_argv,
+                  "Shell handler argv as a JSON array: '[\"/bin/ls\",\"-l\"]'");
   cmd->add_option("--http", a->http, "HTTP handler: the URL to call (success = 2xx)");
   a->method_opt = cmd->add_option("--method", a->method, "HTTP method (default GET)");
-  cmd->add_option("--header", a->headers, "HTTP header 'Name: value' (repeatable)")->allow_extra_args(false);
+  cmd->add_option("--header", a->headers, "HTTP header 'Name: value' (repeatable)")
+      ->allow_extra_args(false);
   cmd->add_option("--body", a->body, "HTTP request body");
-  cmd->add_option("--builtin", a->builtin, "Builtin handler: a function registered on the nodes (noop, sleep)");
+  cmd->add_option("--builtin", a->builtin,
+                  "Builtin handler: a function registered on the nodes (noop, sleep)");
   a->priority_opt = cmd->add_option("--priority", a->priority, "0-9, higher first (default 5)");
-  a->retries_opt = cmd->add_option("--retries", a->retries, "Retries after a failure (max_attempts = N+1)");
+  a->retries_opt =
+      cmd->add_option("--retries", a->retries, "Retries after a failure (max_attempts = N+1)");
   cmd->add_option("--timeout", a->timeout, "Attempt timeout: 30s, 10m (default none)");
-  cmd->add_option("--depends-on", a->depends_on, "Run after these jobs succeed: ID,ID,...")->delimiter(',')
+  cmd->add_option("--depends-on", a->depends_on, "Run after these jobs succeed: ID,ID,...")
+      ->delimiter(',')
       ->allow_extra_args(false);
   cmd->add_option("--queue", a->queue, "Queue (default \"default\")");
   cmd->add_option("--payload", a->payload, "JSON handed to the handler");
   cmd->add_option("--overlap", a->overlap, "skip (default), allow, queue or replace");
   cmd->add_option("--label", a->labels, "Label KEY:VALUE (repeatable)")->allow_extra_args(false);
   cmd->add_flag("--paused", a->paused, "Create the job paused");
-  cmd->callback([c, a, exit_code] {
+  cmd->callback([cmd, c, a, exit_code] {
+    a->command = cmd->remaining();
     const Json spec = BuildSpec(*a);
     *exit_code = Execute(*c, [&](Session& s) -> Status {
       ASSIGN_OR_RETURN(Json job, s.client.Post(s.TenantPath("/jobs"), spec));
@@ -492,7 +525,8 @@ LoadedSpecs LoadSpecs(const std::string& file) {
   }
   auto ends_with = [&file](const char* ext) {
     std::string lower = file;
-    std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
     return lower.ends_with(ext);
   };
   if (ends_with(".toml")) {
@@ -500,11 +534,13 @@ LoadedSpecs LoadSpecs(const std::string& file) {
     try {
       root = toml::parse(text, file);
     } catch (const toml::parse_error& e) {
-      Usage(file + ":" + std::to_string(e.source().begin.line) + ":" + std::to_string(e.source().begin.column) +
-            ": " + std::string(e.description()));
+      Usage(file + ":" + std::to_string(e.source().begin.line) + ":" +
+            std::to_string(e.source().begin.column) + ": " + std::string(e.description()));
     }
     for (const auto& [key, value] : root) {
-      if (key.str() != "jobs") Usage(file + ": unknown top-level key '" + std::string(key.str()) + "' (expected [[jobs]] tables)");
+      if (key.str() != "jobs")
+        Usage(file + ": unknown top-level key '" + std::string(key.str()) +
+              "' (expected [[jobs]] tables)");
     }
     const toml::array* jobs = root["jobs"].as_array();
     if (jobs == nullptr) Usage(file + ": no [[jobs]] tables");
@@ -552,7 +588,8 @@ Result<std::string> ApplyOne(Session& s, const Json& spec, const std::string& id
   std::string if_match;
   if (existing.ok()) {
     const auto wanted = Canonical(spec, s.tenant);
-    if (wanted && *wanted == nlohmann::json::parse((*existing)["spec"].dump())) return std::string("unchanged");
+    if (wanted && *wanted == nlohmann::json::parse((*existing)["spec"].dump()))
+      return std::string("unchanged");
     if_match = Text((*existing)["version"]);
   }
   ASSIGN_OR_RETURN(Json stored, s.client.Put(path, spec, if_match));
@@ -570,7 +607,8 @@ Status Apply(Session& s, const LoadedSpecs& loaded) {
     Result<std::string> result = InvalidArgument("");
     if (!spec.is_object()) {
       result = InvalidArgument("a job spec must be an object");
-    } else if (!spec.contains("id") || !spec["id"].is_string() || spec["id"].get<std::string>().empty()) {
+    } else if (!spec.contains("id") || !spec["id"].is_string() ||
+               spec["id"].get<std::string>().empty()) {
       result = InvalidArgument("id: missing (every job in a file needs an id)");
     } else {
       id = spec["id"].get<std::string>();
@@ -584,7 +622,8 @@ Status Apply(Session& s, const LoadedSpecs& loaded) {
       ++failed;
       line["result"] = "error";
       line["message"] = result.status().message();
-      s.err << where << " (" << (id.empty() ? "?" : id) << "): " << result.status().message() << "\n";
+      s.err << where << " (" << (id.empty() ? "?" : id) << "): " << result.status().message()
+            << "\n";
       if (result.status().code() == StatusCode::kUnavailable) break;  // the rest would fail alike
     }
     results.push_back(std::move(line));
@@ -600,15 +639,21 @@ Status Apply(Session& s, const LoadedSpecs& loaded) {
 void AddJobsApply(CLI::App* jobs, int* exit_code) {
   CLI::App* cmd = jobs->add_subcommand("apply", "Create or update the jobs of a file (idempotent)");
   cmd->footer(
-      "FILE is JSON (one spec, an array of specs, or {\"jobs\": [...]}) or TOML ([[jobs]] tables with the\n"
-      "keys of the JSON spec; schedule, handler, retry, ... as nested tables), told apart by the .json or\n"
-      ".toml extension; - reads JSON from stdin. Each job is compared with the server's copy and PUT only\n"
-      "when it differs; one line per job says created, updated or unchanged. A job the server refuses is\n"
-      "reported as FILE: jobs[i] (ID): MESSAGE and the others are still applied; the exit code is then 1.");
+      "FILE is JSON (one spec, an array of specs, or {\"jobs\": [...]}) or TOML ([[jobs]] tables "
+      "with the\n"
+      "keys of the JSON spec; schedule, handler, retry, ... as nested tables), told apart by the "
+      ".json or\n"
+      ".toml extension; - reads JSON from stdin. Each job is compared with the server's copy and "
+      "PUT only\n"
+      "when it differs; one line per job says created, updated or unchanged. A job the server "
+      "refuses is\n"
+      "reported as FILE: jobs[i] (ID): MESSAGE and the others are still applied; the exit code is "
+      "then 1.");
   auto c = std::make_shared<Common>();
   auto file = std::make_shared<std::string>();
   AddCommonFlags(cmd, *c);
-  cmd->add_option("-f,--file", *file, "Spec file (.json, .toml, or - for JSON on stdin)")->required();
+  cmd->add_option("-f,--file", *file, "Spec file (.json, .toml, or - for JSON on stdin)")
+      ->required();
   cmd->callback([c, file, exit_code] {
     const LoadedSpecs loaded = LoadSpecs(*file);
     *exit_code = Execute(*c, [&](Session& s) { return Apply(s, loaded); });
@@ -629,7 +674,9 @@ void AddJobsList(CLI::App* jobs, int* exit_code) {
   cmd->add_option("--queue", a->queue, "Only this queue");
   cmd->add_option("--state", a->state, "Only this state: active, paused, completed");
   cmd->add_option("--label", a->label, "Only jobs with this label KEY:VALUE");
-  cmd->add_option("--limit", a->limit, "At most this many jobs")->check(CLI::Range(1, 1000000))->capture_default_str();
+  cmd->add_option("--limit", a->limit, "At most this many jobs")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
   cmd->callback([c, a, exit_code] {
     *exit_code = Execute(*c, [&](Session& s) -> Status {
       std::vector<std::pair<std::string, std::string>> params;
@@ -648,8 +695,8 @@ void AddJobsList(CLI::App* jobs, int* exit_code) {
 }
 
 // A subcommand NAME ID with the common flags; `run` does the work.
-void AddIdCommand(CLI::App* parent, const char* name, const char* help, const char* id_help, int* exit_code,
-                  std::function<Status(Session&, const std::string&)> run) {
+void AddIdCommand(CLI::App* parent, const char* name, const char* help, const char* id_help,
+                  int* exit_code, std::function<Status(Session&, const std::string&)> run) {
   CLI::App* cmd = parent->add_subcommand(name, help);
   auto c = std::make_shared<Common>();
   auto id = std::make_shared<std::string>();
@@ -661,8 +708,9 @@ void AddIdCommand(CLI::App* parent, const char* name, const char* help, const ch
 }
 
 Status PauseOrResume(Session& s, const std::string& id, bool pause) {
-  ASSIGN_OR_RETURN(Json job, s.client.Post(s.TenantPath("/jobs/" + Escape(id) + (pause ? "/pause" : "/resume")),
-                                           Json(nullptr)));
+  ASSIGN_OR_RETURN(
+      Json job, s.client.Post(s.TenantPath("/jobs/" + Escape(id) + (pause ? "/pause" : "/resume")),
+                              Json(nullptr)));
   if (s.json) {
     PrintJson(s.out, job);
   } else if (job.value("changed", true)) {
@@ -674,7 +722,8 @@ Status PauseOrResume(Session& s, const std::string& id, bool pause) {
 }
 
 void AddJobsTrigger(CLI::App* jobs, int* exit_code) {
-  CLI::App* cmd = jobs->add_subcommand("trigger", "Run a job now (once per --payload; none: once with the job's payload)");
+  CLI::App* cmd = jobs->add_subcommand(
+      "trigger", "Run a job now (once per --payload; none: once with the job's payload)");
   auto c = std::make_shared<Common>();
   auto id = std::make_shared<std::string>();
   auto payloads = std::make_shared<std::vector<std::string>>();
@@ -688,10 +737,12 @@ void AddJobsTrigger(CLI::App* jobs, int* exit_code) {
       body = {{"payload", ParseJsonFlag("--payload", payloads->front())}};
     } else if (payloads->size() > 1) {
       body = {{"payloads", Json::array()}};
-      for (const std::string& p : *payloads) body["payloads"].push_back(ParseJsonFlag("--payload", p));
+      for (const std::string& p : *payloads)
+        body["payloads"].push_back(ParseJsonFlag("--payload", p));
     }
     *exit_code = Execute(*c, [&](Session& s) -> Status {
-      ASSIGN_OR_RETURN(Json out, s.client.Post(s.TenantPath("/jobs/" + Escape(*id) + "/trigger"), body));
+      ASSIGN_OR_RETURN(Json out,
+                       s.client.Post(s.TenantPath("/jobs/" + Escape(*id) + "/trigger"), body));
       if (s.json) {
         PrintJson(s.out, out);
         return Status::Ok();
@@ -705,7 +756,8 @@ void AddJobsTrigger(CLI::App* jobs, int* exit_code) {
 }
 
 void AddJobsRm(CLI::App* jobs, int* exit_code) {
-  CLI::App* cmd = jobs->add_subcommand("rm", "Delete a job: its schedule goes, its queued runs are cancelled");
+  CLI::App* cmd =
+      jobs->add_subcommand("rm", "Delete a job: its schedule goes, its queued runs are cancelled");
   auto c = std::make_shared<Common>();
   auto id = std::make_shared<std::string>();
   auto kill = std::make_shared<bool>(false);
@@ -733,8 +785,8 @@ void AddJobsCommands(CLI::App& app, int* exit_code) {
   AddJobsAdd(jobs, exit_code);
   AddJobsApply(jobs, exit_code);
   AddJobsList(jobs, exit_code);
-  AddIdCommand(jobs, "get", "Show a job: spec, state, next fire times, last run", "Job id", exit_code,
-               [](Session& s, const std::string& id) -> Status {
+  AddIdCommand(jobs, "get", "Show a job: spec, state, next fire times, last run", "Job id",
+               exit_code, [](Session& s, const std::string& id) -> Status {
                  ASSIGN_OR_RETURN(Json job, s.client.Get(s.TenantPath("/jobs/" + Escape(id))));
                  if (s.json) {
                    PrintJson(s.out, job);
@@ -754,11 +806,12 @@ void AddJobsCommands(CLI::App& app, int* exit_code) {
 // ---- runs ---------------------------------------------------------------------------------
 
 void PrintRunList(std::ostream& out, const Json& items) {
-  Table t({"ID", "JOB", "STATE", "REASON", "ATTEMPT", "SCHEDULED_AT", "STARTED_AT", "DURATION_MS", "NODE"});
+  Table t({"ID", "JOB", "STATE", "REASON", "ATTEMPT", "SCHEDULED_AT", "STARTED_AT", "DURATION_MS",
+           "NODE"});
   for (const Json& r : items) {
     t.Row({Field(r, "id"), Field(r, "job_id"), Field(r, "state"), Field(r, "reason"),
-           Field(r, "attempt") + "/" + Field(r, "max_attempts"), Field(r, "scheduled_at"), Field(r, "started_at"),
-           Field(r, "duration_ms"), Field(r, "node")});
+           Field(r, "attempt") + "/" + Field(r, "max_attempts"), Field(r, "scheduled_at"),
+           Field(r, "started_at"), Field(r, "duration_ms"), Field(r, "node")});
   }
   t.Print(out);
 }
@@ -817,13 +870,17 @@ void AddRunsCommands(CLI::App& app, int* exit_code) {
   AddCommonFlags(list, *c);
   list->add_option("--job", a->job, "Only runs of this job");
   list->add_option("--state", a->state,
-                   "Only this state: queued, running, retry_wait, succeeded, failed, timed_out, cancelled, skipped");
-  list->add_option("--limit", a->limit, "At most this many runs")->check(CLI::Range(1, 1000000))->capture_default_str();
+                   "Only this state: queued, running, retry_wait, succeeded, failed, timed_out, "
+                   "cancelled, skipped");
+  list->add_option("--limit", a->limit, "At most this many runs")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
   list->callback([c, a, exit_code] {
     *exit_code = Execute(*c, [&](Session& s) -> Status {
       std::vector<std::pair<std::string, std::string>> params;
       if (!a->state.empty()) params.emplace_back("state", a->state);
-      const std::string path = a->job.empty() ? s.TenantPath("/runs") : s.TenantPath("/jobs/" + Escape(a->job) + "/runs");
+      const std::string path = a->job.empty() ? s.TenantPath("/runs")
+                                              : s.TenantPath("/jobs/" + Escape(a->job) + "/runs");
       ASSIGN_OR_RETURN(Json out, ListAll(s.client, path, params, a->limit));
       if (s.json) {
         PrintJson(s.out, out);
@@ -844,16 +901,18 @@ void AddRunsCommands(CLI::App& app, int* exit_code) {
                  }
                  return Status::Ok();
                });
-  AddIdCommand(runs, "cancel", "Cancel a queued or running run", "Run id", exit_code,
-               [](Session& s, const std::string& id) -> Status {
-                 ASSIGN_OR_RETURN(Json run, s.client.Post(s.TenantPath("/runs/" + Escape(id) + "/cancel"), Json(nullptr)));
-                 if (s.json) {
-                   PrintJson(s.out, run);
-                 } else {
-                   s.out << "run " << id << ": cancel requested (state " << Field(run, "state") << ")\n";
-                 }
-                 return Status::Ok();
-               });
+  AddIdCommand(
+      runs, "cancel", "Cancel a queued or running run", "Run id", exit_code,
+      [](Session& s, const std::string& id) -> Status {
+        ASSIGN_OR_RETURN(Json run, s.client.Post(s.TenantPath("/runs/" + Escape(id) + "/cancel"),
+                                                 Json(nullptr)));
+        if (s.json) {
+          PrintJson(s.out, run);
+        } else {
+          s.out << "run " << id << ": cancel requested (state " << Field(run, "state") << ")\n";
+        }
+        return Status::Ok();
+      });
 }
 
 // ---- events -------------------------------------------------------------------------------
@@ -872,7 +931,8 @@ Status FollowEvents(Session& s, const EventsArgs& a) {
   std::string path = s.TenantPath("/events");
   std::string query;
   if (!a.job.empty()) query += "job=" + Escape(a.job);
-  if (a.after >= 0) query += std::string(query.empty() ? "" : "&") + "after=" + std::to_string(a.after);
+  if (a.after >= 0)
+    query += std::string(query.empty() ? "" : "&") + "after=" + std::to_string(a.after);
   if (!query.empty()) path += "?" + query;
 
   int64_t printed = 0;
@@ -884,7 +944,8 @@ Status FollowEvents(Session& s, const EventsArgs& a) {
     connected_once = true;
     backoff = std::chrono::milliseconds(250);
     if (!s.json && !header) {
-      s.out << Pad("TIME", 24) << "  " << Pad("TYPE", 20) << "  " << Pad("JOB", 24) << "  RUN" << std::endl;
+      s.out << Pad("TIME", 24) << "  " << Pad("TYPE", 20) << "  " << Pad("JOB", 24) << "  RUN"
+            << std::endl;
       header = true;
     }
   };
@@ -895,8 +956,10 @@ Status FollowEvents(Session& s, const EventsArgs& a) {
     } else {
       const Json data = Json::parse(e.data, nullptr, /*allow_exceptions=*/false);
       const Json d = data.is_object() ? data : Json::object();
-      s.out << Pad(Field(d, "time"), 24) << "  " << Pad(d.contains("type") ? Field(d, "type") : e.type, 20) << "  "
-            << Pad(Field(d, "job_id").empty() ? "-" : Field(d, "job_id"), 24) << "  " << Field(d, "run_id") << std::endl;
+      s.out << Pad(Field(d, "time"), 24) << "  "
+            << Pad(d.contains("type") ? Field(d, "type") : e.type, 20) << "  "
+            << Pad(Field(d, "job_id").empty() ? "-" : Field(d, "job_id"), 24) << "  "
+            << Field(d, "run_id") << std::endl;
     }
     ++printed;
     return a.count <= 0 || printed < a.count;
@@ -915,19 +978,26 @@ Status FollowEvents(Session& s, const EventsArgs& a) {
 }
 
 void AddEventsCommand(CLI::App& app, int* exit_code) {
-  CLI::App* cmd = app.add_subcommand("events", "Follow run and job changes live (Server-Sent Events)");
+  CLI::App* cmd =
+      app.add_subcommand("events", "Follow run and job changes live (Server-Sent Events)");
   cmd->footer(
-      "Prints one line per event (TIME TYPE JOB RUN), or with -o json the event's JSON, one per line.\n"
-      "A dropped connection is resumed where it left off (Last-Event-ID). Ends on Ctrl-C or --count.");
+      "Prints one line per event (TIME TYPE JOB RUN), or with -o json the event's JSON, one per "
+      "line.\n"
+      "A dropped connection is resumed where it left off (Last-Event-ID). Ends on Ctrl-C or "
+      "--count.");
   auto c = std::make_shared<Common>();
   auto a = std::make_shared<EventsArgs>();
   AddCommonFlags(cmd, *c);
   cmd->add_option("--job", a->job, "Only events of this job");
-  cmd->add_option("--count", a->count, "Stop after this many events (default: never)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--after", a->after,
-                  "Start after this event sequence number (0: all retained events; default: only new ones)")
+  cmd->add_option("--count", a->count, "Stop after this many events (default: never)")
       ->check(CLI::NonNegativeNumber);
-  cmd->callback([c, a, exit_code] { *exit_code = Execute(*c, [&](Session& s) { return FollowEvents(s, *a); }); });
+  cmd->add_option(
+         "--after", a->after,
+         "Start after this event sequence number (0: all retained events; default: only new ones)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->callback([c, a, exit_code] {
+    *exit_code = Execute(*c, [&](Session& s) { return FollowEvents(s, *a); });
+  });
 }
 
 // ---- nodes, keys, tenants -----------------------------------------------------------------
@@ -946,8 +1016,8 @@ void PrintKeys(std::ostream& out, const Json& items) {
   Table t({"ID", "NAME", "ROLE", "TENANT", "ALLOW_SHELL", "CREATED_AT"});
   for (const Json& k : items) {
     const std::string name = Field(k, "name");
-    t.Row({Field(k, "id"), name.empty() ? "-" : name, Field(k, "role"), Field(k, "tenant"), Field(k, "allow_shell"),
-           Field(k, "created_at")});
+    t.Row({Field(k, "id"), name.empty() ? "-" : name, Field(k, "role"), Field(k, "tenant"),
+           Field(k, "allow_shell"), Field(k, "created_at")});
   }
   t.Print(out);
 }
@@ -955,8 +1025,8 @@ void PrintKeys(std::ostream& out, const Json& items) {
 void PrintTenants(std::ostream& out, const Json& items) {
   Table t({"ID", "MAX_JOBS", "MAX_CONCURRENT_RUNS", "CREATED_AT", "UPDATED_AT"});
   for (const Json& x : items) {
-    t.Row({Field(x, "id"), Field(x, "max_jobs"), Field(x, "max_concurrent_runs"), Field(x, "created_at"),
-           Field(x, "updated_at")});
+    t.Row({Field(x, "id"), Field(x, "max_jobs"), Field(x, "max_concurrent_runs"),
+           Field(x, "created_at"), Field(x, "updated_at")});
   }
   t.Print(out);
 }
@@ -995,8 +1065,9 @@ void AddKeysCommands(CLI::App& app, int* exit_code) {
   create->add_option("--role", a->role, "admin, operator or viewer")
       ->required()
       ->check(CLI::IsMember({"admin", "operator", "viewer"}));
-  create->add_option("--tenant", a->tenant,
-                     "Tenant of an operator or viewer key (env JOBSCHED_TENANT; default \"default\")");
+  create->add_option(
+      "--tenant", a->tenant,
+      "Tenant of an operator or viewer key (env JOBSCHED_TENANT; default \"default\")");
   create->add_flag("--allow-shell", a->allow_shell, "The key may create shell jobs");
   create->add_option("--name", a->name, "A name to recognise the key by");
   create->callback([c, a, exit_code] {
@@ -1021,20 +1092,22 @@ void AddKeysCommands(CLI::App& app, int* exit_code) {
                             {"allow_shell", Field(key, "allow_shell")},
                             {"key", Field(key, "key")}});
       }
-      s.err << "warning: store the key now: it is not shown again (the server keeps only its hash)\n";
+      s.err
+          << "warning: store the key now: it is not shown again (the server keeps only its hash)\n";
       return Status::Ok();
     });
   });
 
-  AddAdminCommand(keys, "list", "List API keys (without secrets)", exit_code, [](Session& s) -> Status {
-    ASSIGN_OR_RETURN(Json out, s.client.Get("/v1/keys"));
-    if (s.json) {
-      PrintJson(s.out, out);
-    } else {
-      PrintKeys(s.out, out["items"]);
-    }
-    return Status::Ok();
-  });
+  AddAdminCommand(keys, "list", "List API keys (without secrets)", exit_code,
+                  [](Session& s) -> Status {
+                    ASSIGN_OR_RETURN(Json out, s.client.Get("/v1/keys"));
+                    if (s.json) {
+                      PrintJson(s.out, out);
+                    } else {
+                      PrintKeys(s.out, out["items"]);
+                    }
+                    return Status::Ok();
+                  });
 
   CLI::App* revoke = keys->add_subcommand("revoke", "Revoke an API key");
   auto rc = std::make_shared<Common>();
@@ -1080,9 +1153,10 @@ void AddTenantsCommands(CLI::App& app, int* exit_code) {
   auto a = std::make_shared<SetArgs>();
   AddCommonFlags(set, *c, /*tenant_flag=*/false);
   set->add_option("tenant", a->tenant, "Tenant id ([a-z0-9][a-z0-9_-]{0,62})")->required();
-  a->max_jobs_opt = set->add_option("--max-jobs", a->max_jobs, "Most jobs the tenant may have (0 = unlimited)");
-  a->max_runs_opt =
-      set->add_option("--max-concurrent-runs", a->max_runs, "Most runs running at once (0 = unlimited)");
+  a->max_jobs_opt =
+      set->add_option("--max-jobs", a->max_jobs, "Most jobs the tenant may have (0 = unlimited)");
+  a->max_runs_opt = set->add_option("--max-concurrent-runs", a->max_runs,
+                                    "Most runs running at once (0 = unlimited)");
   set->callback([c, a, exit_code] {
     Json body = Json::object();
     if (a->max_jobs_opt->count() > 0) body["max_jobs"] = a->max_jobs;

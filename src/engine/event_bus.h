@@ -13,21 +13,31 @@ namespace jobsched {
 
 class EventBus {
  public:
-  void On(EventType type, std::function<void(const SchedulerEvent&)> callback) {
+  // Returns an id for Off().
+  int64_t On(EventType type, std::function<void(const SchedulerEvent&)> callback) {
     std::lock_guard lock(mu_);
-    listeners_[type].push_back(std::move(callback));
+    listeners_[type].push_back({++last_id_, std::move(callback)});
+    return last_id_;
+  }
+  // Removes a listener; after it returns the listener is not called again (Emit holds the lock
+  // only to copy the list, so a call already under way on another thread may still finish).
+  void Off(int64_t id) {
+    std::lock_guard lock(mu_);
+    for (auto& [type, list] : listeners_) {
+      std::erase_if(list, [id](const Listener& l) { return l.id == id; });
+    }
   }
   void Emit(const SchedulerEvent& event) const {
-    std::vector<std::function<void(const SchedulerEvent&)>> callbacks;
+    std::vector<Listener> callbacks;
     {
       std::lock_guard lock(mu_);
       auto it = listeners_.find(event.type);
       if (it == listeners_.end()) return;
       callbacks = it->second;
     }
-    for (const auto& cb : callbacks) {
+    for (const auto& listener : callbacks) {
       try {
-        cb(event);
+        listener.callback(event);
       } catch (...) {
         // A listener's failure must not break the engine.
       }
@@ -35,8 +45,13 @@ class EventBus {
   }
 
  private:
+  struct Listener {
+    int64_t id;
+    std::function<void(const SchedulerEvent&)> callback;
+  };
   mutable std::mutex mu_;
-  std::map<EventType, std::vector<std::function<void(const SchedulerEvent&)>>> listeners_;
+  int64_t last_id_ = 0;                                    // guarded by mu_
+  std::map<EventType, std::vector<Listener>> listeners_;  // guarded by mu_
 };
 
 }  // namespace jobsched

@@ -26,12 +26,14 @@ bool SameSchedule(const Schedule& a, const Schedule& b) {
 }  // namespace
 
 JobService::JobService(Store& store, const Clock& clock, EventBus& events,
-                       std::function<void()> on_schedule_changed, std::function<void()> on_runs_queued)
+                       std::function<void()> on_schedule_changed, std::function<void()> on_runs_queued,
+                       std::function<void(const std::string&, const std::string&)> on_run_cancelled)
     : store_(store),
       clock_(clock),
       events_(events),
       on_schedule_changed_(std::move(on_schedule_changed)),
-      on_runs_queued_(std::move(on_runs_queued)) {}
+      on_runs_queued_(std::move(on_runs_queued)),
+      on_run_cancelled_(std::move(on_run_cancelled)) {}
 
 void JobService::Changed(const JobRecord& job) {
   events_.Emit({.type = EventType::kJobChanged, .tenant = job.spec.tenant, .job_id = job.spec.id});
@@ -152,7 +154,15 @@ Result<bool> JobService::Resume(const std::string& tenant, const std::string& id
 }
 
 Status JobService::Delete(const std::string& tenant, const std::string& id, bool kill_running) {
+  std::vector<RunRecord> running;
+  if (kill_running) {
+    auto active = store_.ActiveRuns(tenant, id);
+    if (active.ok()) running = std::move(*active);
+  }
   RETURN_IF_ERROR(store_.DeleteJob(tenant, id, clock_.Now(), kill_running));
+  for (const RunRecord& r : running) {
+    if (on_run_cancelled_ && r.state == RunState::kRunning) on_run_cancelled_(tenant, r.id);
+  }
   spdlog::info("job deleted job_id={} tenant={} kill_running={}", id, tenant, kill_running);
   events_.Emit({.type = EventType::kJobChanged, .tenant = tenant, .job_id = id});
   return Status::Ok();
@@ -185,7 +195,9 @@ Result<std::vector<std::string>> JobService::Trigger(const std::string& tenant, 
 }
 
 Status JobService::CancelRun(const std::string& tenant, const std::string& run_id) {
-  return store_.CancelRun(tenant, run_id, clock_.Now());
+  RETURN_IF_ERROR(store_.CancelRun(tenant, run_id, clock_.Now()));
+  if (on_run_cancelled_) on_run_cancelled_(tenant, run_id);
+  return Status::Ok();
 }
 
 }  // namespace jobsched

@@ -19,7 +19,8 @@ class JobService {
   // `on_schedule_changed` wakes the scheduler and the dependency actor; `on_runs_queued` wakes
   // the processor.
   JobService(Store& store, const Clock& clock, EventBus& events, std::function<void()> on_schedule_changed,
-             std::function<void()> on_runs_queued);
+             std::function<void()> on_runs_queued,
+             std::function<void(const std::string& tenant, const std::string& run_id)> on_run_cancelled = {});
 
   // kInvalidArgument (names the field), kAlreadyExists.
   Result<JobRecord> Create(JobSpec spec);
@@ -47,6 +48,7 @@ class JobService {
   EventBus& events_;
   const std::function<void()> on_schedule_changed_;
   const std::function<void()> on_runs_queued_;
+  const std::function<void(const std::string&, const std::string&)> on_run_cancelled_;
   std::mutex rng_mu_;
   std::mt19937_64 rng_{std::random_device{}()};  // guarded by rng_mu_
 };

@@ -43,8 +43,11 @@ Node::Node(SchedulerOptions options, std::shared_ptr<Store> store)
   janitor_ = std::make_unique<Janitor>(
       *store_, *clock_,
       JanitorOptions{.keep_runs_per_job = options_.keep_runs_per_job, .keep_runs_for = options_.keep_runs_for});
+  auto cancel_local = [this](const std::string& tenant, const std::string& run_id) {
+    processor_->CancelLocal(tenant, run_id);
+  };
   scheduler_ = std::make_unique<SchedulerActor>(*store_, *clock_, events_, SchedulerActorOptions{},
-                                                [this] { processor_->Wake(); });
+                                                [this] { processor_->Wake(); }, cancel_local);
   heartbeater_ = std::make_unique<Heartbeater>(*store_, *clock_,
                                                NodeInfo{.id = options_.node_id,
                                                         .host = DefaultNodeId(),
@@ -55,13 +58,14 @@ Node::Node(SchedulerOptions options, std::shared_ptr<Store> store)
                                                Duration(2000));
   jobs_ = std::make_unique<JobService>(
       *store_, *clock_, events_,
-      [this] {
-        scheduler_->Wake();
-      },
-      [this] { processor_->Wake(); });
+      [this] { scheduler_->Wake(); }, [this] { processor_->Wake(); }, cancel_local);
 }
 
-Node::~Node() { Stop(); }
+Node::~Node() {
+  Stop();
+  // A processor started on its own (tests) must stop before the actors its workers call.
+  processor_->Stop(Duration(0));
+}
 
 Status Node::Start() {
   if (running_) return Status::Ok();

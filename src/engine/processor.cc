@@ -70,6 +70,12 @@ void Processor::Stop(Duration grace) {
   }
 }
 
+void Processor::CancelLocal(const std::string& tenant, const std::string& run_id) {
+  std::lock_guard lock(mu_);
+  auto it = active_.find(tenant + "/" + run_id);
+  if (it != active_.end()) it->second->cancel.Cancel(exec::CancelReason::kCancelled);
+}
+
 int Processor::active() const {
   std::lock_guard lock(mu_);
   return static_cast<int>(active_.size());
@@ -170,8 +176,11 @@ void Processor::Execute(const std::shared_ptr<Attempt>& attempt) {
                 .attempt = run.attempt, .queue = run.queue, .scheduled_at = run.scheduled_at});
   auto spec = SpecFor(run);
   if (!spec.ok()) {
+    // A job deleted between the claim and the start: the run never started, so it is cancelled.
+    const bool deleted = spec.status().code() == StatusCode::kNotFound;
     Finish(attempt, nullptr,
-           {.kind = AttemptOutcome::Kind::kFailed, .error = "cannot read job: " + spec.status().message()});
+           {.kind = deleted ? AttemptOutcome::Kind::kCancelled : AttemptOutcome::Kind::kFailed,
+            .error = deleted ? "job deleted before the run started" : "cannot read job: " + spec.status().message()});
     return;
   }
   if ((*spec)->handler.type == HandlerSpec::Type::kBuiltin && (*spec)->timeout.count() > 0) {

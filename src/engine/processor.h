@@ -67,6 +67,9 @@ class Processor {
   Duration RenewOnce();
   // Attempts claimed and not yet completed.
   int active() const;
+  // Stops the attempt of a run this node executes, at once (a cancellation recorded in the
+  // store reaches other nodes through their lease renewal). No-op for other runs.
+  void CancelLocal(const std::string& tenant, const std::string& run_id);
 
  private:
   struct Attempt;

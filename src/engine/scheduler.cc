@@ -24,8 +24,14 @@ RunRecord NewRun(const JobRecord& job, std::string id, TimePoint scheduled_at, R
 }
 
 SchedulerActor::SchedulerActor(Store& store, const Clock& clock, EventBus& events,
-                               SchedulerActorOptions options, std::function<void()> on_fired)
-    : store_(store), clock_(clock), events_(events), options_(options), on_fired_(std::move(on_fired)) {}
+                               SchedulerActorOptions options, std::function<void()> on_fired,
+                               std::function<void(const std::string&, const std::string&)> on_cancelled)
+    : store_(store),
+      clock_(clock),
+      events_(events),
+      options_(options),
+      on_fired_(std::move(on_fired)),
+      on_cancelled_(std::move(on_cancelled)) {}
 
 Result<FireRequest> SchedulerActor::PlanJob(const JobRecord& job, TimePoint now) {
   ASSIGN_OR_RETURN(Occurrences occurrences, Occurrences::For(job.spec.schedule, job.created_at));
@@ -47,6 +53,12 @@ Result<FireRequest> SchedulerActor::PlanJob(const JobRecord& job, TimePoint now)
   }
 
   const int64_t jitter_ms = job.spec.schedule.jitter.count();
+  // The overlap policy is decided against the runs that existed before this firing: the runs of
+  // one plan (fire_all catch-ups) do not overlap-skip each other; under "queue" they run one at
+  // a time.
+  const OverlapDecision d = DecideOverlap(job.spec.overlap, active);
+  req.cancel_run_ids = d.cancel_run_ids;
+  bool first = true;
   for (const PlannedRun& planned : plan.runs) {
     RunRecord run = NewRun(job, ScheduledRunId(job.spec.id, planned.scheduled_at), planned.scheduled_at,
                            planned.reason, now);
@@ -54,20 +66,15 @@ Result<FireRequest> SchedulerActor::PlanJob(const JobRecord& job, TimePoint now)
       run.state = RunState::kSkipped;
       run.error = planned.error;
       run.finished_at = now;
+    } else if (d.skip) {
+      run.state = RunState::kSkipped;
+      run.error = "overlap: an earlier run of the job is still queued or running";
+      run.finished_at = now;
     } else {
-      const OverlapDecision d = DecideOverlap(job.spec.overlap, active);
-      if (d.skip) {
-        run.state = RunState::kSkipped;
-        run.error = "overlap: an earlier run of the job is still queued or running";
-        run.finished_at = now;
-      } else {
-        run.exclusive = d.exclusive;
-        req.cancel_run_ids.insert(req.cancel_run_ids.end(), d.cancel_run_ids.begin(), d.cancel_run_ids.end());
-        if (!d.cancel_run_ids.empty()) active.clear();
-        if (jitter_ms > 0) {
-          run.available_at += Duration(std::uniform_int_distribution<int64_t>(0, jitter_ms)(rng_));
-        }
-        active.push_back(run);
+      run.exclusive = d.exclusive || (job.spec.overlap == Overlap::kQueue && !first);
+      first = false;
+      if (jitter_ms > 0) {
+        run.available_at += Duration(std::uniform_int_distribution<int64_t>(0, jitter_ms)(rng_));
       }
     }
     req.runs.push_back(std::move(run));
@@ -76,6 +83,9 @@ Result<FireRequest> SchedulerActor::PlanJob(const JobRecord& job, TimePoint now)
 }
 
 void SchedulerActor::Fired(const FireRequest& request) {
+  if (on_cancelled_) {
+    for (const std::string& id : request.cancel_run_ids) on_cancelled_(request.tenant, id);
+  }
   for (const RunRecord& run : request.runs) {
     if (run.state == RunState::kSkipped) {
       spdlog::info("run skipped run_id={} job_id={} tenant={} reason=\"{}\"", run.id, run.job_id, run.tenant,
@@ -127,7 +137,9 @@ Result<int> SchedulerActor::Tick() {
         return r.status();
       }
     }
-    if (static_cast<int>(due.size()) < options_.batch || progressed == 0) break;
+    // A pass may leave a job due (the on-time occurrences after a misfire, or more than a batch):
+    // go on until nothing is due at `now`.
+    if (due.empty() || progressed == 0) break;
   }
   if (queued && on_fired_) on_fired_();
   return created;

@@ -26,9 +26,11 @@ struct SchedulerActorOptions {
 
 class SchedulerActor {
  public:
-  // `on_fired` is called after a pass that created queued runs (to wake the processor).
+  // `on_fired` is called after a pass that created queued runs (to wake the processor);
+  // `on_cancelled` for each run cancelled by the overlap policy "replace".
   SchedulerActor(Store& store, const Clock& clock, EventBus& events, SchedulerActorOptions options,
-                 std::function<void()> on_fired);
+                 std::function<void()> on_fired,
+                 std::function<void(const std::string&, const std::string&)> on_cancelled = {});
 
   // One pass: fires every job due at the clock's now. Returns the runs created (skipped ones
   // included). Errors: the store's (a job that someone else fired meanwhile is not an error).
@@ -51,6 +53,7 @@ class SchedulerActor {
   EventBus& events_;
   const SchedulerActorOptions options_;
   const std::function<void()> on_fired_;
+  const std::function<void(const std::string&, const std::string&)> on_cancelled_;
   std::mt19937_64 rng_{std::random_device{}()};  // only the scheduler thread (or Tick caller)
   ActorThread thread_;
 };

@@ -8,6 +8,7 @@
 #include <system_error>
 #include <utility>
 
+#include "store/redis_store.h"
 #include "store/sqlite_store.h"
 
 namespace jobsched {
@@ -15,7 +16,8 @@ namespace {
 
 constexpr std::string_view kSqliteScheme = "sqlite:";
 constexpr std::string_view kRedisScheme = "redis://";
-constexpr char kSupported[] = "expected sqlite:PATH or sqlite::memory:";
+constexpr char kSupported[] =
+    "expected sqlite:PATH, sqlite::memory: or redis://[user:password@]host:port[/db]";
 
 Result<std::unique_ptr<Store>> OpenSqlite(const std::string& url) {
   const std::string path = url.substr(kSqliteScheme.size());
@@ -37,15 +39,19 @@ Result<std::unique_ptr<Store>> OpenSqlite(const std::string& url) {
   return std::unique_ptr<Store>(std::move(store));
 }
 
+// Malformed URLs are kInvalidArgument naming the URL (password masked); an unreachable server is
+// kUnavailable naming host:port.
+Result<std::unique_ptr<Store>> OpenRedis(const std::string& url) {
+  ASSIGN_OR_RETURN(RedisOptions options, RedisStore::ParseUrl(url));
+  ASSIGN_OR_RETURN(std::unique_ptr<RedisStore> store, RedisStore::Open(options));
+  return std::unique_ptr<Store>(std::move(store));
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Store>> OpenStore(const std::string& url) {
   if (url.starts_with(kSqliteScheme)) return OpenSqlite(url);
-  if (url.starts_with(kRedisScheme)) {
-    // RedisStore goes here: return OpenRedis(url);
-    return InvalidArgument("store url '" + url + "': redis is not supported yet; " + kSupported,
-                           "store");
-  }
+  if (url.starts_with(kRedisScheme)) return OpenRedis(url);
   return InvalidArgument("unsupported store url '" + url + "': " + kSupported, "store");
 }
 

@@ -166,7 +166,10 @@ CREATE TABLE tenants (
 ) WITHOUT ROWID;
 INSERT INTO tenants VALUES ('default', 0, 0, 0, 0);
 )sql"},
-    // {3, "ALTER TABLE ..."},  -- the next schema change goes here.
+    {3, R"sql(
+ALTER TABLE tenants ADD COLUMN queue_limits TEXT NOT NULL DEFAULT '{}';
+)sql"},
+    // {4, "ALTER TABLE ..."},  -- the next schema change goes here.
 };
 
 }  // namespace
@@ -1269,8 +1272,14 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
 
   Txn txn(*conn_, Txn::kWrite);
   RETURN_IF_ERROR(txn.begin_status());
-  // Free run slots per tenant under max_concurrent_runs, read at the tenant's first candidate.
-  std::map<std::string, int64_t> tenant_slots;
+  // Free run slots per tenant (max_concurrent_runs) and per queue of a tenant (queue_limits).
+  struct TenantSlots {
+    int64_t limit = 0;  // 0 = unlimited
+    std::optional<int64_t> free;
+    std::map<std::string, int64_t> queue_limits;
+    std::map<std::string, std::optional<int64_t>> queue_free;
+  };
+  std::map<std::string, TenantSlots> tenant_slots;
   // Walk the priorities present, highest first (one index seek each); inside a priority,
   // range-scan available_at <= now in (available_at, id, tenant) order. Runs not yet available
   // are never visited, so a claim costs O(priorities · log n + visited), where visited is k
@@ -1293,6 +1302,7 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
     struct Candidate {
       std::string tenant, id, job_id;
       bool exclusive;
+      std::string queue;
     };
     int64_t after_available = kMinInt64;
     std::string after_id, after_tenant;
@@ -1305,7 +1315,7 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
         ASSIGN_OR_RETURN(
             Stmt st,
             txn.Prepare(
-                "SELECT tenant, id, job_id, exclusive, available_at FROM runs "
+                "SELECT tenant, id, job_id, exclusive, available_at, queue FROM runs "
                 "INDEXED BY runs_ready WHERE state IN ('queued', 'retry_wait') AND priority = ?1 "
                 "AND available_at <= ?2 AND (available_at, id, tenant) > (?3, ?4, ?5) "
                 "AND (?6 IS NULL OR queue IN (SELECT value FROM json_each(?6))) "
@@ -1325,7 +1335,7 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
         for (;;) {
           ASSIGN_OR_RETURN(bool row, st.Step());
           if (!row) break;
-          batch.push_back({st.GetText(0), st.GetText(1), st.GetText(2), st.GetInt(3) != 0});
+          batch.push_back({st.GetText(0), st.GetText(1), st.GetText(2), st.GetInt(3) != 0, st.GetText(5)});
           after_tenant = st.GetText(0);
           after_id = st.GetText(1);
           after_available = st.GetInt(4);
@@ -1346,27 +1356,48 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
           if (running) continue;
         }
         {
+          // Free slots under the tenant's limits, read at its first candidate: the tenant's
+          // max_concurrent_runs, and the limit of the candidate's queue.
           auto quota = tenant_slots.find(c.tenant);
           if (quota == tenant_slots.end()) {
-            int64_t limit = 0;
-            {
-              ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT max_concurrent_runs FROM tenants WHERE id = ?1"));
-              st.Text(1, c.tenant);
-              ASSIGN_OR_RETURN(bool row, st.Step());
-              if (row) limit = st.GetInt(0);
+            TenantSlots slots;
+            ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT max_concurrent_runs, queue_limits FROM tenants WHERE id = ?1"));
+            st.Text(1, c.tenant);
+            ASSIGN_OR_RETURN(bool row, st.Step());
+            if (row) {
+              slots.limit = st.GetInt(0);
+              const Json limits = Json::parse(st.GetText(1), nullptr, /*allow_exceptions=*/false);
+              if (limits.is_object()) {
+                for (const auto& [queue, limit] : limits.items()) {
+                  if (limit.is_number_integer() && limit.get<int64_t>() > 0) slots.queue_limits[queue] = limit.get<int64_t>();
+                }
+              }
             }
-            int64_t slots = INT64_MAX;
-            if (limit > 0) {
-              ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT count(*) FROM runs INDEXED BY runs_leases "
-                                                    "WHERE state = 'running' AND tenant = ?1"));
-              st.Text(1, c.tenant);
-              ASSIGN_OR_RETURN(bool row, st.Step());
-              slots = limit - (row ? st.GetInt(0) : 0);
-            }
-            quota = tenant_slots.emplace(c.tenant, slots).first;
+            quota = tenant_slots.emplace(c.tenant, std::move(slots)).first;
           }
-          if (quota->second <= 0) continue;
-          --quota->second;
+          TenantSlots& slots = quota->second;
+          if (slots.limit > 0 && !slots.free) {
+            ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT count(*) FROM runs INDEXED BY runs_leases "
+                                                  "WHERE state = 'running' AND tenant = ?1"));
+            st.Text(1, c.tenant);
+            ASSIGN_OR_RETURN(bool row, st.Step());
+            slots.free = slots.limit - (row ? st.GetInt(0) : 0);
+          }
+          auto queue_limit = slots.queue_limits.find(c.queue);
+          std::optional<int64_t>* queue_free = nullptr;
+          if (queue_limit != slots.queue_limits.end()) {
+            queue_free = &slots.queue_free[c.queue];
+            if (!*queue_free) {
+              ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT count(*) FROM runs INDEXED BY runs_leases "
+                                                    "WHERE state = 'running' AND tenant = ?1 AND queue = ?2"));
+              st.Text(1, c.tenant).Text(2, c.queue);
+              ASSIGN_OR_RETURN(bool row, st.Step());
+              *queue_free = queue_limit->second - (row ? st.GetInt(0) : 0);
+            }
+          }
+          if ((slots.free && *slots.free <= 0) || (queue_free && **queue_free <= 0)) continue;
+          if (slots.free) --*slots.free;
+          if (queue_free) --**queue_free;
         }
         ASSIGN_OR_RETURN(std::optional<RunRecord> run, LoadRun(txn, c.tenant, c.id));
         if (!run) return Internal("run '" + c.id + "' vanished during a claim");
@@ -1645,19 +1676,25 @@ Status SqliteStore::PutTenant(const TenantRecord& tenant) {
   if (tenant.max_concurrent_runs < 0) {
     return InvalidArgument("max_concurrent_runs: must not be negative", "max_concurrent_runs");
   }
+  for (const auto& [queue, limit] : tenant.queue_limits) {
+    RETURN_IF_ERROR(ValidateQueueName(queue, "queue_limits." + queue));
+    if (limit < 1) return InvalidArgument("queue_limits." + queue + ": must be at least 1", "queue_limits." + queue);
+  }
   Txn txn(*conn_, Txn::kWrite);
   RETURN_IF_ERROR(txn.begin_status());
   {
     ASSIGN_OR_RETURN(Stmt st,
-                     txn.Prepare("INSERT INTO tenants (id, max_jobs, max_concurrent_runs, created_at, updated_at) "
-                                 "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO UPDATE SET "
+                     txn.Prepare("INSERT INTO tenants (id, max_jobs, max_concurrent_runs, created_at, updated_at, "
+                                 "queue_limits) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO UPDATE SET "
                                  "max_jobs = excluded.max_jobs, max_concurrent_runs = "
-                                 "excluded.max_concurrent_runs, updated_at = excluded.updated_at"));
+                                 "excluded.max_concurrent_runs, updated_at = excluded.updated_at, "
+                                 "queue_limits = excluded.queue_limits"));
     st.Text(1, tenant.id)
         .Int(2, tenant.max_jobs)
         .Int(3, tenant.max_concurrent_runs)
         .Time(4, tenant.created_at)
-        .Time(5, tenant.updated_at);
+        .Time(5, tenant.updated_at)
+        .Text(6, Dump(Json(tenant.queue_limits)));
     RETURN_IF_ERROR(st.Run());
   }
   return txn.Commit();
@@ -1665,18 +1702,25 @@ Status SqliteStore::PutTenant(const TenantRecord& tenant) {
 
 namespace {
 TenantRecord ReadTenant(const Stmt& st) {
-  return TenantRecord{.id = st.GetText(0),
-                      .max_jobs = st.GetInt(1),
-                      .max_concurrent_runs = st.GetInt(2),
-                      .created_at = st.GetTime(3),
-                      .updated_at = st.GetTime(4)};
+  TenantRecord t{.id = st.GetText(0),
+                 .max_jobs = st.GetInt(1),
+                 .max_concurrent_runs = st.GetInt(2),
+                 .created_at = st.GetTime(3),
+                 .updated_at = st.GetTime(4)};
+  const Json limits = Json::parse(st.GetText(5), nullptr, /*allow_exceptions=*/false);
+  if (limits.is_object()) {
+    for (const auto& [queue, limit] : limits.items()) {
+      if (limit.is_number_integer()) t.queue_limits[queue] = limit.get<int64_t>();
+    }
+  }
+  return t;
 }
 }  // namespace
 
 Result<TenantRecord> SqliteStore::GetTenant(const std::string& id) {
   Txn txn(*conn_, Txn::kRead);
   RETURN_IF_ERROR(txn.begin_status());
-  ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT id, max_jobs, max_concurrent_runs, created_at, updated_at "
+  ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT id, max_jobs, max_concurrent_runs, created_at, updated_at, queue_limits "
                                         "FROM tenants WHERE id = ?1"));
   st.Text(1, id);
   ASSIGN_OR_RETURN(bool row, st.Step());
@@ -1687,7 +1731,7 @@ Result<TenantRecord> SqliteStore::GetTenant(const std::string& id) {
 Result<std::vector<TenantRecord>> SqliteStore::ListTenants() {
   Txn txn(*conn_, Txn::kRead);
   RETURN_IF_ERROR(txn.begin_status());
-  ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT id, max_jobs, max_concurrent_runs, created_at, updated_at "
+  ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT id, max_jobs, max_concurrent_runs, created_at, updated_at, queue_limits "
                                         "FROM tenants ORDER BY id"));
   std::vector<TenantRecord> out;
   for (;;) {

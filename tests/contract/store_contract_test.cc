@@ -1652,4 +1652,25 @@ TEST_P(StoreContractTest, MaxConcurrentRunsLimitsClaimsPerTenant) {
   EXPECT_EQ(second[0].id, "j@3");
 }
 
+TEST_P(StoreContractTest, QueueLimitsCapRunningRunsPerQueueOfATenant) {
+  ASSERT_TRUE(store_->PutTenant({.id = "q", .queue_limits = {{"slow", 1}}}).ok());
+  auto tenant = store_->GetTenant("q");
+  ASSERT_TRUE(tenant.ok());
+  EXPECT_EQ(tenant->queue_limits, (std::map<std::string, int64_t>{{"slow", 1}}));
+  JobRecord slow = MakeJob("q", "slow-job");
+  slow.spec.queue = "slow";
+  Create(slow);
+  Create(MakeJob("q", "fast-job"));
+  RunRecord s1 = MakeRun("q", "slow-job", "s1", At(1));
+  RunRecord s2 = MakeRun("q", "slow-job", "s2", At(2));
+  s1.queue = s2.queue = "slow";
+  Enqueue({s1, s2, MakeRun("q", "fast-job", "f1", At(3)), MakeRun("q", "fast-job", "f2", At(4))});
+  auto claimed = Claim("n1", At(10), 10);
+  std::vector<std::string> ids;
+  for (const RunRecord& r : claimed) ids.push_back(r.id);
+  EXPECT_EQ(ids, (std::vector<std::string>{"s1", "f1", "f2"}));
+  EXPECT_TRUE(Claim("n1", At(11), 10).empty());
+  EXPECT_EQ(store_->PutTenant({.id = "q", .queue_limits = {{"slow", 0}}}).code(), StatusCode::kInvalidArgument);
+}
+
 }  // namespace jobsched::contract

@@ -213,7 +213,7 @@ struct Observation {
 
 class Observations {
  public:
-  // A handler began (before it blocks on anything).
+  // A handler began and took its Observation::others_running (before it blocks on anything).
   void Enter(const std::string& run_id) {
     {
       std::lock_guard lock(mu_);
@@ -331,7 +331,6 @@ class EngineHarness {
   void RegisterProbe(const std::string& name, Gate* gate = nullptr,
                      std::function<Status(RunContext&)> result = nullptr) {
     node_->builtins().Register(name, [this, gate, result](RunContext& ctx) {
-      seen.Enter(ctx.run_id());
       Observation o{.attempt = ctx.attempt(), .payload = ctx.payload()};
       auto running = store().ListRuns(
           ctx.tenant(), RunFilter{.job_id = ctx.job_id(), .state = RunState::kRunning});
@@ -340,6 +339,7 @@ class EngineHarness {
             std::count_if(running->items.begin(), running->items.end(),
                           [&](const RunRecord& r) { return r.id != ctx.run_id(); }));
       }
+      seen.Enter(ctx.run_id());  // after looking around: WaitEntered() covers that too
       const bool opened = gate == nullptr || gate->Wait(ctx);
       Status status = !opened  ? Status(StatusCode::kFailedPrecondition, "cancelled while blocked")
                       : result ? result(ctx)

@@ -315,6 +315,7 @@ TEST_F(OverlapTest, AllowRunsTheNewOccurrenceConcurrently) {
   ASSERT_NO_FATAL_FAILURE(StartFirstRun(Overlap::kAllow));
   EXPECT_EQ(h_.Tick(), 1);
   ASSERT_TRUE(h_.events.Wait(EventType::kRunStarted, run2_));
+  ASSERT_TRUE(h_.seen.WaitEntered(2));  // both handlers are in, blocked on the gate
   const std::vector<RunRecord> runs = h_.Runs("o");
   EXPECT_EQ(CountState(runs, RunState::kRunning), 2) << Describe(runs);
 
@@ -866,7 +867,9 @@ TEST(EngineDeleteTest, ADeletedCronJobFiresNothingMore) {
 // kill_running must still run to completion: deleting a job only cancels queued runs. The
 // deletion is made from a kRunStarted listener, which the processor calls on the worker thread
 // between the claim and the start of the handler.
-TEST(EngineDeleteTest, ARunClaimedBeforeItsJobIsDeletedStillRuns) {
+// A run claimed by a node but not yet started when its job is deleted (without kill_running) is
+// treated like a queued one: it ends cancelled, and its handler never runs (docs/engine.md).
+TEST(EngineDeleteTest, ARunClaimedButNotStartedWhenItsJobIsDeletedIsCancelled) {
   std::atomic<bool> deleted{false};  // declared before the harness: a listener uses it
   EngineHarness h;
   ASSERT_TRUE(h.ok());
@@ -888,8 +891,9 @@ TEST(EngineDeleteTest, ARunClaimedBeforeItsJobIsDeletedStillRuns) {
       "the end of " + id));
   auto run = h.Run(id);
   ASSERT_TRUE(run);
-  EXPECT_EQ(run->state, RunState::kSucceeded) << "error: " << run->error;
-  EXPECT_TRUE(h.seen.Get(id)) << "the handler never ran";
+  EXPECT_EQ(run->state, RunState::kCancelled) << "error: " << run->error;
+  EXPECT_EQ(run->error, "job deleted before the run started");
+  EXPECT_FALSE(h.seen.Get(id)) << "the handler ran for a deleted job";
 }
 
 // ---- Dependencies --------------------------------------------------------------------------

@@ -1,0 +1,838 @@
+// The Lua scripts of RedisStore (redis_store.cc), one per state change of a job or run.
+//
+// Every tenant script is kPrelude followed by its body, loaded once with SCRIPT LOAD and called
+// with EVALSHA. A script does all of its checks before its first write: Redis does not roll a
+// script back, and refuses an out-of-memory script at its first write, so a script that returns
+// an error, or is refused, has written nothing.
+//
+// Key layout (P = "<prefix>:{t:<tenant>}:", every key carries the tenant's hash tag):
+//   P job:<id>        hash  id spec queue paused version state next_fire dep_since created
+//                           updated deps (space-separated depends_on) l:<label key>=<value>
+//   P jobs            zset  job ids, score 0 (lexicographic: ListJobs)
+//   P due             zset  job id -> next fire ms; only active, unpaused jobs with a next fire
+//   P deps:<id>       set   ids of the jobs whose depends_on names <id> (Dependents)
+//   P job_counts      hash  job state -> number of jobs (CountJobs)
+//   P tenant          hash  id max_jobs max_concurrent_runs created updated, ql:<queue>=limit
+//                           (PutTenant; the quotas the scripts enforce)
+//   P run:<id>        hash  the run (field names: see RunArgs in redis_store.cc); the attempts
+//                           before the current one are netstrings in `attempts`, the current
+//                           one is in a_num a_node a_fence a_start a_end a_outcome a_error
+//   P runs            zset  "<created ms, 16 digits>:<run id>", score 0 (ListRuns, newest first)
+//   P runs:<job>      zset  the same, one job's history (ListRuns of a job, PruneRuns)
+//   P runjobs         set   job ids that have run history (PruneRuns)
+//   P queues          set   queue names that ever had a claimable run (claims of every queue)
+//   P ready:<queue>   zset  queued and retry-waiting run ids -> (9 - priority) * 2^44 +
+//                           available ms: one score band per priority, FIFO inside a band
+//   P pending         zset  the same runs -> available ms (NextAvailableTime)
+//   P active:<job>    set   queued, retry-waiting and running runs of a job (ActiveRuns)
+//   P running:<job>   set   running runs of a job (the exclusive check of a claim)
+//   P leases          zset  running run ids -> lease deadline ms (reaper; running count)
+//   P finished:<job>  zset  succeeded/failed/timed_out run ids -> finished ms (barriers)
+//   P counts          hash  "<queue>|<state>" -> runs, "<queue>|<state>|d" -> summed duration ms
+//   P jcounts:<job>   hash  the same for one job (CountRuns)
+//   P events          stream  entry id "<seq>-0", fields time type job run data (capped)
+// Store-wide ("<prefix>:{sys}:"): event_seq and fence (counters), tenants (set of tenants with
+// data), node:<id> (hash) and nodes (zset id -> heartbeat ms), keys (hash key id -> secret
+// hash) and key:<secret hash> (hash).
+#pragma once
+
+namespace jobsched::redis_scripts {
+
+// Shared helpers, prepended to every tenant script. "@EVENT_CAP@" is replaced by the configured
+// cap of a tenant's event stream.
+inline constexpr char kPrelude[] = R"lua(
+-- Prelude of every tenant script.
+-- KEYS[1]: the tenant's key prefix "<prefix>:{t:<tenant>}:". Every tenant key is built from it
+--          and carries its hash tag: all of them live in one slot.
+-- KEYS[2]: "<prefix>:{sys}:event_seq", the store-wide event sequence (INCR per event).
+-- KEYS[3]: "<prefix>:{sys}:fence", the store-wide fencing-token counter (INCR per claim).
+local P = KEYS[1]
+local BAND = 17592186044416
+local EVENT_CAP = @EVENT_CAP@
+local CLAIMABLE = {queued = true, retry_wait = true}
+local FINISHED = {succeeded = true, failed = true, timed_out = true}
+local TERMINAL = {succeeded = true, failed = true, timed_out = true, cancelled = true, skipped = true}
+
+local function int(n) return string.format('%d', n) end
+local function opt(s) return s ~= nil and s ~= false and s ~= '' end
+local function jstr(s) return cjson.encode(s) end
+-- A JSON object from a flat list of key, raw JSON value.
+local function jobj(kv)
+  local parts = {}
+  for i = 1, #kv, 2 do parts[#parts + 1] = jstr(kv[i]) .. ':' .. kv[i + 1] end
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+
+-- Appends an event to the tenant's stream; returns its seq.
+local function emit(time, etype, job, run, data)
+  local seq = redis.call('INCR', KEYS[2])
+  redis.call('XADD', P .. 'events', 'MAXLEN', '~', EVENT_CAP, int(seq) .. '-0', 'time', time,
+             'type', etype, 'job', job, 'run', run, 'data', data)
+  return seq
+end
+
+-- A hash as a table (nil when absent), with the set of fields changed since (see set, save).
+local function hash(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return nil end
+  local t = {_dirty = {}}
+  for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
+  return t
+end
+-- A record passed in ARGV from index i: a field count n, then n field, value pairs.
+local function read_record(i)
+  local r = {_dirty = {}}
+  local n = tonumber(ARGV[i])
+  for j = 1, n do r[ARGV[i + 2 * j - 1]] = ARGV[i + 2 * j] end
+  return r, i + 2 * n + 1
+end
+
+-- ---- Jobs ----
+local function job_count(state, sign)
+  if redis.call('HINCRBY', P .. 'job_counts', state, sign) <= 0 then
+    redis.call('HDEL', P .. 'job_counts', state)
+  end
+end
+local function update_due(id, state, paused, next_fire)
+  if state == 'active' and paused == '0' and next_fire ~= '' then
+    redis.call('ZADD', P .. 'due', tonumber(next_fire), id)
+  else
+    redis.call('ZREM', P .. 'due', id)
+  end
+end
+local function job_event(id, time, etype, state, version)
+  emit(time, etype, id, '', jobj({'state', jstr(state), 'version', version}))
+end
+
+-- ---- Runs ----
+local function run_key(id) return P .. 'run:' .. id end
+local function set(r, k, v)
+  r[k] = v
+  r._dirty[k] = true
+end
+local function save(r)
+  local args = {}
+  for k in pairs(r._dirty) do
+    args[#args + 1] = k
+    args[#args + 1] = r[k]
+  end
+  if #args > 0 then redis.call('HSET', run_key(r.id), unpack(args)) end
+  r._dirty = {}
+end
+-- The member of the history indexes: ordered by (created_at, id) as bytes.
+local function lex(created, id)
+  local c = tonumber(created) or 0
+  if c < 0 then c = 0 end
+  return string.format('%016d', c) .. ':' .. id
+end
+local function by_created(a, b)
+  local ca, cb = tonumber(a.created), tonumber(b.created)
+  if ca ~= cb then return ca < cb end
+  return a.id < b.id
+end
+local function ready_score(r)
+  local p = tonumber(r.prio) or 5
+  if p < 0 then p = 0 elseif p > 9 then p = 9 end
+  local a = tonumber(r.avail) or 0
+  if a < 0 then a = 0 elseif a >= BAND then a = BAND - 1 end
+  return (9 - p) * BAND + a
+end
+local function duration(r)
+  if not opt(r.started) or not opt(r.finished) then return 0 end
+  return tonumber(r.finished) - tonumber(r.started)
+end
+-- Counts r in (sign 1) or out of (sign -1) its (queue, state) group, tenant-wide and per job.
+local function tally(r, sign)
+  local f = r.queue .. '|' .. r.state
+  local d = duration(r)
+  for _, key in ipairs({P .. 'counts', P .. 'jcounts:' .. r.job}) do
+    if redis.call('HINCRBY', key, f, sign) <= 0 then
+      redis.call('HDEL', key, f, f .. '|d')
+    elseif d ~= 0 then
+      redis.call('HINCRBY', key, f .. '|d', sign * d)
+    end
+  end
+end
+-- Removes r from the indexes of its current state; index(r) adds it to those of its (new) state.
+-- A state change is unindex(r), the changes, index(r), save(r).
+local function unindex(r)
+  local s, id = r.state, r.id
+  if CLAIMABLE[s] then
+    redis.call('ZREM', P .. 'ready:' .. r.queue, id)
+    redis.call('ZREM', P .. 'pending', id)
+    redis.call('SREM', P .. 'active:' .. r.job, id)
+  elseif s == 'running' then
+    redis.call('ZREM', P .. 'leases', id)
+    redis.call('SREM', P .. 'running:' .. r.job, id)
+    redis.call('SREM', P .. 'active:' .. r.job, id)
+  elseif FINISHED[s] then
+    redis.call('ZREM', P .. 'finished:' .. r.job, id)
+  end
+  tally(r, -1)
+end
+local function index(r)
+  local s, id = r.state, r.id
+  if CLAIMABLE[s] then
+    redis.call('ZADD', P .. 'ready:' .. r.queue, ready_score(r), id)
+    redis.call('ZADD', P .. 'pending', tonumber(r.avail), id)
+    redis.call('SADD', P .. 'active:' .. r.job, id)
+    redis.call('SADD', P .. 'queues', r.queue)
+  elseif s == 'running' then
+    redis.call('ZADD', P .. 'leases', tonumber(r.lease), id)
+    redis.call('SADD', P .. 'running:' .. r.job, id)
+    redis.call('SADD', P .. 'active:' .. r.job, id)
+  elseif FINISHED[s] then
+    redis.call('ZADD', P .. 'finished:' .. r.job, tonumber(r.finished), id)
+  end
+  tally(r, 1)
+end
+-- "run.<state>" (or etype) with {"state", "attempt", "node"} plus extra (key, raw JSON pairs).
+local function run_event(r, time, etype, extra)
+  local kv = {'state', jstr(r.state), 'attempt', r.attempt, 'node', jstr(r.node or '')}
+  for i = 1, #extra do kv[#kv + 1] = extra[i] end
+  emit(time, etype or ('run.' .. r.state), r.job, r.id, jobj(kv))
+end
+-- queued / retry-waiting -> cancelled; running -> cancel requested; other states: no change.
+local function cancel(r, now, why)
+  if CLAIMABLE[r.state] then
+    unindex(r)
+    set(r, 'state', 'cancelled')
+    set(r, 'finished', now)
+    set(r, 'lease', '')
+    set(r, 'error', why)
+    index(r)
+    save(r)
+    run_event(r, now, nil, {'reason', jstr(why)})
+  elseif r.state == 'running' and r.cancel ~= '1' then
+    set(r, 'cancel', '1')
+    save(r)
+    run_event(r, now, 'run.cancel_requested', {'reason', jstr(why)})
+  end
+end
+-- Attempts: the finished ones before the current are netstrings ("<len>:<bytes>", 7 per
+-- attempt: number node fence start end outcome error) in `attempts`.
+local function ns(s)
+  s = s or ''
+  return #s .. ':' .. s
+end
+local function close_attempt(r)
+  if not opt(r.a_num) then return end
+  set(r, 'attempts', (r.attempts or '') .. ns(r.a_num) .. ns(r.a_node) .. ns(r.a_fence) ..
+      ns(r.a_start) .. ns(r.a_end) .. ns(r.a_outcome) .. ns(r.a_error))
+  set(r, 'a_num', '')
+end
+local function end_attempt(r, now, outcome, err)
+  if not opt(r.a_num) then
+    -- No attempt recorded (the run was not claimed by a claim): record the one we know of.
+    set(r, 'a_num', r.attempt)
+    set(r, 'a_node', r.node or '')
+    set(r, 'a_fence', r.fence or '0')
+    set(r, 'a_start', opt(r.started) and r.started or now)
+  end
+  set(r, 'a_end', now)
+  set(r, 'a_outcome', outcome)
+  set(r, 'a_error', err)
+end
+-- Inserts a new run (a record from read_record) with its event; false if its id exists.
+local function insert_run(r)
+  local key = run_key(r.id)
+  if redis.call('EXISTS', key) == 1 then return false end
+  -- Skipped is terminal: it needs a finished_at for retention.
+  if r.state == 'skipped' and not opt(r.finished) then r.finished = r.created end
+  local args = {}
+  for k, v in pairs(r) do
+    if k ~= '_dirty' then
+      args[#args + 1] = k
+      args[#args + 1] = v
+    end
+  end
+  redis.call('HSET', key, unpack(args))
+  local m = lex(r.created, r.id)
+  redis.call('ZADD', P .. 'runs:' .. r.job, 0, m)
+  redis.call('ZADD', P .. 'runs', 0, m)
+  redis.call('SADD', P .. 'runjobs', r.job)
+  index(r)
+  local extra = {'reason', jstr(r.reason)}
+  if r.state == 'skipped' and opt(r.error) then
+    extra[3] = 'error'
+    extra[4] = jstr(r.error)
+  end
+  run_event(r, r.created, nil, extra)
+  return true
+end
+)lua";
+
+// ---- Jobs -----------------------------------------------------------------------------------
+
+inline constexpr char kPutJob[] = R"lua(
+-- put_job: CreateJob ("create") and PutJob ("put").
+-- KEYS: the prelude's.
+-- ARGV[1] mode: "create" (the job must not exist) or "put" (create or replace);
+-- ARGV[2] expected version ("" = none); ARGV[3] job id; ARGV[4] spec JSON; ARGV[5] queue;
+-- ARGV[6] paused "0"/"1"; ARGV[7] state; ARGV[8] next_fire ms ("" = none);
+-- ARGV[9] dependency_since ms; ARGV[10] created_at ms; ARGV[11] updated_at ms;
+-- ARGV[12] depends_on, space-separated; ARGV[13] number of labels n, then n key, value pairs.
+-- Returns {"ok", the job hash (flat)} | {"exists"} | {"not_found"} | {"precondition", version}
+--   | {"exhausted", max_jobs}.
+local mode, expected, id = ARGV[1], ARGV[2], ARGV[3]
+local key = P .. 'job:' .. id
+local old = hash(key)
+if mode == 'create' and old then return {'exists'} end
+if expected ~= '' then
+  if not old then return {'not_found'} end
+  if old.version ~= expected then return {'precondition', old.version} end
+end
+if not old then
+  local max_jobs = tonumber(redis.call('HGET', P .. 'tenant', 'max_jobs') or '0') or 0
+  if max_jobs > 0 and redis.call('ZCARD', P .. 'jobs') >= max_jobs then
+    return {'exhausted', int(max_jobs)}
+  end
+end
+-- Checks done; writes.
+local version, created = 1, ARGV[10]
+if old then
+  version = tonumber(old.version) + 1
+  created = old.created
+  job_count(old.state, -1)
+  for dep in string.gmatch(old.deps or '', '%S+') do redis.call('SREM', P .. 'deps:' .. dep, id) end
+  redis.call('DEL', key)
+end
+local paused, state, next_fire = ARGV[6], ARGV[7], ARGV[8]
+local fields = {'id', id, 'spec', ARGV[4], 'queue', ARGV[5], 'paused', paused,
+                'version', int(version), 'state', state, 'next_fire', next_fire,
+                'dep_since', ARGV[9], 'created', created, 'updated', ARGV[11], 'deps', ARGV[12]}
+for i = 1, tonumber(ARGV[13]) do
+  fields[#fields + 1] = 'l:' .. ARGV[12 + 2 * i]
+  fields[#fields + 1] = ARGV[13 + 2 * i]
+end
+redis.call('HSET', key, unpack(fields))
+redis.call('ZADD', P .. 'jobs', 0, id)
+update_due(id, state, paused, next_fire)
+job_count(state, 1)
+for dep in string.gmatch(ARGV[12], '%S+') do redis.call('SADD', P .. 'deps:' .. dep, id) end
+if old then
+  job_event(id, ARGV[11], 'job.updated', state, int(version))
+else
+  job_event(id, ARGV[10], 'job.created', state, int(version))
+end
+return {'ok', redis.call('HGETALL', key)}
+)lua";
+
+inline constexpr char kDeleteJob[] = R"lua(
+-- delete_job: DeleteJob.
+-- KEYS: the prelude's.
+-- ARGV[1] job id; ARGV[2] now ms; ARGV[3] kill_running "0"/"1".
+-- Returns {"ok"} | {"not_found"}.
+local id, now, kill = ARGV[1], ARGV[2], ARGV[3] == '1'
+local key = P .. 'job:' .. id
+local job = hash(key)
+if not job then return {'not_found'} end
+-- Checks done; writes.
+local runs = {}
+for _, rid in ipairs(redis.call('SMEMBERS', P .. 'active:' .. id)) do
+  local r = hash(run_key(rid))
+  if r then runs[#runs + 1] = r end
+end
+table.sort(runs, by_created)
+for _, r in ipairs(runs) do
+  if r.state ~= 'running' or kill then cancel(r, now, 'job deleted') end
+end
+redis.call('DEL', key)
+redis.call('ZREM', P .. 'jobs', id)
+redis.call('ZREM', P .. 'due', id)
+job_count(job.state, -1)
+for dep in string.gmatch(job.deps or '', '%S+') do redis.call('SREM', P .. 'deps:' .. dep, id) end
+job_event(id, now, 'job.deleted', job.state, job.version)
+return {'ok'}
+)lua";
+
+inline constexpr char kFire[] = R"lua(
+-- fire: Fire (one request; FireMany pipelines one call per request).
+-- KEYS: the prelude's.
+-- ARGV[1] job id; ARGV[2] expected version; ARGV[3] expected next_fire ms ("" = none);
+-- ARGV[4] new next_fire ms ("" = none); ARGV[5] new state ("" = unchanged);
+-- ARGV[6] new dependency_since ms ("" = unchanged); ARGV[7] time of the fire ms (stamps
+-- cancellations and events); ARGV[8] number of runs, then each run as a record (a field count,
+-- then field, value pairs); then the number of runs to cancel, then their ids.
+-- Returns {"ok", created, existed} | {"not_found"} | {"precondition", version, next_fire}.
+local id = ARGV[1]
+local key = P .. 'job:' .. id
+local job = hash(key)
+if not job then return {'not_found'} end
+if job.version ~= ARGV[2] or job.next_fire ~= ARGV[3] then
+  return {'precondition', job.version, job.next_fire}
+end
+local runs, i = {}, 9
+for n = 1, tonumber(ARGV[8]) do runs[n], i = read_record(i) end
+local cancels = {}
+for n = 1, tonumber(ARGV[i]) do cancels[n] = ARGV[i + n] end
+-- Checks done; writes.
+local time = ARGV[7]
+local state = ARGV[5] ~= '' and ARGV[5] or job.state
+local dep_since = ARGV[6] ~= '' and ARGV[6] or job.dep_since
+redis.call('HSET', key, 'next_fire', ARGV[4], 'state', state, 'dep_since', dep_since)
+update_due(id, state, job.paused, ARGV[4])
+if state ~= job.state then
+  job_count(job.state, -1)
+  job_count(state, 1)
+  job_event(id, time, 'job.updated', state, job.version)
+end
+local created, existed = 0, 0
+for _, r in ipairs(runs) do
+  if insert_run(r) then created = created + 1 else existed = existed + 1 end
+end
+for _, rid in ipairs(cancels) do
+  local r = hash(run_key(rid))
+  if r and r.job == id then cancel(r, time, 'replaced') end
+end
+return {'ok', created, existed}
+)lua";
+
+// ---- Runs -----------------------------------------------------------------------------------
+
+inline constexpr char kEnqueue[] = R"lua(
+-- enqueue: EnqueueRuns, all or nothing.
+-- KEYS: the prelude's.
+-- ARGV[1] job id; ARGV[2] number of runs, then each run as a record (a field count, then
+-- field, value pairs).
+-- Returns {"ok"} | {"not_found"} | {"exists", run id}.
+local id = ARGV[1]
+if redis.call('EXISTS', P .. 'job:' .. id) == 0 then return {'not_found'} end
+local runs, i = {}, 3
+for n = 1, tonumber(ARGV[2]) do runs[n], i = read_record(i) end
+local seen = {}
+for _, r in ipairs(runs) do
+  if seen[r.id] or redis.call('EXISTS', run_key(r.id)) == 1 then return {'exists', r.id} end
+  seen[r.id] = true
+end
+-- Checks done; writes.
+for _, r in ipairs(runs) do insert_run(r) end
+return {'ok'}
+)lua";
+
+inline constexpr char kClaim[] = R"lua(
+-- claim: ClaimRuns within one tenant, or ("peek") the runs it would claim, without writing.
+-- KEYS: the prelude's.
+-- ARGV[1] mode "claim" | "peek"; ARGV[2] node; ARGV[3] now ms; ARGV[4] lease deadline ms;
+-- ARGV[5] max runs; ARGV[6] number of queues, then the queues (none = every queue).
+-- Walks the priorities from 9 down; inside one, the ready entries with available_at <= now of
+-- every queue, merged by (available_at, id). An exclusive run is passed over while a run of its
+-- job runs; the tenant's max_concurrent_runs caps the claim, and its queue limits (tenant
+-- fields ql:<queue>) cap each queue (running runs per queue: the counts hash).
+-- Returns claim: the claimed runs (flat hashes), in claim order; peek: a flat list of run id,
+-- ready score.
+local peek = ARGV[1] == 'peek'
+local node, now, deadline, max = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local queues = {}
+if tonumber(ARGV[6]) == 0 then
+  queues = redis.call('SMEMBERS', P .. 'queues')
+else
+  for i = 1, tonumber(ARGV[6]) do queues[i] = ARGV[6 + i] end
+end
+local slots = max
+local quota = tonumber(redis.call('HGET', P .. 'tenant', 'max_concurrent_runs') or '0') or 0
+if quota > 0 then slots = math.min(slots, quota - redis.call('ZCARD', P .. 'leases')) end
+-- Free slots per limited queue (absent = unlimited).
+local free = {}
+for q, name in ipairs(queues) do
+  local limit = tonumber(redis.call('HGET', P .. 'tenant', 'ql:' .. name) or '0') or 0
+  if limit > 0 then
+    free[q] = limit - (tonumber(redis.call('HGET', P .. 'counts', name .. '|running') or '0') or 0)
+  end
+end
+local out, taken, jobs = {}, 0, {}
+local horizon = tonumber(now)
+if horizon >= BAND then horizon = BAND - 1 end
+if slots <= 0 or #queues == 0 or horizon < 0 then return out end
+
+-- Checks one candidate and, when it passes, claims it (every write of a claim is here, after
+-- that run's checks; a run passed over writes nothing).
+local function take(id, score)
+  local r = hash(run_key(id))
+  if not r or not CLAIMABLE[r.state] then return false end
+  if r.excl == '1' and (jobs[r.job] or redis.call('SCARD', P .. 'running:' .. r.job) > 0) then
+    return false
+  end
+  jobs[r.job] = true
+  if peek then
+    out[#out + 1] = id
+    out[#out + 1] = int(score)
+    return true
+  end
+  local fence = int(redis.call('INCR', KEYS[3]))
+  unindex(r)
+  close_attempt(r)
+  local attempt = int(tonumber(r.attempt) + 1)
+  set(r, 'state', 'running')
+  set(r, 'attempt', attempt)
+  set(r, 'fence', fence)
+  set(r, 'node', node)
+  set(r, 'lease', deadline)
+  if not opt(r.started) then set(r, 'started', now) end
+  set(r, 'a_num', attempt)
+  set(r, 'a_node', node)
+  set(r, 'a_fence', fence)
+  set(r, 'a_start', now)
+  set(r, 'a_end', '')
+  set(r, 'a_outcome', 'running')
+  set(r, 'a_error', '')
+  index(r)
+  save(r)
+  run_event(r, now, nil, {'fence', fence})
+  out[#out + 1] = redis.call('HGETALL', run_key(id))
+  return true
+end
+
+for p = 9, 0, -1 do
+  if taken >= slots then break end
+  local lo = (9 - p) * BAND
+  local hi = lo + horizon
+  -- Entries passed over (and, when peeking, taken) stay in front of a queue's range: skip them.
+  local skip = {}
+  for q = 1, #queues do skip[q] = 0 end
+  local more = true
+  while more and taken < slots do
+    more = false
+    local want = slots - taken + 16
+    local cands = {}
+    for q, name in ipairs(queues) do
+      if free[q] == nil or free[q] > 0 then
+        local got = redis.call('ZRANGEBYSCORE', P .. 'ready:' .. name, lo, hi, 'WITHSCORES',
+                               'LIMIT', skip[q], want)
+        local full = #got == 2 * want
+        for j = 1, #got, 2 do
+          cands[#cands + 1] = {id = got[j], s = tonumber(got[j + 1]), q = q,
+                               last = full and j == #got - 1}
+        end
+      end
+    end
+    table.sort(cands, function(a, b)
+      if a.s ~= b.s then return a.s < b.s end
+      return a.id < b.id
+    end)
+    for _, c in ipairs(cands) do
+      if taken >= slots then break end
+      if free[c.q] ~= nil and free[c.q] <= 0 then
+        -- The queue filled up in this claim: its remaining candidates wait.
+      elseif take(c.id, c.s) then
+        taken = taken + 1
+        if free[c.q] ~= nil then free[c.q] = free[c.q] - 1 end
+        if peek then skip[c.q] = skip[c.q] + 1 end
+      else
+        skip[c.q] = skip[c.q] + 1
+      end
+      -- Past the last fetched entry of a queue with more: fetch again to keep the merge exact.
+      if c.last then
+        more = true
+        break
+      end
+    end
+  end
+end
+return out
+)lua";
+
+inline constexpr char kRenew[] = R"lua(
+-- renew: RenewLeases within one tenant.
+-- KEYS: the prelude's.
+-- ARGV[1] new lease deadline ms; then pairs of run id, fence.
+-- Returns one integer per pair: 0 stale (not running, or another fence), 1 renewed, 2 renewed
+-- but the run is asked to cancel.
+local deadline = ARGV[1]
+local out = {}
+for i = 2, #ARGV, 2 do
+  local key = run_key(ARGV[i])
+  local f = redis.call('HMGET', key, 'state', 'fence', 'cancel')
+  if f[1] == 'running' and f[2] == ARGV[i + 1] then
+    redis.call('HSET', key, 'lease', deadline)
+    redis.call('ZADD', P .. 'leases', tonumber(deadline), ARGV[i])
+    out[#out + 1] = f[3] == '1' and 2 or 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+)lua";
+
+inline constexpr char kComplete[] = R"lua(
+-- complete: Complete (CompleteMany pipelines one call per completion).
+-- KEYS: the prelude's.
+-- ARGV[1] run id; ARGV[2] fence; ARGV[3] now ms; ARGV[4] new state (succeeded, failed,
+-- timed_out, cancelled or retry_wait); ARGV[5] retry_at ms (retry_wait only); ARGV[6] attempt
+-- outcome; ARGV[7] exit code ("" = none); ARGV[8] http status ("" = none); ARGV[9] output;
+-- ARGV[10] error.
+-- Returns {"ok"} | {"stale"} (not running with that fence: nothing recorded).
+local r = hash(run_key(ARGV[1]))
+if not r or r.state ~= 'running' or r.fence ~= ARGV[2] then return {'stale'} end
+-- Checks done; writes.
+local now, state = ARGV[3], ARGV[4]
+unindex(r)
+end_attempt(r, now, ARGV[6], ARGV[10])
+set(r, 'exit', ARGV[7])
+set(r, 'http', ARGV[8])
+set(r, 'output', ARGV[9])
+set(r, 'error', ARGV[10])
+set(r, 'lease', '')
+set(r, 'state', state)
+local extra = {'outcome', jstr(ARGV[6])}
+if state == 'retry_wait' then
+  set(r, 'avail', ARGV[5])
+  extra[#extra + 1] = 'retry_at'
+  extra[#extra + 1] = ARGV[5]
+else
+  set(r, 'finished', now)
+end
+if ARGV[7] ~= '' then
+  extra[#extra + 1] = 'exit_code'
+  extra[#extra + 1] = ARGV[7]
+end
+if ARGV[8] ~= '' then
+  extra[#extra + 1] = 'http_status'
+  extra[#extra + 1] = ARGV[8]
+end
+index(r)
+save(r)
+run_event(r, now, nil, extra)
+return {'ok'}
+)lua";
+
+inline constexpr char kCancelRun[] = R"lua(
+-- cancel_run: CancelRun.
+-- KEYS: the prelude's.
+-- ARGV[1] run id; ARGV[2] now ms.
+-- Returns {"ok"} | {"not_found"} | {"ended", state}.
+local r = hash(run_key(ARGV[1]))
+if not r then return {'not_found'} end
+if TERMINAL[r.state] then return {'ended', r.state} end
+cancel(r, ARGV[2], 'cancelled')
+return {'ok'}
+)lua";
+
+inline constexpr char kRecover[] = R"lua(
+-- recover: RecoverLostRuns within one tenant.
+-- KEYS: the prelude's.
+-- ARGV[1] now ms; ARGV[2] node ("" = every run whose lease deadline < now; else every running
+-- run of that node); ARGV[3] max leases lost; ARGV[4] limit.
+-- Each run's attempt ends as lease_lost; the run is queued again (available now), or fails once
+-- it lost more than max leases, or ends cancelled when its cancellation was asked for.
+-- Returns the recovered runs (flat hashes) as they are afterwards, by lease deadline.
+local now, node, max_lost, limit = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local ids
+if node == '' then
+  ids = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', '(' .. now, 'LIMIT', 0, limit)
+else
+  -- O(running runs of the tenant): a node restart is rare.
+  ids = {}
+  for _, id in ipairs(redis.call('ZRANGE', P .. 'leases', 0, -1)) do
+    if #ids >= limit then break end
+    if redis.call('HGET', run_key(id), 'node') == node then ids[#ids + 1] = id end
+  end
+end
+local why = node == '' and 'lease expired' or ('node ' .. node .. ' restarted')
+local out = {}
+for _, id in ipairs(ids) do
+  local r = hash(run_key(id))
+  if r and r.state == 'running' then
+    unindex(r)
+    if opt(r.a_num) then end_attempt(r, now, 'lease_lost', why) end
+    local lost = (tonumber(r.lost) or 0) + 1
+    set(r, 'lost', int(lost))
+    set(r, 'lease', '')
+    local next_state = 'queued'
+    if lost > max_lost then
+      next_state = 'failed'
+    elseif r.cancel == '1' then
+      next_state = 'cancelled'
+    end
+    set(r, 'state', next_state)
+    if next_state == 'queued' then
+      set(r, 'avail', now)
+    else
+      set(r, 'finished', now)
+      if next_state == 'failed' then set(r, 'error', 'lease lost ' .. int(lost) .. ' times') end
+    end
+    index(r)
+    save(r)
+    run_event(r, now, 'run.lease_lost', {'leases_lost', int(lost)})
+    if next_state ~= 'queued' then run_event(r, now, nil, {'error', jstr(r.error or '')}) end
+    out[#out + 1] = redis.call('HGETALL', run_key(id))
+  end
+end
+return out
+)lua";
+
+inline constexpr char kPruneJob[] = R"lua(
+-- prune_job: PruneRuns for one job's history.
+-- KEYS: the prelude's.
+-- ARGV[1] job id; ARGV[2] older_than ms; ARGV[3] runs to keep (the newest).
+-- Deletes the terminal runs finished before older_than that are not among the newest kept.
+-- Returns the number of runs deleted.
+local job, older, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local idx = P .. 'runs:' .. job
+local deleted = 0
+for _, m in ipairs(redis.call('ZREVRANGEBYLEX', idx, '+', '-', 'LIMIT', keep, -1)) do
+  local id = string.sub(m, 18)
+  local r = hash(run_key(id))
+  if not r then
+    redis.call('ZREM', idx, m)
+    redis.call('ZREM', P .. 'runs', m)
+  elseif TERMINAL[r.state] and opt(r.finished) and tonumber(r.finished) < older then
+    unindex(r)
+    redis.call('DEL', run_key(id))
+    redis.call('ZREM', idx, m)
+    redis.call('ZREM', P .. 'runs', m)
+    deleted = deleted + 1
+  end
+end
+if redis.call('ZCARD', idx) == 0 then redis.call('SREM', P .. 'runjobs', job) end
+return deleted
+)lua";
+
+// ---- Reads ----------------------------------------------------------------------------------
+
+inline constexpr char kListJobs[] = R"lua(
+-- list_jobs: one page of ListJobs (read only).
+-- KEYS: the prelude's.
+-- ARGV[1] cursor: the last id of the previous page ("" = from the start); ARGV[2] limit;
+-- ARGV[3] queue ("" = any); ARGV[4] state ("" = any); ARGV[5] label key ("" = any);
+-- ARGV[6] label value; ARGV[7] scan budget (jobs examined at most).
+-- Returns {jobs, resume}: up to limit + 1 matching jobs (flat hashes) in id order, and the last
+-- id examined if the budget ran out before ("" otherwise).
+local limit, budget = tonumber(ARGV[2]), tonumber(ARGV[7])
+local queue, state, lkey, lval = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local start = ARGV[1] == '' and '-' or '(' .. ARGV[1]
+local out, scanned = {}, 0
+while true do
+  local ids = redis.call('ZRANGEBYLEX', P .. 'jobs', start, '+', 'LIMIT', 0, 128)
+  if #ids == 0 then return {out, ''} end
+  for _, id in ipairs(ids) do
+    local key = P .. 'job:' .. id
+    local f = redis.call('HMGET', key, 'queue', 'state', 'l:' .. lkey)
+    if f[1] and (queue == '' or f[1] == queue) and (state == '' or f[2] == state) and
+        (lkey == '' or f[3] == lval) then
+      out[#out + 1] = redis.call('HGETALL', key)
+      if #out > limit then return {out, ''} end
+    end
+    scanned = scanned + 1
+    if scanned >= budget then return {out, id} end
+  end
+  start = '(' .. ids[#ids]
+end
+)lua";
+
+inline constexpr char kListRuns[] = R"lua(
+-- list_runs: one page of ListRuns (read only).
+-- KEYS: the prelude's.
+-- ARGV[1] index after the tenant prefix: "runs" (the tenant's) or "runs:<job id>";
+-- ARGV[2] cursor: the index member of the last run of the previous page ("" = the newest);
+-- ARGV[3] limit; ARGV[4] state ("" = any); ARGV[5] scan budget (runs examined at most).
+-- Returns {runs, resume}: up to limit + 1 matching runs (flat hashes), newest first, and the
+-- last index member examined if the budget ran out before ("" otherwise).
+local idx = P .. ARGV[1]
+local limit, state, budget = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local max = ARGV[2] == '' and '+' or '(' .. ARGV[2]
+local out, scanned = {}, 0
+while true do
+  local ms = redis.call('ZREVRANGEBYLEX', idx, max, '-', 'LIMIT', 0, 128)
+  if #ms == 0 then return {out, ''} end
+  for _, m in ipairs(ms) do
+    local key = run_key(string.sub(m, 18))
+    if state == '' or redis.call('HGET', key, 'state') == state then
+      local h = redis.call('HGETALL', key)
+      if #h > 0 then
+        out[#out + 1] = h
+        if #out > limit then return {out, ''} end
+      end
+    end
+    scanned = scanned + 1
+    if scanned >= budget then return {out, m} end
+  end
+  max = '(' .. ms[#ms]
+end
+)lua";
+
+inline constexpr char kReadIndex[] = R"lua(
+-- read_index: the records an index names (read only): DueJobs, Dependents, ActiveRuns,
+-- FinishedRunsSince.
+-- KEYS: the prelude's.
+-- ARGV[1] kind: "set" (every member) or "zrange" (members scored in [ARGV[4], ARGV[5]],
+-- ZRANGEBYSCORE syntax, at most ARGV[6]; -1 = all); ARGV[2] the index key after the tenant
+-- prefix ("due", "deps:<id>", "active:<id>", "finished:<id>"); ARGV[3] the record key after the
+-- tenant prefix, without the id ("job:" or "run:").
+-- Returns the records (flat hashes) in index order; members whose record is gone are left out.
+local idx = P .. ARGV[2]
+local ids
+if ARGV[1] == 'set' then
+  ids = redis.call('SMEMBERS', idx)
+else
+  ids = redis.call('ZRANGEBYSCORE', idx, ARGV[4], ARGV[5], 'LIMIT', 0, tonumber(ARGV[6]))
+end
+local out = {}
+for _, id in ipairs(ids) do
+  local h = redis.call('HGETALL', P .. ARGV[3] .. id)
+  if #h > 0 then out[#out + 1] = h end
+end
+return out
+)lua";
+
+// ---- Events and tenants ---------------------------------------------------------------------
+
+inline constexpr char kAppendEvent[] = R"lua(
+-- append_event: AppendEvent.
+-- KEYS: the prelude's.
+-- ARGV[1] time ms; ARGV[2] type; ARGV[3] job id; ARGV[4] run id; ARGV[5] data (JSON text).
+-- Returns the event's seq.
+return emit(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+)lua";
+
+inline constexpr char kPutTenant[] = R"lua(
+-- put_tenant: PutTenant's record, in the tenant's slot (where the quotas are enforced).
+-- KEYS: the prelude's.
+-- ARGV[1] id; ARGV[2] max_jobs; ARGV[3] max_concurrent_runs; ARGV[4] created_at ms (kept when
+-- the record exists); ARGV[5] updated_at ms; then queue, limit pairs (the queue limits; they
+-- replace the previous ones).
+-- Returns "ok".
+local key = P .. 'tenant'
+local created = redis.call('HGET', key, 'created') or ARGV[4]
+redis.call('DEL', key)
+local fields = {'id', ARGV[1], 'max_jobs', ARGV[2], 'max_concurrent_runs', ARGV[3],
+                'created', created, 'updated', ARGV[5]}
+for i = 6, #ARGV, 2 do
+  fields[#fields + 1] = 'ql:' .. ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
+end
+redis.call('HSET', key, unpack(fields))
+return 'ok'
+)lua";
+
+// ---- Store-wide (no prelude) ----------------------------------------------------------------
+
+inline constexpr char kPutApiKey[] = R"lua(
+-- put_api_key: PutApiKey.
+-- KEYS[1] "<prefix>:{sys}:keys" (hash key id -> secret hash);
+-- KEYS[2] "<prefix>:{sys}:key:<secret hash>" (the record).
+-- ARGV[1] id; ARGV[2] secret hash; ARGV[3] tenant; ARGV[4] role; ARGV[5] allow_shell "0"/"1";
+-- ARGV[6] name; ARGV[7] created_at ms.
+-- Returns 1 when stored, 0 when the id or the hash exists (nothing written).
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], 'id', ARGV[1], 'tenant', ARGV[3], 'role', ARGV[4],
+           'shell', ARGV[5], 'name', ARGV[6], 'created', ARGV[7])
+return 1
+)lua";
+
+inline constexpr char kDeleteApiKey[] = R"lua(
+-- delete_api_key: DeleteApiKey.
+-- KEYS[1] "<prefix>:{sys}:keys" (hash key id -> secret hash).
+-- ARGV[1] id; ARGV[2] "<prefix>:{sys}:key:" (the record's key without the hash; same slot).
+-- Returns 1 when deleted, 0 when absent.
+local hash = redis.call('HGET', KEYS[1], ARGV[1])
+if not hash then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('DEL', ARGV[2] .. hash)
+return 1
+)lua";
+
+}  // namespace jobsched::redis_scripts

@@ -1,0 +1,1977 @@
+#include "store/redis_store.h"
+
+#include <hiredis/hiredis.h>
+#include <sys/time.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <functional>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string_view>
+#include <system_error>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
+
+#include "core/job_codec.h"
+#include "store/redis_scripts.h"
+
+namespace jobsched {
+namespace {
+
+using Json = nlohmann::json;
+using Command = std::vector<std::string>;
+
+constexpr int kMaxPageSize = 1000;
+// Entries a list page examines at most, so that a selective filter over a long history cannot
+// hold the (single-threaded) server for long; a page may then be short, with a cursor.
+constexpr int kScanBudget = 10000;
+// (Tenant, job) histories pruned per pipeline.
+constexpr size_t kPruneBatch = 200;
+constexpr int64_t kBand = int64_t{1} << 44;  // the ready score's band per priority (scripts)
+constexpr char kStaleToken[] = "stale_token";
+
+int Clamp(int v, int lo, int hi) { return std::max(lo, std::min(v, hi)); }
+
+// ---- Replies ------------------------------------------------------------------------------
+
+// A reply, copied out of hiredis so that nothing else in this file sees hiredis types.
+struct Reply {
+  enum Type { kNil, kString, kStatus, kError, kInteger, kArray };
+  Type type = kNil;
+  std::string str;  // kString, kStatus, kError
+  long long integer = 0;
+  std::vector<Reply> elements;  // kArray
+
+  bool is_error() const { return type == kError; }
+  bool is_array() const { return type == kArray; }
+};
+
+Reply FromHiredis(const redisReply* r) {
+  Reply out;
+  switch (r->type) {
+    case REDIS_REPLY_STRING:
+      out.type = Reply::kString;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_STATUS:
+      out.type = Reply::kStatus;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_ERROR:
+      out.type = Reply::kError;
+      out.str.assign(r->str, r->len);
+      break;
+    case REDIS_REPLY_INTEGER:
+      out.type = Reply::kInteger;
+      out.integer = r->integer;
+      break;
+    case REDIS_REPLY_ARRAY:
+      out.type = Reply::kArray;
+      out.elements.reserve(r->elements);
+      for (size_t i = 0; i < r->elements; ++i) out.elements.push_back(FromHiredis(r->element[i]));
+      break;
+    default:
+      break;
+  }
+  return out;
+}
+
+// Errors that mean "the store cannot take this now" rather than a bug: out of memory, a busy
+// script, loading, a replica, a master without quorum, missing or wrong credentials.
+bool IsUnavailableError(std::string_view message) {
+  for (std::string_view code :
+       {"OOM", "BUSY", "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN",
+        "MISCONF", "NOAUTH", "WRONGPASS", "NOPERM"}) {
+    if (message.starts_with(code) &&
+        (message.size() == code.size() || message[code.size()] == ' ')) {
+      return true;
+    }
+  }
+  return false;
+}
+
+timeval ToTimeval(Duration d) {
+  const int64_t ms = std::max<int64_t>(d.count(), 1);
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(ms / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((ms % 1000) * 1000);
+  return tv;
+}
+
+// ---- Connections --------------------------------------------------------------------------
+
+// One hiredis connection, used by one caller at a time (the pool hands it out).
+class RedisConnection {
+ public:
+  // Connects, sets the command timeout, AUTHs and SELECTs. `where` is "redis host:port".
+  static Result<std::unique_ptr<RedisConnection>> Connect(const RedisOptions& options,
+                                                          const std::string& where) {
+    redisContext* ctx = redisConnectWithTimeout(options.host.c_str(), options.port,
+                                                ToTimeval(options.connect_timeout));
+    if (ctx == nullptr) return Unavailable(where + " unreachable: out of memory");
+    std::unique_ptr<RedisConnection> conn(new RedisConnection(ctx, where));
+    if (ctx->err != 0) return Unavailable(where + " unreachable: " + ctx->errstr);
+    if (redisSetTimeout(ctx, ToTimeval(options.command_timeout)) != REDIS_OK) {
+      return Unavailable(where + " unreachable: cannot set the command timeout");
+    }
+    redisEnableKeepAlive(ctx);
+    std::vector<Command> setup;
+    if (!options.password.empty()) {
+      setup.push_back(options.user.empty() ? Command{"AUTH", options.password}
+                                           : Command{"AUTH", options.user, options.password});
+    }
+    if (options.db != 0) setup.push_back({"SELECT", std::to_string(options.db)});
+    if (!setup.empty()) {
+      ASSIGN_OR_RETURN(std::vector<Reply> replies, conn->Run(setup));
+      for (size_t i = 0; i < replies.size(); ++i) {
+        if (replies[i].is_error()) {
+          return Unavailable(where + ": " + setup[i][0] + " failed: " + replies[i].str);
+        }
+      }
+    }
+    return conn;
+  }
+
+  ~RedisConnection() { redisFree(ctx_); }
+  RedisConnection(const RedisConnection&) = delete;
+  RedisConnection& operator=(const RedisConnection&) = delete;
+
+  // Sends every command, then reads one reply per command, in order (a pipeline: one round
+  // trip). Error replies are replies. An I/O error or a timeout is kUnavailable, after which the
+  // connection must be dropped: where its stream stands is unknown.
+  Result<std::vector<Reply>> Run(std::span<const Command> commands) {
+    std::vector<const char*> argv;
+    std::vector<size_t> lens;
+    for (const Command& c : commands) {
+      argv.clear();
+      lens.clear();
+      for (const std::string& a : c) {
+        argv.push_back(a.data());
+        lens.push_back(a.size());
+      }
+      if (redisAppendCommandArgv(ctx_, static_cast<int>(c.size()), argv.data(), lens.data()) !=
+          REDIS_OK) {
+        return IoError();
+      }
+    }
+    std::vector<Reply> replies;
+    replies.reserve(commands.size());
+    for (size_t i = 0; i < commands.size(); ++i) {
+      void* raw = nullptr;
+      if (redisGetReply(ctx_, &raw) != REDIS_OK || raw == nullptr) return IoError();
+      std::unique_ptr<redisReply, void (*)(void*)> reply(static_cast<redisReply*>(raw),
+                                                         freeReplyObject);
+      replies.push_back(FromHiredis(reply.get()));
+    }
+    return replies;
+  }
+
+ private:
+  RedisConnection(redisContext* ctx, std::string where) : ctx_(ctx), where_(std::move(where)) {}
+
+  Status IoError() const {
+    std::string why = ctx_->errstr[0] != '\0' ? ctx_->errstr : "connection lost";
+    if (ctx_->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) why = "timed out";
+    return Unavailable(where_ + " unreachable: " + why + " (the outcome of the call is unknown)");
+  }
+
+  redisContext* const ctx_;
+  const std::string where_;
+};
+
+// At most pool_size connections, created on demand; a caller that finds all of them in use
+// waits for one up to command_timeout.
+class RedisPool {
+ public:
+  RedisPool(const RedisOptions& options, std::string where)
+      : options_(options), where_(std::move(where)) {}
+
+  Result<std::unique_ptr<RedisConnection>> Acquire() {
+    std::unique_lock lock(mu_);
+    if (!cv_.wait_for(lock, options_.command_timeout,
+                      [&] { return !idle_.empty() || open_ < options_.pool_size; })) {
+      return Unavailable(where_ + ": all " + std::to_string(options_.pool_size) +
+                         " connections stayed busy for " +
+                         std::to_string(options_.command_timeout.count()) + " ms");
+    }
+    if (!idle_.empty()) {
+      std::unique_ptr<RedisConnection> conn = std::move(idle_.back());
+      idle_.pop_back();
+      return conn;
+    }
+    ++open_;
+    lock.unlock();
+    auto conn = RedisConnection::Connect(options_, where_);
+    if (!conn.ok()) {
+      lock.lock();
+      --open_;
+      cv_.notify_one();
+    }
+    return conn;
+  }
+
+  // Gives a connection back; nullptr = it broke and is gone.
+  void Release(std::unique_ptr<RedisConnection> conn) {
+    std::lock_guard lock(mu_);
+    if (conn) {
+      idle_.push_back(std::move(conn));
+    } else {
+      --open_;
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  const RedisOptions options_;
+  const std::string where_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<RedisConnection>> idle_;  // guarded by mu_
+  int open_ = 0;  // connections idle or in use; guarded by mu_
+};
+
+// A connection for the length of one call: dropped unless Keep() says it is healthy.
+class PooledConnection {
+ public:
+  PooledConnection(RedisPool& pool, std::unique_ptr<RedisConnection> conn)
+      : pool_(pool), conn_(std::move(conn)) {}
+  ~PooledConnection() { pool_.Release(keep_ ? std::move(conn_) : nullptr); }
+  PooledConnection(const PooledConnection&) = delete;
+  PooledConnection& operator=(const PooledConnection&) = delete;
+
+  RedisConnection* operator->() { return conn_.get(); }
+  void Keep() { keep_ = true; }
+
+ private:
+  RedisPool& pool_;
+  std::unique_ptr<RedisConnection> conn_;
+  bool keep_ = false;
+};
+
+enum class Script {
+  kPutJob,
+  kDeleteJob,
+  kFire,
+  kEnqueue,
+  kClaim,
+  kRenew,
+  kComplete,
+  kCancelRun,
+  kRecover,
+  kPruneJob,
+  kListJobs,
+  kListRuns,
+  kReadIndex,
+  kAppendEvent,
+  kPutTenant,
+  kPutApiKey,
+  kDeleteApiKey,
+};
+
+struct ScriptSource {
+  Script id;
+  const char* body;
+  bool tenant;  // prepended with the prelude; called with the three tenant KEYS
+};
+
+constexpr ScriptSource kScripts[] = {
+    {Script::kPutJob, redis_scripts::kPutJob, true},
+    {Script::kDeleteJob, redis_scripts::kDeleteJob, true},
+    {Script::kFire, redis_scripts::kFire, true},
+    {Script::kEnqueue, redis_scripts::kEnqueue, true},
+    {Script::kClaim, redis_scripts::kClaim, true},
+    {Script::kRenew, redis_scripts::kRenew, true},
+    {Script::kComplete, redis_scripts::kComplete, true},
+    {Script::kCancelRun, redis_scripts::kCancelRun, true},
+    {Script::kRecover, redis_scripts::kRecover, true},
+    {Script::kPruneJob, redis_scripts::kPruneJob, true},
+    {Script::kListJobs, redis_scripts::kListJobs, true},
+    {Script::kListRuns, redis_scripts::kListRuns, true},
+    {Script::kReadIndex, redis_scripts::kReadIndex, true},
+    {Script::kAppendEvent, redis_scripts::kAppendEvent, true},
+    {Script::kPutTenant, redis_scripts::kPutTenant, true},
+    {Script::kPutApiKey, redis_scripts::kPutApiKey, false},
+    {Script::kDeleteApiKey, redis_scripts::kDeleteApiKey, false},
+};
+constexpr size_t kScriptCount = std::size(kScripts);
+
+}  // namespace
+
+// ---- Backend: pool, scripts, keys, the tenant set -------------------------------------------
+
+class RedisBackend {
+ public:
+  explicit RedisBackend(const RedisOptions& options)
+      : options_(options),
+        where_("redis " + options.host + ":" + std::to_string(options.port)),
+        pool_(options_, where_) {
+    std::string prelude = redis_scripts::kPrelude;
+    const std::string token = "@EVENT_CAP@";
+    prelude.replace(prelude.find(token), token.size(),
+                    std::to_string(options.max_events_per_tenant));
+    for (size_t i = 0; i < kScriptCount; ++i) {
+      // kScripts is in enum order: the index is the Script value.
+      texts_[i] = kScripts[i].tenant ? prelude + kScripts[i].body : kScripts[i].body;
+    }
+  }
+
+  const RedisOptions& options() const { return options_; }
+
+  // Connects once, checks the server version and loads the scripts.
+  Status Start() {
+    ASSIGN_OR_RETURN(Reply info, Call({"INFO", "server"}));
+    const std::string_view text = info.str;
+    const size_t at = text.find("redis_version:");
+    if (at != std::string_view::npos) {
+      int major = 0, minor = 0;
+      const char* p = text.data() + at + std::string_view("redis_version:").size();
+      const char* end = text.data() + text.size();
+      auto [q, ec] = std::from_chars(p, end, major);
+      if (ec == std::errc() && q < end && *q == '.') std::from_chars(q + 1, end, minor);
+      if (major < 6 || (major == 6 && minor < 2)) {
+        return FailedPrecondition(where_ + " runs Redis " + std::to_string(major) + "." +
+                                  std::to_string(minor) + "; jobsched needs 6.2 or newer");
+      }
+    }
+    std::vector<Command> load;
+    for (const std::string& text_i : texts_) load.push_back({"SCRIPT", "LOAD", text_i});
+    ASSIGN_OR_RETURN(std::vector<Reply> shas, RunAll(std::move(load)));
+    for (size_t i = 0; i < kScriptCount; ++i) shas_[i] = shas[i].str;
+    return Status::Ok();
+  }
+
+  // "<prefix>:{t:<tenant>}:" + suffix; "<prefix>:{sys}:" + name.
+  std::string TenantKey(const std::string& tenant, std::string_view suffix = {}) const {
+    std::string key = options_.key_prefix + ":{t:" + tenant + "}:";
+    key += suffix;
+    return key;
+  }
+  std::string SysKey(std::string_view name) const {
+    std::string key = options_.key_prefix + ":{sys}:";
+    key += name;
+    return key;
+  }
+
+  // EVALSHA of a tenant script: KEYS are the tenant prefix and the two store-wide counters.
+  Command Eval(Script script, const std::string& tenant, std::vector<std::string> args) const {
+    Command c;
+    c.reserve(args.size() + 6);
+    c.push_back("EVALSHA");
+    c.push_back(shas_[static_cast<size_t>(script)]);
+    c.push_back("3");
+    c.push_back(TenantKey(tenant));
+    c.push_back(SysKey("event_seq"));
+    c.push_back(SysKey("fence"));
+    for (std::string& a : args) c.push_back(std::move(a));
+    return c;
+  }
+  Command EvalSys(Script script, std::vector<std::string> keys,
+                  std::vector<std::string> args) const {
+    Command c = {"EVALSHA", shas_[static_cast<size_t>(script)], std::to_string(keys.size())};
+    for (std::string& k : keys) c.push_back(std::move(k));
+    for (std::string& a : args) c.push_back(std::move(a));
+    return c;
+  }
+
+  // An error reply as a Status.
+  Status ErrorStatus(const Reply& reply) const {
+    if (IsUnavailableError(reply.str)) return Unavailable(where_ + ": " + reply.str);
+    return Internal(where_ + ": " + reply.str);
+  }
+
+  // Sends the commands in one pipeline and returns one reply per command (error replies
+  // included). Commands refused with NOSCRIPT (a restarted or failed-over server) are sent
+  // again after loading the scripts. With `tenant`, the tenant is first added to the set of
+  // tenants (once per process): a tenant's data is never written before it is in the set.
+  Result<std::vector<Reply>> Run(std::vector<Command> commands,
+                                 const std::string* tenant = nullptr) {
+    if (commands.empty()) return std::vector<Reply>{};
+    const bool add_tenant = tenant != nullptr && !Registered(*tenant);
+    if (add_tenant) commands.insert(commands.begin(), Command{"SADD", SysKey("tenants"), *tenant});
+    ASSIGN_OR_RETURN(std::unique_ptr<RedisConnection> raw, pool_.Acquire());
+    PooledConnection conn(pool_, std::move(raw));
+    ASSIGN_OR_RETURN(std::vector<Reply> replies, conn->Run(commands));
+    std::vector<size_t> again;
+    for (size_t i = 0; i < replies.size(); ++i) {
+      if (replies[i].is_error() && replies[i].str.starts_with("NOSCRIPT")) again.push_back(i);
+    }
+    if (!again.empty()) {
+      std::vector<Command> retry;
+      for (const std::string& text : texts_) retry.push_back({"SCRIPT", "LOAD", text});
+      for (size_t i : again) retry.push_back(commands[i]);
+      ASSIGN_OR_RETURN(std::vector<Reply> second, conn->Run(retry));
+      for (size_t i = 0; i < kScriptCount; ++i) {
+        if (second[i].is_error()) {
+          conn.Keep();
+          return ErrorStatus(second[i]);
+        }
+      }
+      for (size_t k = 0; k < again.size(); ++k) {
+        replies[again[k]] = std::move(second[kScriptCount + k]);
+      }
+    }
+    conn.Keep();
+    if (add_tenant) {
+      if (!replies.front().is_error()) MarkRegistered(*tenant);
+      replies.erase(replies.begin());
+    }
+    return replies;
+  }
+
+  // Run, with any error reply turned into the call's Status.
+  Result<std::vector<Reply>> RunAll(std::vector<Command> commands,
+                                    const std::string* tenant = nullptr) {
+    ASSIGN_OR_RETURN(std::vector<Reply> replies, Run(std::move(commands), tenant));
+    for (const Reply& r : replies) {
+      if (r.is_error()) return ErrorStatus(r);
+    }
+    return replies;
+  }
+
+  // One command; an error reply is the Status.
+  Result<Reply> Call(Command command, const std::string* tenant = nullptr) {
+    std::vector<Command> one;
+    one.push_back(std::move(command));
+    ASSIGN_OR_RETURN(std::vector<Reply> replies, RunAll(std::move(one), tenant));
+    return std::move(replies.front());
+  }
+
+  // The tenants that hold data, sorted. `fresh`: read from Redis now; else a copy at most
+  // tenant_list_ttl old. Either way with every tenant this process added.
+  Result<std::vector<std::string>> Tenants(bool fresh) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!fresh) {
+      std::lock_guard lock(tenants_mu_);
+      if (cached_ && now - cached_at_ < options_.tenant_list_ttl) return Merged(*cached_);
+    }
+    ASSIGN_OR_RETURN(Reply members, Call({"SMEMBERS", SysKey("tenants")}));
+    std::set<std::string> set;
+    for (const Reply& m : members.elements) set.insert(m.str);
+    std::lock_guard lock(tenants_mu_);
+    cached_ = std::move(set);
+    cached_at_ = now;
+    return Merged(*cached_);
+  }
+
+ private:
+  bool Registered(const std::string& tenant) {
+    std::lock_guard lock(tenants_mu_);
+    return registered_.contains(tenant);
+  }
+  void MarkRegistered(const std::string& tenant) {
+    std::lock_guard lock(tenants_mu_);
+    registered_.insert(tenant);
+  }
+  // Requires tenants_mu_ held.
+  std::vector<std::string> Merged(const std::set<std::string>& read) const {
+    std::set<std::string> all = read;
+    all.insert(registered_.begin(), registered_.end());
+    return {all.begin(), all.end()};
+  }
+
+  // Immutable after Start().
+  const RedisOptions options_;
+  const std::string where_;
+  std::string texts_[kScriptCount];
+  std::string shas_[kScriptCount];
+
+  RedisPool pool_;  // thread-safe
+
+  std::mutex tenants_mu_;
+  std::set<std::string> registered_;                 // guarded by tenants_mu_: SADDed by us
+  std::optional<std::set<std::string>> cached_;      // guarded by tenants_mu_
+  std::chrono::steady_clock::time_point cached_at_;  // guarded by tenants_mu_
+};
+
+namespace {
+
+// ---- Encoding -----------------------------------------------------------------------------
+
+std::string Ms(TimePoint t) { return std::to_string(ToUnixMillis(t)); }
+std::string OptMs(const std::optional<TimePoint>& t) { return t ? Ms(*t) : std::string(); }
+std::string OptInt(const std::optional<int>& v) { return v ? std::to_string(*v) : std::string(); }
+
+std::string TimeText(const std::optional<TimePoint>& t) {
+  return t ? std::to_string(ToUnixMillis(*t)) : "none";
+}
+
+std::string Netstring(std::string_view s) {
+  return std::to_string(s.size()) + ":" + std::string(s);
+}
+
+std::string EncodeAttempts(const std::vector<AttemptRecord>& attempts) {
+  std::string out;
+  for (const AttemptRecord& a : attempts) {
+    out += Netstring(std::to_string(a.number));
+    out += Netstring(a.node);
+    out += Netstring(std::to_string(a.fence));
+    out += Netstring(Ms(a.started_at));
+    out += Netstring(OptMs(a.finished_at));
+    out += Netstring(a.outcome);
+    out += Netstring(a.error);
+  }
+  return out;
+}
+
+bool ParseInt(std::string_view s, int64_t& out) {
+  if (s.empty()) return false;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return ec == std::errc() && end == s.data() + s.size();
+}
+
+// A sorted-set score (integral in every index here).
+bool ParseScore(std::string_view s, int64_t& out) {
+  if (ParseInt(s, out)) return true;
+  double d = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), d);
+  if (ec != std::errc() || end != s.data() + s.size()) return false;
+  out = static_cast<int64_t>(d);
+  return true;
+}
+
+// A hash read back (HGETALL's flat field, value list), with typed getters that remember the
+// first malformed field.
+class Fields {
+ public:
+  explicit Fields(const Reply& flat) {
+    for (size_t i = 0; i + 1 < flat.elements.size(); i += 2) {
+      map_.emplace(flat.elements[i].str, flat.elements[i + 1].str);
+    }
+  }
+
+  bool empty() const { return map_.empty(); }
+  const Status& status() const { return status_; }
+
+  const std::string& Str(const char* key) const {
+    static const std::string kEmpty;
+    auto it = map_.find(key);
+    return it == map_.end() ? kEmpty : it->second;
+  }
+  std::optional<int64_t> OptInt(const char* key) {
+    const std::string& s = Str(key);
+    if (s.empty()) return std::nullopt;
+    int64_t v = 0;
+    if (!ParseInt(s, v)) {
+      Fail(key, s);
+      return std::nullopt;
+    }
+    return v;
+  }
+  int64_t Int(const char* key) { return OptInt(key).value_or(0); }
+  std::optional<TimePoint> OptTime(const char* key) {
+    std::optional<int64_t> v = OptInt(key);
+    if (!v) return std::nullopt;
+    return FromUnixMillis(*v);
+  }
+  TimePoint Time(const char* key) { return FromUnixMillis(Int(key)); }
+
+  void Fail(std::string_view key, std::string_view why) {
+    if (status_.ok()) {
+      status_ = Internal("corrupt field '" + std::string(key) + "': '" + std::string(why) + "'");
+    }
+  }
+
+ private:
+  std::unordered_map<std::string, std::string> map_;
+  Status status_;
+};
+
+// Attempts as stored: 7 netstrings each (number node fence start end outcome error).
+Status DecodeAttempts(std::string_view s, std::vector<AttemptRecord>& out) {
+  while (!s.empty()) {
+    std::string_view part[7];
+    for (std::string_view& p : part) {
+      const size_t colon = s.find(':');
+      int64_t len = 0;
+      if (colon == std::string_view::npos || !ParseInt(s.substr(0, colon), len) || len < 0 ||
+          static_cast<size_t>(len) > s.size() - colon - 1) {
+        return Internal("corrupt attempts record");
+      }
+      p = s.substr(colon + 1, static_cast<size_t>(len));
+      s.remove_prefix(colon + 1 + static_cast<size_t>(len));
+    }
+    int64_t number = 0, fence = 0, start = 0, end = 0;
+    if (!ParseInt(part[0], number) || !ParseInt(part[2], fence) || !ParseInt(part[3], start) ||
+        (!part[4].empty() && !ParseInt(part[4], end))) {
+      return Internal("corrupt attempts record");
+    }
+    AttemptRecord a;
+    a.number = static_cast<int>(number);
+    a.node = part[1];
+    a.fence = fence;
+    a.started_at = FromUnixMillis(start);
+    if (!part[4].empty()) a.finished_at = FromUnixMillis(end);
+    a.outcome = part[5];
+    a.error = part[6];
+    out.push_back(std::move(a));
+  }
+  return Status::Ok();
+}
+
+// The fields of a new run, as a record argument of the scripts: a count, then field, value
+// pairs. The names are the run hash's fields (redis_scripts.h).
+void AppendRunRecord(const RunRecord& r, std::vector<std::string>& args) {
+  const std::pair<const char*, std::string> fields[] = {
+      {"id", r.id},
+      {"job", r.job_id},
+      {"queue", r.queue},
+      {"prio", std::to_string(r.priority)},
+      {"sched", Ms(r.scheduled_at)},
+      {"avail", Ms(r.available_at)},
+      {"created", Ms(r.created_at)},
+      {"reason", RunReasonName(r.reason)},
+      {"state", RunStateName(r.state)},
+      {"attempt", std::to_string(r.attempt)},
+      {"max_att", std::to_string(r.max_attempts)},
+      {"excl", r.exclusive ? "1" : "0"},
+      {"node", r.node},
+      {"fence", std::to_string(r.fence)},
+      {"lease", OptMs(r.lease_deadline)},
+      {"started", OptMs(r.started_at)},
+      {"finished", OptMs(r.finished_at)},
+      {"exit", OptInt(r.exit_code)},
+      {"http", OptInt(r.http_status)},
+      {"output", r.output},
+      {"error", r.error},
+      {"payload", r.payload},
+      {"cancel", r.cancel_requested ? "1" : "0"},
+      {"lost", std::to_string(r.leases_lost)},
+      {"attempts", EncodeAttempts(r.attempts)},
+  };
+  args.push_back(std::to_string(std::size(fields)));
+  for (const auto& [name, value] : fields) {
+    args.push_back(name);
+    args.push_back(value);
+  }
+}
+
+Result<RunRecord> RunFromHash(const Reply& flat, const std::string& tenant) {
+  Fields f(flat);
+  RunRecord r;
+  r.id = f.Str("id");
+  r.job_id = f.Str("job");
+  r.tenant = tenant;
+  r.queue = f.Str("queue");
+  r.priority = static_cast<int>(f.Int("prio"));
+  r.scheduled_at = f.Time("sched");
+  r.available_at = f.Time("avail");
+  r.created_at = f.Time("created");
+  auto reason = ParseRunReason(f.Str("reason"));
+  if (reason.ok()) {
+    r.reason = *reason;
+  } else {
+    f.Fail("reason", f.Str("reason"));
+  }
+  auto state = ParseRunState(f.Str("state"));
+  if (state.ok()) {
+    r.state = *state;
+  } else {
+    f.Fail("state", f.Str("state"));
+  }
+  r.attempt = static_cast<int>(f.Int("attempt"));
+  r.max_attempts = static_cast<int>(f.Int("max_att"));
+  r.exclusive = f.Str("excl") == "1";
+  r.node = f.Str("node");
+  r.fence = f.Int("fence");
+  r.lease_deadline = f.OptTime("lease");
+  r.started_at = f.OptTime("started");
+  r.finished_at = f.OptTime("finished");
+  if (auto v = f.OptInt("exit")) r.exit_code = static_cast<int>(*v);
+  if (auto v = f.OptInt("http")) r.http_status = static_cast<int>(*v);
+  r.output = f.Str("output");
+  r.error = f.Str("error");
+  r.payload = f.Str("payload");
+  r.cancel_requested = f.Str("cancel") == "1";
+  r.leases_lost = static_cast<int>(f.Int("lost"));
+  if (Status s = DecodeAttempts(f.Str("attempts"), r.attempts); !s.ok()) f.Fail("attempts", "");
+  if (!f.Str("a_num").empty()) {
+    AttemptRecord a;
+    a.number = static_cast<int>(f.Int("a_num"));
+    a.node = f.Str("a_node");
+    a.fence = f.Int("a_fence");
+    a.started_at = f.Time("a_start");
+    a.finished_at = f.OptTime("a_end");
+    a.outcome = f.Str("a_outcome");
+    a.error = f.Str("a_error");
+    r.attempts.push_back(std::move(a));
+  }
+  if (!f.status().ok()) {
+    return Internal("run '" + r.id + "' in tenant '" + tenant + "': " + f.status().message());
+  }
+  return r;
+}
+
+Result<JobRecord> JobFromHash(const Reply& flat, const std::string& tenant) {
+  Fields f(flat);
+  const std::string& id = f.Str("id");
+  auto spec = ParseJobSpec(f.Str("spec"), tenant);
+  if (!spec.ok()) {
+    return Internal("stored spec of job '" + id + "' in tenant '" + tenant +
+                    "' is unreadable: " + spec.status().ToString());
+  }
+  JobRecord job;
+  job.spec = std::move(spec).value();
+  job.version = f.Int("version");
+  auto state = ParseJobState(f.Str("state"));
+  if (state.ok()) {
+    job.state = *state;
+  } else {
+    f.Fail("state", f.Str("state"));
+  }
+  job.next_fire = f.OptTime("next_fire");
+  job.dependency_since = f.Time("dep_since");
+  job.created_at = f.Time("created");
+  job.updated_at = f.Time("updated");
+  if (!f.status().ok()) {
+    return Internal("job '" + id + "' in tenant '" + tenant + "': " + f.status().message());
+  }
+  return job;
+}
+
+Status Unexpected(std::string_view what) {
+  return Internal("redis: unexpected reply to " + std::string(what));
+}
+
+// The status word of a script's reply ({"ok", ...}), or "" when the reply is not one.
+const std::string& Word(const Reply& r) {
+  static const std::string kNone;
+  return r.is_array() && !r.elements.empty() ? r.elements[0].str : kNone;
+}
+
+// Checks what Fire and EnqueueRuns insert: runs of that job, new (queued or skipped).
+Status CheckNewRuns(const std::string& tenant, const std::string& job_id,
+                    std::span<const RunRecord> runs) {
+  for (const RunRecord& run : runs) {
+    if (run.tenant != tenant || run.job_id != job_id) {
+      return InvalidArgument("run '" + run.id + "' belongs to job '" + run.job_id +
+                             "' in tenant '" + run.tenant + "', not to job '" + job_id +
+                             "' in tenant '" + tenant + "'");
+    }
+    if (run.state != RunState::kQueued && run.state != RunState::kSkipped) {
+      return InvalidArgument("run '" + run.id + "': a new run must be queued or skipped, not " +
+                             RunStateName(run.state));
+    }
+    if (run.id.empty()) return InvalidArgument("a run id is empty");
+  }
+  return Status::Ok();
+}
+
+// ListRuns cursors: "<created_at ms>:<id>" of the last item returned (as SqliteStore's).
+std::string RunCursor(int64_t created_ms, std::string_view id) {
+  return std::to_string(created_ms) + ":" + std::string(id);
+}
+
+Status ParseRunCursor(const std::string& cursor, int64_t& created_ms, std::string& id) {
+  const size_t colon = cursor.find(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == cursor.size() ||
+      !ParseInt(std::string_view(cursor).substr(0, colon), created_ms)) {
+    return InvalidArgument("invalid cursor '" + cursor + "'", "cursor");
+  }
+  id = cursor.substr(colon + 1);
+  return Status::Ok();
+}
+
+// The member of the history indexes for (created_at, id): 16 digits, ':', id.
+std::string HistoryMember(int64_t created_ms, std::string_view id) {
+  char digits[32];
+  std::snprintf(digits, sizeof digits, "%016lld",
+                static_cast<long long>(std::max<int64_t>(created_ms, 0)));
+  return std::string(digits) + ":" + std::string(id);
+}
+
+// The claim order key of a run, as the ready index scores it.
+int64_t ReadyScore(const RunRecord& r) {
+  const int64_t p = std::clamp(r.priority, 0, 9);
+  const int64_t a = std::clamp<int64_t>(ToUnixMillis(r.available_at), 0, kBand - 1);
+  return (9 - p) * kBand + a;
+}
+
+// Stream entries (XRANGE's reply) as events of `tenant`.
+Status AppendEvents(const Reply& entries, const std::string& tenant, std::vector<Event>& out) {
+  for (const Reply& entry : entries.elements) {
+    if (entry.elements.size() != 2) return Unexpected("XRANGE");
+    Event e;
+    e.tenant = tenant;
+    const std::string& id = entry.elements[0].str;
+    if (!ParseInt(std::string_view(id).substr(0, id.find('-')), e.seq)) return Unexpected("XRANGE");
+    Fields f(entry.elements[1]);
+    e.time = f.Time("time");
+    e.type = f.Str("type");
+    e.job_id = f.Str("job");
+    e.run_id = f.Str("run");
+    e.data = f.Str("data");
+    if (!f.status().ok()) return Internal("event " + id + ": " + f.status().message());
+    out.push_back(std::move(e));
+  }
+  return Status::Ok();
+}
+
+std::string FormatDouble(double v) {
+  char buf[64];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return ec == std::errc() ? std::string(buf, end) : "0";
+}
+
+// ---- URLs ---------------------------------------------------------------------------------
+
+// The URL with its password (if any) masked, for messages.
+std::string RedactUrl(const std::string& url) {
+  const size_t start = url.find("://");
+  const size_t at = url.rfind('@');
+  if (start == std::string::npos || at == std::string::npos || at < start) return url;
+  const size_t colon = url.find(':', start + 3);
+  const size_t from = colon != std::string::npos && colon < at ? colon + 1 : start + 3;
+  return url.substr(0, from) + "***" + url.substr(at);
+}
+
+bool PercentDecode(std::string_view in, std::string& out) {
+  out.clear();
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out += in[i];
+      continue;
+    }
+    if (i + 2 >= in.size()) return false;
+    int v = 0;
+    auto [end, ec] = std::from_chars(in.data() + i + 1, in.data() + i + 3, v, 16);
+    if (ec != std::errc() || end != in.data() + i + 3) return false;
+    out += static_cast<char>(v);
+    i += 2;
+  }
+  return true;
+}
+
+}  // namespace
+
+// ---- Open -----------------------------------------------------------------------------------
+
+RedisStore::RedisStore(std::unique_ptr<RedisBackend> backend) : backend_(std::move(backend)) {}
+
+RedisStore::~RedisStore() = default;
+
+Result<std::unique_ptr<RedisStore>> RedisStore::Open(const RedisOptions& options) {
+  if (options.host.empty()) return InvalidArgument("redis: empty host", "host");
+  if (options.port < 1 || options.port > 65535) {
+    return InvalidArgument("redis: port " + std::to_string(options.port) + " not in 1-65535",
+                           "port");
+  }
+  if (options.db < 0) return InvalidArgument("redis: negative database number", "db");
+  if (options.key_prefix.empty() || options.key_prefix.find_first_of("{}") != std::string::npos) {
+    return InvalidArgument(
+        "redis: key prefix '" + options.key_prefix + "' must be non-empty, without '{' or '}'",
+        "key_prefix");
+  }
+  if (options.pool_size < 1) return InvalidArgument("redis: pool_size must be >= 1", "pool_size");
+  if (options.connect_timeout.count() <= 0 || options.command_timeout.count() <= 0) {
+    return InvalidArgument("redis: timeouts must be positive", "command_timeout");
+  }
+  if (options.max_events_per_tenant < 1) {
+    return InvalidArgument("redis: max_events_per_tenant must be >= 1", "max_events_per_tenant");
+  }
+  auto backend = std::make_unique<RedisBackend>(options);
+  RETURN_IF_ERROR(backend->Start());
+  return std::unique_ptr<RedisStore>(new RedisStore(std::move(backend)));
+}
+
+Result<RedisOptions> RedisStore::ParseUrl(const std::string& url) {
+  auto bad = [&](const std::string& why) {
+    return InvalidArgument("store url '" + RedactUrl(url) + "': " + why +
+                               "; expected redis://[user:password@]host:port[/db]",
+                           "store");
+  };
+  constexpr std::string_view kScheme = "redis://";
+  if (!url.starts_with(kScheme)) return bad("not a redis:// url");
+  std::string_view rest = std::string_view(url).substr(kScheme.size());
+  if (rest.find_first_of("?#") != std::string_view::npos) {
+    return bad("query strings and fragments are not supported");
+  }
+  RedisOptions options;
+  const size_t slash = rest.find('/');
+  std::string_view authority = rest.substr(0, slash);
+  if (slash != std::string_view::npos) {
+    const std::string_view db = rest.substr(slash + 1);
+    int64_t n = 0;
+    if (!db.empty()) {
+      if (!ParseInt(db, n) || n < 0 || n > 1'000'000) {
+        return bad("database '" + std::string(db) + "' is not a number");
+      }
+      options.db = static_cast<int>(n);
+    }
+  }
+  const size_t at = authority.rfind('@');
+  if (at != std::string_view::npos) {
+    const std::string_view userinfo = authority.substr(0, at);
+    authority.remove_prefix(at + 1);
+    const size_t colon = userinfo.find(':');
+    const std::string_view user = colon == std::string_view::npos ? "" : userinfo.substr(0, colon);
+    const std::string_view password =
+        colon == std::string_view::npos ? userinfo : userinfo.substr(colon + 1);
+    if (!PercentDecode(user, options.user) || !PercentDecode(password, options.password)) {
+      return bad("bad percent-encoding in the credentials");
+    }
+  }
+  std::string_view port;
+  if (authority.starts_with('[')) {
+    const size_t close = authority.find(']');
+    if (close == std::string_view::npos) return bad("unclosed '[' in the host");
+    options.host = std::string(authority.substr(1, close - 1));
+    const std::string_view after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (!after.starts_with(':')) return bad("junk after the host");
+      port = after.substr(1);
+      if (port.empty()) return bad("empty port");
+    }
+  } else {
+    const size_t colon = authority.rfind(':');
+    options.host = std::string(authority.substr(0, colon));
+    if (colon != std::string_view::npos) {
+      port = authority.substr(colon + 1);
+      if (port.empty()) return bad("empty port");
+    }
+  }
+  if (options.host.empty()) return bad("no host");
+  if (options.host.find_first_of(":/@") != std::string::npos && !authority.starts_with('[')) {
+    return bad("bad host '" + options.host + "'");
+  }
+  if (!port.empty()) {
+    int64_t n = 0;
+    if (!ParseInt(port, n) || n < 1 || n > 65535) {
+      return bad("port '" + std::string(port) + "' is not in 1-65535");
+    }
+    options.port = static_cast<int>(n);
+  }
+  return options;
+}
+
+Result<TimePoint> RedisStore::ServerTime() {
+  ASSIGN_OR_RETURN(Reply r, backend_->Call({"TIME"}));
+  int64_t seconds = 0, micros = 0;
+  if (r.elements.size() != 2 || !ParseInt(r.elements[0].str, seconds) ||
+      !ParseInt(r.elements[1].str, micros)) {
+    return Unexpected("TIME");
+  }
+  return FromUnixMillis(seconds * 1000 + micros / 1000);
+}
+
+// ---- Jobs -----------------------------------------------------------------------------------
+
+namespace {
+
+// put_job's arguments for `job` (mode "create" or "put").
+std::vector<std::string> PutJobArgs(const JobRecord& job, const char* mode,
+                                    std::optional<int64_t> expected_version) {
+  const JobSpec& spec = job.spec;
+  std::string deps;
+  for (const std::string& d : spec.depends_on) {
+    if (!deps.empty()) deps += ' ';
+    deps += d;
+  }
+  std::vector<std::string> args = {mode,
+                                   expected_version ? std::to_string(*expected_version) : "",
+                                   spec.id,
+                                   JobSpecToJson(spec),
+                                   spec.queue,
+                                   spec.paused ? "1" : "0",
+                                   JobStateName(job.state),
+                                   OptMs(job.next_fire),
+                                   Ms(job.dependency_since),
+                                   Ms(job.created_at),
+                                   Ms(job.updated_at),
+                                   deps,
+                                   std::to_string(spec.labels.size())};
+  for (const auto& [k, v] : spec.labels) {
+    args.push_back(k);
+    args.push_back(v);
+  }
+  return args;
+}
+
+}  // namespace
+
+Result<JobRecord> RedisStore::CreateJob(const JobRecord& job) {
+  return WriteJob(job, std::nullopt, /*create=*/true);
+}
+
+Result<JobRecord> RedisStore::PutJob(const JobRecord& job,
+                                     std::optional<int64_t> expected_version) {
+  return WriteJob(job, expected_version, /*create=*/false);
+}
+
+Result<JobRecord> RedisStore::WriteJob(const JobRecord& job,
+                                       std::optional<int64_t> expected_version, bool create) {
+  RETURN_IF_ERROR(ValidateJobSpec(job.spec));
+  const std::string& tenant = job.spec.tenant;
+  const std::string& id = job.spec.id;
+  ASSIGN_OR_RETURN(
+      Reply r,
+      backend_->Call(backend_->Eval(Script::kPutJob, tenant,
+                                    PutJobArgs(job, create ? "create" : "put", expected_version)),
+                     &tenant));
+  const std::string& word = Word(r);
+  if (word == "ok" && r.elements.size() == 2) return JobFromHash(r.elements[1], tenant);
+  if (word == "exists") {
+    return AlreadyExists("job '" + id + "' already exists in tenant '" + tenant + "'");
+  }
+  if (word == "not_found") return NotFound("job '" + id + "' not found in tenant '" + tenant + "'");
+  if (word == "precondition" && r.elements.size() == 2) {
+    return FailedPrecondition("version mismatch: job '" + id + "' is at version " +
+                              r.elements[1].str + ", expected " +
+                              std::to_string(expected_version.value_or(0)));
+  }
+  if (word == "exhausted" && r.elements.size() == 2) {
+    return ResourceExhausted("tenant '" + tenant + "' has reached its quota of " +
+                             r.elements[1].str + " jobs");
+  }
+  return Unexpected("put_job");
+}
+
+Result<JobRecord> RedisStore::GetJob(const std::string& tenant, const std::string& id) {
+  ASSIGN_OR_RETURN(Reply r, backend_->Call({"HGETALL", backend_->TenantKey(tenant, "job:" + id)}));
+  if (r.elements.empty()) return NotFound("job '" + id + "' not found in tenant '" + tenant + "'");
+  return JobFromHash(r, tenant);
+}
+
+Result<Page<JobRecord>> RedisStore::ListJobs(const std::string& tenant, const JobFilter& filter) {
+  const int limit = Clamp(filter.limit, 1, kMaxPageSize);
+  ASSIGN_OR_RETURN(Reply r, backend_->Call(backend_->Eval(
+                                Script::kListJobs, tenant,
+                                {filter.cursor, std::to_string(limit), filter.queue,
+                                 filter.state ? JobStateName(*filter.state) : "", filter.label_key,
+                                 filter.label_value, std::to_string(kScanBudget)})));
+  if (!r.is_array() || r.elements.size() != 2) return Unexpected("list_jobs");
+  Page<JobRecord> page;
+  for (const Reply& h : r.elements[0].elements) {
+    ASSIGN_OR_RETURN(JobRecord job, JobFromHash(h, tenant));
+    page.items.push_back(std::move(job));
+  }
+  if (static_cast<int>(page.items.size()) > limit) {
+    page.items.resize(limit);
+    page.next_cursor = page.items.back().spec.id;
+  } else if (!r.elements[1].str.empty()) {
+    page.next_cursor = r.elements[1].str;
+  }
+  return page;
+}
+
+Status RedisStore::DeleteJob(const std::string& tenant, const std::string& id, TimePoint now,
+                             bool kill_running) {
+  ASSIGN_OR_RETURN(Reply r,
+                   backend_->Call(backend_->Eval(Script::kDeleteJob, tenant,
+                                                 {id, Ms(now), kill_running ? "1" : "0"})));
+  const std::string& word = Word(r);
+  if (word == "ok") return Status::Ok();
+  if (word == "not_found") return NotFound("job '" + id + "' not found in tenant '" + tenant + "'");
+  return Unexpected("delete_job");
+}
+
+Result<std::vector<JobRecord>> RedisStore::DueJobs(TimePoint now, int limit) {
+  const int n = Clamp(limit, 1, kMaxPageSize);
+  ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend_->Tenants(/*fresh=*/false));
+  std::vector<Command> commands;
+  for (const std::string& t : tenants) {
+    commands.push_back(backend_->Eval(
+        Script::kReadIndex, t, {"zrange", "due", "job:", "-inf", Ms(now), std::to_string(n)}));
+  }
+  ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(commands)));
+  std::vector<JobRecord> due;
+  for (size_t i = 0; i < replies.size(); ++i) {
+    for (const Reply& h : replies[i].elements) {
+      ASSIGN_OR_RETURN(JobRecord job, JobFromHash(h, tenants[i]));
+      due.push_back(std::move(job));
+    }
+  }
+  std::sort(due.begin(), due.end(), [](const JobRecord& a, const JobRecord& b) {
+    return std::tie(a.next_fire, a.spec.tenant, a.spec.id) <
+           std::tie(b.next_fire, b.spec.tenant, b.spec.id);
+  });
+  if (static_cast<int>(due.size()) > n) due.resize(n);
+  return due;
+}
+
+namespace {
+
+// The smallest score of each tenant's `index` (a sorted set), or none.
+Result<std::optional<TimePoint>> EarliestScore(RedisBackend& backend, std::string_view index) {
+  ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend.Tenants(/*fresh=*/false));
+  std::vector<Command> commands;
+  for (const std::string& t : tenants) {
+    commands.push_back({"ZRANGE", backend.TenantKey(t, index), "0", "0", "WITHSCORES"});
+  }
+  ASSIGN_OR_RETURN(std::vector<Reply> replies, backend.RunAll(std::move(commands)));
+  std::optional<TimePoint> earliest;
+  for (const Reply& r : replies) {
+    if (r.elements.size() != 2) continue;
+    int64_t score = 0;
+    if (!ParseScore(r.elements[1].str, score)) return Unexpected("ZRANGE");
+    if (!earliest || FromUnixMillis(score) < *earliest) earliest = FromUnixMillis(score);
+  }
+  return earliest;
+}
+
+}  // namespace
+
+Result<std::optional<TimePoint>> RedisStore::NextFireTime() {
+  return EarliestScore(*backend_, "due");
+}
+
+namespace {
+
+Result<Command> FireCommand(const RedisBackend& backend, const FireRequest& request) {
+  RETURN_IF_ERROR(CheckNewRuns(request.tenant, request.job_id, request.runs));
+  // As SqliteStore: cancellations and events are stamped with the request's `now`; requests
+  // built without one fall back to the newest run committed with them, else the expected fire.
+  TimePoint fire_time = request.expected_next_fire.value_or(TimePoint{});
+  if (request.now != TimePoint{}) {
+    fire_time = request.now;
+  } else if (!request.runs.empty()) {
+    fire_time = std::max_element(request.runs.begin(), request.runs.end(),
+                                 [](const RunRecord& a, const RunRecord& b) {
+                                   return a.created_at < b.created_at;
+                                 })
+                    ->created_at;
+  }
+  std::vector<std::string> args = {request.job_id,
+                                   std::to_string(request.expected_version),
+                                   OptMs(request.expected_next_fire),
+                                   OptMs(request.next_fire),
+                                   request.new_state ? JobStateName(*request.new_state) : "",
+                                   OptMs(request.dependency_since),
+                                   Ms(fire_time),
+                                   std::to_string(request.runs.size())};
+  for (const RunRecord& run : request.runs) AppendRunRecord(run, args);
+  args.push_back(std::to_string(request.cancel_run_ids.size()));
+  for (const std::string& id : request.cancel_run_ids) args.push_back(id);
+  return backend.Eval(Script::kFire, request.tenant, std::move(args));
+}
+
+Result<FireResult> FireOutcome(const RedisBackend& backend, const Reply& r,
+                               const FireRequest& request) {
+  if (r.is_error()) return backend.ErrorStatus(r);
+  const std::string& word = Word(r);
+  if (word == "ok" && r.elements.size() == 3) {
+    return FireResult{.created = static_cast<int>(r.elements[1].integer),
+                      .existed = static_cast<int>(r.elements[2].integer)};
+  }
+  if (word == "not_found") {
+    return NotFound("job '" + request.job_id + "' not found in tenant '" + request.tenant + "'");
+  }
+  if (word == "precondition" && r.elements.size() == 3) {
+    int64_t next = 0;
+    std::optional<TimePoint> next_fire;
+    if (ParseInt(r.elements[2].str, next)) next_fire = FromUnixMillis(next);
+    return FailedPrecondition("job '" + request.job_id + "' changed: version " + r.elements[1].str +
+                              ", next_fire " + TimeText(next_fire) + "; expected version " +
+                              std::to_string(request.expected_version) + ", next_fire " +
+                              TimeText(request.expected_next_fire));
+  }
+  return Unexpected("fire");
+}
+
+}  // namespace
+
+Result<FireResult> RedisStore::Fire(const FireRequest& request) {
+  ASSIGN_OR_RETURN(Command command, FireCommand(*backend_, request));
+  std::vector<Command> one;
+  one.push_back(std::move(command));
+  ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->Run(std::move(one)));
+  return FireOutcome(*backend_, replies.front(), request);
+}
+
+std::vector<Result<FireResult>> RedisStore::FireMany(std::span<const FireRequest> requests) {
+  std::vector<Result<FireResult>> out(requests.size(), Result<FireResult>(FireResult{}));
+  std::vector<Command> commands;
+  std::vector<size_t> sent;  // the request of each command
+  for (size_t i = 0; i < requests.size(); ++i) {
+    auto command = FireCommand(*backend_, requests[i]);
+    if (!command.ok()) {
+      out[i] = command.status();
+      continue;
+    }
+    commands.push_back(std::move(command).value());
+    sent.push_back(i);
+  }
+  auto replies = backend_->Run(std::move(commands));
+  for (size_t k = 0; k < sent.size(); ++k) {
+    out[sent[k]] = replies.ok() ? FireOutcome(*backend_, (*replies)[k], requests[sent[k]])
+                                : Result<FireResult>(replies.status());
+  }
+  return out;
+}
+
+// ---- Runs -----------------------------------------------------------------------------------
+
+Status RedisStore::EnqueueRuns(const std::string& tenant, const std::string& job_id,
+                               std::span<const RunRecord> runs) {
+  RETURN_IF_ERROR(CheckNewRuns(tenant, job_id, runs));
+  std::vector<std::string> args = {job_id, std::to_string(runs.size())};
+  for (const RunRecord& run : runs) AppendRunRecord(run, args);
+  ASSIGN_OR_RETURN(Reply r,
+                   backend_->Call(backend_->Eval(Script::kEnqueue, tenant, std::move(args))));
+  const std::string& word = Word(r);
+  if (word == "ok") return Status::Ok();
+  if (word == "not_found") {
+    return NotFound("job '" + job_id + "' not found in tenant '" + tenant + "'");
+  }
+  if (word == "exists" && r.elements.size() == 2) {
+    return AlreadyExists("run '" + r.elements[1].str + "' already exists");
+  }
+  return Unexpected("enqueue");
+}
+
+Result<RunRecord> RedisStore::GetRun(const std::string& tenant, const std::string& run_id) {
+  ASSIGN_OR_RETURN(Reply r,
+                   backend_->Call({"HGETALL", backend_->TenantKey(tenant, "run:" + run_id)}));
+  if (r.elements.empty()) {
+    return NotFound("run '" + run_id + "' not found in tenant '" + tenant + "'");
+  }
+  return RunFromHash(r, tenant);
+}
+
+Result<Page<RunRecord>> RedisStore::ListRuns(const std::string& tenant, const RunFilter& filter) {
+  const int limit = Clamp(filter.limit, 1, kMaxPageSize);
+  std::string cursor_member;
+  if (!filter.cursor.empty()) {
+    int64_t created_ms = 0;
+    std::string id;
+    RETURN_IF_ERROR(ParseRunCursor(filter.cursor, created_ms, id));
+    cursor_member = HistoryMember(created_ms, id);
+  }
+  ASSIGN_OR_RETURN(Reply r,
+                   backend_->Call(backend_->Eval(
+                       Script::kListRuns, tenant,
+                       {filter.job_id.empty() ? "runs" : "runs:" + filter.job_id, cursor_member,
+                        std::to_string(limit), filter.state ? RunStateName(*filter.state) : "",
+                        std::to_string(kScanBudget)})));
+  if (!r.is_array() || r.elements.size() != 2) return Unexpected("list_runs");
+  Page<RunRecord> page;
+  for (const Reply& h : r.elements[0].elements) {
+    ASSIGN_OR_RETURN(RunRecord run, RunFromHash(h, tenant));
+    page.items.push_back(std::move(run));
+  }
+  if (static_cast<int>(page.items.size()) > limit) {
+    page.items.resize(limit);
+    const RunRecord& last = page.items.back();
+    page.next_cursor = RunCursor(ToUnixMillis(last.created_at), last.id);
+  } else if (const std::string& resume = r.elements[1].str; !resume.empty()) {
+    int64_t created_ms = 0;
+    if (resume.size() < 18 || !ParseInt(std::string_view(resume).substr(0, 16), created_ms)) {
+      return Unexpected("list_runs");
+    }
+    page.next_cursor = RunCursor(created_ms, std::string_view(resume).substr(17));
+  }
+  return page;
+}
+
+namespace {
+
+// read_index over one tenant's index: the runs (or jobs) it names.
+Result<std::vector<RunRecord>> IndexedRuns(RedisBackend& backend, const std::string& tenant,
+                                           std::vector<std::string> args) {
+  ASSIGN_OR_RETURN(Reply r,
+                   backend.Call(backend.Eval(Script::kReadIndex, tenant, std::move(args))));
+  std::vector<RunRecord> runs;
+  for (const Reply& h : r.elements) {
+    ASSIGN_OR_RETURN(RunRecord run, RunFromHash(h, tenant));
+    runs.push_back(std::move(run));
+  }
+  return runs;
+}
+
+}  // namespace
+
+Result<std::vector<RunRecord>> RedisStore::ActiveRuns(const std::string& tenant,
+                                                      const std::string& job_id) {
+  ASSIGN_OR_RETURN(std::vector<RunRecord> runs,
+                   IndexedRuns(*backend_, tenant, {"set", "active:" + job_id, "run:"}));
+  std::sort(runs.begin(), runs.end(), [](const RunRecord& a, const RunRecord& b) {
+    return std::tie(a.created_at, a.id) < std::tie(b.created_at, b.id);
+  });
+  return runs;
+}
+
+Result<std::vector<RunRecord>> RedisStore::FinishedRunsSince(const std::string& tenant,
+                                                             const std::string& job_id,
+                                                             TimePoint since) {
+  // The index is ordered by (finished_at, id), as the contract asks.
+  return IndexedRuns(*backend_, tenant,
+                     {"zrange", "finished:" + job_id, "run:", "(" + Ms(since), "+inf", "-1"});
+}
+
+Result<std::vector<JobRecord>> RedisStore::Dependents(const std::string& tenant,
+                                                      const std::string& job_id) {
+  ASSIGN_OR_RETURN(Reply r, backend_->Call(backend_->Eval(Script::kReadIndex, tenant,
+                                                          {"set", "deps:" + job_id, "job:"})));
+  std::vector<JobRecord> jobs;
+  for (const Reply& h : r.elements) {
+    ASSIGN_OR_RETURN(JobRecord job, JobFromHash(h, tenant));
+    jobs.push_back(std::move(job));
+  }
+  std::sort(jobs.begin(), jobs.end(),
+            [](const JobRecord& a, const JobRecord& b) { return a.spec.id < b.spec.id; });
+  return jobs;
+}
+
+Result<std::vector<RunRecord>> RedisStore::ClaimRuns(const ClaimRequest& request) {
+  std::vector<RunRecord> claimed;
+  if (request.max_runs <= 0) return claimed;
+  const int max_runs = std::min(request.max_runs, kMaxPageSize);
+  ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend_->Tenants(/*fresh=*/false));
+  auto claim_args = [&](const char* mode, int n) {
+    std::vector<std::string> args = {mode,
+                                     request.node,
+                                     Ms(request.now),
+                                     Ms(request.now + request.lease),
+                                     std::to_string(n),
+                                     std::to_string(request.queues.size())};
+    args.insert(args.end(), request.queues.begin(), request.queues.end());
+    return args;
+  };
+  // Claims: one script per tenant with a share, in one pipeline. Returns how many were claimed.
+  // A tenant's refusal (e.g. out of memory) is the result only when nothing was claimed: runs
+  // claimed by the other scripts are running now and must reach the caller.
+  auto claim = [&](const std::vector<std::pair<size_t, int>>& shares) -> Result<int> {
+    std::vector<Command> commands;
+    for (const auto& [t, n] : shares) {
+      commands.push_back(backend_->Eval(Script::kClaim, tenants[t], claim_args("claim", n)));
+    }
+    ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->Run(std::move(commands)));
+    int got = 0;
+    Status refused;
+    for (size_t k = 0; k < replies.size(); ++k) {
+      if (replies[k].is_error()) {
+        refused = backend_->ErrorStatus(replies[k]);
+        continue;
+      }
+      for (const Reply& h : replies[k].elements) {
+        ASSIGN_OR_RETURN(RunRecord run, RunFromHash(h, tenants[shares[k].first]));
+        claimed.push_back(std::move(run));
+        ++got;
+      }
+    }
+    if (!refused.ok() && claimed.empty()) return refused;
+    return got;
+  };
+  if (tenants.empty()) return claimed;
+  if (tenants.size() == 1) {
+    RETURN_IF_ERROR(claim({{0, max_runs}}).status());
+    return claimed;
+  }
+  // Several tenants: read every tenant's best candidates, merge them in claim order, and let each
+  // tenant claim its share. Another node may win some of them meanwhile (the tenant then claims
+  // its next ones, or fewer): a few rounds fill the request.
+  for (int round = 0; round < 4; ++round) {
+    const int need = max_runs - static_cast<int>(claimed.size());
+    if (need <= 0) break;
+    std::vector<Command> peeks;
+    for (const std::string& t : tenants) {
+      peeks.push_back(backend_->Eval(Script::kClaim, t, claim_args("peek", need)));
+    }
+    ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(peeks)));
+    struct Candidate {
+      int64_t score;
+      std::string id;
+      size_t tenant;
+    };
+    std::vector<Candidate> candidates;
+    for (size_t t = 0; t < replies.size(); ++t) {
+      const std::vector<Reply>& flat = replies[t].elements;
+      for (size_t j = 0; j + 1 < flat.size(); j += 2) {
+        Candidate c{0, flat[j].str, t};
+        if (!ParseInt(flat[j + 1].str, c.score)) return Unexpected("claim (peek)");
+        candidates.push_back(std::move(c));
+      }
+    }
+    if (candidates.empty()) break;
+    std::sort(candidates.begin(), candidates.end(), [&](const Candidate& a, const Candidate& b) {
+      return std::tie(a.score, a.id, tenants[a.tenant]) <
+             std::tie(b.score, b.id, tenants[b.tenant]);
+    });
+    if (static_cast<int>(candidates.size()) > need) candidates.resize(need);
+    std::map<size_t, int> share;
+    for (const Candidate& c : candidates) ++share[c.tenant];
+    ASSIGN_OR_RETURN(int got, claim({share.begin(), share.end()}));
+    if (got == 0) break;
+  }
+  std::sort(claimed.begin(), claimed.end(), [](const RunRecord& a, const RunRecord& b) {
+    const int64_t sa = ReadyScore(a), sb = ReadyScore(b);
+    return std::tie(sa, a.id, a.tenant) < std::tie(sb, b.id, b.tenant);
+  });
+  return claimed;
+}
+
+Result<std::optional<TimePoint>> RedisStore::NextAvailableTime() {
+  return EarliestScore(*backend_, "pending");
+}
+
+Result<std::vector<LeaseStatus>> RedisStore::RenewLeases(std::span<const LeaseRef> leases,
+                                                         TimePoint now, Duration lease) {
+  std::vector<LeaseStatus> statuses(leases.size(), LeaseStatus::kStale);
+  if (leases.empty()) return statuses;
+  std::map<std::string, std::vector<size_t>> by_tenant;
+  for (size_t i = 0; i < leases.size(); ++i) by_tenant[leases[i].tenant].push_back(i);
+  std::vector<Command> commands;
+  for (const auto& [tenant, refs] : by_tenant) {
+    std::vector<std::string> args = {Ms(now + lease)};
+    for (size_t i : refs) {
+      args.push_back(leases[i].run_id);
+      args.push_back(std::to_string(leases[i].fence));
+    }
+    commands.push_back(backend_->Eval(Script::kRenew, tenant, std::move(args)));
+  }
+  ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(commands)));
+  size_t k = 0;
+  for (const auto& [tenant, refs] : by_tenant) {
+    const Reply& r = replies[k++];
+    if (r.elements.size() != refs.size()) return Unexpected("renew");
+    for (size_t j = 0; j < refs.size(); ++j) {
+      const long long v = r.elements[j].integer;
+      statuses[refs[j]] = v == 1   ? LeaseStatus::kRenewed
+                          : v == 2 ? LeaseStatus::kCancelRequested
+                                   : LeaseStatus::kStale;
+    }
+  }
+  return statuses;
+}
+
+namespace {
+
+Result<Command> CompleteCommand(const RedisBackend& backend, const Completion& c) {
+  switch (c.state) {
+    case RunState::kSucceeded:
+    case RunState::kFailed:
+    case RunState::kTimedOut:
+    case RunState::kCancelled:
+      break;
+    case RunState::kRetryWait:
+      if (!c.retry_at) return InvalidArgument("retry_wait needs retry_at", "retry_at");
+      break;
+    default:
+      return InvalidArgument(std::string("an attempt cannot end in state ") + RunStateName(c.state),
+                             "state");
+  }
+  std::string outcome = c.attempt_outcome;
+  if (outcome.empty()) {
+    outcome = c.state == RunState::kRetryWait ? "failed" : RunStateName(c.state);
+  }
+  return backend.Eval(Script::kComplete, c.tenant,
+                      {c.run_id, std::to_string(c.fence), Ms(c.now), RunStateName(c.state),
+                       c.state == RunState::kRetryWait ? Ms(*c.retry_at) : "", outcome,
+                       OptInt(c.exit_code), OptInt(c.http_status), c.output, c.error});
+}
+
+Status CompleteOutcome(const RedisBackend& backend, const Reply& r) {
+  if (r.is_error()) return backend.ErrorStatus(r);
+  const std::string& word = Word(r);
+  if (word == "ok") return Status::Ok();
+  if (word == "stale") return FailedPrecondition(kStaleToken);
+  return Unexpected("complete");
+}
+
+}  // namespace
+
+Status RedisStore::Complete(const Completion& completion) {
+  ASSIGN_OR_RETURN(Command command, CompleteCommand(*backend_, completion));
+  std::vector<Command> one;
+  one.push_back(std::move(command));
+  ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->Run(std::move(one)));
+  return CompleteOutcome(*backend_, replies.front());
+}
+
+std::vector<Status> RedisStore::CompleteMany(std::span<const Completion> completions) {
+  std::vector<Status> out(completions.size());
+  std::vector<Command> commands;
+  std::vector<size_t> sent;
+  for (size_t i = 0; i < completions.size(); ++i) {
+    auto command = CompleteCommand(*backend_, completions[i]);
+    if (!command.ok()) {
+      out[i] = command.status();
+      continue;
+    }
+    commands.push_back(std::move(command).value());
+    sent.push_back(i);
+  }
+  auto replies = backend_->Run(std::move(commands));
+  for (size_t k = 0; k < sent.size(); ++k) {
+    out[sent[k]] = replies.ok() ? CompleteOutcome(*backend_, (*replies)[k]) : replies.status();
+  }
+  return out;
+}
+
+Status RedisStore::CancelRun(const std::string& tenant, const std::string& run_id, TimePoint now) {
+  ASSIGN_OR_RETURN(Reply r,
+                   backend_->Call(backend_->Eval(Script::kCancelRun, tenant, {run_id, Ms(now)})));
+  const std::string& word = Word(r);
+  if (word == "ok") return Status::Ok();
+  if (word == "not_found") {
+    return NotFound("run '" + run_id + "' not found in tenant '" + tenant + "'");
+  }
+  if (word == "ended" && r.elements.size() == 2) {
+    return FailedPrecondition("run '" + run_id + "' already ended: " + r.elements[1].str);
+  }
+  return Unexpected("cancel_run");
+}
+
+Result<std::vector<RunRecord>> RedisStore::RecoverLostRuns(TimePoint now, const std::string& node,
+                                                           int max_leases_lost, int limit) {
+  int remaining = Clamp(limit, 1, kMaxPageSize);
+  std::vector<RunRecord> recovered;
+  ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend_->Tenants(/*fresh=*/false));
+  // How many candidates each tenant has, so that scripts run only where there is work.
+  std::vector<Command> counts;
+  for (const std::string& t : tenants) {
+    const std::string leases = backend_->TenantKey(t, "leases");
+    counts.push_back(node.empty() ? Command{"ZCOUNT", leases, "-inf", "(" + Ms(now)}
+                                  : Command{"ZCARD", leases});
+  }
+  ASSIGN_OR_RETURN(std::vector<Reply> found, backend_->RunAll(std::move(counts)));
+  auto recover = [&](size_t t, int n) -> Status {
+    ASSIGN_OR_RETURN(Reply r,
+                     backend_->Call(backend_->Eval(
+                         Script::kRecover, tenants[t],
+                         {Ms(now), node, std::to_string(max_leases_lost), std::to_string(n)})));
+    for (const Reply& h : r.elements) {
+      ASSIGN_OR_RETURN(RunRecord run, RunFromHash(h, tenants[t]));
+      recovered.push_back(std::move(run));
+    }
+    return Status::Ok();
+  };
+  for (size_t t = 0; t < tenants.size() && remaining > 0; ++t) {
+    if (found[t].integer <= 0) continue;
+    // By deadline the count is the tenant's share; by node it is an upper bound (runs of other
+    // nodes), so each tenant is asked for everything still allowed.
+    const int n = node.empty() ? static_cast<int>(std::min<long long>(found[t].integer, remaining))
+                               : remaining;
+    const size_t before = recovered.size();
+    if (Status s = recover(t, n); !s.ok()) {
+      // The runs recovered so far are queued again already: report them; the rest waits for
+      // the next pass.
+      if (recovered.empty()) return s;
+      break;
+    }
+    remaining -= static_cast<int>(recovered.size() - before);
+  }
+  return recovered;
+}
+
+Result<int64_t> RedisStore::PruneRuns(TimePoint older_than, int keep_per_job) {
+  ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend_->Tenants(/*fresh=*/true));
+  std::vector<Command> lists;
+  for (const std::string& t : tenants)
+    lists.push_back({"SMEMBERS", backend_->TenantKey(t, "runjobs")});
+  ASSIGN_OR_RETURN(std::vector<Reply> jobs, backend_->RunAll(std::move(lists)));
+  int64_t deleted = 0;
+  std::vector<Command> batch;
+  auto flush = [&]() -> Status {
+    if (batch.empty()) return Status::Ok();
+    ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(batch)));
+    batch.clear();
+    for (const Reply& r : replies) deleted += r.integer;
+    return Status::Ok();
+  };
+  for (size_t t = 0; t < tenants.size(); ++t) {
+    for (const Reply& job : jobs[t].elements) {
+      batch.push_back(
+          backend_->Eval(Script::kPruneJob, tenants[t],
+                         {job.str, Ms(older_than), std::to_string(std::max(keep_per_job, 0))}));
+      if (batch.size() >= kPruneBatch) RETURN_IF_ERROR(flush());
+    }
+  }
+  RETURN_IF_ERROR(flush());
+  return deleted;
+}
+
+Result<std::vector<RunCount>> RedisStore::CountRuns(const std::string& tenant,
+                                                    const std::string& job_id) {
+  std::vector<std::string> tenants = {tenant};
+  if (tenant.empty()) {
+    ASSIGN_OR_RETURN(tenants, backend_->Tenants(/*fresh=*/true));
+  }
+  const std::string key = job_id.empty() ? "counts" : "jcounts:" + job_id;
+  std::vector<Command> commands;
+  for (const std::string& t : tenants) commands.push_back({"HGETALL", backend_->TenantKey(t, key)});
+  ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(commands)));
+  // (tenant, queue, state name) -> count; fields "<queue>|<state>" and "<queue>|<state>|d".
+  std::map<std::tuple<std::string, std::string, std::string>, RunCount> groups;
+  for (size_t t = 0; t < tenants.size(); ++t) {
+    const std::vector<Reply>& flat = replies[t].elements;
+    for (size_t j = 0; j + 1 < flat.size(); j += 2) {
+      const std::string& field = flat[j].str;
+      const size_t bar = field.find('|');
+      if (bar == std::string::npos) return Unexpected("HGETALL counts");
+      const size_t bar2 = field.find('|', bar + 1);
+      const std::string queue = field.substr(0, bar);
+      const std::string state_name =
+          field.substr(bar + 1, bar2 == std::string::npos ? std::string::npos : bar2 - bar - 1);
+      ASSIGN_OR_RETURN(RunState state, ParseRunState(state_name));
+      int64_t v = 0;
+      if (!ParseInt(flat[j + 1].str, v)) return Unexpected("HGETALL counts");
+      RunCount& g = groups[{tenants[t], queue, state_name}];
+      g.tenant = tenants[t];
+      g.queue = queue;
+      g.state = state;
+      (bar2 == std::string::npos ? g.count : g.total_duration_ms) += v;
+    }
+  }
+  std::vector<RunCount> out;
+  for (auto& [key_, g] : groups) {
+    if (g.count > 0) out.push_back(std::move(g));
+  }
+  return out;
+}
+
+Result<std::vector<JobCount>> RedisStore::CountJobs() {
+  ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend_->Tenants(/*fresh=*/true));
+  std::vector<Command> commands;
+  for (const std::string& t : tenants) {
+    commands.push_back({"HGETALL", backend_->TenantKey(t, "job_counts")});
+  }
+  ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(commands)));
+  std::vector<JobCount> out;
+  for (size_t t = 0; t < tenants.size(); ++t) {  // tenants are sorted
+    std::map<std::string, int64_t> by_state;     // by name, as SqliteStore orders them
+    const std::vector<Reply>& flat = replies[t].elements;
+    for (size_t j = 0; j + 1 < flat.size(); j += 2) {
+      int64_t v = 0;
+      if (!ParseInt(flat[j + 1].str, v)) return Unexpected("HGETALL job_counts");
+      by_state[flat[j].str] += v;
+    }
+    for (const auto& [name, count] : by_state) {
+      if (count <= 0) continue;
+      ASSIGN_OR_RETURN(JobState state, ParseJobState(name));
+      out.push_back({.tenant = tenants[t], .state = state, .count = count});
+    }
+  }
+  return out;
+}
+
+// ---- Events ---------------------------------------------------------------------------------
+
+Status RedisStore::AppendEvent(const Event& event) {
+  return backend_
+      ->Call(backend_->Eval(Script::kAppendEvent, event.tenant,
+                            {Ms(event.time), event.type, event.job_id, event.run_id, event.data}),
+             &event.tenant)
+      .status();
+}
+
+Result<std::vector<Event>> RedisStore::ReadEvents(const std::string& tenant, int64_t after_seq,
+                                                  int limit) {
+  const int n = Clamp(limit, 1, kMaxPageSize);
+  std::vector<Event> events;
+  if (after_seq == std::numeric_limits<int64_t>::max()) return events;
+  const std::string start = std::to_string(std::max<int64_t>(after_seq, 0) + 1) + "-0";
+  if (!tenant.empty()) {
+    ASSIGN_OR_RETURN(Reply r, backend_->Call({"XRANGE", backend_->TenantKey(tenant, "events"),
+                                              start, "+", "COUNT", std::to_string(n)}));
+    RETURN_IF_ERROR(AppendEvents(r, tenant, events));
+    return events;
+  }
+  ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend_->Tenants(/*fresh=*/false));
+  if (tenants.empty()) return events;
+  // One MULTI: a consistent cut of every stream. Read one at a time, an event committed to a
+  // tenant already read could have a smaller seq than one read later, and be skipped forever.
+  std::vector<Command> commands = {{"MULTI"}};
+  for (const std::string& t : tenants) {
+    commands.push_back(
+        {"XRANGE", backend_->TenantKey(t, "events"), start, "+", "COUNT", std::to_string(n)});
+  }
+  commands.push_back({"EXEC"});
+  ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(commands)));
+  const Reply& results = replies.back();
+  if (results.elements.size() != tenants.size()) return Unexpected("EXEC");
+  for (size_t t = 0; t < tenants.size(); ++t) {
+    if (results.elements[t].is_error()) return backend_->ErrorStatus(results.elements[t]);
+    RETURN_IF_ERROR(AppendEvents(results.elements[t], tenants[t], events));
+  }
+  std::sort(events.begin(), events.end(),
+            [](const Event& a, const Event& b) { return a.seq < b.seq; });
+  if (static_cast<int>(events.size()) > n) events.resize(n);
+  return events;
+}
+
+Status RedisStore::PruneEvents(int64_t keep) {
+  ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend_->Tenants(/*fresh=*/true));
+  if (tenants.empty()) return Status::Ok();
+  std::vector<Command> commands;
+  if (keep <= 0) {
+    for (const std::string& t : tenants)
+      commands.push_back({"DEL", backend_->TenantKey(t, "events")});
+    return backend_->RunAll(std::move(commands)).status();
+  }
+  // The keep-th newest seq over every stream; then each stream drops what is older. Events
+  // appended meanwhile are newer: kept.
+  commands.push_back({"MULTI"});
+  for (const std::string& t : tenants) {
+    commands.push_back(
+        {"XREVRANGE", backend_->TenantKey(t, "events"), "+", "-", "COUNT", std::to_string(keep)});
+  }
+  commands.push_back({"EXEC"});
+  ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(commands)));
+  std::vector<int64_t> seqs;
+  for (const Reply& stream : replies.back().elements) {
+    for (const Reply& entry : stream.elements) {
+      int64_t seq = 0;
+      if (entry.elements.empty()) return Unexpected("XREVRANGE");
+      const std::string& id = entry.elements[0].str;
+      if (!ParseInt(std::string_view(id).substr(0, id.find('-')), seq)) {
+        return Unexpected("XREVRANGE");
+      }
+      seqs.push_back(seq);
+    }
+  }
+  // Fewer than `keep` events in all: nothing to prune. Else the keep-th newest overall is among
+  // the keep newest of its own stream, so it is in `seqs`.
+  if (static_cast<int64_t>(seqs.size()) < keep) return Status::Ok();
+  std::nth_element(seqs.begin(), seqs.begin() + (keep - 1), seqs.end(), std::greater<>());
+  const std::string min_id = std::to_string(seqs[keep - 1]) + "-0";
+  commands.clear();
+  for (const std::string& t : tenants) {
+    commands.push_back({"XTRIM", backend_->TenantKey(t, "events"), "MINID", min_id});
+  }
+  return backend_->RunAll(std::move(commands)).status();
+}
+
+Result<int64_t> RedisStore::LastEventSeq() {
+  ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend_->Tenants(/*fresh=*/false));
+  std::vector<Command> commands;
+  for (const std::string& t : tenants) {
+    commands.push_back({"XREVRANGE", backend_->TenantKey(t, "events"), "+", "-", "COUNT", "1"});
+  }
+  ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(commands)));
+  int64_t last = 0;
+  for (const Reply& r : replies) {
+    if (r.elements.empty() || r.elements[0].elements.empty()) continue;
+    const std::string& id = r.elements[0].elements[0].str;
+    int64_t seq = 0;
+    if (!ParseInt(std::string_view(id).substr(0, id.find('-')), seq)) {
+      return Unexpected("XREVRANGE");
+    }
+    last = std::max(last, seq);
+  }
+  return last;
+}
+
+// ---- Tenants --------------------------------------------------------------------------------
+
+namespace {
+
+Result<TenantRecord> TenantFromHash(const Reply& flat) {
+  Fields f(flat);
+  TenantRecord t{.id = f.Str("id"),
+                 .max_jobs = f.Int("max_jobs"),
+                 .max_concurrent_runs = f.Int("max_concurrent_runs"),
+                 .created_at = f.Time("created"),
+                 .updated_at = f.Time("updated")};
+  for (size_t j = 0; j + 1 < flat.elements.size(); j += 2) {
+    const std::string& field = flat.elements[j].str;
+    if (!field.starts_with("ql:")) continue;
+    int64_t limit = 0;
+    if (!ParseInt(flat.elements[j + 1].str, limit)) f.Fail(field, flat.elements[j + 1].str);
+    t.queue_limits[field.substr(3)] = limit;
+  }
+  if (!f.status().ok()) return Internal("tenant '" + t.id + "': " + f.status().message());
+  return t;
+}
+
+constexpr char kDefaultTenant[] = "default";
+
+}  // namespace
+
+Status RedisStore::PutTenant(const TenantRecord& tenant) {
+  RETURN_IF_ERROR(ValidateTenantId(tenant.id, "id"));
+  if (tenant.max_jobs < 0) return InvalidArgument("max_jobs: must not be negative", "max_jobs");
+  if (tenant.max_concurrent_runs < 0) {
+    return InvalidArgument("max_concurrent_runs: must not be negative", "max_concurrent_runs");
+  }
+  std::vector<std::string> args = {tenant.id, std::to_string(tenant.max_jobs),
+                                   std::to_string(tenant.max_concurrent_runs),
+                                   Ms(tenant.created_at), Ms(tenant.updated_at)};
+  for (const auto& [queue, limit] : tenant.queue_limits) {
+    RETURN_IF_ERROR(ValidateQueueName(queue, "queue_limits." + queue));
+    if (limit < 1) {
+      return InvalidArgument("queue_limits." + queue + ": must be at least 1",
+                             "queue_limits." + queue);
+    }
+    args.push_back(queue);
+    args.push_back(std::to_string(limit));
+  }
+  return backend_->Call(backend_->Eval(Script::kPutTenant, tenant.id, std::move(args)), &tenant.id)
+      .status();
+}
+
+Result<TenantRecord> RedisStore::GetTenant(const std::string& id) {
+  ASSIGN_OR_RETURN(Reply r, backend_->Call({"HGETALL", backend_->TenantKey(id, "tenant")}));
+  if (r.elements.empty()) {
+    if (id == kDefaultTenant) return TenantRecord{.id = kDefaultTenant};
+    return NotFound("tenant '" + id + "' not found");
+  }
+  return TenantFromHash(r);
+}
+
+Result<std::vector<TenantRecord>> RedisStore::ListTenants() {
+  ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend_->Tenants(/*fresh=*/true));
+  std::vector<Command> commands;
+  for (const std::string& t : tenants)
+    commands.push_back({"HGETALL", backend_->TenantKey(t, "tenant")});
+  ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(commands)));
+  std::vector<TenantRecord> out;
+  bool has_default = false;
+  for (const Reply& r : replies) {
+    if (r.elements.empty()) continue;
+    ASSIGN_OR_RETURN(TenantRecord t, TenantFromHash(r));
+    has_default = has_default || t.id == kDefaultTenant;
+    out.push_back(std::move(t));
+  }
+  if (!has_default) out.push_back(TenantRecord{.id = kDefaultTenant});
+  std::sort(out.begin(), out.end(),
+            [](const TenantRecord& a, const TenantRecord& b) { return a.id < b.id; });
+  return out;
+}
+
+// ---- Nodes and keys -------------------------------------------------------------------------
+
+Status RedisStore::Heartbeat(const NodeInfo& node) {
+  const std::string key = backend_->SysKey("node:" + node.id);
+  std::vector<Command> commands = {
+      {"MULTI"},
+      {"DEL", key},
+      {"HSET",        key,
+       "id",          node.id,
+       "host",        node.host,
+       "pid",         std::to_string(node.pid),
+       "version",     node.version,
+       "queues",      Json(node.queues).dump(-1, ' ', false, Json::error_handler_t::replace),
+       "concurrency", std::to_string(node.concurrency),
+       "cpu",         FormatDouble(node.cpu_seconds),
+       "rss",         std::to_string(node.rss_bytes),
+       "started",     Ms(node.started_at),
+       "heartbeat",   Ms(node.heartbeat_at)},
+      {"ZADD", backend_->SysKey("nodes"), Ms(node.heartbeat_at), node.id},
+      {"EXEC"}};
+  ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(commands)));
+  for (const Reply& r : replies.back().elements) {
+    if (r.is_error()) return backend_->ErrorStatus(r);
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<NodeInfo>> RedisStore::ListNodes() {
+  ASSIGN_OR_RETURN(Reply ids, backend_->Call({"ZRANGE", backend_->SysKey("nodes"), "0", "-1"}));
+  std::vector<Command> commands;
+  for (const Reply& id : ids.elements) {
+    commands.push_back({"HGETALL", backend_->SysKey("node:" + id.str)});
+  }
+  ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(commands)));
+  std::vector<NodeInfo> nodes;
+  for (const Reply& r : replies) {
+    if (r.elements.empty()) continue;
+    Fields f(r);
+    NodeInfo n;
+    n.id = f.Str("id");
+    n.host = f.Str("host");
+    n.pid = static_cast<int>(f.Int("pid"));
+    n.version = f.Str("version");
+    try {
+      n.queues = Json::parse(f.Str("queues")).get<std::vector<std::string>>();
+    } catch (const Json::exception& e) {
+      return Internal("node '" + n.id + "': corrupt queues: " + e.what());
+    }
+    n.concurrency = static_cast<int>(f.Int("concurrency"));
+    const std::string& cpu = f.Str("cpu");
+    if (auto [end, ec] = std::from_chars(cpu.data(), cpu.data() + cpu.size(), n.cpu_seconds);
+        ec != std::errc()) {
+      f.Fail("cpu", cpu);
+    }
+    n.rss_bytes = f.Int("rss");
+    n.started_at = f.Time("started");
+    n.heartbeat_at = f.Time("heartbeat");
+    if (!f.status().ok()) return Internal("node '" + n.id + "': " + f.status().message());
+    nodes.push_back(std::move(n));
+  }
+  std::sort(nodes.begin(), nodes.end(),
+            [](const NodeInfo& a, const NodeInfo& b) { return a.id < b.id; });
+  return nodes;
+}
+
+Status RedisStore::RemoveNode(const std::string& id) {
+  return backend_
+      ->RunAll({{"MULTI"},
+                {"DEL", backend_->SysKey("node:" + id)},
+                {"ZREM", backend_->SysKey("nodes"), id},
+                {"EXEC"}})
+      .status();
+}
+
+namespace {
+
+Result<ApiKeyRecord> ApiKeyFromHash(const Reply& flat, const std::string& secret_hash) {
+  Fields f(flat);
+  ApiKeyRecord key{.id = f.Str("id"),
+                   .secret_hash = secret_hash,
+                   .tenant = f.Str("tenant"),
+                   .role = f.Str("role"),
+                   .allow_shell = f.Str("shell") == "1",
+                   .name = f.Str("name"),
+                   .created_at = f.Time("created")};
+  if (!f.status().ok()) return Internal("api key '" + key.id + "': " + f.status().message());
+  return key;
+}
+
+}  // namespace
+
+Status RedisStore::PutApiKey(const ApiKeyRecord& key) {
+  ASSIGN_OR_RETURN(Reply r,
+                   backend_->Call(backend_->EvalSys(
+                       Script::kPutApiKey,
+                       {backend_->SysKey("keys"), backend_->SysKey("key:" + key.secret_hash)},
+                       {key.id, key.secret_hash, key.tenant, key.role, key.allow_shell ? "1" : "0",
+                        key.name, Ms(key.created_at)})));
+  if (r.integer == 0) return AlreadyExists("api key '" + key.id + "' already exists");
+  return Status::Ok();
+}
+
+Result<ApiKeyRecord> RedisStore::GetApiKeyByHash(const std::string& secret_hash) {
+  ASSIGN_OR_RETURN(Reply r, backend_->Call({"HGETALL", backend_->SysKey("key:" + secret_hash)}));
+  // The message does not echo the hash: it is a credential's fingerprint.
+  if (r.elements.empty()) return NotFound("no api key has that hash");
+  return ApiKeyFromHash(r, secret_hash);
+}
+
+Result<std::vector<ApiKeyRecord>> RedisStore::ListApiKeys() {
+  ASSIGN_OR_RETURN(Reply index, backend_->Call({"HGETALL", backend_->SysKey("keys")}));
+  std::vector<Command> commands;
+  std::vector<std::string> hashes;
+  for (size_t j = 0; j + 1 < index.elements.size(); j += 2) {
+    hashes.push_back(index.elements[j + 1].str);
+    commands.push_back({"HGETALL", backend_->SysKey("key:" + hashes.back())});
+  }
+  ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(commands)));
+  std::vector<ApiKeyRecord> keys;
+  for (size_t i = 0; i < replies.size(); ++i) {
+    if (replies[i].elements.empty()) continue;
+    ASSIGN_OR_RETURN(ApiKeyRecord key, ApiKeyFromHash(replies[i], hashes[i]));
+    keys.push_back(std::move(key));
+  }
+  std::sort(keys.begin(), keys.end(),
+            [](const ApiKeyRecord& a, const ApiKeyRecord& b) { return a.id < b.id; });
+  return keys;
+}
+
+Status RedisStore::DeleteApiKey(const std::string& id) {
+  ASSIGN_OR_RETURN(
+      Reply r, backend_->Call(backend_->EvalSys(Script::kDeleteApiKey, {backend_->SysKey("keys")},
+                                                {id, backend_->SysKey("key:")})));
+  if (r.integer == 0) return NotFound("api key '" + id + "' not found");
+  return Status::Ok();
+}
+
+}  // namespace jobsched

@@ -1,0 +1,365 @@
+// The Store contract suite on RedisStore, against a redis-server this test process starts
+// (tests/support/redis_server.h), plus what only Redis shows: URLs, an unreachable or
+// out-of-memory server, the key layout's hash tags, lost scripts, several stores on one server.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <jobsched/store.h>
+
+#include <atomic>
+#include <chrono>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "contract/store_contract_test.h"
+#include "store/redis_store.h"
+#include "support/redis_server.h"
+
+namespace jobsched::contract {
+namespace {
+
+using ::jobsched::testing::RedisServer;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+RedisServer* const kRedis = RedisServer::AddEnvironment();
+
+// A store on the test server; `flush`: on an empty database first.
+std::unique_ptr<RedisStore> MustOpen(bool flush = true, RedisOptions options = {}) {
+  if (!kRedis->ok()) {
+    ADD_FAILURE() << "no redis-server for the test: " << kRedis->error();
+    return nullptr;
+  }
+  if (flush && !kRedis->FlushAll()) return nullptr;
+  options.host = "127.0.0.1";
+  options.port = kRedis->port();
+  auto store = RedisStore::Open(options);
+  if (!store.ok()) {
+    ADD_FAILURE() << "RedisStore::Open(" << kRedis->address() << "): " << store.status().ToString();
+    return nullptr;
+  }
+  return std::move(store).value();
+}
+
+INSTANTIATE_TEST_SUITE_P(Redis, StoreContractTest, ::testing::Values(StoreFactory([] {
+                           return std::unique_ptr<Store>(MustOpen());
+                         })),
+                         [](const ::testing::TestParamInfo<StoreFactory>&) {
+                           return std::string("Server");
+                         });
+
+const TimePoint kT0 = FromUnixMillis(1'700'000'000'000);
+
+JobRecord Job(const std::string& tenant, const std::string& id) {
+  JobRecord job;
+  job.spec.id = id;
+  job.spec.tenant = tenant;
+  job.spec.handler.name = "noop";
+  job.next_fire = kT0;
+  job.created_at = kT0;
+  job.updated_at = kT0;
+  return job;
+}
+
+RunRecord NewRun(const std::string& tenant, const std::string& job_id, const std::string& id,
+                 int priority = 5) {
+  RunRecord run;
+  run.id = id;
+  run.job_id = job_id;
+  run.tenant = tenant;
+  run.priority = priority;
+  run.scheduled_at = run.available_at = run.created_at = kT0;
+  return run;
+}
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) out.push_back(line);
+  return out;
+}
+
+// ---- URLs and Open --------------------------------------------------------------------------
+
+TEST(RedisStoreUrl, ParsesEveryPart) {
+  auto plain = RedisStore::ParseUrl("redis://10.0.0.5:6380");
+  ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+  EXPECT_EQ(plain->host, "10.0.0.5");
+  EXPECT_EQ(plain->port, 6380);
+  EXPECT_EQ(plain->db, 0);
+  EXPECT_EQ(plain->user, "");
+  EXPECT_EQ(plain->password, "");
+
+  auto full = RedisStore::ParseUrl("redis://ops:s%40cret@cache.internal:7000/3");
+  ASSERT_TRUE(full.ok()) << full.status().ToString();
+  EXPECT_EQ(full->host, "cache.internal");
+  EXPECT_EQ(full->port, 7000);
+  EXPECT_EQ(full->db, 3);
+  EXPECT_EQ(full->user, "ops");
+  EXPECT_EQ(full->password, "s@cret");
+
+  auto password_only = RedisStore::ParseUrl("redis://:pw@h");
+  ASSERT_TRUE(password_only.ok());
+  EXPECT_EQ(password_only->user, "");
+  EXPECT_EQ(password_only->password, "pw");
+  EXPECT_EQ(password_only->port, 6379) << "the default port";
+
+  auto v6 = RedisStore::ParseUrl("redis://[::1]:6390/");
+  ASSERT_TRUE(v6.ok()) << v6.status().ToString();
+  EXPECT_EQ(v6->host, "::1");
+  EXPECT_EQ(v6->port, 6390);
+}
+
+TEST(RedisStoreUrl, MalformedUrlsAreInvalidArgumentsNamingTheUrl) {
+  for (const std::string url :
+       {"redis://", "redis://:6379", "redis://host:", "redis://host:0", "redis://host:70000",
+        "redis://host:port", "redis://host:6379/x", "redis://host:6379/-1", "redis://[::1:6379",
+        "redis://host:6379?db=1", "redis://u:%zz@host:6379"}) {
+    SCOPED_TRACE(url);
+    auto store = OpenStore(url);
+    ASSERT_FALSE(store.ok());
+    EXPECT_EQ(store.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_THAT(store.status().message(), HasSubstr("store url '"));
+    EXPECT_THAT(store.status().message(), HasSubstr("redis://[user:password@]host:port[/db]"));
+  }
+  // The url is named, its password is not.
+  auto bad = OpenStore("redis://admin:hunter2@host:notaport");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("'redis://admin:***@host:notaport'"));
+  EXPECT_THAT(bad.status().message(), ::testing::Not(HasSubstr("hunter2")));
+}
+
+TEST(RedisStoreOpen, UnreachableServerIsUnavailableNamingIt) {
+  const std::string address = "127.0.0.1:" + std::to_string(RedisServer::FreePort());
+  auto store = OpenStore("redis://" + address);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), StatusCode::kUnavailable);
+  EXPECT_THAT(store.status().message(), HasSubstr("redis " + address + " unreachable: "));
+}
+
+TEST(RedisStoreOpen, OpenStoreWithAUrlSelectsTheDatabase) {
+  ASSERT_TRUE(kRedis->ok()) << kRedis->error();
+  ASSERT_TRUE(kRedis->FlushAll());
+  auto store = OpenStore("redis://" + kRedis->address() + "/5");
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  ASSERT_TRUE((*store)->CreateJob(Job("default", "j")).ok());
+  EXPECT_EQ(kRedis->Command({"DBSIZE"}), "0") << "nothing in database 0";
+  EXPECT_EQ(kRedis->Commands({{"SELECT", "5"}, {"EXISTS", "js:{t:default}:job:j"}}), "1");
+}
+
+TEST(RedisStoreOpen, PasswordsAreSentAndCheckedAtOpen) {
+  ASSERT_TRUE(kRedis->ok()) << kRedis->error();
+  ASSERT_TRUE(kRedis->FlushAll());
+  ASSERT_EQ(kRedis->Command({"CONFIG", "SET", "requirepass", "s3cret"}), "OK");
+  auto without = OpenStore("redis://" + kRedis->address());
+  auto wrong = OpenStore("redis://default:nope@" + kRedis->address());
+  auto with = OpenStore("redis://:s3cret@" + kRedis->address());
+  Status created = with.ok() ? (*with)->CreateJob(Job("default", "j")).status() : with.status();
+  ASSERT_EQ(kRedis->Commands({{"AUTH", "s3cret"}, {"CONFIG", "SET", "requirepass", ""}}), "OK");
+
+  EXPECT_EQ(without.status().code(), StatusCode::kUnavailable);
+  EXPECT_THAT(without.status().message(), HasSubstr("NOAUTH"));
+  EXPECT_EQ(wrong.status().code(), StatusCode::kUnavailable);
+  EXPECT_THAT(wrong.status().message(), ::testing::Not(HasSubstr("nope")));
+  EXPECT_TRUE(created.ok()) << created.ToString();
+}
+
+// ---- Server behaviour -----------------------------------------------------------------------
+
+TEST(RedisStoreServer, ServerTimeIsTheServersClock) {
+  auto store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  auto t = store->ServerTime();
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  const auto skew = *t - std::chrono::time_point_cast<Duration>(std::chrono::system_clock::now());
+  EXPECT_LT(std::chrono::abs(skew), std::chrono::seconds(5)) << "same machine, same clock";
+}
+
+TEST(RedisStoreServer, OutOfMemoryIsUnavailableAndWritesNothing) {
+  auto store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateJob(Job("default", "before")).ok());
+  ASSERT_TRUE(
+      store->EnqueueRuns("default", "before", std::vector{NewRun("default", "before", "r")}).ok());
+  ASSERT_EQ(kRedis->Command({"CONFIG", "SET", "maxmemory", "1"}), "OK");
+  auto created = store->CreateJob(Job("default", "after"));
+  auto claimed = store->ClaimRuns({.node = "n", .now = kT0});
+  Status event = store->AppendEvent({.tenant = "default", .time = kT0, .type = "audit"});
+  ASSERT_EQ(kRedis->Command({"CONFIG", "SET", "maxmemory", "0"}), "OK");
+
+  ASSERT_FALSE(created.ok());
+  EXPECT_EQ(created.status().code(), StatusCode::kUnavailable);
+  EXPECT_THAT(created.status().message(), HasSubstr("OOM"));
+  EXPECT_EQ(claimed.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(event.code(), StatusCode::kUnavailable);
+  EXPECT_EQ(store->GetJob("default", "after").status().code(), StatusCode::kNotFound);
+  auto run = store->GetRun("default", "r");
+  ASSERT_TRUE(run.ok());
+  EXPECT_EQ(run->state, RunState::kQueued) << "a refused claim claims nothing";
+  auto claimed_now = store->ClaimRuns({.node = "n", .now = kT0});
+  ASSERT_TRUE(claimed_now.ok());
+  EXPECT_EQ(claimed_now->size(), 1u);
+  EXPECT_EQ((*claimed_now)[0].attempt, 1);
+}
+
+TEST(RedisStoreServer, LostScriptsAreLoadedAgain) {
+  auto store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  ASSERT_EQ(kRedis->Command({"SCRIPT", "FLUSH"}), "OK");  // as after a restart or a failover
+  auto created = store->CreateJob(Job("default", "j"));
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  ASSERT_EQ(kRedis->Command({"SCRIPT", "FLUSH"}), "OK");
+  std::vector<FireRequest> fires = {{.tenant = "default",
+                                     .job_id = "j",
+                                     .expected_version = 1,
+                                     .expected_next_fire = kT0,
+                                     .next_fire = kT0 + Duration(60000),
+                                     .runs = {NewRun("default", "j", "j@1")}}};
+  auto results = store->FireMany(fires);
+  ASSERT_TRUE(results[0].ok()) << results[0].status().ToString();
+  EXPECT_EQ(results[0]->created, 1);
+}
+
+TEST(RedisStoreServer, EveryKeyCarriesATenantOrSystemHashTag) {
+  auto store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  for (const char* tenant : {"default", "team-a"}) {
+    JobRecord job = Job(tenant, "j");
+    job.spec.labels = {{"k", "v"}};
+    ASSERT_TRUE(store->CreateJob(job).ok());
+    ASSERT_TRUE(store
+                    ->EnqueueRuns(tenant, "j",
+                                  std::vector{NewRun(tenant, "j", "r1"), NewRun(tenant, "j", "r2")})
+                    .ok());
+  }
+  std::vector<RunRecord> claimed =
+      store->ClaimRuns({.node = "n", .now = kT0, .max_runs = 3}).value();
+  ASSERT_EQ(claimed.size(), 3u);
+  ASSERT_TRUE(store
+                  ->Complete({.tenant = claimed[0].tenant,
+                              .run_id = claimed[0].id,
+                              .fence = claimed[0].fence,
+                              .now = kT0})
+                  .ok());
+  ASSERT_TRUE(store->Heartbeat({.id = "n", .heartbeat_at = kT0}).ok());
+  ASSERT_TRUE(store->PutApiKey({.id = "k", .secret_hash = "abc", .role = "admin"}).ok());
+  ASSERT_TRUE(store->PutTenant({.id = "team-a", .max_jobs = 5}).ok());
+
+  std::vector<std::string> keys = Lines(kRedis->Command({"KEYS", "*"}));
+  ASSERT_GT(keys.size(), 20u);
+  for (const std::string& key : keys) {
+    const bool tenant = key.starts_with("js:{t:default}:") || key.starts_with("js:{t:team-a}:");
+    const bool sys = key.starts_with("js:{sys}:");
+    EXPECT_TRUE(tenant || sys) << key;
+  }
+}
+
+TEST(RedisStoreServer, KeyPrefixesSeparateStoresOnOneServer) {
+  auto a = MustOpen(true, {.key_prefix = "blue"});
+  auto b = MustOpen(false, {.key_prefix = "green"});
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  ASSERT_TRUE(a->CreateJob(Job("default", "j")).ok());
+  EXPECT_EQ(b->GetJob("default", "j").status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(b->CreateJob(Job("default", "j")).ok());
+  for (const std::string& key : Lines(kRedis->Command({"KEYS", "*"}))) {
+    EXPECT_TRUE(key.starts_with("blue:") || key.starts_with("green:")) << key;
+  }
+}
+
+// ---- Several stores (as several nodes) ------------------------------------------------------
+
+TEST(RedisStoreNodes, TwoStoresClaimEachRunOnceAcrossTenants) {
+  auto a = MustOpen();
+  auto b = MustOpen(/*flush=*/false, {.pool_size = 2, .tenant_list_ttl = Duration(0)});
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  constexpr int kPerTenant = 150;
+  for (const char* tenant : {"t1", "t2", "t3"}) {
+    ASSERT_TRUE(a->CreateJob(Job(tenant, "bulk")).ok());
+    std::vector<RunRecord> runs;
+    for (int i = 0; i < kPerTenant; ++i) {
+      runs.push_back(NewRun(tenant, "bulk", "bulk@" + std::to_string(i), i % 10));
+    }
+    ASSERT_TRUE(a->EnqueueRuns(tenant, "bulk", runs).ok());
+  }
+  std::vector<std::string> claimed[4];
+  std::atomic<int> errors{0};
+  auto worker = [&](Store* store, int index) {
+    for (;;) {
+      auto got = store->ClaimRuns(
+          {.node = "n" + std::to_string(index), .now = kT0, .max_runs = 1 + index});
+      if (!got.ok()) {
+        ADD_FAILURE() << got.status().ToString();
+        errors.fetch_add(1);
+        return;
+      }
+      if (got->empty()) return;
+      for (const RunRecord& r : *got) claimed[index].push_back(r.tenant + "/" + r.id);
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) threads.emplace_back(worker, i % 2 == 0 ? a.get() : b.get(), i);
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  std::set<std::string> all;
+  size_t total = 0;
+  for (const auto& list : claimed) {
+    total += list.size();
+    all.insert(list.begin(), list.end());
+  }
+  EXPECT_EQ(total, 3u * kPerTenant);
+  EXPECT_EQ(all.size(), 3u * kPerTenant);
+}
+
+TEST(RedisStoreNodes, ClaimsAcrossTenantsFollowPriorityThenTime) {
+  auto store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  for (const char* tenant : {"a", "b", "c"}) ASSERT_TRUE(store->CreateJob(Job(tenant, "j")).ok());
+  auto run = [](const char* tenant, const char* id, int priority, int64_t at_s) {
+    RunRecord r = NewRun(tenant, "j", id, priority);
+    r.available_at = r.created_at = kT0 + std::chrono::seconds(at_s);
+    return r;
+  };
+  ASSERT_TRUE(
+      store->EnqueueRuns("a", "j", std::vector{run("a", "a-low", 1, 1), run("a", "a-mid", 5, 5)})
+          .ok());
+  ASSERT_TRUE(
+      store->EnqueueRuns("b", "j", std::vector{run("b", "b-high", 9, 9), run("b", "b-mid", 5, 2)})
+          .ok());
+  ASSERT_TRUE(store->EnqueueRuns("c", "j", std::vector{run("c", "c-mid", 5, 3)}).ok());
+  auto first = store->ClaimRuns({.node = "n", .now = kT0 + Duration(60000), .max_runs = 3});
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  std::vector<std::string> ids;
+  for (const RunRecord& r : *first) ids.push_back(r.id);
+  EXPECT_THAT(ids, ElementsAre("b-high", "b-mid", "c-mid"));
+  auto rest = store->ClaimRuns({.node = "n", .now = kT0 + Duration(60000), .max_runs = 3});
+  ASSERT_TRUE(rest.ok());
+  ids.clear();
+  for (const RunRecord& r : *rest) ids.push_back(r.id);
+  EXPECT_THAT(ids, ElementsAre("a-mid", "a-low"));
+}
+
+TEST(RedisStoreNodes, ATenantCreatedElsewhereIsSeenAfterTheTenantListTtl) {
+  auto a = MustOpen(true, {.tenant_list_ttl = Duration(200)});
+  auto b = MustOpen(false);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  ASSERT_TRUE(a->NextFireTime().ok());  // a caches the (empty) tenant set
+  ASSERT_TRUE(b->CreateJob(Job("fresh", "j")).ok());
+  std::optional<TimePoint> next;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!next && std::chrono::steady_clock::now() < deadline) {
+    auto got = a->NextFireTime();
+    ASSERT_TRUE(got.ok());
+    next = *got;
+    if (!next) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(next, kT0);
+}
+
+}  // namespace
+}  // namespace jobsched::contract
