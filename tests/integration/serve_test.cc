@@ -189,6 +189,28 @@ TEST_F(ServeProcessTest, JsonLogsCarryRunTransitionsAsFields) {
   EXPECT_TRUE(found);
 }
 
+TEST_F(ServeProcessTest, ServesHttpsWithTheGivenCertificate) {
+  const std::string cert = (dir_ / "cert.pem").string();
+  const std::string key = (dir_ / "key.pem").string();
+  const std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 -addext "
+                          "subjectAltName=IP:127.0.0.1 -keyout " + key + " -out " + cert + " 2>/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << "openssl could not make a test certificate";
+  Start({"--listen", "127.0.0.1:0", "--data-dir", (dir_ / "data").string(), "--tls-cert", cert, "--tls-key", key});
+  const int port = WaitForPort();
+  ASSERT_GT(port, 0);
+  EXPECT_THAT(Log(), HasSubstr("listening on https://"));
+  httplib::SSLClient tls("127.0.0.1", port);
+  tls.set_ca_cert_path(cert.c_str());
+  tls.enable_server_certificate_verification(true);
+  auto health = tls.Get("/healthz");
+  ASSERT_TRUE(health) << "TLS request failed: " << httplib::to_string(health.error());
+  EXPECT_EQ(health->status, 200);
+  // Plain HTTP on the TLS port gets no HTTP answer.
+  httplib::Client plain("127.0.0.1", port);
+  auto refused = plain.Get("/healthz");
+  EXPECT_FALSE(refused && refused->status == 200);
+}
+
 TEST_F(ServeProcessTest, NonLoopbackListenWithoutTlsIsRefused) {
   Start({"--listen", "0.0.0.0:0", "--data-dir", (dir_ / "data").string()});
   EXPECT_EQ(WaitExit(), 2);
