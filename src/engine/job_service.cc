@@ -118,13 +118,15 @@ Result<JobRecord> JobService::Put(JobSpec spec, std::optional<int64_t> if_match,
   return Unavailable("job '" + spec.id + "' keeps changing; try again");
 }
 
-Result<bool> JobService::Pause(const std::string& tenant, const std::string& id) {
+Result<bool> JobService::SetPaused(const std::string& tenant, const std::string& id, bool paused) {
+  const JobState from = paused ? JobState::kActive : JobState::kPaused;
   for (int round = 0; round < 10; ++round) {
     ASSIGN_OR_RETURN(JobRecord job, store_.GetJob(tenant, id));
-    if (job.state != JobState::kActive) return false;
+    if (job.state != from) return false;
     const int64_t version = job.version;
-    job.state = JobState::kPaused;
-    job.spec.paused = true;
+    // next_fire stays where it was: occurrences missed while paused follow the misfire policy.
+    job.state = paused ? JobState::kPaused : JobState::kActive;
+    job.spec.paused = paused;
     job.updated_at = clock_.Now();
     auto stored = store_.PutJob(job, version);
     if (!stored.ok() && stored.status().code() == StatusCode::kFailedPrecondition) continue;
@@ -135,22 +137,10 @@ Result<bool> JobService::Pause(const std::string& tenant, const std::string& id)
   return Unavailable("job '" + id + "' keeps changing; try again");
 }
 
+Result<bool> JobService::Pause(const std::string& tenant, const std::string& id) { return SetPaused(tenant, id, true); }
+
 Result<bool> JobService::Resume(const std::string& tenant, const std::string& id) {
-  for (int round = 0; round < 10; ++round) {
-    ASSIGN_OR_RETURN(JobRecord job, store_.GetJob(tenant, id));
-    if (job.state != JobState::kPaused) return false;
-    const int64_t version = job.version;
-    // next_fire stays where it was: occurrences missed while paused follow the misfire policy.
-    job.state = JobState::kActive;
-    job.spec.paused = false;
-    job.updated_at = clock_.Now();
-    auto stored = store_.PutJob(job, version);
-    if (!stored.ok() && stored.status().code() == StatusCode::kFailedPrecondition) continue;
-    if (!stored.ok()) return stored.status();
-    Changed(*stored);
-    return true;
-  }
-  return Unavailable("job '" + id + "' keeps changing; try again");
+  return SetPaused(tenant, id, false);
 }
 
 Status JobService::Delete(const std::string& tenant, const std::string& id, bool kill_running) {

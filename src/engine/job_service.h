@@ -42,6 +42,8 @@ class JobService {
   // kInvalidArgument when spec.depends_on closes a cycle through existing jobs.
   Status CheckCycles(const JobSpec& spec);
   void Changed(const JobRecord& job);
+  // Pause (true) or resume (false), with a CAS retry; whether the state changed.
+  Result<bool> SetPaused(const std::string& tenant, const std::string& id, bool paused);
 
   Store& store_;
   const Clock& clock_;
