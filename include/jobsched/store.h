@@ -339,7 +339,8 @@ class Store {
 };
 
 // Opens the store named by a URL: "sqlite:PATH" (a file, created with its directory),
-// "sqlite::memory:", later "redis://...". kInvalidArgument for an unknown scheme.
+// "sqlite::memory:", "redis://[user:pass@]host:port[/db]". kInvalidArgument for an unknown scheme
+// or a malformed URL; kUnavailable when the store cannot be reached.
 Result<std::unique_ptr<Store>> OpenStore(const std::string& url);
 
 }  // namespace jobsched

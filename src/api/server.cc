@@ -510,7 +510,8 @@ Result<Reply> ApiServer::Impl::MetricsText(Call& call) {
   MetricHeader(out, "jobsched_nodes_alive", "gauge", "Nodes with a heartbeat in the last 10 s.");
   out += fmt::format("jobsched_nodes_alive {}\n", alive);
   MetricHeader(out, "jobsched_is_leader", "gauge", "1 if this node is the leader (the only node of an embedded store).");
-  out += "jobsched_is_leader 1\n";
+  out += node_.options().store_url.starts_with("redis://") && !node_.options().store ? "jobsched_is_leader 0\n"
+                                                                                      : "jobsched_is_leader 1\n";
   metrics_.Render(out, only);
   MetricHeader(out, "process_cpu_seconds_total", "counter", "CPU time used by this process.");
   out += fmt::format("process_cpu_seconds_total {}\n", ProcessCpuSeconds());
@@ -828,11 +829,20 @@ Result<Reply> ApiServer::Impl::Cluster(Call&) {
   const TimePoint now = node_.clock().Now();
   for (const NodeInfo& n : nodes) items.push_back(NodeJson(n, now));
   // An embedded store has one node process at a time: it is the leader and fires every tenant.
-  return Reply{.body = {{"store", "sqlite"},
-                        {"leader", node_.options().node_id},
-                        {"epoch", 0},
+  // On Redis there is no leader election yet: every node fires every tenant (each occurrence
+  // is still committed once, by compare-and-set).
+  if (!node_.options().store_url.starts_with("redis://") || node_.options().store) {
+    return Reply{.body = {{"store", "sqlite"},
+                          {"leader", node_.options().node_id},
+                          {"epoch", 0},
+                          {"nodes", items},
+                          {"assignment", {{"*", node_.options().node_id}}}}};
+  }
+  return Reply{.body = {{"store", "redis"},
+                        {"leader", nullptr},
+                        {"epoch", nullptr},
                         {"nodes", items},
-                        {"assignment", {{"*", node_.options().node_id}}}}};
+                        {"assignment", {{"*", "every live node"}}}}};
 }
 
 Result<Reply> ApiServer::Impl::CreateKey(Call& call) {

@@ -377,7 +377,7 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                           "--queues",        "--log-format", "--log-level", "--tls-cert",       "--tls-key",
                           "--insecure-listen", "--lease-ms", "--renew-ms",  "--reaper-ms",      "--shutdown-grace-ms",
                           "--keep-runs-per-job", "--keep-runs-days", "--sample-job"};
-  const char* kHelp[] = {"Store URL: sqlite:PATH, sqlite::memory: (default sqlite:<data-dir>/jobsched.db)",
+  const char* kHelp[] = {"Store URL: sqlite:PATH, sqlite::memory:, redis://[user:pass@]host:port[/db] (default sqlite:<data-dir>/jobsched.db)",
                          "HOST:PORT to serve the API on (default 127.0.0.1:8080)",
                          "Directory for admin.key and the default database (default ./data)",
                          "Node id, unique among live nodes (default: host name)",

@@ -423,11 +423,16 @@ inline constexpr char kClaim[] = R"lua(
 -- ready score.
 local peek = ARGV[1] == 'peek'
 local node, now, deadline, max = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-local queues = {}
+-- The asked-for queues (or every queue) that have claimable runs at all: the walk below costs
+-- one range read per priority and queue.
+local queues, asked = {}, {}
 if tonumber(ARGV[6]) == 0 then
-  queues = redis.call('SMEMBERS', P .. 'queues')
+  asked = redis.call('SMEMBERS', P .. 'queues')
 else
-  for i = 1, tonumber(ARGV[6]) do queues[i] = ARGV[6 + i] end
+  for i = 1, tonumber(ARGV[6]) do asked[i] = ARGV[6 + i] end
+end
+for _, name in ipairs(asked) do
+  if redis.call('ZCARD', P .. 'ready:' .. name) > 0 then queues[#queues + 1] = name end
 end
 local slots = max
 local quota = tonumber(redis.call('HGET', P .. 'tenant', 'max_concurrent_runs') or '0') or 0

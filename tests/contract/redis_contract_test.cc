@@ -270,6 +270,40 @@ TEST(RedisStoreServer, KeyPrefixesSeparateStoresOnOneServer) {
   }
 }
 
+TEST(RedisStoreServer, SelectiveListsPageThroughLongHistories) {
+  // A page examines at most 10000 runs: past that it ends short, with a cursor to go on from.
+  auto store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateJob(Job("default", "j")).ok());
+  std::vector<RunRecord> runs;
+  for (int i = 0; i < 12000; ++i) {
+    RunRecord r = NewRun("default", "j", "j@" + std::to_string(i));
+    r.created_at = r.available_at = kT0 + Duration(i);
+    runs.push_back(std::move(r));
+  }
+  ASSERT_TRUE(store->EnqueueRuns("default", "j", runs).ok());
+  // The oldest run runs; 11999 newer ones are queued.
+  auto claimed = store->ClaimRuns({.node = "n", .now = kT0 + Duration(100000)});
+  ASSERT_TRUE(claimed.ok());
+  ASSERT_EQ(claimed->size(), 1u);
+  ASSERT_EQ((*claimed)[0].id, "j@0");
+  for (const std::string job_id : {"j", ""}) {
+    SCOPED_TRACE(job_id);
+    RunFilter filter{.job_id = job_id, .state = RunState::kRunning, .limit = 10};
+    std::vector<std::string> found;
+    int pages = 0;
+    for (; pages < 5; ++pages) {
+      auto page = store->ListRuns("default", filter);
+      ASSERT_TRUE(page.ok()) << page.status().ToString();
+      for (const RunRecord& r : page->items) found.push_back(r.id);
+      if (!page->next_cursor) break;
+      filter.cursor = *page->next_cursor;
+    }
+    EXPECT_THAT(found, ElementsAre("j@0"));
+    EXPECT_EQ(pages, 1) << "a short first page, then the page with the match";
+  }
+}
+
 // ---- Several stores (as several nodes) ------------------------------------------------------
 
 TEST(RedisStoreNodes, TwoStoresClaimEachRunOnceAcrossTenants) {

@@ -48,7 +48,7 @@ namespace {
 
 std::string FindBinary() {
   if (const char* env = std::getenv("JOBSCHED_REDIS_SERVER"); env != nullptr && *env != '\0') {
-    return env;
+    return access(env, X_OK) == 0 ? env : "";
   }
   if (const char* path = std::getenv("PATH"); path != nullptr) {
     std::stringstream dirs(path);
@@ -198,9 +198,11 @@ std::string RedisServer::address() const { return "127.0.0.1:" + std::to_string(
 void RedisServer::SetUp() {
   const std::string binary = FindBinary();
   if (binary.empty()) {
-    error_ =
-        "redis-server is not installed (not on PATH, not /usr/bin/redis-server, "
-        "JOBSCHED_REDIS_SERVER unset): run scripts/setup, or apt-get install redis-server";
+    const char* env = std::getenv("JOBSCHED_REDIS_SERVER");
+    error_ = env != nullptr && *env != '\0'
+                 ? std::string("JOBSCHED_REDIS_SERVER=") + env + " is not an executable"
+                 : "redis-server is not installed (not on PATH, not /usr/bin/redis-server): run "
+                   "scripts/setup, or apt-get install redis-server";
     ADD_FAILURE() << error_;
     return;
   }
