@@ -3,6 +3,10 @@
 //
 //   jobsched-bench throughput --store sqlite:/tmp/b.db --n 20000 --concurrency 10
 //   jobsched-bench latency --store sqlite:/tmp/b.db --m 1000 --spread-ms 5000 --lead-ms 2000
+#include <jobsched/scheduler.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -15,11 +19,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <spdlog/spdlog.h>
-
-#include <jobsched/scheduler.h>
 
 namespace {
 
@@ -42,7 +41,8 @@ struct Options {
 // A store URL for this run: the one given, or a fresh SQLite file in a temp directory.
 std::string StoreUrl(const Options& o, std::filesystem::path* scratch) {
   if (!o.store.empty()) return o.store;
-  *scratch = std::filesystem::temp_directory_path() / ("jobsched-bench-" + std::to_string(::getpid()));
+  *scratch =
+      std::filesystem::temp_directory_path() / ("jobsched-bench-" + std::to_string(::getpid()));
   std::filesystem::create_directories(*scratch);
   return "sqlite:" + (*scratch / "bench.db").string();
 }
@@ -51,7 +51,8 @@ double Seconds(SteadyClock::duration d) { return std::chrono::duration<double>(d
 
 int Throughput(const Options& o) {
   std::filesystem::path scratch;
-  JobScheduler scheduler({.store_url = StoreUrl(o, &scratch), .node_id = "bench", .concurrency = o.concurrency});
+  JobScheduler scheduler(
+      {.store_url = StoreUrl(o, &scratch), .node_id = "bench", .concurrency = o.concurrency});
   std::atomic<int> done{0};
   std::mutex mu;
   std::condition_variable cv;
@@ -67,7 +68,8 @@ int Throughput(const Options& o) {
   const auto e0 = SteadyClock::now();
   for (int i = 0; i < o.n; i += o.batch) {
     std::vector<std::string> payloads;
-    for (int k = i; k < std::min(o.n, i + o.batch); ++k) payloads.push_back("{\"i\":" + std::to_string(k) + "}");
+    for (int k = i; k < std::min(o.n, i + o.batch); ++k)
+      payloads.push_back("{\"i\":" + std::to_string(k) + "}");
     scheduler.trigger("bench-noop", payloads);
   }
   const auto e1 = SteadyClock::now();
@@ -96,20 +98,23 @@ int Throughput(const Options& o) {
 
 int Latency(const Options& o) {
   std::filesystem::path scratch;
-  JobScheduler scheduler({.store_url = StoreUrl(o, &scratch), .node_id = "bench", .concurrency = o.concurrency});
+  JobScheduler scheduler(
+      {.store_url = StoreUrl(o, &scratch), .node_id = "bench", .concurrency = o.concurrency});
   std::mutex mu;
   std::condition_variable cv;
   std::vector<double> lateness;
   scheduler.registerHandler("record", [&](jobsched::RunContext& ctx) {
     const auto now = std::chrono::system_clock::now();
-    const double late_ms = std::chrono::duration<double, std::milli>(now - ctx.scheduled_at()).count();
+    const double late_ms =
+        std::chrono::duration<double, std::milli>(now - ctx.scheduled_at()).count();
     std::lock_guard lock(mu);
     lateness.push_back(late_ms);
     if (static_cast<int>(lateness.size()) >= o.m) cv.notify_all();
     return jobsched::Status::Ok();
   });
   scheduler.start();
-  const TimePoint t0 = std::chrono::floor<Duration>(std::chrono::system_clock::now()) + Duration(o.lead_ms);
+  const TimePoint t0 =
+      std::chrono::floor<Duration>(std::chrono::system_clock::now()) + Duration(o.lead_ms);
   for (int i = 0; i < o.m; ++i) {
     jobsched::JobSpec spec{.id = "late-" + std::to_string(i)};
     spec.schedule = {.kind = jobsched::Schedule::Kind::kAt,
@@ -129,7 +134,10 @@ int Latency(const Options& o) {
     l = lateness;
   }
   std::sort(l.begin(), l.end());
-  auto pct = [&](double p) { return l.empty() ? 0.0 : l[std::min(l.size() - 1, static_cast<size_t>(p * (l.size() - 1) + 0.5))]; };
+  auto pct = [&](double p) {
+    return l.empty() ? 0.0
+                     : l[std::min(l.size() - 1, static_cast<size_t>(p * (l.size() - 1) + 0.5))];
+  };
   Json out{{"bench", "latency"},
            {"store", o.store.empty() ? "sqlite:(temp file)" : o.store},
            {"m", o.m},
@@ -138,7 +146,10 @@ int Latency(const Options& o) {
            {"concurrency", o.concurrency},
            {"completed", l.size()},
            {"lateness_ms",
-            {{"p50", pct(0.5)}, {"p95", pct(0.95)}, {"p99", pct(0.99)}, {"max", l.empty() ? 0.0 : l.back()}}}};
+            {{"p50", pct(0.5)},
+             {"p95", pct(0.95)},
+             {"p99", pct(0.99)},
+             {"max", l.empty() ? 0.0 : l.back()}}}};
   std::cout << out.dump() << std::endl;
   if (!scratch.empty()) std::filesystem::remove_all(scratch);
   return static_cast<int>(l.size()) >= o.m ? 0 : 1;
@@ -155,15 +166,19 @@ int main(int argc, char** argv) {
     sub->add_option("--store", o.store, "Store URL (default: a temporary SQLite file)");
     sub->add_option("--concurrency", o.concurrency, "Worker threads")->capture_default_str();
   };
-  CLI::App* tp = app.add_subcommand("throughput", "N runs enqueued in bulk, then processed (no-op handler)");
+  CLI::App* tp =
+      app.add_subcommand("throughput", "N runs enqueued in bulk, then processed (no-op handler)");
   add_common(tp);
   tp->add_option("--n", o.n, "Runs")->capture_default_str();
   tp->add_option("--batch", o.batch, "Runs per bulk trigger")->capture_default_str();
-  CLI::App* lat = app.add_subcommand("latency", "M one-time jobs due over a window: lateness of start");
+  CLI::App* lat =
+      app.add_subcommand("latency", "M one-time jobs due over a window: lateness of start");
   add_common(lat);
   lat->add_option("--m", o.m, "Jobs")->capture_default_str();
-  lat->add_option("--spread-ms", o.spread_ms, "Window the due times are spread over")->capture_default_str();
-  lat->add_option("--lead-ms", o.lead_ms, "Time from now to the first due time")->capture_default_str();
+  lat->add_option("--spread-ms", o.spread_ms, "Window the due times are spread over")
+      ->capture_default_str();
+  lat->add_option("--lead-ms", o.lead_ms, "Time from now to the first due time")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     if (tp->parsed()) return Throughput(o);

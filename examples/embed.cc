@@ -1,15 +1,16 @@
 // Embedding jobsched: two C++ handlers on a schedule, with the embedded SQLite store.
 //
 //   build/bin/jobsched-example [seconds to run, default 10]
+#include <jobsched/scheduler.h>
+
 #include <cstdlib>
 #include <iostream>
 #include <thread>
 
-#include <jobsched/scheduler.h>
-
 int main(int argc, char** argv) {
   const int seconds = argc > 1 ? std::atoi(argv[1]) : 10;
-  jobsched::JobScheduler scheduler({.store_url = "sqlite:./data/example.db", .node_id = "example", .concurrency = 2});
+  jobsched::JobScheduler scheduler(
+      {.store_url = "sqlite:./data/example.db", .node_id = "example", .concurrency = 2});
 
   // Every 2 seconds (a 6-field cron expression: seconds first).
   scheduler.scheduleCron("heartbeat", "*/2 * * * * *", [](jobsched::RunContext& ctx) {
@@ -19,12 +20,14 @@ int main(int argc, char** argv) {
   // Once, three seconds from now; it fails on its first attempt and is retried.
   jobsched::JobSpec once{.id = "flaky-once"};
   once.schedule = {.kind = jobsched::Schedule::Kind::kAt,
-                   .at = std::chrono::floor<jobsched::Duration>(std::chrono::system_clock::now()) + std::chrono::seconds(3)};
+                   .at = std::chrono::floor<jobsched::Duration>(std::chrono::system_clock::now()) +
+                         std::chrono::seconds(3)};
   once.handler = {.type = jobsched::HandlerSpec::Type::kBuiltin, .name = "flaky"};
   once.retry = {.max_attempts = 3, .initial_delay = jobsched::Duration(500)};
   scheduler.registerHandler("flaky", [](jobsched::RunContext& ctx) {
     std::cout << "flaky attempt " << ctx.attempt() << "\n";
-    if (ctx.attempt() == 1) return jobsched::Status(jobsched::StatusCode::kUnavailable, "first try fails");
+    if (ctx.attempt() == 1)
+      return jobsched::Status(jobsched::StatusCode::kUnavailable, "first try fails");
     return jobsched::Status::Ok();
   });
   scheduler.schedule(once);
@@ -36,7 +39,8 @@ int main(int argc, char** argv) {
   std::this_thread::sleep_for(std::chrono::seconds(seconds));
   scheduler.stop();
   for (const auto& run : scheduler.listRuns("flaky-once")) {
-    std::cout << run.id << " " << jobsched::RunStateName(run.state) << " after " << run.attempt << " attempts\n";
+    std::cout << run.id << " " << jobsched::RunStateName(run.state) << " after " << run.attempt
+              << " attempts\n";
   }
   return 0;
 }

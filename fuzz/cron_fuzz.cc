@@ -7,8 +7,9 @@
 #include "core/cron.h"
 
 namespace {
-constexpr std::string_view kZones[] = {"UTC", "America/New_York", "Europe/London",
-                                       "Australia/Lord_Howe", "Asia/Kolkata", "Pacific/Chatham"};
+constexpr std::string_view kZones[] = {"UTC",           "America/New_York",
+                                       "Europe/London", "Australia/Lord_Howe",
+                                       "Asia/Kolkata",  "Pacific/Chatham"};
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

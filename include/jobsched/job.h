@@ -3,13 +3,13 @@
 // form is read and written by src/core/job_codec.h.
 #pragma once
 
+#include <jobsched/clock.h>
+
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <jobsched/clock.h>
 
 namespace jobsched {
 
@@ -17,11 +17,11 @@ namespace jobsched {
 struct Schedule {
   enum class Kind { kNone, kCron, kAt, kEvery };
   Kind kind = Kind::kNone;
-  std::string cron;              // kCron: the expression (DESIGN §3). Default: ""
-  std::string timezone = "UTC";  // kCron: IANA zone. Default: "UTC"
-  TimePoint at{};                // kAt: the instant
-  Duration every{0};             // kEvery: the interval (> 0)
-  Duration jitter{0};            // random delay in [0, jitter] added to each fire. Default: 0
+  std::string cron;                   // kCron: the expression (DESIGN §3). Default: ""
+  std::string timezone = "UTC";       // kCron: IANA zone. Default: "UTC"
+  TimePoint at{};                     // kAt: the instant
+  Duration every{0};                  // kEvery: the interval (> 0)
+  Duration jitter{0};                 // random delay in [0, jitter] added to each fire. Default: 0
   std::optional<TimePoint> start_at;  // no fire before. Default: none
   std::optional<TimePoint> end_at;    // no fire after; the job completes. Default: none
 };
@@ -45,11 +45,11 @@ struct HandlerSpec {
 enum class Backoff { kFixed, kExponential };
 
 struct RetryPolicy {
-  int max_attempts = 1;                    // 1 = no retry. Default: 1
+  int max_attempts = 1;                     // 1 = no retry. Default: 1
   Backoff backoff = Backoff::kExponential;  // Default: exponential
-  Duration initial_delay{1000};            // Default: 1 s
-  Duration max_delay{300000};              // Default: 5 min
-  double jitter = 0.2;                     // fraction of the delay, 0-1. Default: 0.2
+  Duration initial_delay{1000};             // Default: 1 s
+  Duration max_delay{300000};               // Default: 5 min
+  double jitter = 0.2;                      // fraction of the delay, 0-1. Default: 0.2
 };
 
 enum class Overlap { kSkip, kAllow, kQueue, kReplace };
@@ -104,7 +104,16 @@ struct JobRecord {
   TimePoint updated_at{};
 };
 
-enum class RunState { kQueued, kRunning, kRetryWait, kSucceeded, kFailed, kTimedOut, kCancelled, kSkipped };
+enum class RunState {
+  kQueued,
+  kRunning,
+  kRetryWait,
+  kSucceeded,
+  kFailed,
+  kTimedOut,
+  kCancelled,
+  kSkipped
+};
 enum class RunReason { kSchedule, kManual, kDependency, kMisfireCatchup };
 
 // One execution of a run on one node.

@@ -17,6 +17,10 @@
 // store cannot be reached; they are thread-safe.
 #pragma once
 
+#include <jobsched/clock.h>
+#include <jobsched/job.h>
+#include <jobsched/status.h>
+
 #include <functional>
 #include <memory>
 #include <optional>
@@ -25,10 +29,6 @@
 #include <string_view>
 #include <vector>
 
-#include <jobsched/clock.h>
-#include <jobsched/job.h>
-#include <jobsched/status.h>
-
 namespace jobsched {
 
 class Store;
@@ -36,7 +36,8 @@ class Store;
 // The exception of the public API: a Status that escaped.
 class Error : public std::runtime_error {
  public:
-  explicit Error(Status status) : std::runtime_error(status.ToString()), status_(std::move(status)) {}
+  explicit Error(Status status)
+      : std::runtime_error(status.ToString()), status_(std::move(status)) {}
   const Status& status() const { return status_; }
 
  private:
@@ -50,8 +51,8 @@ class RunContext {
   virtual const std::string& tenant() const = 0;
   virtual const std::string& job_id() const = 0;
   virtual const std::string& run_id() const = 0;
-  virtual int attempt() const = 0;        // 1-based
-  virtual int64_t fence() const = 0;      // the attempt's fencing token (for idempotent effects)
+  virtual int attempt() const = 0;    // 1-based
+  virtual int64_t fence() const = 0;  // the attempt's fencing token (for idempotent effects)
   virtual const std::string& payload() const = 0;  // JSON text
   virtual TimePoint scheduled_at() const = 0;
   // True once the attempt must stop: timeout, cancellation, or this node lost the lease.
@@ -133,7 +134,8 @@ class JobScheduler {
 
   // Creates or replaces job `job_id` with a cron schedule (UTC, or `timezone`) running
   // `handler`. Returns true if the job was created, false if it replaced an existing one.
-  bool scheduleCron(const std::string& job_id, const std::string& cron_expression, JobHandler handler);
+  bool scheduleCron(const std::string& job_id, const std::string& cron_expression,
+                    JobHandler handler);
   bool scheduleCron(const std::string& job_id, const std::string& cron_expression,
                     const std::string& timezone, JobHandler handler);
   // Creates or replaces a one-time job at `time`.
@@ -151,7 +153,8 @@ class JobScheduler {
   // Runs the job now, once per payload (JSON texts; none = one run with the job's payload); not
   // subject to the overlap policy. Returns the new run ids. Throws Error (kNotFound) for an
   // unknown job.
-  std::vector<std::string> trigger(const std::string& job_id, const std::vector<std::string>& payloads = {});
+  std::vector<std::string> trigger(const std::string& job_id,
+                                   const std::vector<std::string>& payloads = {});
 
   std::optional<JobRecord> getJob(const std::string& job_id);
   // Newest first.

@@ -85,7 +85,7 @@ inline Status Internal(std::string message) {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
   Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     if (std::get<Status>(v_).ok()) v_ = Internal("Result constructed from an OK status");
   }
@@ -124,16 +124,16 @@ class [[nodiscard]] Result {
 #define JOBSCHED_CONCAT_(a, b) JOBSCHED_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function if `expr` (a Status) is not OK.
-#define RETURN_IF_ERROR(expr)                          \
-  do {                                                 \
-    ::jobsched::Status jobsched_status_ = (expr);      \
+#define RETURN_IF_ERROR(expr)                            \
+  do {                                                   \
+    ::jobsched::Status jobsched_status_ = (expr);        \
     if (!jobsched_status_.ok()) return jobsched_status_; \
   } while (0)
 
 // `ASSIGN_OR_RETURN(auto x, MakeX());` declares/assigns x from a Result or returns its Status.
 #define ASSIGN_OR_RETURN(lhs, expr) \
   ASSIGN_OR_RETURN_IMPL_(JOBSCHED_CONCAT_(jobsched_result_, __LINE__), lhs, expr)
-#define ASSIGN_OR_RETURN_IMPL_(result, lhs, expr) \
-  auto result = (expr);                           \
+#define ASSIGN_OR_RETURN_IMPL_(result, lhs, expr)      \
+  auto result = (expr);                                \
   if (!result.ok()) return std::move(result).status(); \
   lhs = std::move(result).value()

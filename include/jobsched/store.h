@@ -10,6 +10,10 @@
 // changed or the change is unknown — callers retry idempotently) and kInternal.
 #pragma once
 
+#include <jobsched/clock.h>
+#include <jobsched/job.h>
+#include <jobsched/status.h>
+
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -17,10 +21,6 @@
 #include <span>
 #include <string>
 #include <vector>
-
-#include <jobsched/clock.h>
-#include <jobsched/job.h>
-#include <jobsched/status.h>
 
 namespace jobsched {
 
@@ -31,12 +31,12 @@ struct Page {
 };
 
 struct JobFilter {
-  std::string queue;        // "" = any
+  std::string queue;  // "" = any
   std::optional<JobState> state;
-  std::string label_key;    // "" = any; with label_value: labels[key] == value
+  std::string label_key;  // "" = any; with label_value: labels[key] == value
   std::string label_value;
-  std::string cursor;       // from a previous Page
-  int limit = 100;          // 1-1000
+  std::string cursor;  // from a previous Page
+  int limit = 100;     // 1-1000
 };
 
 struct RunFilter {
@@ -50,14 +50,14 @@ struct RunFilter {
 struct FireRequest {
   std::string tenant;
   std::string job_id;
-  int64_t expected_version = 0;               // CAS: the job's version as read
+  int64_t expected_version = 0;                 // CAS: the job's version as read
   std::optional<TimePoint> expected_next_fire;  // CAS: the job's next_fire as read
-  std::optional<TimePoint> next_fire;         // the new next fire time; none = nothing more
-  std::optional<JobState> new_state;          // e.g. kCompleted after the last occurrence
-  std::optional<TimePoint> dependency_since;  // the new dependency barrier, when it moves
-  std::vector<RunRecord> runs;                // created if their id is new (state queued or skipped)
-  std::vector<std::string> cancel_run_ids;    // overlap "replace": runs of this job to cancel
-  TimePoint now{};                            // when (stamps cancellations and events)
+  std::optional<TimePoint> next_fire;           // the new next fire time; none = nothing more
+  std::optional<JobState> new_state;            // e.g. kCompleted after the last occurrence
+  std::optional<TimePoint> dependency_since;    // the new dependency barrier, when it moves
+  std::vector<RunRecord> runs;              // created if their id is new (state queued or skipped)
+  std::vector<std::string> cancel_run_ids;  // overlap "replace": runs of this job to cancel
+  TimePoint now{};                          // when (stamps cancellations and events)
 };
 
 struct FireResult {
@@ -180,7 +180,8 @@ class Store {
   // kFailedPrecondition if `expected_version` is set and differs from the stored version;
   // kNotFound if `expected_version` is set and the job does not exist; kResourceExhausted when
   // creating beyond the tenant's max_jobs.
-  virtual Result<JobRecord> PutJob(const JobRecord& job, std::optional<int64_t> expected_version) = 0;
+  virtual Result<JobRecord> PutJob(const JobRecord& job,
+                                   std::optional<int64_t> expected_version) = 0;
 
   // kNotFound if absent.
   virtual Result<JobRecord> GetJob(const std::string& tenant, const std::string& id) = 0;
@@ -297,7 +298,8 @@ class Store {
 
   // Runs grouped by tenant, queue and state; `tenant` "" = every tenant, `job_id` "" = every
   // job. Only groups with runs are returned.
-  virtual Result<std::vector<RunCount>> CountRuns(const std::string& tenant, const std::string& job_id) = 0;
+  virtual Result<std::vector<RunCount>> CountRuns(const std::string& tenant,
+                                                  const std::string& job_id) = 0;
   // Jobs grouped by tenant and state, every tenant.
   virtual Result<std::vector<JobCount>> CountJobs() = 0;
 

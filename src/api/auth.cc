@@ -25,13 +25,15 @@ std::optional<std::string> KeyId(std::string_view key) {
   if (sep == std::string_view::npos || sep == 3 || sep + 1 >= key.size()) return std::nullopt;
   auto valid = [](std::string_view s) {
     for (char c : s) {
-      if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-')) return false;
+      if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-'))
+        return false;
     }
     return true;
   };
   const std::string_view id = key.substr(3, sep - 3);
   const std::string_view secret = key.substr(sep + 1);
-  if (id.size() > 64 || secret.size() < 32 || secret.size() > 256 || !valid(id) || !valid(secret)) return std::nullopt;
+  if (id.size() > 64 || secret.size() < 32 || secret.size() > 256 || !valid(id) || !valid(secret))
+    return std::nullopt;
   return std::string(id);
 }
 
@@ -62,11 +64,12 @@ std::string HashKey(std::string_view key) {
   return ToHex(digest, sizeof digest);
 }
 
-Result<NewKey> GenerateKey(Role role, const std::string& tenant, bool allow_shell, const std::string& name,
-                           TimePoint now) {
+Result<NewKey> GenerateKey(Role role, const std::string& tenant, bool allow_shell,
+                           const std::string& name, TimePoint now) {
   unsigned char id_bytes[8];
   unsigned char secret_bytes[32];
-  if (RAND_bytes(id_bytes, sizeof id_bytes) != 1 || RAND_bytes(secret_bytes, sizeof secret_bytes) != 1) {
+  if (RAND_bytes(id_bytes, sizeof id_bytes) != 1 ||
+      RAND_bytes(secret_bytes, sizeof secret_bytes) != 1) {
     return Internal("no randomness available for a new API key");
   }
   NewKey k;
@@ -82,11 +85,13 @@ Result<NewKey> GenerateKey(Role role, const std::string& tenant, bool allow_shel
   return k;
 }
 
-Result<ApiKeyRecord> RecordForKey(std::string_view key, Role role, const std::string& name, TimePoint now) {
+Result<ApiKeyRecord> RecordForKey(std::string_view key, Role role, const std::string& name,
+                                  TimePoint now) {
   auto id = KeyId(key);
   if (!id) {
-    return InvalidArgument("an API key must look like js_<id>_<secret> with a secret of at least 32 "
-                           "characters [A-Za-z0-9-]");
+    return InvalidArgument(
+        "an API key must look like js_<id>_<secret> with a secret of at least 32 "
+        "characters [A-Za-z0-9-]");
   }
   return ApiKeyRecord{.id = *id,
                       .secret_hash = HashKey(key),
@@ -104,11 +109,15 @@ Result<Principal> Authenticate(Store& store, std::string_view key) {
   auto record = store.GetApiKeyByHash(hash);
   if (!record.ok()) return record.status();
   if (record->secret_hash.size() != hash.size() ||
-      CRYPTO_memcmp(record->secret_hash.data(), hash.data(), hash.size()) != 0 || record->id != *id) {
+      CRYPTO_memcmp(record->secret_hash.data(), hash.data(), hash.size()) != 0 ||
+      record->id != *id) {
     return NotFound("unknown API key");
   }
   ASSIGN_OR_RETURN(Role role, ParseRole(record->role));
-  return Principal{.key_id = record->id, .role = role, .tenant = record->tenant, .allow_shell = record->allow_shell};
+  return Principal{.key_id = record->id,
+                   .role = role,
+                   .tenant = record->tenant,
+                   .allow_shell = record->allow_shell};
 }
 
 }  // namespace jobsched::api

@@ -3,12 +3,12 @@
 // stored; a presented key is hashed and compared with the stored hash in constant time.
 #pragma once
 
+#include <jobsched/status.h>
+#include <jobsched/store.h>
+
 #include <optional>
 #include <string>
 #include <string_view>
-
-#include <jobsched/status.h>
-#include <jobsched/store.h>
 
 namespace jobsched::api {
 
@@ -31,13 +31,14 @@ struct NewKey {
 };
 
 // A fresh key with 256 bits from the OS's CSPRNG. kInternal if randomness is unavailable.
-Result<NewKey> GenerateKey(Role role, const std::string& tenant, bool allow_shell, const std::string& name,
-                           TimePoint now);
+Result<NewKey> GenerateKey(Role role, const std::string& tenant, bool allow_shell,
+                           const std::string& name, TimePoint now);
 // Hex SHA-256 of `key`.
 std::string HashKey(std::string_view key);
 // The record for a presented key, or kNotFound (malformed or unknown: callers answer 401).
 Result<Principal> Authenticate(Store& store, std::string_view key);
 // A record for a key given from outside (JOBSCHED_ADMIN_KEY); kInvalidArgument if malformed.
-Result<ApiKeyRecord> RecordForKey(std::string_view key, Role role, const std::string& name, TimePoint now);
+Result<ApiKeyRecord> RecordForKey(std::string_view key, Role role, const std::string& name,
+                                  TimePoint now);
 
 }  // namespace jobsched::api

@@ -5,7 +5,8 @@
 namespace jobsched::api {
 namespace {
 
-constexpr double kBounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+constexpr double kBounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                              1,     2.5,   5,    10,    30,   60,  300};
 
 struct Help {
   const char* name;
@@ -16,7 +17,8 @@ constexpr Help kHelp[] = {
     {"jobsched_runs_total", "counter", "Attempts that ended on this node, by outcome."},
     {"jobsched_run_duration_seconds", "histogram", "Run time of attempts on this node."},
     {"jobsched_fire_delay_seconds", "histogram", "Start of a run minus its scheduled time."},
-    {"jobsched_leases_lost_total", "counter", "Attempts this node stopped because it lost their lease."},
+    {"jobsched_leases_lost_total", "counter",
+     "Attempts this node stopped because it lost their lease."},
     {"jobsched_runs_recovered_total", "counter", "Runs queued again after their lease expired."},
     {"jobsched_http_requests_total", "counter", "HTTP requests by route and status code."},
 };
@@ -66,7 +68,8 @@ void Metrics::Observe(const std::string& name, const std::string& labels, double
 void Metrics::Render(std::string& out, const std::string& only_tenant) const {
   const std::string mine = "tenant=\"" + Label(only_tenant) + "\"";
   auto hidden = [&](const std::string& labels) {
-    return !only_tenant.empty() && labels.find("tenant=\"") != std::string::npos && labels.find(mine) == std::string::npos;
+    return !only_tenant.empty() && labels.find("tenant=\"") != std::string::npos &&
+           labels.find(mine) == std::string::npos;
   };
   std::lock_guard lock(mu_);
   for (const auto& [name, series] : counters_) {
@@ -74,7 +77,8 @@ void Metrics::Render(std::string& out, const std::string& only_tenant) const {
     MetricHeader(out, name, "counter", help ? help->text : name.c_str());
     for (const auto& [labels, value] : series) {
       if (hidden(labels)) continue;
-      out += fmt::format("{}{}{}{} {}\n", name, labels.empty() ? "" : "{", labels, labels.empty() ? "" : "}", value);
+      out += fmt::format("{}{}{}{} {}\n", name, labels.empty() ? "" : "{", labels,
+                         labels.empty() ? "" : "}", value);
     }
   }
   for (const auto& [name, series] : histograms_) {
@@ -84,12 +88,14 @@ void Metrics::Render(std::string& out, const std::string& only_tenant) const {
       if (hidden(labels)) continue;
       const std::string sep = labels.empty() ? "" : ",";
       for (size_t i = 0; i < std::size(kBounds); ++i) {
-        out += fmt::format("{}_bucket{{{}{}le=\"{}\"}} {}\n", name, labels, sep, kBounds[i], h.buckets[i]);
+        out += fmt::format("{}_bucket{{{}{}le=\"{}\"}} {}\n", name, labels, sep, kBounds[i],
+                           h.buckets[i]);
       }
       out += fmt::format("{}_bucket{{{}{}le=\"+Inf\"}} {}\n", name, labels, sep, h.count);
-      out += fmt::format("{}_sum{}{}{} {}\n", name, labels.empty() ? "" : "{", labels, labels.empty() ? "" : "}", h.sum);
-      out += fmt::format("{}_count{}{}{} {}\n", name, labels.empty() ? "" : "{", labels, labels.empty() ? "" : "}",
-                         h.count);
+      out += fmt::format("{}_sum{}{}{} {}\n", name, labels.empty() ? "" : "{", labels,
+                         labels.empty() ? "" : "}", h.sum);
+      out += fmt::format("{}_count{}{}{} {}\n", name, labels.empty() ? "" : "{", labels,
+                         labels.empty() ? "" : "}", h.count);
     }
   }
 }

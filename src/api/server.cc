@@ -1,11 +1,11 @@
 #include "api/server.h"
 
 #include <httplib.h>
+#include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <condition_variable>
 #include <regex>
-#include <spdlog/spdlog.h>
 
 #include "api/dashboard.h"
 #include "api/views.h"
@@ -36,7 +36,8 @@ struct HttpError {
 };
 
 // The error body as text; bytes that are not UTF-8 (echoed from bad input) are replaced.
-std::string ErrorBody(const std::string& code, const std::string& message, const std::string& field) {
+std::string ErrorBody(const std::string& code, const std::string& message,
+                      const std::string& field) {
   Json e{{"code", code}, {"message", message}};
   if (!field.empty()) e["field"] = field;
   return Json{{"error", e}}.dump(-1, ' ', false, Json::error_handler_t::replace);
@@ -79,7 +80,8 @@ Result<std::pair<std::string, int>> ParseListen(const std::string& listen) {
     return InvalidArgument("listen: expected HOST:PORT, got '" + listen + "'", "listen");
   }
   std::string host = listen.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   const std::string port_text = listen.substr(colon + 1);
   int port = -1;
   try {
@@ -88,7 +90,8 @@ Result<std::pair<std::string, int>> ParseListen(const std::string& listen) {
     if (used != port_text.size()) port = -1;
   } catch (...) {
   }
-  if (port < 0 || port > 65535) return InvalidArgument("listen: bad port '" + port_text + "'", "listen");
+  if (port < 0 || port > 65535)
+    return InvalidArgument("listen: bad port '" + port_text + "'", "listen");
   return std::make_pair(host, port);
 }
 
@@ -102,8 +105,8 @@ Result<int> IntParam(const httplib::Request& req, const char* name, int def, int
     if (used == v.size() && n >= min && n <= max) return static_cast<int>(n);
   } catch (...) {
   }
-  return InvalidArgument(std::string(name) + ": must be an integer from " + std::to_string(min) + " to " +
-                             std::to_string(max) + ", got '" + v + "'",
+  return InvalidArgument(std::string(name) + ": must be an integer from " + std::to_string(min) +
+                             " to " + std::to_string(max) + ", got '" + v + "'",
                          name);
 }
 
@@ -119,7 +122,8 @@ Result<bool> BoolParam(const httplib::Request& req, const char* name) {
 Result<Json> ParseBody(const httplib::Request& req) {
   if (req.body.empty()) return Json(nullptr);
   if (JsonNestingDepth(req.body) > kMaxJsonNesting) {
-    return InvalidArgument("JSON nesting deeper than " + std::to_string(kMaxJsonNesting) + " levels");
+    return InvalidArgument("JSON nesting deeper than " + std::to_string(kMaxJsonNesting) +
+                           " levels");
   }
   try {
     return Json::parse(req.body);
@@ -242,32 +246,46 @@ const std::vector<ApiServer::Impl::Route>& ApiServer::Impl::Table() {
   using I = ApiServer::Impl;
   static const std::vector<Route> kTable = {
       {{"GET", "/healthz", Access::kPublic, "Liveness"}, &I::Healthz},
-      {{"GET", "/readyz", Access::kPublic, "Readiness: store reachable, node registered"}, &I::Readyz},
+      {{"GET", "/readyz", Access::kPublic, "Readiness: store reachable, node registered"},
+       &I::Readyz},
       {{"GET", "/metrics", Access::kViewer, "Prometheus metrics"}, &I::MetricsText},
       {{"GET", "/", Access::kPublic, "Dashboard (asks for a key)"}, &I::Dashboard},
-      {{"GET", "/v1/cron/next", Access::kAnyKey, "Preview fire times: expr, tz, from, n"}, &I::CronNext},
-      {{"POST", "/v1/tenants/{t}/jobs", Access::kOperator, "Create a job (409 if the id exists)"}, &I::CreateJob},
-      {{"PUT", "/v1/tenants/{t}/jobs/{id}", Access::kOperator, "Create or replace a job; If-Match: <version>"},
+      {{"GET", "/v1/cron/next", Access::kAnyKey, "Preview fire times: expr, tz, from, n"},
+       &I::CronNext},
+      {{"POST", "/v1/tenants/{t}/jobs", Access::kOperator, "Create a job (409 if the id exists)"},
+       &I::CreateJob},
+      {{"PUT", "/v1/tenants/{t}/jobs/{id}", Access::kOperator,
+        "Create or replace a job; If-Match: <version>"},
        &I::PutJob},
-      {{"GET", "/v1/tenants/{t}/jobs", Access::kViewer, "List jobs: queue, state, label=k:v, limit, cursor"},
+      {{"GET", "/v1/tenants/{t}/jobs", Access::kViewer,
+        "List jobs: queue, state, label=k:v, limit, cursor"},
        &I::ListJobs},
-      {{"GET", "/v1/tenants/{t}/jobs/{id}", Access::kViewer, "A job: spec, version, state, next 5 fire times, last run, counts"},
+      {{"GET", "/v1/tenants/{t}/jobs/{id}", Access::kViewer,
+        "A job: spec, version, state, next 5 fire times, last run, counts"},
        &I::GetJob},
-      {{"DELETE", "/v1/tenants/{t}/jobs/{id}", Access::kOperator, "Delete a job, cancel its queued runs; kill_running=true"},
+      {{"DELETE", "/v1/tenants/{t}/jobs/{id}", Access::kOperator,
+        "Delete a job, cancel its queued runs; kill_running=true"},
        &I::DeleteJob},
       {{"POST", "/v1/tenants/{t}/jobs/{id}/pause", Access::kOperator, "Pause a job"}, &I::PauseJob},
-      {{"POST", "/v1/tenants/{t}/jobs/{id}/resume", Access::kOperator, "Resume a job"}, &I::ResumeJob},
-      {{"POST", "/v1/tenants/{t}/jobs/{id}/trigger", Access::kOperator, "Run now: {\"payload\": …} or {\"payloads\": […]}"},
+      {{"POST", "/v1/tenants/{t}/jobs/{id}/resume", Access::kOperator, "Resume a job"},
+       &I::ResumeJob},
+      {{"POST", "/v1/tenants/{t}/jobs/{id}/trigger", Access::kOperator,
+        "Run now: {\"payload\": …} or {\"payloads\": […]}"},
        &I::TriggerJob},
-      {{"GET", "/v1/tenants/{t}/jobs/{id}/runs", Access::kViewer, "Run history of a job: state, limit, cursor"},
+      {{"GET", "/v1/tenants/{t}/jobs/{id}/runs", Access::kViewer,
+        "Run history of a job: state, limit, cursor"},
        &I::JobRuns},
-      {{"GET", "/v1/tenants/{t}/runs", Access::kViewer, "Runs of a tenant: state, limit, cursor"}, &I::TenantRuns},
+      {{"GET", "/v1/tenants/{t}/runs", Access::kViewer, "Runs of a tenant: state, limit, cursor"},
+       &I::TenantRuns},
       {{"GET", "/v1/tenants/{t}/runs/{id}", Access::kViewer, "A run"}, &I::GetRun},
-      {{"POST", "/v1/tenants/{t}/runs/{id}/cancel", Access::kOperator, "Cancel a queued or running run"},
+      {{"POST", "/v1/tenants/{t}/runs/{id}/cancel", Access::kOperator,
+        "Cancel a queued or running run"},
        &I::CancelRun},
-      {{"GET", "/v1/tenants/{t}/events", Access::kViewer, "Server-Sent Events of run and job changes: job; Last-Event-ID"},
+      {{"GET", "/v1/tenants/{t}/events", Access::kViewer,
+        "Server-Sent Events of run and job changes: job; Last-Event-ID"},
        &I::Events},
-      {{"GET", "/v1/tenants/{t}/stats", Access::kViewer, "Counts by state and queue, average duration, failure rate"},
+      {{"GET", "/v1/tenants/{t}/stats", Access::kViewer,
+        "Counts by state and queue, average duration, failure rate"},
        &I::Stats},
       {{"GET", "/v1/nodes", Access::kAdmin, "Nodes"}, &I::Nodes},
       {{"GET", "/v1/cluster", Access::kAdmin, "Nodes, leader, epoch, assignment"}, &I::Cluster},
@@ -275,7 +293,8 @@ const std::vector<ApiServer::Impl::Route>& ApiServer::Impl::Table() {
       {{"GET", "/v1/keys", Access::kAdmin, "API keys (without secrets)"}, &I::ListKeys},
       {{"DELETE", "/v1/keys/{id}", Access::kAdmin, "Revoke an API key"}, &I::DeleteKey},
       {{"GET", "/v1/tenants", Access::kAdmin, "Tenants and their quotas"}, &I::ListTenants},
-      {{"PUT", "/v1/tenants/{t}", Access::kAdmin, "Create or change a tenant: max_jobs, max_concurrent_runs, queue_limits"},
+      {{"PUT", "/v1/tenants/{t}", Access::kAdmin,
+        "Create or change a tenant: max_jobs, max_concurrent_runs, queue_limits"},
        &I::PutTenant},
   };
   return kTable;
@@ -294,7 +313,8 @@ std::string RoutesMarkdown() {
   static const char* kAccess[] = {"none", "any key", "viewer", "operator", "admin"};
   std::string out = "| method | path | role | what |\n|---|---|---|---|\n";
   for (const RouteInfo& r : Routes()) {
-    out += fmt::format("| {} | `{}` | {} | {} |\n", r.method, r.path, kAccess[static_cast<int>(r.access)], r.summary);
+    out += fmt::format("| {} | `{}` | {} | {} |\n", r.method, r.path,
+                       kAccess[static_cast<int>(r.access)], r.summary);
   }
   return out;
 }
@@ -304,12 +324,14 @@ ApiServer::Impl::Impl(Node& node, const ServerOptions& options, Metrics& metrics
   for (EventType t : {EventType::kRunStarted, EventType::kRunSucceeded, EventType::kRunFailed,
                       EventType::kRunRetrying, EventType::kRunTimedOut, EventType::kRunCancelled,
                       EventType::kRunSkipped, EventType::kJobChanged}) {
-    listeners_.push_back(node_.events().On(t, [this](const SchedulerEvent& e) { OnEngineEvent(e); }));
+    listeners_.push_back(
+        node_.events().On(t, [this](const SchedulerEvent& e) { OnEngineEvent(e); }));
   }
 }
 
 void ApiServer::Impl::OnEngineEvent(const SchedulerEvent& e) {
-  const std::string labels = "tenant=\"" + Metrics::Label(e.tenant) + "\",queue=\"" + Metrics::Label(e.queue) + "\"";
+  const std::string labels =
+      "tenant=\"" + Metrics::Label(e.tenant) + "\",queue=\"" + Metrics::Label(e.queue) + "\"";
   auto seconds = [](Duration d) { return std::chrono::duration<double>(d).count(); };
   switch (e.type) {
     case EventType::kRunStarted:
@@ -321,8 +343,10 @@ void ApiServer::Impl::OnEngineEvent(const SchedulerEvent& e) {
     case EventType::kRunRetrying:
     case EventType::kRunTimedOut:
     case EventType::kRunCancelled: {
-      static const char* kOutcome[] = {"", "succeeded", "failed", "retrying", "timed_out", "cancelled"};
-      metrics_.Inc("jobsched_runs_total", labels + ",outcome=\"" + kOutcome[static_cast<int>(e.type)] + "\"");
+      static const char* kOutcome[] = {"",         "succeeded", "failed",
+                                       "retrying", "timed_out", "cancelled"};
+      metrics_.Inc("jobsched_runs_total",
+                   labels + ",outcome=\"" + kOutcome[static_cast<int>(e.type)] + "\"");
       metrics_.Observe("jobsched_run_duration_seconds", labels, seconds(e.duration));
       break;
     }
@@ -347,7 +371,9 @@ void ApiServer::Impl::Register(httplib::Server& http) {
       }
     }
     pattern += "$";
-    auto handler = [this, &route](const httplib::Request& req, httplib::Response& res) { Serve(route, req, res); };
+    auto handler = [this, &route](const httplib::Request& req, httplib::Response& res) {
+      Serve(route, req, res);
+    };
     const std::string method = route.info.method;
     if (method == "GET") {
       http.Get(pattern, handler);
@@ -368,7 +394,8 @@ std::optional<HttpError> ApiServer::Impl::Authorize(const Route& route, Call& ca
   if (header.empty()) {
     return HttpError{401, "unauthenticated", "missing 'Authorization: Bearer <api key>' header"};
   }
-  const bool bearer = header.size() > 7 && (header.compare(0, 7, "Bearer ") == 0 || header.compare(0, 7, "bearer ") == 0 ||
+  const bool bearer = header.size() > 7 && (header.compare(0, 7, "Bearer ") == 0 ||
+                                            header.compare(0, 7, "bearer ") == 0 ||
                                             header.compare(0, 7, "BEARER ") == 0);
   if (!bearer) {
     return HttpError{401, "unauthenticated", "the Authorization header must be 'Bearer <api key>'"};
@@ -383,7 +410,8 @@ std::optional<HttpError> ApiServer::Impl::Authorize(const Route& route, Call& ca
   call.who = *who;
   if (access == Access::kAnyKey) return std::nullopt;
   if (access == Access::kAdmin) {
-    if (call.who.role != Role::kAdmin) return HttpError{403, "permission_denied", "this route needs an admin key"};
+    if (call.who.role != Role::kAdmin)
+      return HttpError{403, "permission_denied", "this route needs an admin key"};
     return std::nullopt;
   }
   // Tenant routes: another tenant's resources do not exist for this key.
@@ -399,35 +427,43 @@ std::optional<HttpError> ApiServer::Impl::Authorize(const Route& route, Call& ca
   }
   const Role needed = access == Access::kOperator ? Role::kOperator : Role::kViewer;
   if (static_cast<int>(call.who.role) < static_cast<int>(needed)) {
-    return HttpError{403, "permission_denied", std::string("this route needs an ") + RoleName(needed) + " key"};
+    return HttpError{403, "permission_denied",
+                     std::string("this route needs an ") + RoleName(needed) + " key"};
   }
   return std::nullopt;
 }
 
 void ApiServer::Impl::Audit(const Call& call, const Route& route, int status) {
   const std::string what = std::string(route.info.method) + " " + call.req.path;
-  spdlog::info("audit who={} role={} tenant={} what=\"{}\" status={}", call.who.key_id, RoleName(call.who.role),
-               call.tenant, what, status);
+  spdlog::info("audit who={} role={} tenant={} what=\"{}\" status={}", call.who.key_id,
+               RoleName(call.who.role), call.tenant, what, status);
   Event e{.tenant = call.tenant,
           .time = node_.clock().Now(),
           .type = "audit",
           .job_id = route.info.path == std::string_view("/v1/tenants/{t}/jobs") ? "" : call.id,
-          .data = Json{{"who", call.who.key_id}, {"role", RoleName(call.who.role)}, {"what", what}, {"status", status}}
+          .data = Json{{"who", call.who.key_id},
+                       {"role", RoleName(call.who.role)},
+                       {"what", what},
+                       {"status", status}}
                       .dump()};
   Status s = node_.store().AppendEvent(e);
   if (!s.ok()) spdlog::warn("audit event not stored: {}", s.ToString());
 }
 
-void ApiServer::Impl::Serve(const Route& route, const httplib::Request& req, httplib::Response& res) {
+void ApiServer::Impl::Serve(const Route& route, const httplib::Request& req,
+                            httplib::Response& res) {
   Call call{.req = req, .res = res};
   // Path parameters in order: {t} first where present, then {id}.
   const std::string_view path = route.info.path;
   size_t match = 1;
-  if (path.find("{t}") != std::string_view::npos && req.matches.size() > match) call.tenant = req.matches[match++];
-  if (path.find("{id}") != std::string_view::npos && req.matches.size() > match) call.id = req.matches[match++];
+  if (path.find("{t}") != std::string_view::npos && req.matches.size() > match)
+    call.tenant = req.matches[match++];
+  if (path.find("{id}") != std::string_view::npos && req.matches.size() > match)
+    call.id = req.matches[match++];
 
   int status = 200;
-  auto send_error = [&](int http_status, const std::string& code, const std::string& message, const std::string& field) {
+  auto send_error = [&](int http_status, const std::string& code, const std::string& message,
+                        const std::string& field) {
     status = http_status;
     res.status = http_status;
     res.set_content(ErrorBody(code, message, field), "application/json");
@@ -452,15 +488,16 @@ void ApiServer::Impl::Serve(const Route& route, const httplib::Request& req, htt
       if (!reply->content_type.empty()) {
         res.set_content(reply->text, reply->content_type.c_str());
       } else if (reply->status != 204) {
-        res.set_content(reply->body.dump(-1, ' ', false, Json::error_handler_t::replace), "application/json");
+        res.set_content(reply->body.dump(-1, ' ', false, Json::error_handler_t::replace),
+                        "application/json");
       }
     }
     const std::string method = req.method;
     if (method != "GET" && status < 400) Audit(call, route, status);
   }
   metrics_.Inc("jobsched_http_requests_total",
-               "route=\"" + Metrics::Label(std::string(route.info.method) + " " + route.info.path) + "\",code=\"" +
-                   std::to_string(status) + "\"");
+               "route=\"" + Metrics::Label(std::string(route.info.method) + " " + route.info.path) +
+                   "\",code=\"" + std::to_string(status) + "\"");
 }
 
 // ---- Handlers -----------------------------------------------------------------------------
@@ -486,8 +523,10 @@ Result<Reply> ApiServer::Impl::MetricsText(Call& call) {
                        JobStateName(c.state), c.count);
   }
   ASSIGN_OR_RETURN(std::vector<RunCount> runs, node_.store().CountRuns("", ""));
-  MetricHeader(out, "jobsched_queue_ready", "gauge", "Runs queued or waiting to retry, by tenant and queue.");
-  std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>> by_queue;  // ready, running
+  MetricHeader(out, "jobsched_queue_ready", "gauge",
+               "Runs queued or waiting to retry, by tenant and queue.");
+  std::map<std::pair<std::string, std::string>, std::pair<int64_t, int64_t>>
+      by_queue;  // ready, running
   for (const RunCount& c : runs) {
     if (!only.empty() && c.tenant != only) continue;
     auto& slot = by_queue[{c.tenant, c.queue}];
@@ -495,13 +534,13 @@ Result<Reply> ApiServer::Impl::MetricsText(Call& call) {
     if (c.state == RunState::kRunning) slot.second += c.count;
   }
   for (const auto& [key, counts] : by_queue) {
-    out += fmt::format("jobsched_queue_ready{{tenant=\"{}\",queue=\"{}\"}} {}\n", Metrics::Label(key.first),
-                       Metrics::Label(key.second), counts.first);
+    out += fmt::format("jobsched_queue_ready{{tenant=\"{}\",queue=\"{}\"}} {}\n",
+                       Metrics::Label(key.first), Metrics::Label(key.second), counts.first);
   }
   MetricHeader(out, "jobsched_running", "gauge", "Runs running, by tenant and queue.");
   for (const auto& [key, counts] : by_queue) {
-    out += fmt::format("jobsched_running{{tenant=\"{}\",queue=\"{}\"}} {}\n", Metrics::Label(key.first),
-                       Metrics::Label(key.second), counts.second);
+    out += fmt::format("jobsched_running{{tenant=\"{}\",queue=\"{}\"}} {}\n",
+                       Metrics::Label(key.first), Metrics::Label(key.second), counts.second);
   }
   ASSIGN_OR_RETURN(std::vector<NodeInfo> nodes, node_.store().ListNodes());
   const TimePoint now = node_.clock().Now();
@@ -509,9 +548,11 @@ Result<Reply> ApiServer::Impl::MetricsText(Call& call) {
   for (const NodeInfo& n : nodes) alive += now - n.heartbeat_at < Duration(10000);
   MetricHeader(out, "jobsched_nodes_alive", "gauge", "Nodes with a heartbeat in the last 10 s.");
   out += fmt::format("jobsched_nodes_alive {}\n", alive);
-  MetricHeader(out, "jobsched_is_leader", "gauge", "1 if this node is the leader (the only node of an embedded store).");
-  out += node_.options().store_url.starts_with("redis://") && !node_.options().store ? "jobsched_is_leader 0\n"
-                                                                                      : "jobsched_is_leader 1\n";
+  MetricHeader(out, "jobsched_is_leader", "gauge",
+               "1 if this node is the leader (the only node of an embedded store).");
+  out += node_.options().store_url.starts_with("redis://") && !node_.options().store
+             ? "jobsched_is_leader 0\n"
+             : "jobsched_is_leader 1\n";
   metrics_.Render(out, only);
   MetricHeader(out, "process_cpu_seconds_total", "counter", "CPU time used by this process.");
   out += fmt::format("process_cpu_seconds_total {}\n", ProcessCpuSeconds());
@@ -526,7 +567,8 @@ Result<Reply> ApiServer::Impl::Dashboard(Call&) {
 
 Result<Reply> ApiServer::Impl::CronNext(Call& call) {
   const auto& req = call.req;
-  if (!req.has_param("expr") || req.get_param_value("expr").empty()) return InvalidArgument("expr: missing", "expr");
+  if (!req.has_param("expr") || req.get_param_value("expr").empty())
+    return InvalidArgument("expr: missing", "expr");
   const std::string expr = req.get_param_value("expr");
   const std::string tz = req.has_param("tz") ? req.get_param_value("tz") : "UTC";
   TimePoint from = node_.clock().Now();
@@ -552,7 +594,8 @@ Result<Reply> ApiServer::Impl::CronNext(Call& call) {
 Status ApiServer::Impl::CheckShellAllowed(const Call& call, const JobSpec& spec) {
   if (spec.handler.type == HandlerSpec::Type::kShell && !call.who.allow_shell) {
     return Status(StatusCode::kInvalidArgument,
-                  "handler.type: this API key may not create shell jobs (it lacks allow_shell)", "handler.type");
+                  "handler.type: this API key may not create shell jobs (it lacks allow_shell)",
+                  "handler.type");
   }
   return Status::Ok();
 }
@@ -569,9 +612,11 @@ Result<Json> ApiServer::Impl::JobDetail(const JobRecord& job) {
     }
   }
   j["next_fire_times"] = next;
-  ASSIGN_OR_RETURN(Page<RunRecord> last, node_.store().ListRuns(job.spec.tenant, {.job_id = job.spec.id, .limit = 1}));
+  ASSIGN_OR_RETURN(Page<RunRecord> last,
+                   node_.store().ListRuns(job.spec.tenant, {.job_id = job.spec.id, .limit = 1}));
   j["last_run"] = last.items.empty() ? Json(nullptr) : RunJson(last.items.front());
-  ASSIGN_OR_RETURN(std::vector<RunCount> counts, node_.store().CountRuns(job.spec.tenant, job.spec.id));
+  ASSIGN_OR_RETURN(std::vector<RunCount> counts,
+                   node_.store().CountRuns(job.spec.tenant, job.spec.id));
   Json by_state = Json::object();
   for (const RunCount& c : counts) {
     by_state[RunStateName(c.state)] = by_state.value(RunStateName(c.state), int64_t{0}) + c.count;
@@ -595,11 +640,14 @@ Result<Reply> ApiServer::Impl::PutJob(Call& call) {
   if (body.is_object() && !body.contains("id")) {
     body["id"] = call.id;
   } else if (body.is_object() && body["id"] != call.id) {
-    return InvalidArgument("id: " + body["id"].dump(-1, ' ', false, Json::error_handler_t::replace) +
-                               " does not match the path's '" + call.id + "'",
-                           "id");
+    return InvalidArgument(
+        "id: " + body["id"].dump(-1, ' ', false, Json::error_handler_t::replace) +
+            " does not match the path's '" + call.id + "'",
+        "id");
   }
-  ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(body.dump(-1, ' ', false, Json::error_handler_t::replace), call.tenant));
+  ASSIGN_OR_RETURN(
+      JobSpec spec,
+      ParseJobSpec(body.dump(-1, ' ', false, Json::error_handler_t::replace), call.tenant));
   RETURN_IF_ERROR(CheckShellAllowed(call, spec));
   std::optional<int64_t> if_match;
   if (call.req.has_header("If-Match")) {
@@ -610,7 +658,8 @@ Result<Reply> ApiServer::Impl::PutJob(Call& call) {
       if_match = std::stoll(v, &used);
       if (used != v.size()) throw std::invalid_argument(v);
     } catch (...) {
-      return InvalidArgument("If-Match: must be a job version (an integer), got '" + v + "'", "If-Match");
+      return InvalidArgument("If-Match: must be a job version (an integer), got '" + v + "'",
+                             "If-Match");
     }
   }
   bool created = false;
@@ -631,7 +680,8 @@ Result<Reply> ApiServer::Impl::ListJobs(Call& call) {
   if (req.has_param("label")) {
     const std::string label = req.get_param_value("label");
     const size_t colon = label.find(':');
-    if (colon == std::string::npos || colon == 0) return InvalidArgument("label: must be key:value", "label");
+    if (colon == std::string::npos || colon == 0)
+      return InvalidArgument("label: must be key:value", "label");
     filter.label_key = label.substr(0, colon);
     filter.label_value = label.substr(colon + 1);
   }
@@ -644,7 +694,9 @@ Result<Reply> ApiServer::Impl::ListJobs(Call& call) {
   ASSIGN_OR_RETURN(Page<JobRecord> jobs, std::move(page));
   Json items = Json::array();
   for (const JobRecord& j : jobs.items) items.push_back(JobJson(j));
-  return Reply{.body = {{"items", items}, {"next_cursor", jobs.next_cursor ? Json(*jobs.next_cursor) : Json(nullptr)}}};
+  return Reply{
+      .body = {{"items", items},
+               {"next_cursor", jobs.next_cursor ? Json(*jobs.next_cursor) : Json(nullptr)}}};
 }
 
 Result<Reply> ApiServer::Impl::GetJob(Call& call) {
@@ -679,7 +731,9 @@ Result<Reply> ApiServer::Impl::TriggerJob(Call& call) {
   ASSIGN_OR_RETURN(Json body, ParseBody(call.req));
   std::vector<std::string> payloads;
   if (!body.is_null()) {
-    if (!body.is_object()) return InvalidArgument("the body must be a JSON object: {\"payload\": …} or {\"payloads\": […]}");
+    if (!body.is_object())
+      return InvalidArgument(
+          "the body must be a JSON object: {\"payload\": …} or {\"payloads\": […]}");
     RETURN_IF_ERROR(OnlyFields(body, {"payload", "payloads"}));
     if (body.contains("payload") && body.contains("payloads")) {
       return InvalidArgument("payloads: give payload or payloads, not both", "payloads");
@@ -689,11 +743,13 @@ Result<Reply> ApiServer::Impl::TriggerJob(Call& call) {
       if (!body["payloads"].is_array() || body["payloads"].empty()) {
         return InvalidArgument("payloads: must be a non-empty array", "payloads");
       }
-      if (body["payloads"].size() > 10000) return InvalidArgument("payloads: at most 10000 per request", "payloads");
+      if (body["payloads"].size() > 10000)
+        return InvalidArgument("payloads: at most 10000 per request", "payloads");
       for (const Json& p : body["payloads"]) payloads.push_back(p.dump());
     }
   }
-  ASSIGN_OR_RETURN(std::vector<std::string> ids, node_.jobs().Trigger(call.tenant, call.id, payloads));
+  ASSIGN_OR_RETURN(std::vector<std::string> ids,
+                   node_.jobs().Trigger(call.tenant, call.id, payloads));
   return Reply{.status = 201, .body = {{"run_ids", ids}}};
 }
 
@@ -703,7 +759,9 @@ Result<Reply> ApiServer::Impl::Runs(Call& call, const std::string& job_id) {
     auto state = ParseRunState(call.req.get_param_value("state"));
     if (!state.ok()) {
       return InvalidArgument(
-          "state: must be queued, running, retry_wait, succeeded, failed, timed_out, cancelled or skipped", "state");
+          "state: must be queued, running, retry_wait, succeeded, failed, timed_out, cancelled or "
+          "skipped",
+          "state");
     }
     filter.state = *state;
   }
@@ -716,7 +774,9 @@ Result<Reply> ApiServer::Impl::Runs(Call& call, const std::string& job_id) {
   ASSIGN_OR_RETURN(Page<RunRecord> runs, std::move(page));
   Json items = Json::array();
   for (const RunRecord& r : runs.items) items.push_back(RunJson(r));
-  return Reply{.body = {{"items", items}, {"next_cursor", runs.next_cursor ? Json(*runs.next_cursor) : Json(nullptr)}}};
+  return Reply{
+      .body = {{"items", items},
+               {"next_cursor", runs.next_cursor ? Json(*runs.next_cursor) : Json(nullptr)}}};
 }
 
 Result<Reply> ApiServer::Impl::JobRuns(Call& call) {
@@ -747,8 +807,9 @@ Result<Reply> ApiServer::Impl::Events(Call& call) {
       after = std::stoll(resume, &used);
       if (used != resume.size() || after < 0) throw std::invalid_argument(resume);
     } catch (...) {
-      return InvalidArgument("Last-Event-ID: must be an event id (a non-negative integer), got '" + resume + "'",
-                             "Last-Event-ID");
+      return InvalidArgument(
+          "Last-Event-ID: must be an event id (a non-negative integer), got '" + resume + "'",
+          "Last-Event-ID");
     }
   }
   if (after < 0) {
@@ -763,32 +824,32 @@ Result<Reply> ApiServer::Impl::Events(Call& call) {
   const std::string tenant = call.tenant;
   call.res.set_header("Cache-Control", "no-cache");
   call.res.set_header("X-Accel-Buffering", "no");
-  call.res.set_chunked_content_provider(
-      "text/event-stream", [this, stream, tenant, job](size_t, httplib::DataSink& sink) {
-        if (stopping_) return false;
-        auto events = node_.store().ReadEvents(tenant, stream->after, 200);
-        if (events.ok() && !events->empty()) {
-          std::string chunk;
-          for (const Event& e : *events) {
-            stream->after = e.seq;
-            if (e.type == "audit" || (!job.empty() && e.job_id != job)) continue;
-            chunk += fmt::format("id: {}\nevent: {}\ndata: {}\n\n", e.seq, e.type, EventJson(e).dump());
-          }
-          if (!chunk.empty()) {
-            stream->last_write = std::chrono::steady_clock::now();
-            return sink.write(chunk.data(), chunk.size());
-          }
-          return sink.is_writable();
-        }
-        if (std::chrono::steady_clock::now() - stream->last_write >= options_.keepalive) {
-          stream->last_write = std::chrono::steady_clock::now();
-          static constexpr char kKeepAlive[] = ": keep-alive\n\n";
-          return sink.write(kKeepAlive, sizeof kKeepAlive - 1);
-        }
-        std::unique_lock lock(events_mu_);
-        events_cv_.wait_for(lock, std::chrono::milliseconds(250));
-        return !stopping_ && sink.is_writable();
-      });
+  call.res.set_chunked_content_provider("text/event-stream", [this, stream, tenant, job](
+                                                                 size_t, httplib::DataSink& sink) {
+    if (stopping_) return false;
+    auto events = node_.store().ReadEvents(tenant, stream->after, 200);
+    if (events.ok() && !events->empty()) {
+      std::string chunk;
+      for (const Event& e : *events) {
+        stream->after = e.seq;
+        if (e.type == "audit" || (!job.empty() && e.job_id != job)) continue;
+        chunk += fmt::format("id: {}\nevent: {}\ndata: {}\n\n", e.seq, e.type, EventJson(e).dump());
+      }
+      if (!chunk.empty()) {
+        stream->last_write = std::chrono::steady_clock::now();
+        return sink.write(chunk.data(), chunk.size());
+      }
+      return sink.is_writable();
+    }
+    if (std::chrono::steady_clock::now() - stream->last_write >= options_.keepalive) {
+      stream->last_write = std::chrono::steady_clock::now();
+      static constexpr char kKeepAlive[] = ": keep-alive\n\n";
+      return sink.write(kKeepAlive, sizeof kKeepAlive - 1);
+    }
+    std::unique_lock lock(events_mu_);
+    events_cv_.wait_for(lock, std::chrono::milliseconds(250));
+    return !stopping_ && sink.is_writable();
+  });
   return Reply{.status = 0};
 }
 
@@ -801,7 +862,8 @@ Result<Reply> ApiServer::Impl::Stats(Call& call) {
     const char* state = RunStateName(c.state);
     by_state[state] = by_state.value(state, int64_t{0}) + c.count;
     by_queue[c.queue][state] = c.count;
-    if (c.state == RunState::kSucceeded || c.state == RunState::kFailed || c.state == RunState::kTimedOut) {
+    if (c.state == RunState::kSucceeded || c.state == RunState::kFailed ||
+        c.state == RunState::kTimedOut) {
       finished += c.count;
       duration_ms += c.total_duration_ms;
       timed += c.count;
@@ -811,8 +873,10 @@ Result<Reply> ApiServer::Impl::Stats(Call& call) {
   return Reply{.body = {{"tenant", call.tenant},
                         {"by_state", by_state},
                         {"by_queue", by_queue},
-                        {"average_duration_ms", timed ? Json((duration_ms + timed / 2) / timed) : Json(nullptr)},
-                        {"failure_rate", finished ? Json(static_cast<double>(failed) / finished) : Json(nullptr)}}};
+                        {"average_duration_ms",
+                         timed ? Json((duration_ms + timed / 2) / timed) : Json(nullptr)},
+                        {"failure_rate",
+                         finished ? Json(static_cast<double>(failed) / finished) : Json(nullptr)}}};
 }
 
 Result<Reply> ApiServer::Impl::Nodes(Call&) {
@@ -847,14 +911,18 @@ Result<Reply> ApiServer::Impl::Cluster(Call&) {
 
 Result<Reply> ApiServer::Impl::CreateKey(Call& call) {
   ASSIGN_OR_RETURN(Json body, ParseBody(call.req));
-  if (!body.is_object()) return InvalidArgument("the body must be a JSON object: {\"role\", \"tenant\", \"allow_shell\", \"name\"}");
+  if (!body.is_object())
+    return InvalidArgument(
+        "the body must be a JSON object: {\"role\", \"tenant\", \"allow_shell\", \"name\"}");
   RETURN_IF_ERROR(OnlyFields(body, {"role", "tenant", "allow_shell", "name"}));
-  if (!body.contains("role") || !body["role"].is_string()) return InvalidArgument("role: missing (admin, operator or viewer)", "role");
+  if (!body.contains("role") || !body["role"].is_string())
+    return InvalidArgument("role: missing (admin, operator or viewer)", "role");
   ASSIGN_OR_RETURN(Role role, ParseRole(body["role"].get<std::string>()));
   std::string tenant;
   if (role != Role::kAdmin) {
     if (!body.contains("tenant") || !body["tenant"].is_string()) {
-      return InvalidArgument("tenant: missing (operator and viewer keys belong to one tenant)", "tenant");
+      return InvalidArgument("tenant: missing (operator and viewer keys belong to one tenant)",
+                             "tenant");
     }
     tenant = body["tenant"].get<std::string>();
     RETURN_IF_ERROR(ValidateTenantId(tenant));
@@ -864,7 +932,8 @@ Result<Reply> ApiServer::Impl::CreateKey(Call& call) {
   }
   bool allow_shell = false;
   if (body.contains("allow_shell")) {
-    if (!body["allow_shell"].is_boolean()) return InvalidArgument("allow_shell: must be true or false", "allow_shell");
+    if (!body["allow_shell"].is_boolean())
+      return InvalidArgument("allow_shell: must be true or false", "allow_shell");
     allow_shell = body["allow_shell"].get<bool>();
   }
   std::string name;
@@ -904,7 +973,9 @@ Result<Reply> ApiServer::Impl::PutTenant(Call& call) {
   RETURN_IF_ERROR(ValidateTenantId(call.tenant, "tenant"));
   ASSIGN_OR_RETURN(Json body, ParseBody(call.req));
   if (body.is_null()) body = Json::object();
-  if (!body.is_object()) return InvalidArgument("the body must be a JSON object: {\"max_jobs\", \"max_concurrent_runs\"}");
+  if (!body.is_object())
+    return InvalidArgument(
+        "the body must be a JSON object: {\"max_jobs\", \"max_concurrent_runs\"}");
   RETURN_IF_ERROR(OnlyFields(body, {"max_jobs", "max_concurrent_runs", "queue_limits"}));
   const TimePoint now = node_.clock().Now();
   TenantRecord t{.id = call.tenant, .created_at = now, .updated_at = now};
@@ -915,20 +986,23 @@ Result<Reply> ApiServer::Impl::PutTenant(Call& call) {
     if (!body.contains(field)) continue;
     const Json& v = body[field];
     if (!v.is_number_integer() || v.get<int64_t>() < 0) {
-      return InvalidArgument(std::string(field) + ": must be a non-negative integer (0 = unlimited)", field);
+      return InvalidArgument(
+          std::string(field) + ": must be a non-negative integer (0 = unlimited)", field);
     }
     (std::string_view(field) == "max_jobs" ? t.max_jobs : t.max_concurrent_runs) = v.get<int64_t>();
   }
   if (body.contains("queue_limits")) {
     const Json& limits = body["queue_limits"];
     if (!limits.is_object()) {
-      return InvalidArgument("queue_limits: must be an object of queue name -> limit", "queue_limits");
+      return InvalidArgument("queue_limits: must be an object of queue name -> limit",
+                             "queue_limits");
     }
     t.queue_limits.clear();
     for (const auto& [queue, limit] : limits.items()) {
       RETURN_IF_ERROR(ValidateQueueName(queue, "queue_limits." + queue));
       if (!limit.is_number_integer() || limit.get<int64_t>() < 1) {
-        return InvalidArgument("queue_limits." + queue + ": must be an integer of at least 1", "queue_limits." + queue);
+        return InvalidArgument("queue_limits." + queue + ": must be an integer of at least 1",
+                               "queue_limits." + queue);
       }
       t.queue_limits[queue] = limit.get<int64_t>();
     }
@@ -945,15 +1019,17 @@ Result<std::unique_ptr<ApiServer>> ApiServer::Create(Node& node, ServerOptions o
     return InvalidArgument("tls: give both --tls-cert and --tls-key", "tls_cert");
   }
   if (!IsLoopback(hp.first) && options.tls_cert.empty() && !options.insecure_listen) {
-    return InvalidArgument("listen: '" + options.listen +
-                               "' is not a loopback address; serve it with --tls-cert/--tls-key, or "
-                               "accept plain HTTP with --insecure-listen",
-                           "listen");
+    return InvalidArgument(
+        "listen: '" + options.listen +
+            "' is not a loopback address; serve it with --tls-cert/--tls-key, or "
+            "accept plain HTTP with --insecure-listen",
+        "listen");
   }
   return std::unique_ptr<ApiServer>(new ApiServer(node, std::move(options)));
 }
 
-ApiServer::ApiServer(Node& node, ServerOptions options) : node_(node), options_(std::move(options)) {}
+ApiServer::ApiServer(Node& node, ServerOptions options)
+    : node_(node), options_(std::move(options)) {}
 
 ApiServer::~ApiServer() { Stop(); }
 
@@ -961,15 +1037,19 @@ Status ApiServer::Start() {
   auto hp = ParseListen(options_.listen);
   if (!hp.ok()) return hp.status();
   if (!options_.tls_cert.empty()) {
-    auto ssl = std::make_unique<httplib::SSLServer>(options_.tls_cert.c_str(), options_.tls_key.c_str());
-    if (!ssl->is_valid()) return InvalidArgument("tls: cannot load the certificate or key", "tls_cert");
+    auto ssl =
+        std::make_unique<httplib::SSLServer>(options_.tls_cert.c_str(), options_.tls_key.c_str());
+    if (!ssl->is_valid())
+      return InvalidArgument("tls: cannot load the certificate or key", "tls_cert");
     http_ = std::move(ssl);
   } else {
     http_ = std::make_unique<httplib::Server>();
   }
   impl_ = std::make_unique<Impl>(node_, options_, metrics_);
   const int threads = options_.threads;
-  http_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  http_->new_task_queue = [threads] {
+    return new httplib::ThreadPool(static_cast<size_t>(threads));
+  };
   http_->set_payload_max_length(options_.max_body_bytes);
   http_->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
@@ -978,12 +1058,14 @@ Status ApiServer::Start() {
     if (res.status == 400) message = "malformed HTTP request";
     res.set_content(ErrorBody(CodeForHttp(res.status), message, ""), "application/json");
   });
-  http_->set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
-    res.status = 500;
-    res.set_content(ErrorBody("internal", "unexpected error", ""), "application/json");
-  });
+  http_->set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+        res.status = 500;
+        res.set_content(ErrorBody("internal", "unexpected error", ""), "application/json");
+      });
   impl_->Register(*http_);
-  const int port = hp->second == 0 ? http_->bind_to_any_port(hp->first) : (http_->bind_to_port(hp->first, hp->second) ? hp->second : -1);
+  const int port = hp->second == 0 ? http_->bind_to_any_port(hp->first)
+                                   : (http_->bind_to_port(hp->first, hp->second) ? hp->second : -1);
   if (port < 0) return Unavailable("cannot listen on " + options_.listen);
   port_ = port;
   auto ended = std::make_shared<std::atomic<bool>>(false);
@@ -998,7 +1080,8 @@ Status ApiServer::Start() {
   // httplib's stop() is a no-op until its accept loop runs: return only once it does, so that
   // a Stop() right after Start() cannot hang.
   while (!http_->is_running() && !*ended) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  spdlog::info("listening on {}://{}:{}", options_.tls_cert.empty() ? "http" : "https", hp->first, port_);
+  spdlog::info("listening on {}://{}:{}", options_.tls_cert.empty() ? "http" : "https", hp->first,
+               port_);
   return Status::Ok();
 }
 

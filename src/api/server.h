@@ -5,12 +5,12 @@
 // {"error": {"code", "message", "field"}} with the status of HttpStatusFor().
 #pragma once
 
+#include <jobsched/status.h>
+
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <jobsched/status.h>
 
 #include "api/auth.h"
 #include "api/metrics.h"

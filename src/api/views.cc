@@ -5,7 +5,9 @@
 
 namespace jobsched::api {
 
-Json TimeJson(const std::optional<TimePoint>& t) { return t ? Json(FormatRfc3339(*t)) : Json(nullptr); }
+Json TimeJson(const std::optional<TimePoint>& t) {
+  return t ? Json(FormatRfc3339(*t)) : Json(nullptr);
+}
 
 namespace {
 Json OptInt(const std::optional<int>& v) { return v ? Json(*v) : Json(nullptr); }

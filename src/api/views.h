@@ -2,9 +2,9 @@
 // durations in ms).
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <jobsched/store.h>
+
+#include <nlohmann/json.hpp>
 
 namespace jobsched::api {
 

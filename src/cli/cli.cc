@@ -1,10 +1,10 @@
 #include "cli/cli.h"
 
-#include "cli/serve_cmd.h"
-
 #include <CLI/CLI.hpp>
 #include <exception>
 #include <iostream>
+
+#include "cli/serve_cmd.h"
 
 namespace jobsched::cli {
 

@@ -1,7 +1,8 @@
 #include "cli/cron_cmd.h"
 
-#include <CLI/CLI.hpp>
 #include <date/tz.h>
+
+#include <CLI/CLI.hpp>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string_view>
@@ -104,7 +105,8 @@ Json BatchLine(std::string_view line, const Clock& clock) {
 
 }  // namespace
 
-int RunCronNext(const CronNextArgs& args, const Clock& clock, std::ostream& out, std::ostream& err) {
+int RunCronNext(const CronNextArgs& args, const Clock& clock, std::ostream& out,
+                std::ostream& err) {
   auto from = FromOrNow(args.from, clock);
   if (!from.ok()) {
     err << "error: " << from.status().message() << "\n";
@@ -120,7 +122,10 @@ int RunCronNext(const CronNextArgs& args, const Clock& clock, std::ostream& out,
     for (TimePoint t : *times) {
       next.push_back({{"utc", FormatRfc3339Seconds(t)}, {"local", FormatLocal(t, args.tz)}});
     }
-    out << Json{{"expr", args.expr}, {"tz", args.tz}, {"from", FormatRfc3339(*from)}, {"next", next}}
+    out << Json{{"expr", args.expr},
+                {"tz", args.tz},
+                {"from", FormatRfc3339(*from)},
+                {"next", next}}
                .dump()
         << "\n";
     return kExitOk;
@@ -159,7 +164,8 @@ void AddCronCommands(CLI::App& app, int* exit_code) {
                  "Read JSON lines {id, expr, tz, from, n} on stdin, write one JSON line each");
   next->callback([args, batch, exit_code] {
     if (*batch) {
-      if (!args->expr.empty()) throw CLI::ValidationError("--batch reads expressions from stdin; no EXPR");
+      if (!args->expr.empty())
+        throw CLI::ValidationError("--batch reads expressions from stdin; no EXPR");
       *exit_code = RunCronBatch(std::cin, *Clock::Real(), std::cout);
       return;
     }

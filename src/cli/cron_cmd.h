@@ -1,10 +1,10 @@
 // `jobsched cron next`: previews a cron expression, one at a time or in batch (JSON lines).
 #pragma once
 
+#include <jobsched/clock.h>
+
 #include <iosfwd>
 #include <string>
-
-#include <jobsched/clock.h>
 
 namespace jobsched::cli {
 

@@ -2,17 +2,17 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <toml++/toml.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
-#include <spdlog/pattern_formatter.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
-#include <toml++/toml.h>
 
 #include "api/auth.h"
 #include "api/server.h"
@@ -58,7 +58,8 @@ const Setting kSettings[] = {
 
 std::string EnvName(const char* key) {
   std::string name = "JOBSCHED_";
-  for (const char* p = key; *p; ++p) name += static_cast<char>(std::toupper(static_cast<unsigned char>(*p)));
+  for (const char* p = key; *p; ++p)
+    name += static_cast<char>(std::toupper(static_cast<unsigned char>(*p)));
   return name;
 }
 
@@ -76,7 +77,8 @@ std::vector<std::string> SplitList(const std::string& text) {
 }
 
 // Stores `text` (from the environment or a flag) into the setting; `origin` names it in errors.
-Status SetFromText(const Setting& s, const std::string& text, const std::string& origin, ServeConfig& c) {
+Status SetFromText(const Setting& s, const std::string& text, const std::string& origin,
+                   ServeConfig& c) {
   switch (s.kind) {
     case Setting::kString:
       c.*s.str = text;
@@ -113,8 +115,8 @@ Status LoadServeConfigFile(const std::string& path, ServeConfig& c) {
   try {
     table = toml::parse_file(path);
   } catch (const toml::parse_error& e) {
-    return InvalidArgument("config " + path + ": line " + std::to_string(e.source().begin.line) + ": " +
-                           std::string(e.description()));
+    return InvalidArgument("config " + path + ": line " + std::to_string(e.source().begin.line) +
+                           ": " + std::string(e.description()));
   } catch (const std::exception& e) {
     return InvalidArgument("config " + path + ": " + e.what());
   }
@@ -123,27 +125,35 @@ Status LoadServeConfigFile(const std::string& path, ServeConfig& c) {
     for (const Setting& candidate : kSettings) {
       if (key.str() == candidate.key) s = &candidate;
     }
-    const std::string where = "config " + path + ": line " + std::to_string(node.source().begin.line) + ": ";
-    if (s == nullptr) return InvalidArgument(where + "unknown key '" + std::string(key.str()) + "'", std::string(key.str()));
+    const std::string where =
+        "config " + path + ": line " + std::to_string(node.source().begin.line) + ": ";
+    if (s == nullptr)
+      return InvalidArgument(where + "unknown key '" + std::string(key.str()) + "'",
+                             std::string(key.str()));
     switch (s->kind) {
       case Setting::kString:
-        if (!node.is_string()) return InvalidArgument(where + s->key + ": must be a string", s->key);
+        if (!node.is_string())
+          return InvalidArgument(where + s->key + ": must be a string", s->key);
         c.*s->str = *node.value<std::string>();
         break;
       case Setting::kInt:
-        if (!node.is_integer()) return InvalidArgument(where + s->key + ": must be an integer", s->key);
+        if (!node.is_integer())
+          return InvalidArgument(where + s->key + ": must be an integer", s->key);
         c.*s->num = *node.value<int64_t>();
         break;
       case Setting::kBool:
-        if (!node.is_boolean()) return InvalidArgument(where + s->key + ": must be true or false", s->key);
+        if (!node.is_boolean())
+          return InvalidArgument(where + s->key + ": must be true or false", s->key);
         c.*s->flag = *node.value<bool>();
         break;
       case Setting::kList: {
         const toml::array* arr = node.as_array();
-        if (arr == nullptr) return InvalidArgument(where + s->key + ": must be an array of strings", s->key);
+        if (arr == nullptr)
+          return InvalidArgument(where + s->key + ": must be an array of strings", s->key);
         std::vector<std::string> items;
         for (const auto& item : *arr) {
-          if (!item.is_string()) return InvalidArgument(where + s->key + ": must be an array of strings", s->key);
+          if (!item.is_string())
+            return InvalidArgument(where + s->key + ": must be an array of strings", s->key);
           items.push_back(*item.value<std::string>());
         }
         c.*s->list = std::move(items);
@@ -164,19 +174,27 @@ Status ApplyServeEnv(ServeConfig& c) {
 
 Status ValidateServeConfig(const ServeConfig& c) {
   if (c.log_format != "text" && c.log_format != "json") {
-    return InvalidArgument("log_format: must be text or json, got '" + c.log_format + "'", "log_format");
+    return InvalidArgument("log_format: must be text or json, got '" + c.log_format + "'",
+                           "log_format");
   }
   if (spdlog::level::from_str(c.log_level) == spdlog::level::off && c.log_level != "off") {
-    return InvalidArgument("log_level: must be trace, debug, info, warn, error or off", "log_level");
+    return InvalidArgument("log_level: must be trace, debug, info, warn, error or off",
+                           "log_level");
   }
-  if (c.concurrency < 1 || c.concurrency > 4096) return InvalidArgument("concurrency: must be 1-4096", "concurrency");
-  for (auto [value, name] : {std::pair{c.lease_ms, "lease_ms"}, {c.renew_ms, "renew_ms"}, {c.reaper_ms, "reaper_ms"}}) {
+  if (c.concurrency < 1 || c.concurrency > 4096)
+    return InvalidArgument("concurrency: must be 1-4096", "concurrency");
+  for (auto [value, name] :
+       {std::pair{c.lease_ms, "lease_ms"}, {c.renew_ms, "renew_ms"}, {c.reaper_ms, "reaper_ms"}}) {
     if (value < 10) return InvalidArgument(std::string(name) + ": must be at least 10", name);
   }
-  if (c.renew_ms >= c.lease_ms) return InvalidArgument("renew_ms: must be shorter than lease_ms", "renew_ms");
-  if (c.shutdown_grace_ms < 0) return InvalidArgument("shutdown_grace_ms: must not be negative", "shutdown_grace_ms");
-  if (c.keep_runs_per_job < 1) return InvalidArgument("keep_runs_per_job: must be at least 1", "keep_runs_per_job");
-  if (c.keep_runs_days < 0) return InvalidArgument("keep_runs_days: must not be negative", "keep_runs_days");
+  if (c.renew_ms >= c.lease_ms)
+    return InvalidArgument("renew_ms: must be shorter than lease_ms", "renew_ms");
+  if (c.shutdown_grace_ms < 0)
+    return InvalidArgument("shutdown_grace_ms: must not be negative", "shutdown_grace_ms");
+  if (c.keep_runs_per_job < 1)
+    return InvalidArgument("keep_runs_per_job: must be at least 1", "keep_runs_per_job");
+  if (c.keep_runs_days < 0)
+    return InvalidArgument("keep_runs_days: must not be negative", "keep_runs_days");
   return Status::Ok();
 }
 
@@ -187,7 +205,8 @@ namespace {
 // %j: the message as JSON: "msg" plus every key=value token as its own field.
 class JsonMessageFlag final : public spdlog::custom_flag_formatter {
  public:
-  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
     const std::string_view text(msg.payload.data(), msg.payload.size());
     std::string out = "\"msg\":" + Escape(text);
     size_t pos = 0;
@@ -197,16 +216,20 @@ class JsonMessageFlag final : public spdlog::custom_flag_formatter {
       const std::string_view token = text.substr(pos, end - pos);
       const size_t eq = token.find('=');
       if (eq != std::string_view::npos && eq > 0 &&
-          token.substr(0, eq).find_first_not_of("abcdefghijklmnopqrstuvwxyz_") == std::string_view::npos) {
+          token.substr(0, eq).find_first_not_of("abcdefghijklmnopqrstuvwxyz_") ==
+              std::string_view::npos) {
         std::string_view value = token.substr(eq + 1);
-        if (value.size() >= 2 && value.front() == '"' && value.back() == '"') value = value.substr(1, value.size() - 2);
+        if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
+          value = value.substr(1, value.size() - 2);
         out += "," + Escape(token.substr(0, eq)) + ":" + Escape(value);
       }
       pos = end + 1;
     }
     dest.append(out.data(), out.data() + out.size());
   }
-  std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<JsonMessageFlag>(); }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<JsonMessageFlag>();
+  }
 
  private:
   static std::string Escape(std::string_view s) {
@@ -240,7 +263,8 @@ void SetUpLogging(const ServeConfig& c) {
   auto logger = spdlog::stderr_color_mt("jobsched");
   if (c.log_format == "json") {
     auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
-    formatter->add_flag<JsonMessageFlag>('j').set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l",%j})");
+    formatter->add_flag<JsonMessageFlag>('j').set_pattern(
+        R"({"time":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l",%j})");
     logger->set_formatter(std::move(formatter));
   }
   logger->set_level(spdlog::level::from_str(c.log_level));
@@ -251,7 +275,8 @@ void SetUpLogging(const ServeConfig& c) {
 
 Status BootstrapAdminKey(Store& store, const ServeConfig& c, TimePoint now) {
   if (const char* given = std::getenv("JOBSCHED_ADMIN_KEY"); given != nullptr && *given != '\0') {
-    ASSIGN_OR_RETURN(ApiKeyRecord record, api::RecordForKey(given, api::Role::kAdmin, "JOBSCHED_ADMIN_KEY", now));
+    ASSIGN_OR_RETURN(ApiKeyRecord record,
+                     api::RecordForKey(given, api::Role::kAdmin, "JOBSCHED_ADMIN_KEY", now));
     auto existing = store.GetApiKeyByHash(record.secret_hash);
     if (existing.ok()) return Status::Ok();
     if (existing.status().code() != StatusCode::kNotFound) return existing.status();
@@ -261,7 +286,8 @@ Status BootstrapAdminKey(Store& store, const ServeConfig& c, TimePoint now) {
   }
   ASSIGN_OR_RETURN(std::vector<ApiKeyRecord> keys, store.ListApiKeys());
   if (!keys.empty()) return Status::Ok();
-  ASSIGN_OR_RETURN(api::NewKey key, api::GenerateKey(api::Role::kAdmin, "", true, "bootstrap admin", now));
+  ASSIGN_OR_RETURN(api::NewKey key,
+                   api::GenerateKey(api::Role::kAdmin, "", true, "bootstrap admin", now));
   std::error_code ec;
   std::filesystem::create_directories(c.data_dir, ec);
   const std::string path = (std::filesystem::path(c.data_dir) / "admin.key").string();
@@ -280,8 +306,10 @@ Status BootstrapAdminKey(Store& store, const ServeConfig& c, TimePoint now) {
 Status UpsertSampleJob(Node& node) {
   JobSpec spec{.id = "sample"};
   spec.schedule = {.kind = Schedule::Kind::kCron, .cron = "*/10 * * * * *"};
-  spec.handler = {.type = HandlerSpec::Type::kShell,
-                  .command = {"/bin/sh", "-c", "echo \"hello from jobsched: run $JOBSCHED_RUN_ID, attempt $JOBSCHED_ATTEMPT\""}};
+  spec.handler = {
+      .type = HandlerSpec::Type::kShell,
+      .command = {"/bin/sh", "-c",
+                  "echo \"hello from jobsched: run $JOBSCHED_RUN_ID, attempt $JOBSCHED_ATTEMPT\""}};
   spec.labels = {{"example", "true"}};
   auto existing = node.store().GetJob("default", "sample");
   if (existing.ok()) return Status::Ok();
@@ -303,17 +331,19 @@ int RunServe(const ServeConfig& c) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  SchedulerOptions options{.store_url = c.store.empty() ? "sqlite:" + (std::filesystem::path(c.data_dir) / "jobsched.db").string()
-                                                        : c.store,
-                           .node_id = c.node_id,
-                           .concurrency = static_cast<int>(c.concurrency),
-                           .queues = c.queues,
-                           .lease = Duration(c.lease_ms),
-                           .renew_interval = Duration(c.renew_ms),
-                           .reaper_interval = Duration(c.reaper_ms),
-                           .shutdown_grace = Duration(c.shutdown_grace_ms),
-                           .keep_runs_per_job = static_cast<int>(c.keep_runs_per_job),
-                           .keep_runs_for = std::chrono::days(c.keep_runs_days)};
+  SchedulerOptions options{
+      .store_url = c.store.empty()
+                       ? "sqlite:" + (std::filesystem::path(c.data_dir) / "jobsched.db").string()
+                       : c.store,
+      .node_id = c.node_id,
+      .concurrency = static_cast<int>(c.concurrency),
+      .queues = c.queues,
+      .lease = Duration(c.lease_ms),
+      .renew_interval = Duration(c.renew_ms),
+      .reaper_interval = Duration(c.reaper_ms),
+      .shutdown_grace = Duration(c.shutdown_grace_ms),
+      .keep_runs_per_job = static_cast<int>(c.keep_runs_per_job),
+      .keep_runs_for = std::chrono::days(c.keep_runs_days)};
   auto fail = [](const std::string& what, const Status& s) {
     spdlog::error("{}: {}", what, s.message());
     return s.code() == StatusCode::kInvalidArgument ? kExitUsage : kExitFailure;
@@ -334,10 +364,11 @@ int RunServe(const ServeConfig& c) {
     return fail("cannot listen on " + c.listen, s);
   }
   if (c.sample_job) {
-    if (Status s = UpsertSampleJob(**node); !s.ok()) spdlog::warn("sample job not created: {}", s.message());
+    if (Status s = UpsertSampleJob(**node); !s.ok())
+      spdlog::warn("sample job not created: {}", s.message());
   }
-  spdlog::info("jobsched serve ready: node {} store {} listen {}", (*node)->options().node_id, options.store_url,
-               c.listen);
+  spdlog::info("jobsched serve ready: node {} store {} listen {}", (*node)->options().node_id,
+               options.store_url, c.listen);
 
   int sig = 0;
   sigwait(&signals, &sig);
@@ -349,7 +380,8 @@ int RunServe(const ServeConfig& c) {
 }
 
 void AddServeCommand(CLI::App& app, int* exit_code) {
-  CLI::App* serve = app.add_subcommand("serve", "Run a node: scheduler, workers, REST API and dashboard");
+  CLI::App* serve =
+      app.add_subcommand("serve", "Run a node: scheduler, workers, REST API and dashboard");
   auto config_path = std::make_shared<std::string>();
   auto flags = std::make_shared<ServeConfig>();
   auto given = std::make_shared<std::vector<std::pair<const Setting*, CLI::Option*>>>();
@@ -373,30 +405,35 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
     }
     given->push_back({&s, opt});
   };
-  const char* kFlags[] = {"--store",         "--listen",   "--data-dir",  "--node-id",         "--concurrency",
-                          "--queues",        "--log-format", "--log-level", "--tls-cert",       "--tls-key",
-                          "--insecure-listen", "--lease-ms", "--renew-ms",  "--reaper-ms",      "--shutdown-grace-ms",
-                          "--keep-runs-per-job", "--keep-runs-days", "--sample-job"};
-  const char* kHelp[] = {"Store URL: sqlite:PATH, sqlite::memory:, redis://[user:pass@]host:port[/db] (default sqlite:<data-dir>/jobsched.db)",
-                         "HOST:PORT to serve the API on (default 127.0.0.1:8080)",
-                         "Directory for admin.key and the default database (default ./data)",
-                         "Node id, unique among live nodes (default: host name)",
-                         "Worker threads (default 4)",
-                         "Queues to execute, comma-separated (default all)",
-                         "text or json (default text)",
-                         "trace, debug, info, warn, error (default info)",
-                         "TLS certificate (PEM)",
-                         "TLS private key (PEM)",
-                         "Allow a non-loopback --listen without TLS",
-                         "Lease of a running attempt in ms (default 15000)",
-                         "Lease renewal period in ms (default 5000)",
-                         "Expired-lease check period in ms (default 1000)",
-                         "On SIGTERM, how long running attempts may finish, ms (default 30000)",
-                         "Runs kept per job (default 100)",
-                         "Runs younger than this many days are kept (default 7)",
-                         "Create the 'sample' shell job (every 10 s) if it does not exist"};
+  const char* kFlags[] = {
+      "--store",          "--listen",    "--data-dir",          "--node-id",
+      "--concurrency",    "--queues",    "--log-format",        "--log-level",
+      "--tls-cert",       "--tls-key",   "--insecure-listen",   "--lease-ms",
+      "--renew-ms",       "--reaper-ms", "--shutdown-grace-ms", "--keep-runs-per-job",
+      "--keep-runs-days", "--sample-job"};
+  const char* kHelp[] = {
+      "Store URL: sqlite:PATH, sqlite::memory:, redis://[user:pass@]host:port[/db] (default "
+      "sqlite:<data-dir>/jobsched.db)",
+      "HOST:PORT to serve the API on (default 127.0.0.1:8080)",
+      "Directory for admin.key and the default database (default ./data)",
+      "Node id, unique among live nodes (default: host name)",
+      "Worker threads (default 4)",
+      "Queues to execute, comma-separated (default all)",
+      "text or json (default text)",
+      "trace, debug, info, warn, error (default info)",
+      "TLS certificate (PEM)",
+      "TLS private key (PEM)",
+      "Allow a non-loopback --listen without TLS",
+      "Lease of a running attempt in ms (default 15000)",
+      "Lease renewal period in ms (default 5000)",
+      "Expired-lease check period in ms (default 1000)",
+      "On SIGTERM, how long running attempts may finish, ms (default 30000)",
+      "Runs kept per job (default 100)",
+      "Runs younger than this many days are kept (default 7)",
+      "Create the 'sample' shell job (every 10 s) if it does not exist"};
   for (size_t i = 0; i < std::size(kSettings); ++i) add(kFlags[i], kSettings[i], kHelp[i]);
-  serve->add_flag("--print-routes", *print_routes, "Print the REST API route table (Markdown) and exit");
+  serve->add_flag("--print-routes", *print_routes,
+                  "Print the REST API route table (Markdown) and exit");
 
   serve->callback([config_path, flags, given, print_routes, exit_code] {
     if (*print_routes) {

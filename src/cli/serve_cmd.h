@@ -2,11 +2,11 @@
 // precedence: flags, JOBSCHED_* environment variables, the TOML file of --config, defaults.
 #pragma once
 
+#include <jobsched/status.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <jobsched/status.h>
 
 namespace CLI {
 class App;
@@ -15,14 +15,14 @@ class App;
 namespace jobsched::cli {
 
 struct ServeConfig {
-  std::string store;                     // Default: "sqlite:<data_dir>/jobsched.db"
+  std::string store;                      // Default: "sqlite:<data_dir>/jobsched.db"
   std::string listen = "127.0.0.1:8080";  // Default: loopback, port 8080
   std::string data_dir = "./data";        // admin.key and the default database live here
   std::string node_id;                    // Default: the host name
   int64_t concurrency = 4;
-  std::vector<std::string> queues;        // Default: all
-  std::string log_format = "text";        // text | json
-  std::string log_level = "info";         // trace | debug | info | warn | error
+  std::vector<std::string> queues;  // Default: all
+  std::string log_format = "text";  // text | json
+  std::string log_level = "info";   // trace | debug | info | warn | error
   std::string tls_cert;
   std::string tls_key;
   bool insecure_listen = false;

@@ -1,10 +1,11 @@
 #include "core/cron.h"
 
+#include <date/tz.h>
+
 #include <algorithm>
 #include <array>
 #include <bit>
 #include <charconv>
-#include <date/tz.h>
 
 #include "core/time_util.h"
 
@@ -49,7 +50,9 @@ constexpr unsigned DaysInMonth(int y, unsigned m) {
   return m == 2 && IsLeap(y) ? 29 : kDays[m];
 }
 
-constexpr int64_t FloorDiv(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+constexpr int64_t FloorDiv(int64_t a, int64_t b) {
+  return a / b - ((a % b != 0) && ((a < 0) != (b < 0)));
+}
 
 // Weekday (Sunday = 0) of a day counted from 1970-01-01, a Thursday.
 constexpr unsigned WeekdayOfDays(int64_t days) {
@@ -67,7 +70,7 @@ int NextBit(T mask, int from) {
 
 // The nearest weekday (Mon-Fri) to day n of the month, without leaving the month (Quartz nW).
 unsigned NearestWeekday(unsigned n, unsigned weekday_of_n, unsigned days_in_month) {
-  if (weekday_of_n == 6) return n == 1 ? 3 : n - 1;               // Saturday
+  if (weekday_of_n == 6) return n == 1 ? 3 : n - 1;                  // Saturday
   if (weekday_of_n == 0) return n == days_in_month ? n - 2 : n + 1;  // Sunday
   return n;
 }
@@ -84,8 +87,8 @@ enum FieldIndex { kSecond, kMinute, kHour, kDayOfMonth, kMonth, kDayOfWeek, kFie
 struct FieldDef {
   const char* name;
   int min;
-  int max;  // the largest value written (7 for day-of-week, an alias of 0)
-  int size;  // largest allowed step
+  int max;                   // the largest value written (7 for day-of-week, an alias of 0)
+  int size;                  // largest allowed step
   const char* const* names;  // 3-letter names for min.. (or nullptr)
   int name_count;
 };
@@ -102,7 +105,8 @@ constexpr FieldDef kFields[kFieldCount] = {
 
 class FieldParser {
  public:
-  FieldParser(FieldIndex index, CronSchedule::Fields& out) : def_(kFields[index]), index_(index), out_(out) {}
+  FieldParser(FieldIndex index, CronSchedule::Fields& out)
+      : def_(kFields[index]), index_(index), out_(out) {}
 
   Status Parse(std::string_view text) {
     if (text == "?") {
@@ -115,8 +119,8 @@ class FieldParser {
     size_t start = 0;
     while (true) {
       const size_t comma = text.find(',', start);
-      const std::string_view item =
-          text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
+      const std::string_view item = text.substr(
+          start, comma == std::string_view::npos ? std::string_view::npos : comma - start);
       if (item.empty()) return Error("empty item in list '" + std::string(text) + "'");
       RETURN_IF_ERROR(ParseItem(item));
       if (comma == std::string_view::npos) break;
@@ -134,11 +138,13 @@ class FieldParser {
   }
 
   // A number or (month, day-of-week) a name. `token` is the item, for messages.
-  Status ParseValue(std::string_view text, std::string_view token, int& value, bool& is_name) const {
+  Status ParseValue(std::string_view text, std::string_view token, int& value,
+                    bool& is_name) const {
     is_name = false;
     if (text.empty()) return TokenError(token, "missing value");
     if (text[0] >= '0' && text[0] <= '9') {
-      if (text.size() > 4) return Error("value " + std::string(text) + " out of range " + RangeText());
+      if (text.size() > 4)
+        return Error("value " + std::string(text) + " out of range " + RangeText());
       auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
       if (ec != std::errc() || ptr != text.data() + text.size()) {
         return TokenError(token, "'" + std::string(text) + "' is not a number");
@@ -161,15 +167,19 @@ class FieldParser {
           return Status::Ok();
         }
       }
-      return TokenError(token, "unknown " + std::string(def_.name) + " name '" + std::string(text) + "'");
+      return TokenError(token,
+                        "unknown " + std::string(def_.name) + " name '" + std::string(text) + "'");
     }
     if (def_.names != nullptr) {
-      return TokenError(token, "'" + std::string(text) + "' is not a number or a " + def_.name + " name");
+      return TokenError(token,
+                        "'" + std::string(text) + "' is not a number or a " + def_.name + " name");
     }
     return TokenError(token, "'" + std::string(text) + "' is not a number");
   }
 
-  std::string RangeText() const { return std::to_string(def_.min) + "-" + std::to_string(def_.max); }
+  std::string RangeText() const {
+    return std::to_string(def_.min) + "-" + std::to_string(def_.max);
+  }
 
   void SetRange(int lo, int hi, int step) {
     for (int v = lo; v <= hi; v += step) {
@@ -199,8 +209,9 @@ class FieldParser {
   }
 
   static bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-    return a.size() == b.size() &&
-           std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return (x & ~0x20) == (y & ~0x20); });
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+             return (x & ~0x20) == (y & ~0x20);
+           });
   }
   static bool EndsWithLetter(std::string_view s, char upper) {
     return !s.empty() && (s.back() & ~0x20) == upper;
@@ -273,13 +284,14 @@ class FieldParser {
       const std::string_view step_text = item.substr(slash + 1);
       if (step_text.empty()) return TokenError(item, "missing step after '/'");
       if (base.empty()) return TokenError(item, "a step needs '*' or a range before it");
-      if (step_text.size() > 4 || step_text.find_first_not_of("0123456789") != std::string_view::npos) {
+      if (step_text.size() > 4 ||
+          step_text.find_first_not_of("0123456789") != std::string_view::npos) {
         return TokenError(item, "step '" + std::string(step_text) + "' is not a number");
       }
       std::from_chars(step_text.data(), step_text.data() + step_text.size(), step);
       if (step < 1 || step > def_.size) {
-        return Error("step " + std::to_string(step) + " out of range 1-" + std::to_string(def_.size) +
-                     " in '" + std::string(item) + "'");
+        return Error("step " + std::to_string(step) + " out of range 1-" +
+                     std::to_string(def_.size) + " in '" + std::string(item) + "'");
       }
     }
 
@@ -321,7 +333,7 @@ struct Macro {
 };
 constexpr Macro kMacros[] = {
     {"@yearly", "0 0 1 1 *"}, {"@annually", "0 0 1 1 *"}, {"@monthly", "0 0 1 * *"},
-    {"@weekly", "0 0 * * 0"}, {"@daily", "0 0 * * *"},   {"@midnight", "0 0 * * *"},
+    {"@weekly", "0 0 * * 0"}, {"@daily", "0 0 * * *"},    {"@midnight", "0 0 * * *"},
     {"@hourly", "0 * * * *"},
 };
 
@@ -346,8 +358,10 @@ Status ParseFields(std::string_view expr, CronSchedule::Fields& f) {
     ++count;
   }
   if (count != 5 && count != 6) {
-    return InvalidArgument("expected 5 fields (minute hour day-of-month month day-of-week) or 6 "
-                           "(with seconds first), got " + std::to_string(count));
+    return InvalidArgument(
+        "expected 5 fields (minute hour day-of-month month day-of-week) or 6 "
+        "(with seconds first), got " +
+        std::to_string(count));
   }
   const size_t first = count == 5 ? 1 : 0;
   if (count == 5) f.seconds = 1;  // second 0
@@ -370,7 +384,8 @@ Status ParseFields(std::string_view expr, CronSchedule::Fields& f) {
 
 // ---- Matching ------------------------------------------------------------------------------
 
-bool CronSchedule::Fields::DayMatches(int year, unsigned month, unsigned day, unsigned weekday) const {
+bool CronSchedule::Fields::DayMatches(int year, unsigned month, unsigned day,
+                                      unsigned weekday) const {
   const unsigned dim = DaysInMonth(year, month);
   bool dom = (days >> day & 1) != 0;
   if (!dom && last_day) dom = day == dim;
@@ -418,9 +433,10 @@ std::optional<int64_t> CronSchedule::Fields::NextLocal(int64_t after, int64_t be
     const Civil c = CivilFromDays(day_number);
     if ((months >> c.month & 1) == 0) {
       const int next_month = NextBit(months, static_cast<int>(c.month) + 1);
-      t = next_month > 0 ? DaysFromCivil(c.year, static_cast<unsigned>(next_month), 1) * kSecondsPerDay
-                         : DaysFromCivil(c.year + 1, static_cast<unsigned>(std::countr_zero(months)), 1) *
-                               kSecondsPerDay;
+      t = next_month > 0
+              ? DaysFromCivil(c.year, static_cast<unsigned>(next_month), 1) * kSecondsPerDay
+              : DaysFromCivil(c.year + 1, static_cast<unsigned>(std::countr_zero(months)), 1) *
+                    kSecondsPerDay;
       continue;
     }
     if (DayMatches(c.year, c.month, c.day, WeekdayOfDays(day_number))) {

@@ -11,14 +11,14 @@
 //   - interval expressions: times in a gap are skipped; repeated times fire in both passes.
 #pragma once
 
+#include <jobsched/clock.h>
+#include <jobsched/status.h>
+
 #include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
-
-#include <jobsched/clock.h>
-#include <jobsched/status.h>
 
 namespace date {
 class time_zone;
@@ -57,9 +57,9 @@ class CronSchedule {
     uint16_t months = 0;   // bits 1-12
     uint8_t weekdays = 0;  // bits 0-6, Sunday = 0
     // Quartz day-of-month extensions.
-    bool last_day = false;              // L
+    bool last_day = false;               // L
     bool last_weekday_of_month = false;  // LW
-    uint32_t nearest_weekday = 0;       // nW: bit n
+    uint32_t nearest_weekday = 0;        // nW: bit n
     // Quartz day-of-week extensions, per weekday.
     uint8_t last_of_month = 0;  // nL / n#L: bit = weekday
     uint8_t nth[7] = {};        // n#k: nth[weekday] bit k (1-5)

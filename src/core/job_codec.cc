@@ -90,11 +90,13 @@ class ObjectReader {
     if (v == nullptr) return Status::Ok();
     if (!v->is_number_integer()) return FieldError(Path(key), "must be an integer");
     if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(max)) {
-      return FieldError(Path(key), "must be between " + std::to_string(min) + " and " + std::to_string(max));
+      return FieldError(Path(key),
+                        "must be between " + std::to_string(min) + " and " + std::to_string(max));
     }
     const int64_t n = v->get<int64_t>();
     if (n < min || n > max) {
-      return FieldError(Path(key), "must be between " + std::to_string(min) + " and " + std::to_string(max));
+      return FieldError(Path(key),
+                        "must be between " + std::to_string(min) + " and " + std::to_string(max));
     }
     out = n;
     return Status::Ok();
@@ -111,7 +113,8 @@ class ObjectReader {
     if (!v->is_number()) return FieldError(Path(key), "must be a number");
     const double d = v->get<double>();
     if (!(d >= min && d <= max)) {
-      return FieldError(Path(key), "must be between " + Json(min).dump() + " and " + Json(max).dump());
+      return FieldError(Path(key),
+                        "must be between " + Json(min).dump() + " and " + Json(max).dump());
     }
     out = d;
     return Status::Ok();
@@ -186,23 +189,29 @@ class ObjectReader {
 
 constexpr std::pair<const char*, Backoff> kBackoffs[] = {{"fixed", Backoff::kFixed},
                                                          {"exponential", Backoff::kExponential}};
-constexpr std::pair<const char*, Overlap> kOverlaps[] = {
-    {"skip", Overlap::kSkip}, {"allow", Overlap::kAllow}, {"queue", Overlap::kQueue}, {"replace", Overlap::kReplace}};
+constexpr std::pair<const char*, Overlap> kOverlaps[] = {{"skip", Overlap::kSkip},
+                                                         {"allow", Overlap::kAllow},
+                                                         {"queue", Overlap::kQueue},
+                                                         {"replace", Overlap::kReplace}};
 constexpr std::pair<const char*, Misfire> kMisfires[] = {
     {"fire_once", Misfire::kFireOnce}, {"skip", Misfire::kSkip}, {"fire_all", Misfire::kFireAll}};
 constexpr std::pair<const char*, HandlerSpec::Type> kHandlerTypes[] = {
-    {"builtin", HandlerSpec::Type::kBuiltin}, {"shell", HandlerSpec::Type::kShell}, {"http", HandlerSpec::Type::kHttp}};
+    {"builtin", HandlerSpec::Type::kBuiltin},
+    {"shell", HandlerSpec::Type::kShell},
+    {"http", HandlerSpec::Type::kHttp}};
 constexpr std::pair<const char*, RunState> kRunStates[] = {
-    {"queued", RunState::kQueued},         {"running", RunState::kRunning},
-    {"retry_wait", RunState::kRetryWait},  {"succeeded", RunState::kSucceeded},
-    {"failed", RunState::kFailed},         {"timed_out", RunState::kTimedOut},
-    {"cancelled", RunState::kCancelled},   {"skipped", RunState::kSkipped}};
-constexpr std::pair<const char*, JobState> kJobStates[] = {
-    {"active", JobState::kActive}, {"paused", JobState::kPaused}, {"completed", JobState::kCompleted}};
-constexpr std::pair<const char*, RunReason> kRunReasons[] = {{"schedule", RunReason::kSchedule},
-                                                             {"manual", RunReason::kManual},
-                                                             {"dependency", RunReason::kDependency},
-                                                             {"misfire_catchup", RunReason::kMisfireCatchup}};
+    {"queued", RunState::kQueued},        {"running", RunState::kRunning},
+    {"retry_wait", RunState::kRetryWait}, {"succeeded", RunState::kSucceeded},
+    {"failed", RunState::kFailed},        {"timed_out", RunState::kTimedOut},
+    {"cancelled", RunState::kCancelled},  {"skipped", RunState::kSkipped}};
+constexpr std::pair<const char*, JobState> kJobStates[] = {{"active", JobState::kActive},
+                                                           {"paused", JobState::kPaused},
+                                                           {"completed", JobState::kCompleted}};
+constexpr std::pair<const char*, RunReason> kRunReasons[] = {
+    {"schedule", RunReason::kSchedule},
+    {"manual", RunReason::kManual},
+    {"dependency", RunReason::kDependency},
+    {"misfire_catchup", RunReason::kMisfireCatchup}};
 
 template <typename E, size_t N>
 const char* NameOf(const std::pair<const char*, E> (&names)[N], E value) {
@@ -213,7 +222,8 @@ const char* NameOf(const std::pair<const char*, E> (&names)[N], E value) {
 }
 
 template <typename E, size_t N>
-Result<E> ValueOf(const std::pair<const char*, E> (&names)[N], std::string_view name, const char* what) {
+Result<E> ValueOf(const std::pair<const char*, E> (&names)[N], std::string_view name,
+                  const char* what) {
   for (const auto& [n, v] : names) {
     if (name == n) return v;
   }
@@ -285,7 +295,8 @@ Status ParseHandler(ObjectReader& r, HandlerSpec& h) {
       break;
   }
   if (Status s = r.NoUnknownFields(); !s.ok()) {
-    return FieldError(s.field(), "unknown field for a " + std::string(NameOf(kHandlerTypes, h.type)) + " handler");
+    return FieldError(s.field(), "unknown field for a " +
+                                     std::string(NameOf(kHandlerTypes, h.type)) + " handler");
   }
   return Status::Ok();
 }
@@ -328,7 +339,8 @@ Status ParseSpecObject(const Json& j, JobSpec& spec) {
   if (limits) {
     RETURN_IF_ERROR(limits->Int("cpu_seconds", 0, 7 * 24 * 3600, spec.limits.cpu_seconds));
     RETURN_IF_ERROR(limits->Int("memory_mb", 0, 1 << 20, spec.limits.memory_mb));
-    RETURN_IF_ERROR(limits->Int("max_output_bytes", 0, kMaxOutputBytes, spec.limits.max_output_bytes));
+    RETURN_IF_ERROR(
+        limits->Int("max_output_bytes", 0, kMaxOutputBytes, spec.limits.max_output_bytes));
     RETURN_IF_ERROR(limits->NoUnknownFields());
   }
   RETURN_IF_ERROR(r.StringList("depends_on", spec.depends_on));
@@ -337,17 +349,24 @@ Status ParseSpecObject(const Json& j, JobSpec& spec) {
   return r.NoUnknownFields();
 }
 
-bool AllCharsIn(std::string_view s, bool (*ok)(char)) { return std::all_of(s.begin(), s.end(), ok); }
-bool IsAlnum(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
+bool AllCharsIn(std::string_view s, bool (*ok)(char)) {
+  return std::all_of(s.begin(), s.end(), ok);
+}
+bool IsAlnum(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
 
-Json OptionalTime(const std::optional<TimePoint>& t) { return t ? Json(FormatRfc3339(*t)) : Json(nullptr); }
+Json OptionalTime(const std::optional<TimePoint>& t) {
+  return t ? Json(FormatRfc3339(*t)) : Json(nullptr);
+}
 
 }  // namespace
 
 Status ValidateJobId(std::string_view id, const std::string& field) {
   if (id.empty()) return FieldError(field, "missing");
   if (id.size() > 128) return FieldError(field, "longer than 128 characters");
-  if (!AllCharsIn(id, [](char c) { return IsAlnum(c) || c == '.' || c == '_' || c == ':' || c == '-'; })) {
+  if (!AllCharsIn(
+          id, [](char c) { return IsAlnum(c) || c == '.' || c == '_' || c == ':' || c == '-'; })) {
     return FieldError(field, "'" + std::string(id) + "' may only contain A-Z a-z 0-9 . _ : -");
   }
   return Status::Ok();
@@ -355,8 +374,9 @@ Status ValidateJobId(std::string_view id, const std::string& field) {
 
 Status ValidateTenantId(std::string_view id, const std::string& field) {
   auto lower = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
-  if (id.empty() || id.size() > 63 || !lower(id[0]) ||
-      !AllCharsIn(id, [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-'; })) {
+  if (id.empty() || id.size() > 63 || !lower(id[0]) || !AllCharsIn(id, [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+      })) {
     return FieldError(field, "'" + std::string(id) + "' must match [a-z0-9][a-z0-9_-]{0,62}");
   }
   return Status::Ok();
@@ -384,7 +404,8 @@ Status ValidateJobSpec(const JobSpec& spec) {
         if (m.starts_with("timezone: ")) return FieldError("schedule.timezone", m.substr(10));
         return FieldError("schedule.cron", m);
       }
-      if (parsed->every()) return FieldError("schedule.cron", "@every is an interval: use every_ms");
+      if (parsed->every())
+        return FieldError("schedule.cron", "@every is an interval: use every_ms");
       break;
     }
     case Schedule::Kind::kEvery:
@@ -404,50 +425,64 @@ Status ValidateJobSpec(const JobSpec& spec) {
   const HandlerSpec& h = spec.handler;
   switch (h.type) {
     case HandlerSpec::Type::kBuiltin:
-      if (h.name.empty()) return FieldError("handler.name", "missing (the registered function's name)");
+      if (h.name.empty())
+        return FieldError("handler.name", "missing (the registered function's name)");
       break;
     case HandlerSpec::Type::kShell:
-      if (h.command.empty()) return FieldError("handler.command", "missing (an argv array, e.g. [\"/bin/echo\", \"hi\"])");
+      if (h.command.empty())
+        return FieldError("handler.command",
+                          "missing (an argv array, e.g. [\"/bin/echo\", \"hi\"])");
       if (h.command[0].empty()) return FieldError("handler.command[0]", "must not be empty");
       break;
     case HandlerSpec::Type::kHttp: {
-      static const std::set<std::string> kMethods = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"};
-      if (!kMethods.count(h.method)) return FieldError("handler.method", "must be one of GET, POST, PUT, PATCH, DELETE, HEAD");
+      static const std::set<std::string> kMethods = {"GET",   "POST",   "PUT",
+                                                     "PATCH", "DELETE", "HEAD"};
+      if (!kMethods.count(h.method))
+        return FieldError("handler.method", "must be one of GET, POST, PUT, PATCH, DELETE, HEAD");
       if (!h.url.starts_with("http://") && !h.url.starts_with("https://")) {
         return FieldError("handler.url", "must start with http:// or https://");
       }
-      if (h.url.find_first_of(" \t\r\n") != std::string::npos) return FieldError("handler.url", "must not contain spaces");
+      if (h.url.find_first_of(" \t\r\n") != std::string::npos)
+        return FieldError("handler.url", "must not contain spaces");
       break;
     }
   }
-  if (spec.priority < 0 || spec.priority > 9) return FieldError("priority", "must be between 0 and 9");
+  if (spec.priority < 0 || spec.priority > 9)
+    return FieldError("priority", "must be between 0 and 9");
   const RetryPolicy& retry = spec.retry;
   if (retry.max_attempts < 1 || retry.max_attempts > kMaxAttempts) {
-    return FieldError("retry.max_attempts", "must be between 1 and " + std::to_string(kMaxAttempts));
+    return FieldError("retry.max_attempts",
+                      "must be between 1 and " + std::to_string(kMaxAttempts));
   }
-  if (retry.initial_delay.count() < 0) return FieldError("retry.initial_delay_ms", "must not be negative");
-  if (retry.max_delay < retry.initial_delay) return FieldError("retry.max_delay_ms", "must be at least retry.initial_delay_ms");
-  if (!(retry.jitter >= 0 && retry.jitter <= 1)) return FieldError("retry.jitter", "must be between 0 and 1");
+  if (retry.initial_delay.count() < 0)
+    return FieldError("retry.initial_delay_ms", "must not be negative");
+  if (retry.max_delay < retry.initial_delay)
+    return FieldError("retry.max_delay_ms", "must be at least retry.initial_delay_ms");
+  if (!(retry.jitter >= 0 && retry.jitter <= 1))
+    return FieldError("retry.jitter", "must be between 0 and 1");
   if (spec.timeout.count() < 0) return FieldError("timeout_ms", "must not be negative");
   if (spec.misfire.grace.count() < 0) return FieldError("misfire.grace_ms", "must not be negative");
   if (spec.limits.cpu_seconds < 0) return FieldError("limits.cpu_seconds", "must not be negative");
   if (spec.limits.memory_mb < 0) return FieldError("limits.memory_mb", "must not be negative");
   if (spec.limits.max_output_bytes < 0 || spec.limits.max_output_bytes > kMaxOutputBytes) {
-    return FieldError("limits.max_output_bytes", "must be between 0 and " + std::to_string(kMaxOutputBytes));
+    return FieldError("limits.max_output_bytes",
+                      "must be between 0 and " + std::to_string(kMaxOutputBytes));
   }
   std::set<std::string> deps;
   for (size_t i = 0; i < spec.depends_on.size(); ++i) {
     const std::string field = "depends_on[" + std::to_string(i) + "]";
     RETURN_IF_ERROR(ValidateJobId(spec.depends_on[i], field));
     if (spec.depends_on[i] == spec.id) return FieldError(field, "a job cannot depend on itself");
-    if (!deps.insert(spec.depends_on[i]).second) return FieldError(field, "'" + spec.depends_on[i] + "' is listed twice");
+    if (!deps.insert(spec.depends_on[i]).second)
+      return FieldError(field, "'" + spec.depends_on[i] + "' is listed twice");
   }
   if (!spec.depends_on.empty() && s.kind != Schedule::Kind::kNone) {
     return FieldError("depends_on", "a job with depends_on must have no time schedule");
   }
   for (const auto& [key, value] : spec.labels) {
-    if (key.empty() || key.size() > 63 ||
-        !AllCharsIn(key, [](char c) { return IsAlnum(c) || c == '.' || c == '_' || c == '-' || c == '/'; })) {
+    if (key.empty() || key.size() > 63 || !AllCharsIn(key, [](char c) {
+          return IsAlnum(c) || c == '.' || c == '_' || c == '-' || c == '/';
+        })) {
       return FieldError("labels." + key, "label keys must match [A-Za-z0-9._/-]{1,63}");
     }
     if (value.size() > 256) return FieldError("labels." + key, "longer than 256 characters");
@@ -458,7 +493,8 @@ Status ValidateJobSpec(const JobSpec& spec) {
 
 Result<JobSpec> ParseJobSpec(std::string_view json, const std::string& tenant) {
   if (JsonNestingDepth(json) > kMaxJsonNesting) {
-    return InvalidArgument("JSON nesting deeper than " + std::to_string(kMaxJsonNesting) + " levels");
+    return InvalidArgument("JSON nesting deeper than " + std::to_string(kMaxJsonNesting) +
+                           " levels");
   }
   Json j;
   try {
@@ -529,7 +565,9 @@ std::string JobSpecToJson(const JobSpec& spec) {
         {"jitter", spec.retry.jitter}}},
       {"timeout_ms", spec.timeout.count()},
       {"overlap", NameOf(kOverlaps, spec.overlap)},
-      {"misfire", {{"policy", NameOf(kMisfires, spec.misfire.policy)}, {"grace_ms", spec.misfire.grace.count()}}},
+      {"misfire",
+       {{"policy", NameOf(kMisfires, spec.misfire.policy)},
+        {"grace_ms", spec.misfire.grace.count()}}},
       {"limits",
        {{"cpu_seconds", spec.limits.cpu_seconds},
         {"memory_mb", spec.limits.memory_mb},
@@ -579,9 +617,15 @@ Result<std::vector<AttemptRecord>> AttemptsFromJson(std::string_view json) {
   return out;
 }
 
-Result<RunState> ParseRunState(std::string_view name) { return ValueOf(kRunStates, name, "run state"); }
-Result<JobState> ParseJobState(std::string_view name) { return ValueOf(kJobStates, name, "job state"); }
-Result<RunReason> ParseRunReason(std::string_view name) { return ValueOf(kRunReasons, name, "run reason"); }
+Result<RunState> ParseRunState(std::string_view name) {
+  return ValueOf(kRunStates, name, "run state");
+}
+Result<JobState> ParseJobState(std::string_view name) {
+  return ValueOf(kJobStates, name, "job state");
+}
+Result<RunReason> ParseRunReason(std::string_view name) {
+  return ValueOf(kRunReasons, name, "run reason");
+}
 
 bool IsTerminal(RunState state) {
   switch (state) {

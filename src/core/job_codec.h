@@ -2,12 +2,12 @@
 // shape is used by the REST API, the CLI files and the stores.
 #pragma once
 
+#include <jobsched/job.h>
+#include <jobsched/status.h>
+
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <jobsched/job.h>
-#include <jobsched/status.h>
 
 namespace jobsched {
 

@@ -26,7 +26,8 @@ std::optional<TimePoint> Occurrences::Bounded(std::optional<TimePoint> t) const 
 }
 
 std::optional<TimePoint> Occurrences::After(TimePoint t) const {
-  if (schedule_.start_at && t < *schedule_.start_at - Duration(1)) t = *schedule_.start_at - Duration(1);
+  if (schedule_.start_at && t < *schedule_.start_at - Duration(1))
+    t = *schedule_.start_at - Duration(1);
   switch (schedule_.kind) {
     case Schedule::Kind::kNone:
       return std::nullopt;
@@ -70,9 +71,12 @@ FirePlan PlanFiring(const Occurrences& occurrences, const MisfirePolicy& misfire
       case Misfire::kSkip:
       case Misfire::kFireAll: {
         std::optional<TimePoint> t = due;
-        for (int i = 0; t && *t < oldest_on_time && i < kMaxMisfireRuns; ++i, t = occurrences.After(*t)) {
+        for (int i = 0; t && *t < oldest_on_time && i < kMaxMisfireRuns;
+             ++i, t = occurrences.After(*t)) {
           if (misfire.policy == Misfire::kSkip) {
-            plan.runs.push_back({.scheduled_at = *t, .reason = RunReason::kSchedule, .skipped = true,
+            plan.runs.push_back({.scheduled_at = *t,
+                                 .reason = RunReason::kSchedule,
+                                 .skipped = true,
                                  .error = "misfire: missed by more than the grace period"});
           } else {
             plan.runs.push_back({.scheduled_at = *t, .reason = RunReason::kMisfireCatchup});
@@ -129,7 +133,8 @@ std::string ManualRunId(const std::string& job_id, TimePoint now, uint64_t rando
   return job_id + "@m" + std::to_string(ToUnixMillis(now)) + "-" + hex;
 }
 
-std::string DependencyRunId(const std::string& job_id, const std::vector<std::string>& parent_run_ids) {
+std::string DependencyRunId(const std::string& job_id,
+                            const std::vector<std::string>& parent_run_ids) {
   // FNV-1a 64 over the sorted ids: deterministic across nodes and versions.
   std::vector<std::string> ids = parent_run_ids;
   std::sort(ids.begin(), ids.end());

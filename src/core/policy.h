@@ -3,12 +3,12 @@
 // their inputs; randomness is passed in.
 #pragma once
 
+#include <jobsched/job.h>
+#include <jobsched/status.h>
+
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <jobsched/job.h>
-#include <jobsched/status.h>
 
 #include "core/cron.h"
 
@@ -78,7 +78,9 @@ Duration RetryDelay(const RetryPolicy& retry, int failed_attempts, double random
 
 // Run ids (DESIGN §2).
 std::string ScheduledRunId(const std::string& job_id, TimePoint scheduled_at);  // job@<ms>
-std::string ManualRunId(const std::string& job_id, TimePoint now, uint64_t random);  // job@m<ms>-<hex>
-std::string DependencyRunId(const std::string& job_id, const std::vector<std::string>& parent_run_ids);
+std::string ManualRunId(const std::string& job_id, TimePoint now,
+                        uint64_t random);  // job@m<ms>-<hex>
+std::string DependencyRunId(const std::string& job_id,
+                            const std::vector<std::string>& parent_run_ids);
 
 }  // namespace jobsched

@@ -1,8 +1,9 @@
 #include "core/time_util.h"
 
+#include <date/date.h>
+
 #include <charconv>
 #include <cstdint>
-#include <date/date.h>
 
 namespace jobsched {
 namespace {
@@ -90,10 +91,11 @@ Result<TimePoint> ParseRfc3339(std::string_view text) {
   if (day < 1 || !ymd.ok()) return TimeError(text, "day does not exist in that month");
   if (hour > 23) return TimeError(text, "hour out of range 00-23");
   if (minute > 59) return TimeError(text, "minute out of range 00-59");
-  if (second > 59) return TimeError(text, "second out of range 00-59 (leap seconds are not supported)");
+  if (second > 59)
+    return TimeError(text, "second out of range 00-59 (leap seconds are not supported)");
 
-  const auto local = date::sys_days(ymd) + std::chrono::hours(hour) +
-                     std::chrono::minutes(minute) + std::chrono::seconds(second);
+  const auto local = date::sys_days(ymd) + std::chrono::hours(hour) + std::chrono::minutes(minute) +
+                     std::chrono::seconds(second);
   return TimePoint(local) + Duration(millis) - std::chrono::minutes(offset_minutes);
 }
 

@@ -1,11 +1,11 @@
 // Text forms of instants and durations used everywhere jobsched talks to people or programs.
 #pragma once
 
-#include <string>
-#include <string_view>
-
 #include <jobsched/clock.h>
 #include <jobsched/status.h>
+
+#include <string>
+#include <string_view>
 
 namespace jobsched {
 

@@ -1,8 +1,8 @@
 #include "engine/actor.h"
 
-#include <algorithm>
-
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
 
 namespace jobsched {
 

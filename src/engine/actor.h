@@ -3,14 +3,14 @@
 // one of these; tests call the actors' Tick() directly instead of starting threads.
 #pragma once
 
+#include <jobsched/clock.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
-
-#include <jobsched/clock.h>
 
 namespace jobsched {
 
@@ -37,7 +37,7 @@ class ActorThread {
   std::thread thread_;
   std::mutex mu_;
   std::condition_variable cv_;
-  bool woken_ = false;   // guarded by mu_
+  bool woken_ = false;     // guarded by mu_
   bool stopping_ = false;  // guarded by mu_
 };
 

@@ -3,11 +3,11 @@
 // Thread-safe.
 #pragma once
 
+#include <jobsched/scheduler.h>
+
 #include <map>
 #include <shared_mutex>
 #include <string>
-
-#include <jobsched/scheduler.h>
 
 namespace jobsched {
 

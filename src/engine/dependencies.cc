@@ -51,7 +51,8 @@ Result<int> DependencyActor::Evaluate(const std::string& tenant, const std::stri
     std::optional<RunRecord> failure;
     bool all_succeeded = true;
     for (const std::string& dep : job.spec.depends_on) {
-      ASSIGN_OR_RETURN(std::vector<RunRecord> runs, store_.FinishedRunsSince(tenant, dep, job.dependency_since));
+      ASSIGN_OR_RETURN(std::vector<RunRecord> runs,
+                       store_.FinishedRunsSince(tenant, dep, job.dependency_since));
       std::optional<RunRecord> success;
       for (RunRecord& r : runs) {
         if (r.state == RunState::kSucceeded) {
@@ -67,7 +68,8 @@ Result<int> DependencyActor::Evaluate(const std::string& tenant, const std::stri
       }
     }
     TimePoint trigger_time{};
-    for (const RunRecord& r : successes) trigger_time = std::max(trigger_time, r.finished_at.value_or(TimePoint{}));
+    for (const RunRecord& r : successes)
+      trigger_time = std::max(trigger_time, r.finished_at.value_or(TimePoint{}));
 
     const TimePoint now = clock_.Now();
     FireRequest req{.tenant = tenant,
@@ -77,7 +79,8 @@ Result<int> DependencyActor::Evaluate(const std::string& tenant, const std::stri
                     .next_fire = job.next_fire,
                     .now = now};
     if (failure && (!all_succeeded || *failure->finished_at <= trigger_time)) {
-      RunRecord run = NewRun(job, DependencyRunId(job_id, {failure->id}), now, RunReason::kDependency, now);
+      RunRecord run =
+          NewRun(job, DependencyRunId(job_id, {failure->id}), now, RunReason::kDependency, now);
       run.state = RunState::kSkipped;
       run.error = "dependency_failed: " + failure->job_id;
       run.finished_at = now;
@@ -86,7 +89,8 @@ Result<int> DependencyActor::Evaluate(const std::string& tenant, const std::stri
     } else if (all_succeeded) {
       std::vector<std::string> parents;
       for (const RunRecord& r : successes) parents.push_back(r.id);
-      RunRecord run = NewRun(job, DependencyRunId(job_id, parents), now, RunReason::kDependency, now);
+      RunRecord run =
+          NewRun(job, DependencyRunId(job_id, parents), now, RunReason::kDependency, now);
       ASSIGN_OR_RETURN(std::vector<RunRecord> active, store_.ActiveRuns(tenant, job_id));
       const OverlapDecision d = DecideOverlap(job.spec.overlap, active);
       if (d.skip) {
@@ -109,10 +113,14 @@ Result<int> DependencyActor::Evaluate(const std::string& tenant, const std::stri
     }
     created += fired->created;
     const RunRecord& run = req.runs.front();
-    spdlog::info("run {} run_id={} job_id={} tenant={} reason=dependency{}", RunStateName(run.state), run.id,
-                 job_id, tenant, run.error.empty() ? "" : " error=" + run.error);
+    spdlog::info("run {} run_id={} job_id={} tenant={} reason=dependency{}",
+                 RunStateName(run.state), run.id, job_id, tenant,
+                 run.error.empty() ? "" : " error=" + run.error);
     if (run.state == RunState::kSkipped) {
-      events_.Emit({.type = EventType::kRunSkipped, .tenant = tenant, .job_id = job_id, .run_id = run.id,
+      events_.Emit({.type = EventType::kRunSkipped,
+                    .tenant = tenant,
+                    .job_id = job_id,
+                    .run_id = run.id,
                     .error = run.error});
     }
   }
@@ -142,16 +150,20 @@ Result<int> DependencyActor::ScanAll() {
 void DependencyActor::Start() {
   constexpr auto kScanInterval = std::chrono::seconds(30);
   next_scan_ = std::chrono::steady_clock::now();
-  thread_.Start("dependencies", [this, kScanInterval] {
-    auto n = Tick();
-    if (!n.ok()) spdlog::warn("dependencies: {}", n.status().ToString());
-    if (std::chrono::steady_clock::now() >= next_scan_) {
-      next_scan_ = std::chrono::steady_clock::now() + kScanInterval;
-      auto scanned = ScanAll();
-      if (!scanned.ok()) spdlog::warn("dependencies: full scan: {}", scanned.status().ToString());
-    }
-    return Duration(1000);
-  }, Duration(1000));
+  thread_.Start(
+      "dependencies",
+      [this, kScanInterval] {
+        auto n = Tick();
+        if (!n.ok()) spdlog::warn("dependencies: {}", n.status().ToString());
+        if (std::chrono::steady_clock::now() >= next_scan_) {
+          next_scan_ = std::chrono::steady_clock::now() + kScanInterval;
+          auto scanned = ScanAll();
+          if (!scanned.ok())
+            spdlog::warn("dependencies: full scan: {}", scanned.status().ToString());
+        }
+        return Duration(1000);
+      },
+      Duration(1000));
 }
 
 }  // namespace jobsched

@@ -6,12 +6,12 @@
 // ids, so a second evaluation of the same runs collides and creates nothing.
 #pragma once
 
+#include <jobsched/store.h>
+
 #include <functional>
 #include <mutex>
 #include <set>
 #include <utility>
-
-#include <jobsched/store.h>
 
 #include "engine/actor.h"
 #include "engine/event_bus.h"
@@ -20,7 +20,8 @@ namespace jobsched {
 
 class DependencyActor {
  public:
-  DependencyActor(Store& store, const Clock& clock, EventBus& events, std::function<void()> on_fired)
+  DependencyActor(Store& store, const Clock& clock, EventBus& events,
+                  std::function<void()> on_fired)
       : store_(store), clock_(clock), events_(events), on_fired_(std::move(on_fired)) {}
 
   // A run reached a final state: its job's dependents are evaluated at the next pass.
@@ -44,7 +45,7 @@ class DependencyActor {
   const std::function<void()> on_fired_;
   std::mutex mu_;
   std::set<std::pair<std::string, std::string>> finished_jobs_;  // guarded by mu_
-  std::chrono::steady_clock::time_point next_scan_{};           // only the actor thread
+  std::chrono::steady_clock::time_point next_scan_{};            // only the actor thread
   ActorThread thread_;
 };
 

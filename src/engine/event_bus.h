@@ -2,12 +2,12 @@
 // emitting thread, outside the lock.
 #pragma once
 
+#include <jobsched/scheduler.h>
+
 #include <functional>
 #include <map>
 #include <mutex>
 #include <vector>
-
-#include <jobsched/scheduler.h>
 
 namespace jobsched {
 
@@ -50,7 +50,7 @@ class EventBus {
     std::function<void(const SchedulerEvent&)> callback;
   };
   mutable std::mutex mu_;
-  int64_t last_id_ = 0;                                    // guarded by mu_
+  int64_t last_id_ = 0;                                   // guarded by mu_
   std::map<EventType, std::vector<Listener>> listeners_;  // guarded by mu_
 };
 

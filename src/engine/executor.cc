@@ -42,7 +42,8 @@ class BuiltinContext final : public RunContext {
   bool WaitFor(Duration d) const override {
     const auto deadline = std::chrono::steady_clock::now() + d;
     while (!cancel_.cancelled()) {
-      const auto left = std::chrono::duration_cast<Duration>(deadline - std::chrono::steady_clock::now());
+      const auto left =
+          std::chrono::duration_cast<Duration>(deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) return true;
       if (cancel_.fd() >= 0) {
         pollfd p{.fd = cancel_.fd(), .events = POLLIN, .revents = 0};
@@ -74,7 +75,8 @@ class BuiltinContext final : public RunContext {
 
 }  // namespace
 
-AttemptOutcome Executor::Run(const JobSpec& spec, const RunRecord& run, exec::CancelSource& cancel) const {
+AttemptOutcome Executor::Run(const JobSpec& spec, const RunRecord& run,
+                             exec::CancelSource& cancel) const {
   switch (spec.handler.type) {
     case HandlerSpec::Type::kBuiltin:
       return RunBuiltin(spec, run, cancel);
@@ -86,7 +88,8 @@ AttemptOutcome Executor::Run(const JobSpec& spec, const RunRecord& run, exec::Ca
   return {.kind = Kind::kFailed, .error = "unknown handler type"};
 }
 
-AttemptOutcome Executor::RunBuiltin(const JobSpec& spec, const RunRecord& run, exec::CancelSource& cancel) const {
+AttemptOutcome Executor::RunBuiltin(const JobSpec& spec, const RunRecord& run,
+                                    exec::CancelSource& cancel) const {
   AttemptOutcome out;
   JobHandler handler = builtins_.Find(spec.handler.name);
   if (!handler) {
@@ -105,8 +108,9 @@ AttemptOutcome Executor::RunBuiltin(const JobSpec& spec, const RunRecord& run, e
   out.output = ctx.TakeOutput();
   if (cancel.cancelled()) {
     out.kind = KindOfCancel(cancel.reason());
-    out.error = out.kind == Kind::kTimedOut ? "timed out after " + std::to_string(spec.timeout.count()) + "ms"
-                                            : std::string(exec::CancelReasonName(cancel.reason()));
+    out.error = out.kind == Kind::kTimedOut
+                    ? "timed out after " + std::to_string(spec.timeout.count()) + "ms"
+                    : std::string(exec::CancelReasonName(cancel.reason()));
     return out;
   }
   out.kind = status.ok() ? Kind::kSucceeded : Kind::kFailed;
@@ -114,7 +118,8 @@ AttemptOutcome Executor::RunBuiltin(const JobSpec& spec, const RunRecord& run, e
   return out;
 }
 
-AttemptOutcome Executor::RunShell(const JobSpec& spec, const RunRecord& run, exec::CancelSource& cancel) const {
+AttemptOutcome Executor::RunShell(const JobSpec& spec, const RunRecord& run,
+                                  exec::CancelSource& cancel) const {
   exec::ShellRequest req;
   req.argv = spec.handler.command;
   req.env = spec.handler.env;
@@ -162,7 +167,8 @@ AttemptOutcome Executor::RunShell(const JobSpec& spec, const RunRecord& run, exe
   return out;
 }
 
-AttemptOutcome Executor::RunHttp(const JobSpec& spec, const RunRecord& run, exec::CancelSource& cancel) const {
+AttemptOutcome Executor::RunHttp(const JobSpec& spec, const RunRecord& run,
+                                 exec::CancelSource& cancel) const {
   exec::HttpRequest req;
   req.method = spec.handler.method;
   req.url = spec.handler.url;
@@ -186,7 +192,8 @@ AttemptOutcome Executor::RunHttp(const JobSpec& spec, const RunRecord& run, exec
   switch (result->outcome) {
     case exec::HttpOutcome::kCompleted:
       out.kind = result->success ? Kind::kSucceeded : Kind::kFailed;
-      if (!result->success && out.error.empty()) out.error = "HTTP " + std::to_string(result->status);
+      if (!result->success && out.error.empty())
+        out.error = "HTTP " + std::to_string(result->status);
       break;
     case exec::HttpOutcome::kFailed:
       out.kind = Kind::kFailed;

@@ -1,10 +1,10 @@
 // Runs one attempt of a run with the handler its job names: builtin, shell or http.
 #pragma once
 
+#include <jobsched/job.h>
+
 #include <optional>
 #include <string>
-
-#include <jobsched/job.h>
 
 #include "engine/builtins.h"
 #include "exec/cancellation.h"
@@ -38,9 +38,12 @@ class Executor {
   AttemptOutcome Run(const JobSpec& spec, const RunRecord& run, exec::CancelSource& cancel) const;
 
  private:
-  AttemptOutcome RunBuiltin(const JobSpec& spec, const RunRecord& run, exec::CancelSource& cancel) const;
-  AttemptOutcome RunShell(const JobSpec& spec, const RunRecord& run, exec::CancelSource& cancel) const;
-  AttemptOutcome RunHttp(const JobSpec& spec, const RunRecord& run, exec::CancelSource& cancel) const;
+  AttemptOutcome RunBuiltin(const JobSpec& spec, const RunRecord& run,
+                            exec::CancelSource& cancel) const;
+  AttemptOutcome RunShell(const JobSpec& spec, const RunRecord& run,
+                          exec::CancelSource& cancel) const;
+  AttemptOutcome RunHttp(const JobSpec& spec, const RunRecord& run,
+                         exec::CancelSource& cancel) const;
 
   const BuiltinRegistry& builtins_;
   const ExecutorOptions options_;

@@ -1,10 +1,10 @@
 #include "engine/heartbeater.h"
 
+#include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <fstream>
-#include <spdlog/spdlog.h>
 
 namespace jobsched {
 
@@ -34,11 +34,14 @@ Status Heartbeater::Tick() {
 }
 
 void Heartbeater::Start() {
-  thread_.Start("heartbeater", [this] {
-    Status s = Tick();
-    if (!s.ok()) spdlog::warn("heartbeat failed: {}", s.ToString());
-    return interval_;
-  }, interval_);
+  thread_.Start(
+      "heartbeater",
+      [this] {
+        Status s = Tick();
+        if (!s.ok()) spdlog::warn("heartbeat failed: {}", s.ToString());
+        return interval_;
+      },
+      interval_);
 }
 
 }  // namespace jobsched

@@ -5,19 +5,22 @@
 namespace jobsched {
 
 Result<int64_t> Janitor::Tick() {
-  ASSIGN_OR_RETURN(int64_t deleted,
-                   store_.PruneRuns(clock_.Now() - options_.keep_runs_for, options_.keep_runs_per_job));
+  ASSIGN_OR_RETURN(int64_t deleted, store_.PruneRuns(clock_.Now() - options_.keep_runs_for,
+                                                     options_.keep_runs_per_job));
   RETURN_IF_ERROR(store_.PruneEvents(options_.keep_events));
   if (deleted > 0) spdlog::info("janitor: deleted {} old runs", deleted);
   return deleted;
 }
 
 void Janitor::Start() {
-  thread_.Start("janitor", [this] {
-    auto n = Tick();
-    if (!n.ok()) spdlog::warn("janitor: {}", n.status().ToString());
-    return options_.interval;
-  }, options_.interval);
+  thread_.Start(
+      "janitor",
+      [this] {
+        auto n = Tick();
+        if (!n.ok()) spdlog::warn("janitor: {}", n.status().ToString());
+        return options_.interval;
+      },
+      options_.interval);
 }
 
 }  // namespace jobsched

@@ -9,10 +9,10 @@
 namespace jobsched {
 
 struct JanitorOptions {
-  int keep_runs_per_job = 100;                                // Default: 100
-  Duration keep_runs_for{int64_t{7} * 24 * 3600 * 1000};      // Default: 7 days
-  int64_t keep_events = 100000;                               // Default: 100,000
-  Duration interval{60000};                                   // Default: 1 min
+  int keep_runs_per_job = 100;                            // Default: 100
+  Duration keep_runs_for{int64_t{7} * 24 * 3600 * 1000};  // Default: 7 days
+  int64_t keep_events = 100000;                           // Default: 100,000
+  Duration interval{60000};                               // Default: 1 min
 };
 
 class Janitor {

@@ -31,7 +31,8 @@ JobRecord JobScheduler::Upsert(JobSpec spec, bool* created) {
   return OrThrow(node_->jobs().Put(std::move(spec), std::nullopt, created));
 }
 
-bool JobScheduler::scheduleCron(const std::string& job_id, const std::string& cron_expression, JobHandler handler) {
+bool JobScheduler::scheduleCron(const std::string& job_id, const std::string& cron_expression,
+                                JobHandler handler) {
   return scheduleCron(job_id, cron_expression, "UTC", std::move(handler));
 }
 
@@ -79,7 +80,8 @@ bool JobScheduler::resumeJob(const std::string& job_id) {
   return OrThrow(std::move(r));
 }
 
-std::vector<std::string> JobScheduler::trigger(const std::string& job_id, const std::vector<std::string>& payloads) {
+std::vector<std::string> JobScheduler::trigger(const std::string& job_id,
+                                               const std::vector<std::string>& payloads) {
   return OrThrow(node_->jobs().Trigger(tenant_, job_id, payloads));
 }
 
@@ -90,7 +92,8 @@ std::optional<JobRecord> JobScheduler::getJob(const std::string& job_id) {
 }
 
 std::vector<RunRecord> JobScheduler::listRuns(const std::string& job_id, int limit) {
-  return OrThrow(node_->store().ListRuns(tenant_, RunFilter{.job_id = job_id, .limit = limit})).items;
+  return OrThrow(node_->store().ListRuns(tenant_, RunFilter{.job_id = job_id, .limit = limit}))
+      .items;
 }
 
 std::optional<RunRecord> JobScheduler::getRun(const std::string& run_id) {
@@ -101,7 +104,8 @@ std::optional<RunRecord> JobScheduler::getRun(const std::string& run_id) {
 
 bool JobScheduler::cancelRun(const std::string& run_id) {
   Status s = node_->jobs().CancelRun(tenant_, run_id);
-  if (s.code() == StatusCode::kNotFound || s.code() == StatusCode::kFailedPrecondition) return false;
+  if (s.code() == StatusCode::kNotFound || s.code() == StatusCode::kFailedPrecondition)
+    return false;
   OrThrow(s);
   return true;
 }

@@ -1,8 +1,9 @@
 #include "engine/job_service.h"
 
+#include <spdlog/spdlog.h>
+
 #include <nlohmann/json.hpp>
 #include <set>
-#include <spdlog/spdlog.h>
 
 #include "core/job_codec.h"
 #include "core/policy.h"
@@ -19,14 +20,16 @@ Result<std::optional<TimePoint>> FirstFireTime(const Schedule& schedule, TimePoi
 namespace {
 
 bool SameSchedule(const Schedule& a, const Schedule& b) {
-  return a.kind == b.kind && a.cron == b.cron && a.timezone == b.timezone && a.at == b.at && a.every == b.every &&
-         a.jitter == b.jitter && a.start_at == b.start_at && a.end_at == b.end_at;
+  return a.kind == b.kind && a.cron == b.cron && a.timezone == b.timezone && a.at == b.at &&
+         a.every == b.every && a.jitter == b.jitter && a.start_at == b.start_at &&
+         a.end_at == b.end_at;
 }
 
 }  // namespace
 
 JobService::JobService(Store& store, const Clock& clock, EventBus& events,
-                       std::function<void()> on_schedule_changed, std::function<void()> on_runs_queued,
+                       std::function<void()> on_schedule_changed,
+                       std::function<void()> on_runs_queued,
                        std::function<void(const std::string&, const std::string&)> on_run_cancelled)
     : store_(store),
       clock_(clock),
@@ -67,7 +70,8 @@ Result<JobRecord> JobService::Create(JobSpec spec) {
   JobRecord job;
   ASSIGN_OR_RETURN(job.next_fire, FirstFireTime(spec.schedule, now));
   job.state = spec.paused ? JobState::kPaused : JobState::kActive;
-  if (!job.next_fire && spec.schedule.kind != Schedule::Kind::kNone) job.state = JobState::kCompleted;
+  if (!job.next_fire && spec.schedule.kind != Schedule::Kind::kNone)
+    job.state = JobState::kCompleted;
   job.created_at = job.updated_at = job.dependency_since = now;
   job.spec = std::move(spec);
   ASSIGN_OR_RETURN(JobRecord stored, store_.CreateJob(job));
@@ -82,27 +86,32 @@ Result<JobRecord> JobService::Put(JobSpec spec, std::optional<int64_t> if_match,
   RETURN_IF_ERROR(CheckCycles(spec));
   for (int round = 0; round < 10; ++round) {
     auto existing = store_.GetJob(spec.tenant, spec.id);
-    if (!existing.ok() && existing.status().code() != StatusCode::kNotFound) return existing.status();
+    if (!existing.ok() && existing.status().code() != StatusCode::kNotFound)
+      return existing.status();
     if (!existing.ok()) {
       if (if_match) return NotFound("job '" + spec.id + "' does not exist");
       auto made = Create(spec);
-      if (!made.ok() && made.status().code() == StatusCode::kAlreadyExists) continue;  // raced: replace it
+      if (!made.ok() && made.status().code() == StatusCode::kAlreadyExists)
+        continue;  // raced: replace it
       if (created) *created = made.ok();
       return made;
     }
     if (if_match && *if_match != existing->version) {
-      return FailedPrecondition("version mismatch: the job is at version " + std::to_string(existing->version) +
-                                ", If-Match asked for " + std::to_string(*if_match));
+      return FailedPrecondition("version mismatch: the job is at version " +
+                                std::to_string(existing->version) + ", If-Match asked for " +
+                                std::to_string(*if_match));
     }
     const TimePoint now = clock_.Now();
     JobRecord job = *existing;
     const bool schedule_changed = !SameSchedule(spec.schedule, existing->spec.schedule);
     if (schedule_changed) {
       ASSIGN_OR_RETURN(job.next_fire, FirstFireTime(spec.schedule, now));
-      job.state = job.next_fire || spec.schedule.kind == Schedule::Kind::kNone ? JobState::kActive
-                                                                                : JobState::kCompleted;
+      job.state = job.next_fire || spec.schedule.kind == Schedule::Kind::kNone
+                      ? JobState::kActive
+                      : JobState::kCompleted;
     }
-    if (job.state != JobState::kCompleted) job.state = spec.paused ? JobState::kPaused : JobState::kActive;
+    if (job.state != JobState::kCompleted)
+      job.state = spec.paused ? JobState::kPaused : JobState::kActive;
     job.spec = std::move(spec);
     job.updated_at = now;
     auto stored = store_.PutJob(job, existing->version);
@@ -137,7 +146,9 @@ Result<bool> JobService::SetPaused(const std::string& tenant, const std::string&
   return Unavailable("job '" + id + "' keeps changing; try again");
 }
 
-Result<bool> JobService::Pause(const std::string& tenant, const std::string& id) { return SetPaused(tenant, id, true); }
+Result<bool> JobService::Pause(const std::string& tenant, const std::string& id) {
+  return SetPaused(tenant, id, true);
+}
 
 Result<bool> JobService::Resume(const std::string& tenant, const std::string& id) {
   return SetPaused(tenant, id, false);
@@ -158,7 +169,8 @@ Status JobService::Delete(const std::string& tenant, const std::string& id, bool
   return Status::Ok();
 }
 
-Result<std::vector<std::string>> JobService::Trigger(const std::string& tenant, const std::string& id,
+Result<std::vector<std::string>> JobService::Trigger(const std::string& tenant,
+                                                     const std::string& id,
                                                      const std::vector<std::string>& payloads) {
   ASSIGN_OR_RETURN(JobRecord job, store_.GetJob(tenant, id));
   const TimePoint now = clock_.Now();

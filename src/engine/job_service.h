@@ -4,11 +4,11 @@
 // Thread-safe.
 #pragma once
 
-#include <functional>
-#include <random>
-#include <mutex>
-
 #include <jobsched/store.h>
+
+#include <functional>
+#include <mutex>
+#include <random>
 
 #include "engine/event_bus.h"
 
@@ -18,9 +18,10 @@ class JobService {
  public:
   // `on_schedule_changed` wakes the scheduler and the dependency actor; `on_runs_queued` wakes
   // the processor.
-  JobService(Store& store, const Clock& clock, EventBus& events, std::function<void()> on_schedule_changed,
-             std::function<void()> on_runs_queued,
-             std::function<void(const std::string& tenant, const std::string& run_id)> on_run_cancelled = {});
+  JobService(Store& store, const Clock& clock, EventBus& events,
+             std::function<void()> on_schedule_changed, std::function<void()> on_runs_queued,
+             std::function<void(const std::string& tenant, const std::string& run_id)>
+                 on_run_cancelled = {});
 
   // kInvalidArgument (names the field), kAlreadyExists.
   Result<JobRecord> Create(JobSpec spec);

@@ -1,8 +1,7 @@
 #include "engine/node.h"
 
-#include <unistd.h>
-
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 namespace jobsched {
 
@@ -19,7 +18,8 @@ Result<std::unique_ptr<Node>> Node::Create(SchedulerOptions options) {
     store = std::move(opened);
   }
   if (options.node_id.empty()) options.node_id = DefaultNodeId();
-  if (options.concurrency < 1) return InvalidArgument("concurrency: must be at least 1", "concurrency");
+  if (options.concurrency < 1)
+    return InvalidArgument("concurrency: must be at least 1", "concurrency");
   if (options.lease <= options.renew_interval) {
     return InvalidArgument("lease: must be longer than renew_interval", "lease");
   }
@@ -27,9 +27,13 @@ Result<std::unique_ptr<Node>> Node::Create(SchedulerOptions options) {
 }
 
 Node::Node(SchedulerOptions options, std::shared_ptr<Store> store)
-    : options_(std::move(options)), store_(std::move(store)), clock_(options_.clock ? options_.clock : Clock::Real()) {
-  executor_ = std::make_unique<Executor>(builtins_, ExecutorOptions{.kill_grace = options_.kill_grace});
-  dependencies_ = std::make_unique<DependencyActor>(*store_, *clock_, events_, [this] { processor_->Wake(); });
+    : options_(std::move(options)),
+      store_(std::move(store)),
+      clock_(options_.clock ? options_.clock : Clock::Real()) {
+  executor_ =
+      std::make_unique<Executor>(builtins_, ExecutorOptions{.kill_grace = options_.kill_grace});
+  dependencies_ =
+      std::make_unique<DependencyActor>(*store_, *clock_, events_, [this] { processor_->Wake(); });
   processor_ = std::make_unique<Processor>(
       *store_, *clock_, *executor_, events_,
       ProcessorOptions{.node_id = options_.node_id,
@@ -38,16 +42,19 @@ Node::Node(SchedulerOptions options, std::shared_ptr<Store> store)
                        .lease = options_.lease,
                        .renew_interval = options_.renew_interval},
       [this](const RunRecord& run) { dependencies_->OnRunFinished(run); });
-  reaper_ = std::make_unique<Reaper>(*store_, *clock_, ReaperOptions{.interval = options_.reaper_interval},
+  reaper_ = std::make_unique<Reaper>(*store_, *clock_,
+                                     ReaperOptions{.interval = options_.reaper_interval},
                                      [this] { processor_->Wake(); });
-  janitor_ = std::make_unique<Janitor>(
-      *store_, *clock_,
-      JanitorOptions{.keep_runs_per_job = options_.keep_runs_per_job, .keep_runs_for = options_.keep_runs_for});
+  janitor_ =
+      std::make_unique<Janitor>(*store_, *clock_,
+                                JanitorOptions{.keep_runs_per_job = options_.keep_runs_per_job,
+                                               .keep_runs_for = options_.keep_runs_for});
   auto cancel_local = [this](const std::string& tenant, const std::string& run_id) {
     processor_->CancelLocal(tenant, run_id);
   };
-  scheduler_ = std::make_unique<SchedulerActor>(*store_, *clock_, events_, SchedulerActorOptions{},
-                                                [this] { processor_->Wake(); }, cancel_local);
+  scheduler_ = std::make_unique<SchedulerActor>(
+      *store_, *clock_, events_, SchedulerActorOptions{}, [this] { processor_->Wake(); },
+      cancel_local);
   heartbeater_ = std::make_unique<Heartbeater>(*store_, *clock_,
                                                NodeInfo{.id = options_.node_id,
                                                         .host = DefaultNodeId(),
@@ -57,8 +64,8 @@ Node::Node(SchedulerOptions options, std::shared_ptr<Store> store)
                                                         .concurrency = options_.concurrency},
                                                Duration(2000));
   jobs_ = std::make_unique<JobService>(
-      *store_, *clock_, events_,
-      [this] { scheduler_->Wake(); }, [this] { processor_->Wake(); }, cancel_local);
+      *store_, *clock_, events_, [this] { scheduler_->Wake(); }, [this] { processor_->Wake(); },
+      cancel_local);
 }
 
 Node::~Node() {
@@ -70,14 +77,16 @@ Node::~Node() {
 Status Node::Start() {
   if (running_) return Status::Ok();
   Status registered = heartbeater_->Tick();
-  if (!registered.ok()) spdlog::warn("node {}: first heartbeat failed: {}", options_.node_id, registered.ToString());
+  if (!registered.ok())
+    spdlog::warn("node {}: first heartbeat failed: {}", options_.node_id, registered.ToString());
   heartbeater_->Start();
   // A restart: whatever this node id was running before cannot be running now.
-  ASSIGN_OR_RETURN(std::vector<RunRecord> recovered,
-                   store_->RecoverLostRuns(clock_->Now(), options_.node_id, /*max_leases_lost=*/5, 100000));
+  ASSIGN_OR_RETURN(
+      std::vector<RunRecord> recovered,
+      store_->RecoverLostRuns(clock_->Now(), options_.node_id, /*max_leases_lost=*/5, 100000));
   if (!recovered.empty()) {
-    spdlog::warn("node {}: recovered {} runs left unfinished by a previous process", options_.node_id,
-                 recovered.size());
+    spdlog::warn("node {}: recovered {} runs left unfinished by a previous process",
+                 options_.node_id, recovered.size());
   }
   if (options_.execute) processor_->Start();
   reaper_->Start();

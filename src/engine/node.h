@@ -2,17 +2,16 @@
 // written-down order.
 //
 // Start: register the node (heartbeater), recover this node's own unfinished attempts (a restart
-// after a crash), then the processor (it must be ready before anything is queued), the reaper, the dependency actor, the
-// scheduler (fires), the janitor.
-// Stop: the scheduler first (nothing new fires), the dependency actor, the janitor, the reaper,
-// then the processor (running attempts finish within shutdown_grace or are handed back), and
-// the heartbeater last.
+// after a crash), then the processor (it must be ready before anything is queued), the reaper, the
+// dependency actor, the scheduler (fires), the janitor. Stop: the scheduler first (nothing new
+// fires), the dependency actor, the janitor, the reaper, then the processor (running attempts
+// finish within shutdown_grace or are handed back), and the heartbeater last.
 #pragma once
-
-#include <memory>
 
 #include <jobsched/scheduler.h>
 #include <jobsched/store.h>
+
+#include <memory>
 
 #include "engine/builtins.h"
 #include "engine/dependencies.h"

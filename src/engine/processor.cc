@@ -11,9 +11,9 @@ using SteadyTime = std::chrono::steady_clock::time_point;
 struct Processor::Attempt {
   RunRecord run;
   exec::CancelSource cancel;
-  TimePoint lease_until{};                 // guarded by Processor::mu_
-  std::optional<SteadyTime> deadline;      // builtin timeouts; guarded by Processor::mu_
-  std::atomic<bool> reporting{false};      // its result is being written: no more renewals
+  TimePoint lease_until{};             // guarded by Processor::mu_
+  std::optional<SteadyTime> deadline;  // builtin timeouts; guarded by Processor::mu_
+  std::atomic<bool> reporting{false};  // its result is being written: no more renewals
   std::string key() const { return run.tenant + "/" + run.id; }
 };
 
@@ -34,9 +34,12 @@ void Processor::Start() {
     stopping_workers_ = false;
   }
   for (int i = 0; i < options_.concurrency; ++i) workers_.emplace_back([this] { WorkerLoop(); });
-  renewer_.Start("renewer", [this] { return RenewOnce(); }, options_.renew_interval);
-  watchdog_.Start("watchdog", [this] { return WatchdogPass(); }, Duration(1000));
-  dispatcher_.Start("dispatcher", [this] { return DispatchLoop(); }, options_.max_sleep);
+  renewer_.Start(
+      "renewer", [this] { return RenewOnce(); }, options_.renew_interval);
+  watchdog_.Start(
+      "watchdog", [this] { return WatchdogPass(); }, Duration(1000));
+  dispatcher_.Start(
+      "dispatcher", [this] { return DispatchLoop(); }, options_.max_sleep);
 }
 
 void Processor::Stop(Duration grace) {
@@ -61,7 +64,8 @@ void Processor::Stop(Duration grace) {
     queue_.clear();
   }
   if (!left.empty()) {
-    auto recovered = store_.RecoverLostRuns(clock_.Now(), options_.node_id, /*max_leases_lost=*/1 << 20, 10000);
+    auto recovered =
+        store_.RecoverLostRuns(clock_.Now(), options_.node_id, /*max_leases_lost=*/1 << 20, 10000);
     if (!recovered.ok()) {
       spdlog::warn("could not hand back {} runs: {}", left.size(), recovered.status().ToString());
     } else {
@@ -95,9 +99,11 @@ Result<int> Processor::ClaimOnce() {
   }
   if (free_slots <= 0) return 0;
   const TimePoint now = clock_.Now();
-  ASSIGN_OR_RETURN(std::vector<RunRecord> runs,
-                   store_.ClaimRuns({.node = options_.node_id, .queues = options_.queues, .now = now,
-                                     .lease = options_.lease, .max_runs = free_slots}));
+  ASSIGN_OR_RETURN(std::vector<RunRecord> runs, store_.ClaimRuns({.node = options_.node_id,
+                                                                  .queues = options_.queues,
+                                                                  .now = now,
+                                                                  .lease = options_.lease,
+                                                                  .max_runs = free_slots}));
   {
     std::lock_guard lock(mu_);
     for (RunRecord& run : runs) {
@@ -120,7 +126,8 @@ Duration Processor::DispatchLoop() {
   }
   {
     std::lock_guard lock(mu_);
-    if (static_cast<int>(active_.size()) >= options_.concurrency) return options_.max_sleep;  // woken by Finish
+    if (static_cast<int>(active_.size()) >= options_.concurrency)
+      return options_.max_sleep;  // woken by Finish
   }
   if (*claimed > 0) return Duration(0);
   auto next = store_.NextAvailableTime();
@@ -158,7 +165,8 @@ Result<std::shared_ptr<const JobSpec>> Processor::SpecFor(const RunRecord& run) 
   {
     std::lock_guard lock(mu_);
     auto it = spec_cache_.find(key);
-    if (it != spec_cache_.end() && now - it->second.second < options_.spec_cache_ttl) return it->second.first;
+    if (it != spec_cache_.end() && now - it->second.second < options_.spec_cache_ttl)
+      return it->second.first;
   }
   ASSIGN_OR_RETURN(JobRecord job, store_.GetJob(run.tenant, run.job_id));
   auto spec = std::make_shared<const JobSpec>(std::move(job.spec));
@@ -170,17 +178,23 @@ Result<std::shared_ptr<const JobSpec>> Processor::SpecFor(const RunRecord& run) 
 
 void Processor::Execute(const std::shared_ptr<Attempt>& attempt) {
   const RunRecord& run = attempt->run;
-  spdlog::info("run running run_id={} job_id={} tenant={} node={} attempt={} fence={}", run.id, run.job_id,
-               run.tenant, options_.node_id, run.attempt, run.fence);
-  events_.Emit({.type = EventType::kRunStarted, .tenant = run.tenant, .job_id = run.job_id, .run_id = run.id,
-                .attempt = run.attempt, .queue = run.queue, .scheduled_at = run.scheduled_at});
+  spdlog::info("run running run_id={} job_id={} tenant={} node={} attempt={} fence={}", run.id,
+               run.job_id, run.tenant, options_.node_id, run.attempt, run.fence);
+  events_.Emit({.type = EventType::kRunStarted,
+                .tenant = run.tenant,
+                .job_id = run.job_id,
+                .run_id = run.id,
+                .attempt = run.attempt,
+                .queue = run.queue,
+                .scheduled_at = run.scheduled_at});
   auto spec = SpecFor(run);
   if (!spec.ok()) {
     // A job deleted between the claim and the start: the run never started, so it is cancelled.
     const bool deleted = spec.status().code() == StatusCode::kNotFound;
     Finish(attempt, nullptr,
            {.kind = deleted ? AttemptOutcome::Kind::kCancelled : AttemptOutcome::Kind::kFailed,
-            .error = deleted ? "job deleted before the run started" : "cannot read job: " + spec.status().message()});
+            .error = deleted ? "job deleted before the run started"
+                             : "cannot read job: " + spec.status().message()});
     return;
   }
   if ((*spec)->handler.type == HandlerSpec::Type::kBuiltin && (*spec)->timeout.count() > 0) {
@@ -195,12 +209,14 @@ void Processor::Execute(const std::shared_ptr<Attempt>& attempt) {
   Finish(attempt, spec->get(), outcome);
 }
 
-void Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* spec, const AttemptOutcome& outcome) {
+void Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* spec,
+                       const AttemptOutcome& outcome) {
   const RunRecord& run = attempt->run;
   using Kind = AttemptOutcome::Kind;
   if (outcome.kind == Kind::kFenced) {
-    spdlog::warn("run fenced run_id={} job_id={} tenant={} node={}: lease lost, result not reported", run.id,
-                 run.job_id, run.tenant, options_.node_id);
+    spdlog::warn(
+        "run fenced run_id={} job_id={} tenant={} node={}: lease lost, result not reported", run.id,
+        run.job_id, run.tenant, options_.node_id);
     return;
   }
   const TimePoint now = clock_.Now();
@@ -244,15 +260,22 @@ void Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* s
   attempt->reporting = true;
   Status s = CompleteGrouped(c);
   if (!s.ok()) {
-    spdlog::warn("run result rejected run_id={} job_id={} tenant={} node={} fence={}: {}", run.id, run.job_id,
-                 run.tenant, options_.node_id, run.fence, s.ToString());
+    spdlog::warn("run result rejected run_id={} job_id={} tenant={} node={} fence={}: {}", run.id,
+                 run.job_id, run.tenant, options_.node_id, run.fence, s.ToString());
     return;
   }
-  spdlog::info("run {} run_id={} job_id={} tenant={} node={} attempt={}{}{}", RunStateName(c.state), run.id,
-               run.job_id, run.tenant, options_.node_id, run.attempt, c.error.empty() ? "" : " error=", c.error);
+  spdlog::info("run {} run_id={} job_id={} tenant={} node={} attempt={}{}{}", RunStateName(c.state),
+               run.id, run.job_id, run.tenant, options_.node_id, run.attempt,
+               c.error.empty() ? "" : " error=", c.error);
   const TimePoint attempt_start = run.attempts.empty() ? now : run.attempts.back().started_at;
-  events_.Emit({.type = event, .tenant = run.tenant, .job_id = run.job_id, .run_id = run.id,
-                .attempt = run.attempt, .error = c.error, .queue = run.queue, .scheduled_at = run.scheduled_at,
+  events_.Emit({.type = event,
+                .tenant = run.tenant,
+                .job_id = run.job_id,
+                .run_id = run.id,
+                .attempt = run.attempt,
+                .error = c.error,
+                .queue = run.queue,
+                .scheduled_at = run.scheduled_at,
                 .duration = now - attempt_start});
   if (c.state == RunState::kRetryWait) {
     dispatcher_.Wake();
@@ -289,7 +312,8 @@ Status Processor::CompleteGrouped(const Completion& completion) {
     std::vector<Status> results = store_.CompleteMany(completions);
     lock.lock();
     for (size_t i = 0; i < batch.size(); ++i) {
-      batch[i]->result = i < results.size() ? results[i] : Internal("short reply from CompleteMany");
+      batch[i]->result =
+          i < results.size() ? results[i] : Internal("short reply from CompleteMany");
       batch[i]->done = true;
     }
     committing_ = false;
@@ -326,7 +350,8 @@ Duration Processor::RenewOnce() {
         case LeaseStatus::kStale:
           // An attempt whose result was written since the list was taken is stale too.
           if (!attempts[i]->reporting && !attempts[i]->cancel.cancelled()) {
-            spdlog::warn("lease lost run_id={} node={}: stopping the attempt", attempts[i]->run.id, options_.node_id);
+            spdlog::warn("lease lost run_id={} node={}: stopping the attempt", attempts[i]->run.id,
+                         options_.node_id);
             attempts[i]->cancel.Cancel(exec::CancelReason::kFenced);
           }
           break;
@@ -336,12 +361,14 @@ Duration Processor::RenewOnce() {
   }
   // The store cannot be reached: self-fence every attempt whose lease is about to end, and try
   // again soon.
-  spdlog::warn("lease renewal failed: {}", statuses.ok() ? "short reply" : statuses.status().ToString());
+  spdlog::warn("lease renewal failed: {}",
+               statuses.ok() ? "short reply" : statuses.status().ToString());
   const Duration margin = std::min(options_.renew_interval, options_.lease / 5);
   std::lock_guard lock(mu_);
   for (const auto& a : attempts) {
     if (now + margin >= a->lease_until && !a->cancel.cancelled()) {
-      spdlog::error("self-fencing run_id={} node={}: lease ends before it can be renewed", a->run.id, options_.node_id);
+      spdlog::error("self-fencing run_id={} node={}: lease ends before it can be renewed",
+                    a->run.id, options_.node_id);
       a->cancel.Cancel(exec::CancelReason::kFenced);
     }
   }

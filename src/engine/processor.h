@@ -13,6 +13,8 @@
 // renewer.
 #pragma once
 
+#include <jobsched/store.h>
+
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -22,8 +24,6 @@
 #include <random>
 #include <thread>
 #include <vector>
-
-#include <jobsched/store.h>
 
 #include "engine/actor.h"
 #include "engine/event_bus.h"
@@ -76,7 +76,8 @@ class Processor {
 
   void WorkerLoop();
   void Execute(const std::shared_ptr<Attempt>& attempt);
-  void Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* spec, const AttemptOutcome& outcome);
+  void Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* spec,
+              const AttemptOutcome& outcome);
   Duration DispatchLoop();
   Duration WatchdogPass();
   Result<std::shared_ptr<const JobSpec>> SpecFor(const RunRecord& run);
@@ -93,20 +94,21 @@ class Processor {
   const std::function<void(const RunRecord&)> on_finished_;
 
   mutable std::mutex mu_;
-  std::condition_variable work_cv_;      // a queued attempt or stopping
-  std::condition_variable idle_cv_;      // an attempt finished
+  std::condition_variable work_cv_;                         // a queued attempt or stopping
+  std::condition_variable idle_cv_;                         // an attempt finished
   std::map<std::string, std::shared_ptr<Attempt>> active_;  // guarded by mu_; key tenant/run id
   std::deque<std::shared_ptr<Attempt>> queue_;              // guarded by mu_
-  bool stopping_workers_ = false;                            // guarded by mu_
-  std::map<std::string, std::pair<std::shared_ptr<const JobSpec>, std::chrono::steady_clock::time_point>>
-      spec_cache_;  // guarded by mu_
+  bool stopping_workers_ = false;                           // guarded by mu_
+  std::map<std::string,
+           std::pair<std::shared_ptr<const JobSpec>, std::chrono::steady_clock::time_point>>
+      spec_cache_;                               // guarded by mu_
   std::mt19937_64 rng_{std::random_device{}()};  // guarded by mu_
 
   struct PendingCompletion;
   std::mutex commit_mu_;
   std::condition_variable commit_cv_;
   std::vector<PendingCompletion*> commit_queue_;  // guarded by commit_mu_
-  bool committing_ = false;                      // guarded by commit_mu_
+  bool committing_ = false;                       // guarded by commit_mu_
 
   std::vector<std::thread> workers_;
   ActorThread dispatcher_;

@@ -5,22 +5,26 @@
 namespace jobsched {
 
 Result<int> Reaper::Tick() {
-  ASSIGN_OR_RETURN(std::vector<RunRecord> runs,
-                   store_.RecoverLostRuns(clock_.Now(), "", options_.max_leases_lost, options_.batch));
+  ASSIGN_OR_RETURN(
+      std::vector<RunRecord> runs,
+      store_.RecoverLostRuns(clock_.Now(), "", options_.max_leases_lost, options_.batch));
   for (const RunRecord& run : runs) {
-    spdlog::warn("run lease_lost run_id={} job_id={} tenant={} node={} now={}", run.id, run.job_id, run.tenant,
-                 run.node, RunStateName(run.state));
+    spdlog::warn("run lease_lost run_id={} job_id={} tenant={} node={} now={}", run.id, run.job_id,
+                 run.tenant, run.node, RunStateName(run.state));
   }
   if (!runs.empty() && on_recovered_) on_recovered_();
   return static_cast<int>(runs.size());
 }
 
 void Reaper::Start() {
-  thread_.Start("reaper", [this] {
-    auto n = Tick();
-    if (!n.ok()) spdlog::warn("reaper: {}", n.status().ToString());
-    return options_.interval;
-  }, options_.interval);
+  thread_.Start(
+      "reaper",
+      [this] {
+        auto n = Tick();
+        if (!n.ok()) spdlog::warn("reaper: {}", n.status().ToString());
+        return options_.interval;
+      },
+      options_.interval);
 }
 
 }  // namespace jobsched

@@ -3,9 +3,9 @@
 // fencing token at its next claim, so the old holder's result is rejected.
 #pragma once
 
-#include <functional>
-
 #include <jobsched/store.h>
+
+#include <functional>
 
 #include "engine/actor.h"
 
@@ -23,7 +23,8 @@ struct ReaperOptions {
 class Reaper {
  public:
   // `on_recovered` is called after a pass that queued runs again (to wake the processor).
-  Reaper(Store& store, const Clock& clock, ReaperOptions options, std::function<void()> on_recovered)
+  Reaper(Store& store, const Clock& clock, ReaperOptions options,
+         std::function<void()> on_recovered)
       : store_(store), clock_(clock), options_(options), on_recovered_(std::move(on_recovered)) {}
 
   // One pass. Returns the runs recovered.

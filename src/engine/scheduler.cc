@@ -6,7 +6,8 @@
 
 namespace jobsched {
 
-RunRecord NewRun(const JobRecord& job, std::string id, TimePoint scheduled_at, RunReason reason, TimePoint now) {
+RunRecord NewRun(const JobRecord& job, std::string id, TimePoint scheduled_at, RunReason reason,
+                 TimePoint now) {
   RunRecord r;
   r.id = std::move(id);
   r.job_id = job.spec.id;
@@ -23,9 +24,10 @@ RunRecord NewRun(const JobRecord& job, std::string id, TimePoint scheduled_at, R
   return r;
 }
 
-SchedulerActor::SchedulerActor(Store& store, const Clock& clock, EventBus& events,
-                               SchedulerActorOptions options, std::function<void()> on_fired,
-                               std::function<void(const std::string&, const std::string&)> on_cancelled)
+SchedulerActor::SchedulerActor(
+    Store& store, const Clock& clock, EventBus& events, SchedulerActorOptions options,
+    std::function<void()> on_fired,
+    std::function<void(const std::string&, const std::string&)> on_cancelled)
     : store_(store),
       clock_(clock),
       events_(events),
@@ -47,7 +49,8 @@ Result<FireRequest> SchedulerActor::PlanJob(const JobRecord& job, TimePoint now)
 
   std::vector<RunRecord> active;
   const bool needs_active = job.spec.overlap != Overlap::kAllow &&
-                            std::any_of(plan.runs.begin(), plan.runs.end(), [](const PlannedRun& p) { return !p.skipped; });
+                            std::any_of(plan.runs.begin(), plan.runs.end(),
+                                        [](const PlannedRun& p) { return !p.skipped; });
   if (needs_active) {
     ASSIGN_OR_RETURN(active, store_.ActiveRuns(job.spec.tenant, job.spec.id));
   }
@@ -60,8 +63,8 @@ Result<FireRequest> SchedulerActor::PlanJob(const JobRecord& job, TimePoint now)
   req.cancel_run_ids = d.cancel_run_ids;
   bool first = true;
   for (const PlannedRun& planned : plan.runs) {
-    RunRecord run = NewRun(job, ScheduledRunId(job.spec.id, planned.scheduled_at), planned.scheduled_at,
-                           planned.reason, now);
+    RunRecord run = NewRun(job, ScheduledRunId(job.spec.id, planned.scheduled_at),
+                           planned.scheduled_at, planned.reason, now);
     if (planned.skipped) {
       run.state = RunState::kSkipped;
       run.error = planned.error;
@@ -88,9 +91,12 @@ void SchedulerActor::Fired(const FireRequest& request) {
   }
   for (const RunRecord& run : request.runs) {
     if (run.state == RunState::kSkipped) {
-      spdlog::info("run skipped run_id={} job_id={} tenant={} reason=\"{}\"", run.id, run.job_id, run.tenant,
-                   run.error);
-      events_.Emit({.type = EventType::kRunSkipped, .tenant = run.tenant, .job_id = run.job_id, .run_id = run.id,
+      spdlog::info("run skipped run_id={} job_id={} tenant={} reason=\"{}\"", run.id, run.job_id,
+                   run.tenant, run.error);
+      events_.Emit({.type = EventType::kRunSkipped,
+                    .tenant = run.tenant,
+                    .job_id = run.job_id,
+                    .run_id = run.id,
                     .error = run.error});
     }
   }
@@ -117,7 +123,8 @@ Result<int> SchedulerActor::Tick() {
       auto req = PlanJob(job, now);
       if (!req.ok()) {
         if (req.status().code() != StatusCode::kInvalidArgument) return req.status();
-        spdlog::error("job {}/{} cannot be fired: {}", job.spec.tenant, job.spec.id, req.status().message());
+        spdlog::error("job {}/{} cannot be fired: {}", job.spec.tenant, job.spec.id,
+                      req.status().message());
         continue;
       }
       requests.push_back(std::move(req).value());
@@ -131,7 +138,8 @@ Result<int> SchedulerActor::Tick() {
         queued = queued || r->created > 0;
         Fired(requests[i]);
         ++progressed;
-      } else if (r.status().code() == StatusCode::kFailedPrecondition || r.status().code() == StatusCode::kNotFound) {
+      } else if (r.status().code() == StatusCode::kFailedPrecondition ||
+                 r.status().code() == StatusCode::kNotFound) {
         ++progressed;  // fired or changed by someone else meanwhile: re-read next round
       } else {
         return r.status();
@@ -157,7 +165,8 @@ Duration SchedulerActor::Loop() {
 }
 
 void SchedulerActor::Start() {
-  thread_.Start("scheduler", [this] { return Loop(); }, options_.max_sleep);
+  thread_.Start(
+      "scheduler", [this] { return Loop(); }, options_.max_sleep);
 }
 
 }  // namespace jobsched

@@ -6,10 +6,10 @@
 // is added or changed.
 #pragma once
 
+#include <jobsched/store.h>
+
 #include <functional>
 #include <random>
-
-#include <jobsched/store.h>
 
 #include "engine/actor.h"
 #include "engine/event_bus.h"
@@ -59,6 +59,7 @@ class SchedulerActor {
 };
 
 // Builds a run of `job` for an occurrence (shared by the scheduler, dependencies and triggers).
-RunRecord NewRun(const JobRecord& job, std::string id, TimePoint scheduled_at, RunReason reason, TimePoint now);
+RunRecord NewRun(const JobRecord& job, std::string id, TimePoint scheduled_at, RunReason reason,
+                 TimePoint now);
 
 }  // namespace jobsched

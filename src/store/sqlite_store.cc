@@ -967,8 +967,8 @@ Status CheckJobQuota(Txn& txn, const std::string& tenant) {
   st.Text(1, tenant);
   ASSIGN_OR_RETURN(bool row, st.Step());
   if (row && st.GetInt(0) >= max_jobs) {
-    return ResourceExhausted("tenant '" + tenant + "' has reached its quota of " + std::to_string(max_jobs) +
-                             " jobs");
+    return ResourceExhausted("tenant '" + tenant + "' has reached its quota of " +
+                             std::to_string(max_jobs) + " jobs");
   }
   return Status::Ok();
 }
@@ -1335,7 +1335,8 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
         for (;;) {
           ASSIGN_OR_RETURN(bool row, st.Step());
           if (!row) break;
-          batch.push_back({st.GetText(0), st.GetText(1), st.GetText(2), st.GetInt(3) != 0, st.GetText(5)});
+          batch.push_back(
+              {st.GetText(0), st.GetText(1), st.GetText(2), st.GetInt(3) != 0, st.GetText(5)});
           after_tenant = st.GetText(0);
           after_id = st.GetText(1);
           after_available = st.GetInt(4);
@@ -1361,7 +1362,9 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
           auto quota = tenant_slots.find(c.tenant);
           if (quota == tenant_slots.end()) {
             TenantSlots slots;
-            ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT max_concurrent_runs, queue_limits FROM tenants WHERE id = ?1"));
+            ASSIGN_OR_RETURN(
+                Stmt st,
+                txn.Prepare("SELECT max_concurrent_runs, queue_limits FROM tenants WHERE id = ?1"));
             st.Text(1, c.tenant);
             ASSIGN_OR_RETURN(bool row, st.Step());
             if (row) {
@@ -1369,7 +1372,8 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
               const Json limits = Json::parse(st.GetText(1), nullptr, /*allow_exceptions=*/false);
               if (limits.is_object()) {
                 for (const auto& [queue, limit] : limits.items()) {
-                  if (limit.is_number_integer() && limit.get<int64_t>() > 0) slots.queue_limits[queue] = limit.get<int64_t>();
+                  if (limit.is_number_integer() && limit.get<int64_t>() > 0)
+                    slots.queue_limits[queue] = limit.get<int64_t>();
                 }
               }
             }
@@ -1377,8 +1381,9 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
           }
           TenantSlots& slots = quota->second;
           if (slots.limit > 0 && !slots.free) {
-            ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT count(*) FROM runs INDEXED BY runs_leases "
-                                                  "WHERE state = 'running' AND tenant = ?1"));
+            ASSIGN_OR_RETURN(Stmt st,
+                             txn.Prepare("SELECT count(*) FROM runs INDEXED BY runs_leases "
+                                         "WHERE state = 'running' AND tenant = ?1"));
             st.Text(1, c.tenant);
             ASSIGN_OR_RETURN(bool row, st.Step());
             slots.free = slots.limit - (row ? st.GetInt(0) : 0);
@@ -1388,8 +1393,9 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
           if (queue_limit != slots.queue_limits.end()) {
             queue_free = &slots.queue_free[c.queue];
             if (!*queue_free) {
-              ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT count(*) FROM runs INDEXED BY runs_leases "
-                                                    "WHERE state = 'running' AND tenant = ?1 AND queue = ?2"));
+              ASSIGN_OR_RETURN(
+                  Stmt st, txn.Prepare("SELECT count(*) FROM runs INDEXED BY runs_leases "
+                                       "WHERE state = 'running' AND tenant = ?1 AND queue = ?2"));
               st.Text(1, c.tenant).Text(2, c.queue);
               ASSIGN_OR_RETURN(bool row, st.Step());
               *queue_free = queue_limit->second - (row ? st.GetInt(0) : 0);
@@ -1633,13 +1639,15 @@ Result<int64_t> SqliteStore::LastEventSeq() {
   return row ? st.GetInt(0) : 0;
 }
 
-Result<std::vector<RunCount>> SqliteStore::CountRuns(const std::string& tenant, const std::string& job_id) {
+Result<std::vector<RunCount>> SqliteStore::CountRuns(const std::string& tenant,
+                                                     const std::string& job_id) {
   Txn txn(*conn_, Txn::kRead);
   RETURN_IF_ERROR(txn.begin_status());
-  ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT tenant, queue, state, count(*), "
-                                        "coalesce(sum(finished_at - started_at), 0) FROM runs "
-                                        "WHERE (?1 = '' OR tenant = ?1) AND (?2 = '' OR job_id = ?2) "
-                                        "GROUP BY tenant, queue, state ORDER BY tenant, queue, state"));
+  ASSIGN_OR_RETURN(Stmt st,
+                   txn.Prepare("SELECT tenant, queue, state, count(*), "
+                               "coalesce(sum(finished_at - started_at), 0) FROM runs "
+                               "WHERE (?1 = '' OR tenant = ?1) AND (?2 = '' OR job_id = ?2) "
+                               "GROUP BY tenant, queue, state ORDER BY tenant, queue, state"));
   st.Text(1, tenant).Text(2, job_id);
   std::vector<RunCount> out;
   for (;;) {
@@ -1658,8 +1666,9 @@ Result<std::vector<RunCount>> SqliteStore::CountRuns(const std::string& tenant, 
 Result<std::vector<JobCount>> SqliteStore::CountJobs() {
   Txn txn(*conn_, Txn::kRead);
   RETURN_IF_ERROR(txn.begin_status());
-  ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT tenant, state, count(*) FROM jobs GROUP BY tenant, state "
-                                        "ORDER BY tenant, state"));
+  ASSIGN_OR_RETURN(Stmt st,
+                   txn.Prepare("SELECT tenant, state, count(*) FROM jobs GROUP BY tenant, state "
+                               "ORDER BY tenant, state"));
   std::vector<JobCount> out;
   for (;;) {
     ASSIGN_OR_RETURN(bool row, st.Step());
@@ -1678,17 +1687,21 @@ Status SqliteStore::PutTenant(const TenantRecord& tenant) {
   }
   for (const auto& [queue, limit] : tenant.queue_limits) {
     RETURN_IF_ERROR(ValidateQueueName(queue, "queue_limits." + queue));
-    if (limit < 1) return InvalidArgument("queue_limits." + queue + ": must be at least 1", "queue_limits." + queue);
+    if (limit < 1)
+      return InvalidArgument("queue_limits." + queue + ": must be at least 1",
+                             "queue_limits." + queue);
   }
   Txn txn(*conn_, Txn::kWrite);
   RETURN_IF_ERROR(txn.begin_status());
   {
-    ASSIGN_OR_RETURN(Stmt st,
-                     txn.Prepare("INSERT INTO tenants (id, max_jobs, max_concurrent_runs, created_at, updated_at, "
-                                 "queue_limits) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO UPDATE SET "
-                                 "max_jobs = excluded.max_jobs, max_concurrent_runs = "
-                                 "excluded.max_concurrent_runs, updated_at = excluded.updated_at, "
-                                 "queue_limits = excluded.queue_limits"));
+    ASSIGN_OR_RETURN(
+        Stmt st,
+        txn.Prepare(
+            "INSERT INTO tenants (id, max_jobs, max_concurrent_runs, created_at, updated_at, "
+            "queue_limits) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO UPDATE SET "
+            "max_jobs = excluded.max_jobs, max_concurrent_runs = "
+            "excluded.max_concurrent_runs, updated_at = excluded.updated_at, "
+            "queue_limits = excluded.queue_limits"));
     st.Text(1, tenant.id)
         .Int(2, tenant.max_jobs)
         .Int(3, tenant.max_concurrent_runs)
@@ -1720,8 +1733,10 @@ TenantRecord ReadTenant(const Stmt& st) {
 Result<TenantRecord> SqliteStore::GetTenant(const std::string& id) {
   Txn txn(*conn_, Txn::kRead);
   RETURN_IF_ERROR(txn.begin_status());
-  ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT id, max_jobs, max_concurrent_runs, created_at, updated_at, queue_limits "
-                                        "FROM tenants WHERE id = ?1"));
+  ASSIGN_OR_RETURN(
+      Stmt st,
+      txn.Prepare("SELECT id, max_jobs, max_concurrent_runs, created_at, updated_at, queue_limits "
+                  "FROM tenants WHERE id = ?1"));
   st.Text(1, id);
   ASSIGN_OR_RETURN(bool row, st.Step());
   if (!row) return NotFound("tenant '" + id + "' not found");
@@ -1731,8 +1746,10 @@ Result<TenantRecord> SqliteStore::GetTenant(const std::string& id) {
 Result<std::vector<TenantRecord>> SqliteStore::ListTenants() {
   Txn txn(*conn_, Txn::kRead);
   RETURN_IF_ERROR(txn.begin_status());
-  ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT id, max_jobs, max_concurrent_runs, created_at, updated_at, queue_limits "
-                                        "FROM tenants ORDER BY id"));
+  ASSIGN_OR_RETURN(
+      Stmt st,
+      txn.Prepare("SELECT id, max_jobs, max_concurrent_runs, created_at, updated_at, queue_limits "
+                  "FROM tenants ORDER BY id"));
   std::vector<TenantRecord> out;
   for (;;) {
     ASSIGN_OR_RETURN(bool row, st.Step());

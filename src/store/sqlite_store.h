@@ -87,7 +87,8 @@ class SqliteStore final : public Store {
                                                  int max_leases_lost, int limit) override;
   Result<int64_t> PruneRuns(TimePoint older_than, int keep_per_job) override;
 
-  Result<std::vector<RunCount>> CountRuns(const std::string& tenant, const std::string& job_id) override;
+  Result<std::vector<RunCount>> CountRuns(const std::string& tenant,
+                                          const std::string& job_id) override;
   Result<std::vector<JobCount>> CountJobs() override;
 
   Status AppendEvent(const Event& event) override;

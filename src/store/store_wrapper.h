@@ -8,9 +8,9 @@
 // Thread-safe if the wrapped store is and Before() is.
 #pragma once
 
-#include <string_view>
-
 #include <jobsched/store.h>
+
+#include <string_view>
 
 namespace jobsched {
 
@@ -22,43 +22,56 @@ class StoreWrapper : public Store {
   // calling the wrapped store. Default: OK.
   virtual Status Before(std::string_view /*op*/) { return Status::Ok(); }
 
-#define JOBSCHED_FORWARD(Ret, Name, Params, Args) \
-  Ret Name Params override {                      \
+#define JOBSCHED_FORWARD(Ret, Name, Params, Args)    \
+  Ret Name Params override {                         \
     if (Status s = Before(#Name); !s.ok()) return s; \
-    return target_.Name Args;                     \
+    return target_.Name Args;                        \
   }
 
   JOBSCHED_FORWARD(Result<JobRecord>, CreateJob, (const JobRecord& job), (job))
-  JOBSCHED_FORWARD(Result<JobRecord>, PutJob, (const JobRecord& job, std::optional<int64_t> v), (job, v))
-  JOBSCHED_FORWARD(Result<JobRecord>, GetJob, (const std::string& t, const std::string& id), (t, id))
-  JOBSCHED_FORWARD(Result<Page<JobRecord>>, ListJobs, (const std::string& t, const JobFilter& f), (t, f))
-  JOBSCHED_FORWARD(Status, DeleteJob, (const std::string& t, const std::string& id, TimePoint now, bool kill),
+  JOBSCHED_FORWARD(Result<JobRecord>, PutJob, (const JobRecord& job, std::optional<int64_t> v),
+                   (job, v))
+  JOBSCHED_FORWARD(Result<JobRecord>, GetJob, (const std::string& t, const std::string& id),
+                   (t, id))
+  JOBSCHED_FORWARD(Result<Page<JobRecord>>, ListJobs, (const std::string& t, const JobFilter& f),
+                   (t, f))
+  JOBSCHED_FORWARD(Status, DeleteJob,
+                   (const std::string& t, const std::string& id, TimePoint now, bool kill),
                    (t, id, now, kill))
-  JOBSCHED_FORWARD(Result<std::vector<JobRecord>>, DueJobs, (TimePoint now, int limit), (now, limit))
+  JOBSCHED_FORWARD(Result<std::vector<JobRecord>>, DueJobs, (TimePoint now, int limit),
+                   (now, limit))
   JOBSCHED_FORWARD(Result<std::optional<TimePoint>>, NextFireTime, (), ())
   JOBSCHED_FORWARD(Result<FireResult>, Fire, (const FireRequest& r), (r))
-  JOBSCHED_FORWARD(Status, EnqueueRuns, (const std::string& t, const std::string& j, std::span<const RunRecord> r),
+  JOBSCHED_FORWARD(Status, EnqueueRuns,
+                   (const std::string& t, const std::string& j, std::span<const RunRecord> r),
                    (t, j, r))
-  JOBSCHED_FORWARD(Result<RunRecord>, GetRun, (const std::string& t, const std::string& id), (t, id))
-  JOBSCHED_FORWARD(Result<Page<RunRecord>>, ListRuns, (const std::string& t, const RunFilter& f), (t, f))
-  JOBSCHED_FORWARD(Result<std::vector<RunRecord>>, ActiveRuns, (const std::string& t, const std::string& j), (t, j))
+  JOBSCHED_FORWARD(Result<RunRecord>, GetRun, (const std::string& t, const std::string& id),
+                   (t, id))
+  JOBSCHED_FORWARD(Result<Page<RunRecord>>, ListRuns, (const std::string& t, const RunFilter& f),
+                   (t, f))
+  JOBSCHED_FORWARD(Result<std::vector<RunRecord>>, ActiveRuns,
+                   (const std::string& t, const std::string& j), (t, j))
   JOBSCHED_FORWARD(Result<std::vector<RunRecord>>, FinishedRunsSince,
                    (const std::string& t, const std::string& j, TimePoint since), (t, j, since))
-  JOBSCHED_FORWARD(Result<std::vector<JobRecord>>, Dependents, (const std::string& t, const std::string& j), (t, j))
+  JOBSCHED_FORWARD(Result<std::vector<JobRecord>>, Dependents,
+                   (const std::string& t, const std::string& j), (t, j))
   JOBSCHED_FORWARD(Result<std::vector<RunRecord>>, ClaimRuns, (const ClaimRequest& r), (r))
   JOBSCHED_FORWARD(Result<std::optional<TimePoint>>, NextAvailableTime, (), ())
   JOBSCHED_FORWARD(Result<std::vector<LeaseStatus>>, RenewLeases,
                    (std::span<const LeaseRef> l, TimePoint now, Duration lease), (l, now, lease))
   JOBSCHED_FORWARD(Status, Complete, (const Completion& c), (c))
-  JOBSCHED_FORWARD(Status, CancelRun, (const std::string& t, const std::string& id, TimePoint now), (t, id, now))
+  JOBSCHED_FORWARD(Status, CancelRun, (const std::string& t, const std::string& id, TimePoint now),
+                   (t, id, now))
   JOBSCHED_FORWARD(Result<std::vector<RunRecord>>, RecoverLostRuns,
-                   (TimePoint now, const std::string& node, int max_lost, int limit), (now, node, max_lost, limit))
+                   (TimePoint now, const std::string& node, int max_lost, int limit),
+                   (now, node, max_lost, limit))
   JOBSCHED_FORWARD(Result<int64_t>, PruneRuns, (TimePoint older_than, int keep), (older_than, keep))
-  JOBSCHED_FORWARD(Result<std::vector<RunCount>>, CountRuns, (const std::string& t, const std::string& j), (t, j))
+  JOBSCHED_FORWARD(Result<std::vector<RunCount>>, CountRuns,
+                   (const std::string& t, const std::string& j), (t, j))
   JOBSCHED_FORWARD(Result<std::vector<JobCount>>, CountJobs, (), ())
   JOBSCHED_FORWARD(Status, AppendEvent, (const Event& e), (e))
-  JOBSCHED_FORWARD(Result<std::vector<Event>>, ReadEvents, (const std::string& t, int64_t after, int limit),
-                   (t, after, limit))
+  JOBSCHED_FORWARD(Result<std::vector<Event>>, ReadEvents,
+                   (const std::string& t, int64_t after, int limit), (t, after, limit))
   JOBSCHED_FORWARD(Status, PruneEvents, (int64_t keep), (keep))
   JOBSCHED_FORWARD(Result<int64_t>, LastEventSeq, (), ())
   JOBSCHED_FORWARD(Status, PutTenant, (const TenantRecord& t), (t))
@@ -75,11 +88,13 @@ class StoreWrapper : public Store {
 
   // The batch calls keep the wrapped store's batching.
   std::vector<Result<FireResult>> FireMany(std::span<const FireRequest> requests) override {
-    if (Status s = Before("FireMany"); !s.ok()) return std::vector<Result<FireResult>>(requests.size(), s);
+    if (Status s = Before("FireMany"); !s.ok())
+      return std::vector<Result<FireResult>>(requests.size(), s);
     return target_.FireMany(requests);
   }
   std::vector<Status> CompleteMany(std::span<const Completion> completions) override {
-    if (Status s = Before("CompleteMany"); !s.ok()) return std::vector<Status>(completions.size(), s);
+    if (Status s = Before("CompleteMany"); !s.ok())
+      return std::vector<Status>(completions.size(), s);
     return target_.CompleteMany(completions);
   }
 

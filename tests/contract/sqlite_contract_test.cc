@@ -249,8 +249,7 @@ TEST(OpenStoreTest, SqliteFileCreatesItsDirectory) {
 }
 
 TEST(OpenStoreTest, UnknownSchemesAreInvalidArguments) {
-  for (const std::string url :
-       {"postgres://db/jobs", "", "sqlite:", "./data/jobsched.db"}) {
+  for (const std::string url : {"postgres://db/jobs", "", "sqlite:", "./data/jobsched.db"}) {
     SCOPED_TRACE(url);
     auto store = OpenStore(url);
     ASSERT_FALSE(store.ok());

@@ -1593,9 +1593,15 @@ TEST_P(StoreContractTest, DefaultTenantAlwaysExistsAndTenantsCanBeAddedAndReplac
   EXPECT_EQ(def->max_jobs, 0);
   EXPECT_EQ(store_->GetTenant("acme").status().code(), StatusCode::kNotFound);
 
-  ASSERT_TRUE(store_->PutTenant({.id = "acme", .max_jobs = 2, .created_at = At(0), .updated_at = At(0)}).ok());
-  ASSERT_TRUE(store_->PutTenant({.id = "acme", .max_jobs = 3, .max_concurrent_runs = 1, .created_at = At(9),
-                                 .updated_at = At(9)})
+  ASSERT_TRUE(
+      store_->PutTenant({.id = "acme", .max_jobs = 2, .created_at = At(0), .updated_at = At(0)})
+          .ok());
+  ASSERT_TRUE(store_
+                  ->PutTenant({.id = "acme",
+                               .max_jobs = 3,
+                               .max_concurrent_runs = 1,
+                               .created_at = At(9),
+                               .updated_at = At(9)})
                   .ok());
   auto acme = store_->GetTenant("acme");
   ASSERT_TRUE(acme.ok());
@@ -1642,8 +1648,13 @@ TEST_P(StoreContractTest, MaxConcurrentRunsLimitsClaimsPerTenant) {
   // One finishes: one more slot.
   for (const RunRecord& r : first) {
     if (r.tenant != "slow") continue;
-    ASSERT_TRUE(store_->Complete({.tenant = r.tenant, .run_id = r.id, .fence = r.fence, .now = At(12),
-                                  .state = RunState::kSucceeded, .attempt_outcome = "succeeded"})
+    ASSERT_TRUE(store_
+                    ->Complete({.tenant = r.tenant,
+                                .run_id = r.id,
+                                .fence = r.fence,
+                                .now = At(12),
+                                .state = RunState::kSucceeded,
+                                .attempt_outcome = "succeeded"})
                     .ok());
     break;
   }
@@ -1670,7 +1681,8 @@ TEST_P(StoreContractTest, QueueLimitsCapRunningRunsPerQueueOfATenant) {
   for (const RunRecord& r : claimed) ids.push_back(r.id);
   EXPECT_EQ(ids, (std::vector<std::string>{"s1", "f1", "f2"}));
   EXPECT_TRUE(Claim("n1", At(11), 10).empty());
-  EXPECT_EQ(store_->PutTenant({.id = "q", .queue_limits = {{"slow", 0}}}).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->PutTenant({.id = "q", .queue_limits = {{"slow", 0}}}).code(),
+            StatusCode::kInvalidArgument);
 }
 
 }  // namespace jobsched::contract

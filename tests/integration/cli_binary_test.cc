@@ -36,7 +36,8 @@ CliRun Jobsched(const std::string& args, const std::string& stdin_text = "") {
 }
 
 TEST(CliBinary, CronNextAcrossTheNewYorkGap) {
-  CliRun r = Jobsched("cron next '30 2 * * *' --tz America/New_York --from 2024-03-09T12:00:00Z -n 2");
+  CliRun r =
+      Jobsched("cron next '30 2 * * *' --tz America/New_York --from 2024-03-09T12:00:00Z -n 2");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("2024-03-10T07:00:00Z"));
   EXPECT_THAT(r.output, HasSubstr("2024-03-11T06:30:00Z"));
@@ -55,16 +56,15 @@ TEST(CliBinary, CronNextWithoutExpressionIsAUsageError) {
 }
 
 TEST(CliBinary, BatchReadsStdin) {
-  CliRun r = Jobsched("cron next --batch",
-                   "{\"id\":1,\"expr\":\"0 0 * * *\",\"from\":\"2024-01-01T00:00:00Z\",\"n\":1}\n"
-                   "garbage\n");
+  CliRun r =
+      Jobsched("cron next --batch",
+               "{\"id\":1,\"expr\":\"0 0 * * *\",\"from\":\"2024-01-01T00:00:00Z\",\"n\":1}\n"
+               "garbage\n");
   EXPECT_EQ(r.exit_code, 0);
   EXPECT_THAT(r.output, HasSubstr(R"("next":["2024-01-02T00:00:00Z"])"));
   EXPECT_THAT(r.output, HasSubstr(R"({"next":{"error":"invalid JSON line)"));
 }
 
-TEST(CliBinary, UnknownSubcommandIsAUsageError) {
-  EXPECT_EQ(Jobsched("frobnicate").exit_code, 2);
-}
+TEST(CliBinary, UnknownSubcommandIsAUsageError) { EXPECT_EQ(Jobsched("frobnicate").exit_code, 2); }
 
 }  // namespace

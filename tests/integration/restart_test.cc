@@ -2,6 +2,7 @@
 // SQLite file. From the records: the interrupted run gets a lease_lost attempt and then
 // succeeds, each occurrence of an every-second job has exactly one run (none lost while the
 // node was down: the misfire policy fire_all catches them up), and no attempt ran twice.
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,8 +15,6 @@
 #include <set>
 #include <sstream>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "store/sqlite_store.h"
 
@@ -46,11 +45,11 @@ class RestartTest : public ::testing::Test {
       FILE* f = std::freopen(out.c_str(), "a", stderr);
       (void)f;
       if (setup) {
-        ::execl(JOBSCHED_TEST_NODE, JOBSCHED_TEST_NODE, "--db", db_.c_str(), "--node-id", "n1", "--log",
-                log_.c_str(), "--setup", static_cast<char*>(nullptr));
+        ::execl(JOBSCHED_TEST_NODE, JOBSCHED_TEST_NODE, "--db", db_.c_str(), "--node-id", "n1",
+                "--log", log_.c_str(), "--setup", static_cast<char*>(nullptr));
       } else {
-        ::execl(JOBSCHED_TEST_NODE, JOBSCHED_TEST_NODE, "--db", db_.c_str(), "--node-id", "n1", "--log",
-                log_.c_str(), static_cast<char*>(nullptr));
+        ::execl(JOBSCHED_TEST_NODE, JOBSCHED_TEST_NODE, "--db", db_.c_str(), "--node-id", "n1",
+                "--log", log_.c_str(), static_cast<char*>(nullptr));
       }
       ::_exit(127);
     }
@@ -72,7 +71,8 @@ class RestartTest : public ::testing::Test {
   }
 
   // Polls `done` until it holds; fails the test after `limit`.
-  bool WaitUntil(const std::function<bool()>& done, std::chrono::seconds limit = std::chrono::seconds(30)) {
+  bool WaitUntil(const std::function<bool()>& done,
+                 std::chrono::seconds limit = std::chrono::seconds(30)) {
     const auto deadline = std::chrono::steady_clock::now() + limit;
     while (std::chrono::steady_clock::now() < deadline) {
       if (done()) return true;
@@ -106,7 +106,8 @@ TEST_F(RestartTest, KilledNodeLosesNothingAndDoublesNothing) {
   ASSERT_TRUE(WaitUntil([&] { return LogHas("work@m") && LogHas("tick@"); }));
   ASSERT_TRUE(WaitUntil([&] {
     int ticks = 0;
-    for (const auto& l : LogLines()) ticks += l.find("tick@") != std::string::npos && l.ends_with(" end");
+    for (const auto& l : LogLines())
+      ticks += l.find("tick@") != std::string::npos && l.ends_with(" end");
     return ticks >= 2;
   }));
   Kill9();
@@ -131,7 +132,9 @@ TEST_F(RestartTest, KilledNodeLosesNothingAndDoublesNothing) {
     auto runs = store->ListRuns("default", {.job_id = "tick", .limit = 1000});
     if (!runs.ok()) return false;
     for (const RunRecord& r : runs->items) {
-      if (r.scheduled_at > restart_time + std::chrono::seconds(2) && r.state == RunState::kSucceeded) return true;
+      if (r.scheduled_at > restart_time + std::chrono::seconds(2) &&
+          r.state == RunState::kSucceeded)
+        return true;
     }
     return false;
   }));
@@ -151,7 +154,8 @@ TEST_F(RestartTest, KilledNodeLosesNothingAndDoublesNothing) {
   ASSERT_TRUE(ticks.ok());
   std::set<int64_t> scheduled;
   for (const RunRecord& r : ticks->items) {
-    EXPECT_TRUE(scheduled.insert(ToUnixMillis(r.scheduled_at)).second) << "two runs for one occurrence: " << r.id;
+    EXPECT_TRUE(scheduled.insert(ToUnixMillis(r.scheduled_at)).second)
+        << "two runs for one occurrence: " << r.id;
     EXPECT_EQ(r.id, "tick@" + std::to_string(ToUnixMillis(r.scheduled_at)));
   }
   ASSERT_GE(scheduled.size(), 5u);

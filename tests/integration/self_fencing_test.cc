@@ -1,10 +1,10 @@
 // Self-fencing (DESIGN §4): a node that cannot renew a lease before it ends stops the attempt
 // and reports nothing; the run is executed again elsewhere after the lease expires.
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
-
-#include <gtest/gtest.h>
 
 #include "core/time_util.h"
 #include "engine/node.h"
@@ -101,7 +101,8 @@ TEST(SelfFencingTest, UnrenewableLeaseStopsTheAttemptReportsNothingAndTheRunIsRe
   EXPECT_EQ(*recovered, 1);
   run = n.store().GetRun("default", run_id);
   ASSERT_TRUE(run.ok());
-  EXPECT_TRUE(run->state == RunState::kQueued || run->state == RunState::kRunning) << RunStateName(run->state);
+  EXPECT_TRUE(run->state == RunState::kQueued || run->state == RunState::kRunning)
+      << RunStateName(run->state);
   ASSERT_GE(run->attempts.size(), 1u);
   EXPECT_EQ(run->attempts[0].outcome, "lease_lost");
   if (run->attempts.size() > 1) {
@@ -115,8 +116,12 @@ TEST(SelfFencingTest, RenewalWellBeforeTheLeaseEndsDoesNotFence) {
   auto sqlite = SqliteStore::Open({.path = ":memory:"});
   ASSERT_TRUE(sqlite.ok());
   auto faulty = std::make_shared<FaultyStore>(**sqlite);
-  auto node = Node::Create({.store = faulty, .node_id = "n1", .concurrency = 1, .lease = Duration(10000),
-                            .renew_interval = Duration(3000), .clock = &clock});
+  auto node = Node::Create({.store = faulty,
+                            .node_id = "n1",
+                            .concurrency = 1,
+                            .lease = Duration(10000),
+                            .renew_interval = Duration(3000),
+                            .clock = &clock});
   ASSERT_TRUE(node.ok());
   Node& n = **node;
   Signal started, release;

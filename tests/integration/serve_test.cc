@@ -1,5 +1,8 @@
 // `jobsched serve` as a user runs it: the real binary, its admin key file, readiness, the
 // sample job, graceful shutdown on SIGTERM; and the config file / environment / flag layers.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -9,14 +12,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
 #include <thread>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-#include <httplib.h>
-#include <nlohmann/json.hpp>
 
 #include "cli/serve_cmd.h"
 
@@ -152,14 +151,16 @@ TEST_F(ServeProcessTest, SecondStartKeepsTheKeyAndAGivenAdminKeyIsAccepted) {
 TEST_F(ServeProcessTest, JsonLogsCarryRunTransitionsAsFields) {
   const std::string given = "js_logtest_" + std::string(64, 'b');
   ::setenv("JOBSCHED_ADMIN_KEY", given.c_str(), 1);
-  Start({"--listen", "127.0.0.1:0", "--data-dir", (dir_ / "data").string(), "--log-format", "json"});
+  Start(
+      {"--listen", "127.0.0.1:0", "--data-dir", (dir_ / "data").string(), "--log-format", "json"});
   ::unsetenv("JOBSCHED_ADMIN_KEY");
   const int port = WaitForPort();
   ASSERT_GT(port, 0);
   httplib::Client client("127.0.0.1", port);
   const httplib::Headers auth{{"Authorization", "Bearer " + given}};
   auto made = client.Post("/v1/tenants/default/jobs", auth,
-                          R"({"id": "logged", "handler": {"type": "builtin", "name": "noop"}})", "application/json");
+                          R"({"id": "logged", "handler": {"type": "builtin", "name": "noop"}})",
+                          "application/json");
   ASSERT_TRUE(made);
   ASSERT_EQ(made->status, 201) << made->body;
   auto trig = client.Post("/v1/tenants/default/jobs/logged/trigger", auth, "", "application/json");
@@ -179,7 +180,8 @@ TEST_F(ServeProcessTest, JsonLogsCarryRunTransitionsAsFields) {
     auto j = nlohmann::json::parse(line, nullptr, false);
     ASSERT_FALSE(j.is_discarded()) << line;
     ASSERT_TRUE(j.contains("time") && j.contains("level") && j.contains("msg")) << line;
-    if (j.value("run_id", "") == run_id && j["msg"].get<std::string>().starts_with("run succeeded")) {
+    if (j.value("run_id", "") == run_id &&
+        j["msg"].get<std::string>().starts_with("run succeeded")) {
       found = true;
       EXPECT_EQ(j["job_id"], "logged");
       EXPECT_EQ(j["tenant"], "default");
@@ -192,10 +194,13 @@ TEST_F(ServeProcessTest, JsonLogsCarryRunTransitionsAsFields) {
 TEST_F(ServeProcessTest, ServesHttpsWithTheGivenCertificate) {
   const std::string cert = (dir_ / "cert.pem").string();
   const std::string key = (dir_ / "key.pem").string();
-  const std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 -addext "
-                          "subjectAltName=IP:127.0.0.1 -keyout " + key + " -out " + cert + " 2>/dev/null";
+  const std::string cmd =
+      "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 -addext "
+      "subjectAltName=IP:127.0.0.1 -keyout " +
+      key + " -out " + cert + " 2>/dev/null";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << "openssl could not make a test certificate";
-  Start({"--listen", "127.0.0.1:0", "--data-dir", (dir_ / "data").string(), "--tls-cert", cert, "--tls-key", key});
+  Start({"--listen", "127.0.0.1:0", "--data-dir", (dir_ / "data").string(), "--tls-cert", cert,
+         "--tls-key", key});
   const int port = WaitForPort();
   ASSERT_GT(port, 0);
   EXPECT_THAT(Log(), HasSubstr("listening on https://"));
@@ -227,7 +232,8 @@ TEST_F(ServeProcessTest, BadConfigFileExitsWithTheKeyAndLine) {
 }
 
 TEST(ServeConfigTest, FileThenEnvironment) {
-  const auto path = std::filesystem::path(testing::TempDir()) / ("cfg-" + std::to_string(::getpid()) + ".toml");
+  const auto path =
+      std::filesystem::path(testing::TempDir()) / ("cfg-" + std::to_string(::getpid()) + ".toml");
   std::ofstream(path) << "listen = \"127.0.0.1:9000\"\nconcurrency = 8\nqueues = [\"a\", \"b\"]\n"
                          "log_format = \"json\"\n";
   ServeConfig c;
@@ -247,7 +253,8 @@ TEST(ServeConfigTest, FileThenEnvironment) {
 }
 
 TEST(ServeConfigTest, ErrorsNameTheKey) {
-  const auto path = std::filesystem::path(testing::TempDir()) / ("cfg-bad-" + std::to_string(::getpid()) + ".toml");
+  const auto path = std::filesystem::path(testing::TempDir()) /
+                    ("cfg-bad-" + std::to_string(::getpid()) + ".toml");
   struct Case {
     const char* toml;
     const char* message;
@@ -272,7 +279,8 @@ TEST(ServeConfigTest, ErrorsNameTheKey) {
   ::unsetenv("JOBSCHED_LEASE_MS");
   EXPECT_THAT(s.message(), HasSubstr("JOBSCHED_LEASE_MS: must be an integer"));
   EXPECT_THAT(ValidateServeConfig({.log_format = "xml"}).message(), HasSubstr("log_format"));
-  EXPECT_THAT(ValidateServeConfig({.lease_ms = 1000, .renew_ms = 1000}).message(), HasSubstr("renew_ms"));
+  EXPECT_THAT(ValidateServeConfig({.lease_ms = 1000, .renew_ms = 1000}).message(),
+              HasSubstr("renew_ms"));
 }
 
 }  // namespace

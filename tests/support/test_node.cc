@@ -5,6 +5,7 @@
 //   work  no schedule; handler "record": logs "<run> <attempt> start", waits payload.ms on the
 //         first attempt only, logs "<run> <attempt> end".
 //   tick  every second, misfire fire_all with a 500 ms grace, handler "record" (no wait).
+#include <jobsched/scheduler.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -14,8 +15,6 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
-
-#include <jobsched/scheduler.h>
 
 namespace {
 
@@ -35,10 +34,14 @@ int main(int argc, char** argv) {
   bool setup = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--db" && i + 1 < argc) db = argv[++i];
-    else if (a == "--node-id" && i + 1 < argc) node_id = argv[++i];
-    else if (a == "--log" && i + 1 < argc) log = argv[++i];
-    else if (a == "--setup") setup = true;
+    if (a == "--db" && i + 1 < argc)
+      db = argv[++i];
+    else if (a == "--node-id" && i + 1 < argc)
+      node_id = argv[++i];
+    else if (a == "--log" && i + 1 < argc)
+      log = argv[++i];
+    else if (a == "--setup")
+      setup = true;
   }
   if (db.empty() || log.empty()) {
     std::fprintf(stderr, "usage: jobsched_test_node --db PATH --node-id ID --log FILE [--setup]\n");

@@ -3,6 +3,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -32,8 +33,8 @@ class CronCmdTest : public ::testing::Test {
 
 TEST_F(CronCmdTest, NextPrintsUtcAndLocalAcrossSpringForward) {
   std::ostringstream out, err;
-  CronNextArgs args{.expr = "30 2 * * *", .tz = "America/New_York",
-                    .from = "2024-03-09T12:00:00Z", .n = 2};
+  CronNextArgs args{
+      .expr = "30 2 * * *", .tz = "America/New_York", .from = "2024-03-09T12:00:00Z", .n = 2};
   ASSERT_EQ(RunCronNext(args, clock_, out, err), kExitOk) << err.str();
   EXPECT_THAT(out.str(), HasSubstr("2024-03-10T07:00:00Z   2024-03-10 03:00:00 EDT"));
   EXPECT_THAT(out.str(), HasSubstr("2024-03-11T06:30:00Z   2024-03-11 02:30:00 EDT"));
@@ -92,7 +93,8 @@ TEST_F(CronCmdTest, BatchAnswersEachLineInOrderEchoingInput) {
 }
 
 TEST_F(CronCmdTest, BatchDefaultsToFiveTimes) {
-  auto lines = Batch(R"({"expr": "@hourly", "from": "2024-01-01T00:00:00Z"})" "\n");
+  auto lines = Batch(R"({"expr": "@hourly", "from": "2024-01-01T00:00:00Z"})"
+                     "\n");
   ASSERT_EQ(lines.size(), 1u);
   EXPECT_EQ(lines[0]["next"].size(), 5u);
   EXPECT_FALSE(lines[0].contains("id"));
@@ -119,7 +121,8 @@ TEST_F(CronCmdTest, BatchMalformedLinesGetErrorLinesAndProcessingContinues) {
   };
   std::string input;
   for (const Case& c : cases) input += std::string(c.line) + "\n";
-  input += R"({"id": "last", "expr": "0 0 1 1 *", "from": "2024-06-01T00:00:00Z", "n": 1})" "\n";
+  input += R"({"id": "last", "expr": "0 0 1 1 *", "from": "2024-06-01T00:00:00Z", "n": 1})"
+           "\n";
   auto lines = Batch(input);
   ASSERT_EQ(lines.size(), std::size(cases) + 1);
   for (size_t i = 0; i < std::size(cases); ++i) {
