@@ -5,6 +5,10 @@ GENERATOR    := $(shell command -v ninja >/dev/null 2>&1 && echo Ninja || echo "
 CMAKE_ARGS   ?=
 FUZZ_SECONDS ?= 60
 
+# ccache hits across checkouts in different folders (CI builds a fresh clone elsewhere).
+export CCACHE_BASEDIR := $(CURDIR)
+export CCACHE_NOHASHDIR := 1
+
 .PHONY: all setup build run test test-asan test-tsan bench fuzz format clean
 
 all: build
@@ -38,8 +42,9 @@ bench: setup build
 
 # libFuzzer targets (clang), each run for FUZZ_SECONDS on a scratch copy of its seed corpus.
 fuzz: setup
-	$(MAKE) --no-print-directory build BUILD=build-fuzz \
+	$(MAKE) --no-print-directory build-fuzz/CMakeCache.txt BUILD=build-fuzz \
 	  CMAKE_ARGS="-DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DJOBSCHED_FUZZ=ON -DJOBSCHED_TESTS=OFF -DJOBSCHED_BENCH=OFF"
+	cmake --build build-fuzz -j$(JOBS) --target cron_fuzz time_fuzz
 	scripts/run-fuzz build-fuzz $(FUZZ_SECONDS)
 
 format:
