@@ -96,7 +96,12 @@ Result<TimePoint> ParseRfc3339(std::string_view text) {
 
   const auto local = date::sys_days(ymd) + std::chrono::hours(hour) + std::chrono::minutes(minute) +
                      std::chrono::seconds(second);
-  return TimePoint(local) + Duration(millis) - std::chrono::minutes(offset_minutes);
+  const TimePoint utc = TimePoint(local) + Duration(millis) - std::chrono::minutes(offset_minutes);
+  // Every instant must have a four-digit year in UTC too, so that it formats and parses back.
+  static const TimePoint kFirst = TimePoint(date::sys_days(date::year(0) / 1 / 1));
+  static const TimePoint kEnd = TimePoint(date::sys_days(date::year(10000) / 1 / 1));
+  if (utc < kFirst || utc >= kEnd) return TimeError(text, "outside the years 0000-9999 in UTC");
+  return utc;
 }
 
 std::string FormatRfc3339(TimePoint t) { return date::format("%FT%TZ", t); }
