@@ -22,6 +22,7 @@
 #include <utility>
 
 #include "core/job_codec.h"
+#include "store/store_common.h"
 #include "store/redis_scripts.h"
 
 namespace jobsched {
@@ -745,24 +746,6 @@ Status Unexpected(std::string_view what) {
 const std::string& Word(const Reply& r) {
   static const std::string kNone;
   return r.is_array() && !r.elements.empty() ? r.elements[0].str : kNone;
-}
-
-// Checks what Fire and EnqueueRuns insert: runs of that job, new (queued or skipped).
-Status CheckNewRuns(const std::string& tenant, const std::string& job_id,
-                    std::span<const RunRecord> runs) {
-  for (const RunRecord& run : runs) {
-    if (run.tenant != tenant || run.job_id != job_id) {
-      return InvalidArgument("run '" + run.id + "' belongs to job '" + run.job_id +
-                             "' in tenant '" + run.tenant + "', not to job '" + job_id +
-                             "' in tenant '" + tenant + "'");
-    }
-    if (run.state != RunState::kQueued && run.state != RunState::kSkipped) {
-      return InvalidArgument("run '" + run.id + "': a new run must be queued or skipped, not " +
-                             RunStateName(run.state));
-    }
-    if (run.id.empty()) return InvalidArgument("a run id is empty");
-  }
-  return Status::Ok();
 }
 
 // ListRuns cursors: "<created_at ms>:<id>" of the last item returned (as SqliteStore's).

@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "core/job_codec.h"
+#include "store/store_common.h"
 
 namespace jobsched {
 
@@ -704,24 +705,6 @@ Status CancelInTxn(Txn& txn, RunRecord& run, TimePoint now, const std::string& w
     run.cancel_requested = true;
     RETURN_IF_ERROR(SaveRun(txn, run));
     return RunEvent(txn, run, now, {{"reason", why}}, "run.cancel_requested");
-  }
-  return Status::Ok();
-}
-
-// Checks what Fire and EnqueueRuns insert: runs of that job, new (queued or skipped).
-Status CheckNewRuns(const std::string& tenant, const std::string& job_id,
-                    std::span<const RunRecord> runs) {
-  for (const RunRecord& run : runs) {
-    if (run.tenant != tenant || run.job_id != job_id) {
-      return InvalidArgument("run '" + run.id + "' belongs to job '" + run.job_id +
-                             "' in tenant '" + run.tenant + "', not to job '" + job_id +
-                             "' in tenant '" + tenant + "'");
-    }
-    if (run.state != RunState::kQueued && run.state != RunState::kSkipped) {
-      return InvalidArgument("run '" + run.id + "': a new run must be queued or skipped, not " +
-                             RunStateName(run.state));
-    }
-    if (run.id.empty()) return InvalidArgument("a run id is empty");
   }
   return Status::Ok();
 }
