@@ -161,7 +161,10 @@ Duration SchedulerActor::Loop() {
   }
   auto next = store_.NextFireTime();
   if (!next.ok() || !next->has_value()) return options_.max_sleep;
-  return std::max(Duration(0), **next - clock_.Now());
+  // Still due after a full pass: a job that cannot be fired (its schedule no longer parses,
+  // e.g. a zone gone from the tz database) or a backlog beyond one pass. Do not spin.
+  const Duration wait = **next - clock_.Now();
+  return wait.count() > 0 ? wait : Duration(20);
 }
 
 void SchedulerActor::Start() {
