@@ -154,6 +154,7 @@ Result<int> SchedulerActor::Tick() {
 }
 
 Duration SchedulerActor::Loop() {
+  const TimePoint pass_start = clock_.Now();
   auto fired = Tick();
   if (!fired.ok()) {
     spdlog::warn("scheduler: {}", fired.status().ToString());
@@ -161,10 +162,11 @@ Duration SchedulerActor::Loop() {
   }
   auto next = store_.NextFireTime();
   if (!next.ok() || !next->has_value()) return options_.max_sleep;
-  // Still due after a full pass: a job that cannot be fired (its schedule no longer parses,
-  // e.g. a zone gone from the tz database) or a backlog beyond one pass. Do not spin.
-  const Duration wait = **next - clock_.Now();
-  return wait.count() > 0 ? wait : Duration(20);
+  // Due before this pass began and still not fired: a job that cannot be fired (its schedule no
+  // longer parses, e.g. a zone gone from the tz database) or a backlog beyond one pass. Do not
+  // spin on it. (Jobs that fell due during the pass are fired at once.)
+  if (**next <= pass_start) return Duration(20);
+  return std::max(Duration(0), **next - clock_.Now());
 }
 
 void SchedulerActor::Start() {
