@@ -491,7 +491,10 @@ Status ValidateJobSpec(const JobSpec& spec) {
   return Status::Ok();
 }
 
-Result<JobSpec> ParseJobSpec(std::string_view json, const std::string& tenant) {
+namespace {
+
+// The JSON text into a spec: shape, types and enum values, without the rules of ValidateJobSpec.
+Result<JobSpec> ParseSpecShape(std::string_view json, const std::string& tenant) {
   if (JsonNestingDepth(json) > kMaxJsonNesting) {
     return InvalidArgument("JSON nesting deeper than " + std::to_string(kMaxJsonNesting) +
                            " levels");
@@ -505,8 +508,19 @@ Result<JobSpec> ParseJobSpec(std::string_view json, const std::string& tenant) {
   JobSpec spec;
   spec.tenant = tenant;
   RETURN_IF_ERROR(ParseSpecObject(j, spec));
+  return spec;
+}
+
+}  // namespace
+
+Result<JobSpec> ParseJobSpec(std::string_view json, const std::string& tenant) {
+  ASSIGN_OR_RETURN(JobSpec spec, ParseSpecShape(json, tenant));
   RETURN_IF_ERROR(ValidateJobSpec(spec));
   return spec;
+}
+
+Result<JobSpec> ParseStoredJobSpec(std::string_view json, const std::string& tenant) {
+  return ParseSpecShape(json, tenant);
 }
 
 std::string JobSpecToJson(const JobSpec& spec) {

@@ -17,6 +17,11 @@ namespace jobsched {
 // do not carry it). Input nesting deeper than 32 levels is rejected.
 Result<JobSpec> ParseJobSpec(std::string_view json, const std::string& tenant = "default");
 
+// Reads a spec as a store wrote it (JobSpecToJson): shape and types only, without the rules of
+// ValidateJobSpec, so that a job which stopped validating (a time zone removed from the tz
+// database, a stricter rule in a newer version) can still be read, shown, fixed or deleted.
+Result<JobSpec> ParseStoredJobSpec(std::string_view json, const std::string& tenant);
+
 // Checks every rule of DESIGN §2 on a spec built in C++ (the same checks ParseJobSpec applies).
 Status ValidateJobSpec(const JobSpec& spec);
 

@@ -123,8 +123,17 @@ Result<int> SchedulerActor::Tick() {
       auto req = PlanJob(job, now);
       if (!req.ok()) {
         if (req.status().code() != StatusCode::kInvalidArgument) return req.status();
-        spdlog::error("job {}/{} cannot be fired: {}", job.spec.tenant, job.spec.id,
-                      req.status().message());
+        // Its schedule no longer parses (a stored job that stopped validating): pause it, so it
+        // is visible, fixable and not retried forever. Resuming brings it back.
+        spdlog::error("job paused job_id={} tenant={}: its schedule cannot be fired: {}",
+                      job.spec.id, job.spec.tenant, req.status().message());
+        requests.push_back(FireRequest{.tenant = job.spec.tenant,
+                                       .job_id = job.spec.id,
+                                       .expected_version = job.version,
+                                       .expected_next_fire = job.next_fire,
+                                       .next_fire = job.next_fire,
+                                       .new_state = JobState::kPaused,
+                                       .now = now});
         continue;
       }
       requests.push_back(std::move(req).value());

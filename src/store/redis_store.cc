@@ -22,8 +22,8 @@
 #include <utility>
 
 #include "core/job_codec.h"
-#include "store/store_common.h"
 #include "store/redis_scripts.h"
+#include "store/store_common.h"
 
 namespace jobsched {
 namespace {
@@ -714,7 +714,7 @@ Result<RunRecord> RunFromHash(const Reply& flat, const std::string& tenant) {
 Result<JobRecord> JobFromHash(const Reply& flat, const std::string& tenant) {
   Fields f(flat);
   const std::string& id = f.Str("id");
-  auto spec = ParseJobSpec(f.Str("spec"), tenant);
+  auto spec = ParseStoredJobSpec(f.Str("spec"), tenant);
   if (!spec.ok()) {
     return Internal("stored spec of job '" + id + "' in tenant '" + tenant +
                     "' is unreadable: " + spec.status().ToString());

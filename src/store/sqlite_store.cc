@@ -467,7 +467,7 @@ Result<JobRecord> ReadJob(const Stmt& st) {
   JobRecord job;
   const std::string tenant = st.GetText(0);
   const std::string id = st.GetText(1);
-  auto spec = ParseJobSpec(st.GetText(2), tenant);
+  auto spec = ParseStoredJobSpec(st.GetText(2), tenant);
   if (!spec.ok()) {
     return Internal("stored spec of job '" + id + "' in tenant '" + tenant +
                     "' is unreadable: " + spec.status().ToString());

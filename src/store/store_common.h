@@ -2,16 +2,17 @@
 // of store.h the same way.
 #pragma once
 
-#include <span>
-#include <string>
-
 #include <jobsched/job.h>
 #include <jobsched/status.h>
+
+#include <span>
+#include <string>
 
 namespace jobsched {
 
 // What Fire and EnqueueRuns may insert: new runs (queued or skipped) of that tenant's job.
 // kInvalidArgument naming the offending run otherwise.
-Status CheckNewRuns(const std::string& tenant, const std::string& job_id, std::span<const RunRecord> runs);
+Status CheckNewRuns(const std::string& tenant, const std::string& job_id,
+                    std::span<const RunRecord> runs);
 
 }  // namespace jobsched

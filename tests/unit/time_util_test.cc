@@ -252,7 +252,8 @@ TEST(ParseRfc3339Regression, InstantsOutsideFourDigitUtcYearsAreRejected) {
   for (const char* text : {"9999-12-31t23:00:00.50-05:00", "0000-01-01T00:30:00+01:00"}) {
     auto t = ParseRfc3339(text);
     ASSERT_FALSE(t.ok()) << text;
-    EXPECT_NE(t.status().message().find("outside the years 0000-9999"), std::string::npos) << t.status().message();
+    EXPECT_NE(t.status().message().find("outside the years 0000-9999"), std::string::npos)
+        << t.status().message();
   }
   auto last = ParseRfc3339("9999-12-31T23:59:59.999Z");
   ASSERT_TRUE(last.ok());
