@@ -1169,12 +1169,17 @@ Result<FireResult> RedisStore::Fire(const FireRequest& request) {
   return FireOutcome(*backend_, replies.front(), request);
 }
 
-std::vector<Result<FireResult>> RedisStore::FireMany(std::span<const FireRequest> requests) {
-  std::vector<Result<FireResult>> out(requests.size(), Result<FireResult>(FireResult{}));
+// Pipelines one script call per item in a single round trip: `make` builds an item's command
+// (an error is that item's result and sends nothing), `outcome` reads its reply; a failed round
+// trip is every sent item's result.
+template <typename Out, typename In, typename Make, typename Outcome>
+std::vector<Out> RunBatch(RedisBackend& backend, std::span<const In> items, Make make,
+                          Outcome outcome) {
+  std::vector<Out> out(items.size(), Out(Status::Ok()));
   std::vector<Command> commands;
-  std::vector<size_t> sent;  // the request of each command
-  for (size_t i = 0; i < requests.size(); ++i) {
-    auto command = FireCommand(*backend_, requests[i]);
+  std::vector<size_t> sent;  // the item of each command
+  for (size_t i = 0; i < items.size(); ++i) {
+    auto command = make(items[i]);
     if (!command.ok()) {
       out[i] = command.status();
       continue;
@@ -1182,12 +1187,19 @@ std::vector<Result<FireResult>> RedisStore::FireMany(std::span<const FireRequest
     commands.push_back(std::move(command).value());
     sent.push_back(i);
   }
-  auto replies = backend_->Run(std::move(commands));
+  auto replies = backend.Run(std::move(commands));
   for (size_t k = 0; k < sent.size(); ++k) {
-    out[sent[k]] = replies.ok() ? FireOutcome(*backend_, (*replies)[k], requests[sent[k]])
-                                : Result<FireResult>(replies.status());
+    out[sent[k]] =
+        replies.ok() ? Out(outcome((*replies)[k], items[sent[k]])) : Out(replies.status());
   }
   return out;
+}
+
+std::vector<Result<FireResult>> RedisStore::FireMany(std::span<const FireRequest> requests) {
+  RedisBackend& b = *backend_;
+  return RunBatch<Result<FireResult>>(
+      b, requests, [&b](const FireRequest& r) { return FireCommand(b, r); },
+      [&b](const Reply& reply, const FireRequest& r) { return FireOutcome(b, reply, r); });
 }
 
 // ---- Runs -----------------------------------------------------------------------------------
@@ -1470,23 +1482,10 @@ Status RedisStore::Complete(const Completion& completion) {
 }
 
 std::vector<Status> RedisStore::CompleteMany(std::span<const Completion> completions) {
-  std::vector<Status> out(completions.size());
-  std::vector<Command> commands;
-  std::vector<size_t> sent;
-  for (size_t i = 0; i < completions.size(); ++i) {
-    auto command = CompleteCommand(*backend_, completions[i]);
-    if (!command.ok()) {
-      out[i] = command.status();
-      continue;
-    }
-    commands.push_back(std::move(command).value());
-    sent.push_back(i);
-  }
-  auto replies = backend_->Run(std::move(commands));
-  for (size_t k = 0; k < sent.size(); ++k) {
-    out[sent[k]] = replies.ok() ? CompleteOutcome(*backend_, (*replies)[k]) : replies.status();
-  }
-  return out;
+  RedisBackend& b = *backend_;
+  return RunBatch<Status>(
+      b, completions, [&b](const Completion& c) { return CompleteCommand(b, c); },
+      [&b](const Reply& reply, const Completion&) { return CompleteOutcome(b, reply); });
 }
 
 Status RedisStore::CancelRun(const std::string& tenant, const std::string& run_id, TimePoint now) {

@@ -34,7 +34,8 @@ TEST(UnfireableJobTest, AJobWhoseScheduleNoLongerParsesIsPausedAndOthersStillFir
   ASSERT_TRUE(node.ok());
   for (const char* id : {"broken", "fine"}) {
     JobSpec spec{.id = id};
-    spec.schedule = {.kind = Schedule::Kind::kCron, .cron = "* * * * *", .timezone = "Europe/Berlin"};
+    spec.schedule = {
+        .kind = Schedule::Kind::kCron, .cron = "* * * * *", .timezone = "Europe/Berlin"};
     spec.handler = {.type = HandlerSpec::Type::kBuiltin, .name = "noop"};
     ASSERT_TRUE((*node)->jobs().Create(spec).ok());
   }
@@ -56,7 +57,8 @@ TEST(UnfireableJobTest, AJobWhoseScheduleNoLongerParsesIsPausedAndOthersStillFir
 
 TEST(UnfireableJobTest, StoredSpecsAreReadWithoutTheValidationRules) {
   JobSpec spec{.id = "j"};
-  spec.schedule = {.kind = Schedule::Kind::kCron, .cron = "* * * * *", .timezone = "Atlantis/Capital"};
+  spec.schedule = {
+      .kind = Schedule::Kind::kCron, .cron = "* * * * *", .timezone = "Atlantis/Capital"};
   spec.handler = {.type = HandlerSpec::Type::kBuiltin, .name = "noop"};
   const std::string json = JobSpecToJson(spec);
   EXPECT_EQ(ParseJobSpec(json).status().code(), StatusCode::kInvalidArgument);
