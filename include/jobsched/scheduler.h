@@ -106,8 +106,14 @@ struct SchedulerOptions {
   // Lease of a running attempt, and how often leases are renewed. Default: 15 s, 5 s
   Duration lease{15000};
   Duration renew_interval{5000};
-  // How often expired leases are looked for. Default: 1 s
+  // How often expired leases are looked for (by the leader). Default: 1 s
   Duration reaper_interval{1000};
+  // Heartbeats, and how long without one makes a node dead. Default: 2 s, 10 s
+  Duration heartbeat_interval{2000};
+  Duration node_dead_after{10000};
+  // The leader lease's TTL and how often its holder renews it. Default: 10 s, 3 s
+  Duration leader_ttl{10000};
+  Duration leader_renew{3000};
   // On stop(): how long running attempts may take to finish before they are stopped and
   // handed back for re-execution. Default: 30 s
   Duration shutdown_grace{30000};
@@ -116,7 +122,8 @@ struct SchedulerOptions {
   // Run history kept per job: the newest N, and anything younger than the age. Default: 100, 7 d
   int keep_runs_per_job = 100;
   Duration keep_runs_for{int64_t{7} * 24 * 3600 * 1000};
-  // The clock (tests pass a FakeClock). Default: the system clock
+  // The clock (tests pass a FakeClock). Default: the system clock, offset to the store's clock
+  // when it has one (Redis TIME), re-synced every 5 s
   Clock* clock = nullptr;
   // Whether this node executes runs (false: it only fires and serves). Default: true
   bool execute = true;

@@ -14,7 +14,9 @@
 #include <jobsched/job.h>
 #include <jobsched/status.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -125,6 +127,47 @@ struct NodeInfo {
   TimePoint heartbeat_at{};
 };
 
+// The leader lease of a cluster (DESIGN §6): one holder at a time, until `expires_at`; `epoch`
+// grows by one each time the lease changes hands.
+struct LeaderLease {
+  std::string node;
+  int64_t epoch = 0;
+  TimePoint expires_at{};
+};
+
+// Tenant -> the node id that fires its jobs.
+using TenantOwners = std::map<std::string, std::string>;
+
+// Which tenant's firing each live node owns, as written by the leader of `epoch`.
+struct Assignment {
+  int64_t epoch = 0;
+  TenantOwners owners;
+  TimePoint updated_at{};
+};
+
+// The tenants a cross-tenant read covers: every tenant except `excluded` (those fired by other
+// live nodes). Empty = every tenant.
+struct TenantScope {
+  std::vector<std::string> excluded;  // sorted
+  bool Covers(const std::string& tenant) const {
+    return !std::binary_search(excluded.begin(), excluded.end(), tenant);
+  }
+};
+
+// Cross-process wake-ups: what changed, published by one node to all the others.
+enum class WakeTopic {
+  kRunsReady,    // runs were queued: processors claim
+  kJobsChanged,  // jobs were created, changed or resumed: schedulers re-read due times
+  kCancelRun,    // a running run is to be cancelled (tenant, run id)
+};
+
+struct WakeMessage {
+  WakeTopic topic = WakeTopic::kRunsReady;
+  std::string origin;  // node id of the publisher (a node ignores its own messages)
+  std::string tenant;  // kCancelRun
+  std::string run_id;  // kCancelRun
+};
+
 struct ApiKeyRecord {
   std::string id;           // the public part of js_<id>_<secret>
   std::string secret_hash;  // hex SHA-256 of the whole key
@@ -195,12 +238,13 @@ class Store {
   virtual Status DeleteJob(const std::string& tenant, const std::string& id, TimePoint now,
                            bool kill_running) = 0;
 
-  // Active (not paused, not completed) jobs of every tenant with next_fire <= now, earliest
-  // first, at most `limit`.
-  virtual Result<std::vector<JobRecord>> DueJobs(TimePoint now, int limit) = 0;
+  // Active (not paused, not completed) jobs of the tenants in `scope` with next_fire <= now,
+  // earliest first, at most `limit`.
+  virtual Result<std::vector<JobRecord>> DueJobs(TimePoint now, int limit,
+                                                 const TenantScope& scope) = 0;
 
-  // The earliest next_fire of any active job, or none.
-  virtual Result<std::optional<TimePoint>> NextFireTime() = 0;
+  // The earliest next_fire of any active job of the tenants in `scope`, or none.
+  virtual Result<std::optional<TimePoint>> NextFireTime(const TenantScope& scope) = 0;
 
   // Commits occurrences of a job atomically: checks that the job still has `expected_version`
   // and `expected_next_fire` (kFailedPrecondition otherwise — someone else fired or changed
@@ -330,6 +374,40 @@ class Store {
   virtual Status Heartbeat(const NodeInfo& node) = 0;
   virtual Result<std::vector<NodeInfo>> ListNodes() = 0;
   virtual Status RemoveNode(const std::string& id) = 0;
+
+  // ---- Cluster ---------------------------------------------------------------------------
+
+  // Takes the leader lease for `node` until now + ttl if nobody holds it, the holder's lease
+  // expired (epoch + 1), or `node` holds it already (renewed, same epoch). Returns the lease as
+  // it stands after the call: held by `node` or by someone else.
+  virtual Result<LeaderLease> AcquireLeadership(const std::string& node, TimePoint now,
+                                                Duration ttl) = 0;
+  // The current lease, or none when nobody holds an unexpired one.
+  virtual Result<std::optional<LeaderLease>> GetLeader(TimePoint now) = 0;
+  // Gives the lease up if `node` holds it with `epoch` (a clean stop); otherwise a no-op.
+  virtual Status ReleaseLeadership(const std::string& node, int64_t epoch) = 0;
+  // Writes the assignment if `node` holds the unexpired leader lease with `epoch` at `now`;
+  // kFailedPrecondition (nothing written) otherwise.
+  virtual Status PutAssignment(const std::string& node, int64_t epoch, TimePoint now,
+                               const TenantOwners& owners) = 0;
+  // The last assignment written (epoch 0, no owners, if none).
+  virtual Result<Assignment> GetAssignment() = 0;
+
+  // The store's own clock, when it has one that every node shares (Redis TIME): the time base
+  // of a cluster. None when the local clock is the time base (SQLite).
+  virtual Result<std::optional<TimePoint>> ServerTime() { return std::optional<TimePoint>(); }
+
+  // Publishes a wake-up to the other processes sharing the store. A no-op for stores that only
+  // one process uses.
+  virtual Status Publish(const WakeMessage& message) {
+    (void)message;
+    return Status::Ok();
+  }
+  // Calls `handler` (on a store thread; it must not block) for every wake-up published by any
+  // process. At most one handler: a new one replaces it, and an empty one removes it (returning
+  // once a call in progress has ended). A no-op for stores that only one process uses.
+  // Delivery is best effort: a lost message costs a fallback poll.
+  virtual void Subscribe(std::function<void(const WakeMessage&)> handler) { (void)handler; }
 
   // kAlreadyExists if the id exists.
   virtual Status PutApiKey(const ApiKeyRecord& key) = 0;

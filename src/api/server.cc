@@ -545,14 +545,11 @@ Result<Reply> ApiServer::Impl::MetricsText(Call& call) {
   ASSIGN_OR_RETURN(std::vector<NodeInfo> nodes, node_.store().ListNodes());
   const TimePoint now = node_.clock().Now();
   int alive = 0;
-  for (const NodeInfo& n : nodes) alive += now - n.heartbeat_at < Duration(10000);
-  MetricHeader(out, "jobsched_nodes_alive", "gauge", "Nodes with a heartbeat in the last 10 s.");
+  for (const NodeInfo& n : nodes) alive += now - n.heartbeat_at < node_.options().node_dead_after;
+  MetricHeader(out, "jobsched_nodes_alive", "gauge", "Nodes with a recent heartbeat.");
   out += fmt::format("jobsched_nodes_alive {}\n", alive);
-  MetricHeader(out, "jobsched_is_leader", "gauge",
-               "1 if this node is the leader (the only node of an embedded store).");
-  out += node_.options().store_url.starts_with("redis://") && !node_.options().store
-             ? "jobsched_is_leader 0\n"
-             : "jobsched_is_leader 1\n";
+  MetricHeader(out, "jobsched_is_leader", "gauge", "1 if this node holds the leader lease.");
+  out += fmt::format("jobsched_is_leader {}\n", node_.cluster().IsLeader() ? 1 : 0);
   metrics_.Render(out, only);
   MetricHeader(out, "process_cpu_seconds_total", "counter", "CPU time used by this process.");
   out += fmt::format("process_cpu_seconds_total {}\n", ProcessCpuSeconds());
@@ -883,30 +880,34 @@ Result<Reply> ApiServer::Impl::Nodes(Call&) {
   ASSIGN_OR_RETURN(std::vector<NodeInfo> nodes, node_.store().ListNodes());
   Json items = Json::array();
   const TimePoint now = node_.clock().Now();
-  for (const NodeInfo& n : nodes) items.push_back(NodeJson(n, now));
+  for (const NodeInfo& n : nodes)
+    items.push_back(NodeJson(n, now, node_.options().node_dead_after));
   return Reply{.body = {{"items", items}, {"next_cursor", nullptr}}};
 }
 
 Result<Reply> ApiServer::Impl::Cluster(Call&) {
-  ASSIGN_OR_RETURN(std::vector<NodeInfo> nodes, node_.store().ListNodes());
-  Json items = Json::array();
+  ASSIGN_OR_RETURN(ClusterStatus status, node_.cluster().Describe());
   const TimePoint now = node_.clock().Now();
-  for (const NodeInfo& n : nodes) items.push_back(NodeJson(n, now));
-  // An embedded store has one node process at a time: it is the leader and fires every tenant.
-  // On Redis there is no leader election yet: every node fires every tenant (each occurrence
-  // is still committed once, by compare-and-set).
-  if (!node_.options().store_url.starts_with("redis://") || node_.options().store) {
-    return Reply{.body = {{"store", "sqlite"},
-                          {"leader", node_.options().node_id},
-                          {"epoch", 0},
-                          {"nodes", items},
-                          {"assignment", {{"*", node_.options().node_id}}}}};
+  Json leader = nullptr;
+  if (status.leader) {
+    leader = {{"node", status.leader->node},
+              {"epoch", status.leader->epoch},
+              {"expires_at", TimeJson(status.leader->expires_at)}};
   }
-  return Reply{.body = {{"store", "redis"},
-                        {"leader", nullptr},
-                        {"epoch", nullptr},
-                        {"nodes", items},
-                        {"assignment", {{"*", "every live node"}}}}};
+  Json nodes = Json::array();
+  for (const MemberInfo& m : status.members) {
+    Json n = NodeJson(m.node, now, node_.options().node_dead_after);
+    n["leader"] = status.leader && status.leader->node == m.node.id;
+    n["tenants"] = m.tenants;
+    nodes.push_back(std::move(n));
+  }
+  return Reply{.body = {{"node", node_.options().node_id},
+                        {"now", TimeJson(now)},
+                        {"leader", leader},
+                        {"epoch", status.leader ? Json(status.leader->epoch) : Json(nullptr)},
+                        {"nodes", nodes},
+                        {"assignment", status.assignment.owners},
+                        {"assignment_epoch", status.assignment.epoch}}};
 }
 
 Result<Reply> ApiServer::Impl::CreateKey(Call& call) {

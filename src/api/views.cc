@@ -77,7 +77,7 @@ Json EventJson(const Event& e) {
               {"data", PayloadJson(e.data)}};
 }
 
-Json NodeJson(const NodeInfo& n, TimePoint now) {
+Json NodeJson(const NodeInfo& n, TimePoint now, Duration dead_after) {
   return Json{{"id", n.id},
               {"host", n.host},
               {"pid", n.pid},
@@ -88,7 +88,7 @@ Json NodeJson(const NodeInfo& n, TimePoint now) {
               {"rss_bytes", n.rss_bytes},
               {"started_at", TimeJson(n.started_at)},
               {"heartbeat_at", TimeJson(n.heartbeat_at)},
-              {"alive", now - n.heartbeat_at < Duration(10000)}};
+              {"alive", now - n.heartbeat_at < dead_after}};
 }
 
 Json KeyJson(const ApiKeyRecord& k) {

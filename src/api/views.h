@@ -15,7 +15,8 @@ Json RunJson(const RunRecord& run);
 // A job in lists: spec plus version, state, next fire time.
 Json JobJson(const JobRecord& job);
 Json EventJson(const Event& event);
-Json NodeJson(const NodeInfo& node, TimePoint now);
+// `alive`: a heartbeat less than `dead_after` before `now`.
+Json NodeJson(const NodeInfo& node, TimePoint now, Duration dead_after);
 Json KeyJson(const ApiKeyRecord& key);
 Json TenantJson(const TenantRecord& tenant);
 

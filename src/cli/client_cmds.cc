@@ -1032,22 +1032,33 @@ void PrintTenants(std::ostream& out, const Json& items) {
 }
 
 void AddNodesCommand(CLI::App& app, int* exit_code) {
-  AddAdminCommand(&app, "nodes", "List the nodes (admin)", exit_code, [](Session& s) -> Status {
-    ASSIGN_OR_RETURN(Json out, s.client.Get("/v1/nodes"));
-    if (s.json) {
-      PrintJson(s.out, out);
-      return Status::Ok();
-    }
-    Table t({"ID", "HOST", "PID", "VERSION", "QUEUES", "CONCURRENCY", "ALIVE", "HEARTBEAT_AT"});
-    for (const Json& n : out["items"]) {
-      const Json queues = n.value("queues", Json::array());
-      t.Row({Field(n, "id"), Field(n, "host"), Field(n, "pid"), Field(n, "version"),
-             queues.empty() ? "*" : Text(queues), Field(n, "concurrency"), Field(n, "alive"),
-             Field(n, "heartbeat_at")});
-    }
-    t.Print(s.out);
-    return Status::Ok();
-  });
+  AddAdminCommand(
+      &app, "nodes", "The cluster: nodes, leader, epoch and tenant assignment (admin)", exit_code,
+      [](Session& s) -> Status {
+        ASSIGN_OR_RETURN(Json out, s.client.Get("/v1/cluster"));
+        if (s.json) {
+          PrintJson(s.out, out);
+          return Status::Ok();
+        }
+        Table t({"ID", "ROLE", "ALIVE", "TENANTS", "HOST", "PID", "VERSION", "QUEUES",
+                 "CONCURRENCY", "HEARTBEAT_AT"});
+        for (const Json& n : out.value("nodes", Json::array())) {
+          const Json queues = n.value("queues", Json::array());
+          const Json tenants = n.value("tenants", Json::array());
+          t.Row({Field(n, "id"), n.value("leader", false) ? "leader" : "-", Field(n, "alive"),
+                 tenants.empty() ? "-" : Text(tenants), Field(n, "host"), Field(n, "pid"),
+                 Field(n, "version"), queues.empty() ? "*" : Text(queues),
+                 Field(n, "concurrency"), Field(n, "heartbeat_at")});
+        }
+        t.Print(s.out);
+        const Json& leader = out["leader"];
+        s.out << "\nleader: "
+              << (leader.is_object() ? Field(leader, "node") + " (epoch " + Field(leader, "epoch") +
+                                           ", lease until " + Field(leader, "expires_at") + ")"
+                                     : std::string("none"))
+              << "\n";
+        return Status::Ok();
+      });
 }
 
 void AddKeysCommands(CLI::App& app, int* exit_code) {

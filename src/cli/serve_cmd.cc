@@ -50,6 +50,10 @@ const Setting kSettings[] = {
     {"lease_ms", Setting::kInt, nullptr, &ServeConfig::lease_ms},
     {"renew_ms", Setting::kInt, nullptr, &ServeConfig::renew_ms},
     {"reaper_ms", Setting::kInt, nullptr, &ServeConfig::reaper_ms},
+    {"heartbeat_ms", Setting::kInt, nullptr, &ServeConfig::heartbeat_ms},
+    {"node_dead_ms", Setting::kInt, nullptr, &ServeConfig::node_dead_ms},
+    {"leader_ttl_ms", Setting::kInt, nullptr, &ServeConfig::leader_ttl_ms},
+    {"leader_renew_ms", Setting::kInt, nullptr, &ServeConfig::leader_renew_ms},
     {"shutdown_grace_ms", Setting::kInt, nullptr, &ServeConfig::shutdown_grace_ms},
     {"keep_runs_per_job", Setting::kInt, nullptr, &ServeConfig::keep_runs_per_job},
     {"keep_runs_days", Setting::kInt, nullptr, &ServeConfig::keep_runs_days},
@@ -184,11 +188,22 @@ Status ValidateServeConfig(const ServeConfig& c) {
   if (c.concurrency < 1 || c.concurrency > 4096)
     return InvalidArgument("concurrency: must be 1-4096", "concurrency");
   for (auto [value, name] :
-       {std::pair{c.lease_ms, "lease_ms"}, {c.renew_ms, "renew_ms"}, {c.reaper_ms, "reaper_ms"}}) {
+       {std::pair{c.lease_ms, "lease_ms"},
+        {c.renew_ms, "renew_ms"},
+        {c.reaper_ms, "reaper_ms"},
+        {c.heartbeat_ms, "heartbeat_ms"},
+        {c.node_dead_ms, "node_dead_ms"},
+        {c.leader_ttl_ms, "leader_ttl_ms"},
+        {c.leader_renew_ms, "leader_renew_ms"}}) {
     if (value < 10) return InvalidArgument(std::string(name) + ": must be at least 10", name);
   }
   if (c.renew_ms >= c.lease_ms)
     return InvalidArgument("renew_ms: must be shorter than lease_ms", "renew_ms");
+  if (c.heartbeat_ms >= c.node_dead_ms)
+    return InvalidArgument("heartbeat_ms: must be shorter than node_dead_ms", "heartbeat_ms");
+  if (c.leader_renew_ms >= c.leader_ttl_ms)
+    return InvalidArgument("leader_renew_ms: must be shorter than leader_ttl_ms",
+                           "leader_renew_ms");
   if (c.shutdown_grace_ms < 0)
     return InvalidArgument("shutdown_grace_ms: must not be negative", "shutdown_grace_ms");
   if (c.keep_runs_per_job < 1)
@@ -341,6 +356,10 @@ int RunServe(const ServeConfig& c) {
       .lease = Duration(c.lease_ms),
       .renew_interval = Duration(c.renew_ms),
       .reaper_interval = Duration(c.reaper_ms),
+      .heartbeat_interval = Duration(c.heartbeat_ms),
+      .node_dead_after = Duration(c.node_dead_ms),
+      .leader_ttl = Duration(c.leader_ttl_ms),
+      .leader_renew = Duration(c.leader_renew_ms),
       .shutdown_grace = Duration(c.shutdown_grace_ms),
       .keep_runs_per_job = static_cast<int>(c.keep_runs_per_job),
       .keep_runs_for = std::chrono::days(c.keep_runs_days)};
@@ -409,7 +428,8 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       "--store",          "--listen",    "--data-dir",          "--node-id",
       "--concurrency",    "--queues",    "--log-format",        "--log-level",
       "--tls-cert",       "--tls-key",   "--insecure-listen",   "--lease-ms",
-      "--renew-ms",       "--reaper-ms", "--shutdown-grace-ms", "--keep-runs-per-job",
+      "--renew-ms",       "--reaper-ms", "--heartbeat-ms",      "--node-dead-ms",
+      "--leader-ttl-ms",  "--leader-renew-ms", "--shutdown-grace-ms", "--keep-runs-per-job",
       "--keep-runs-days", "--sample-job"};
   const char* kHelp[] = {
       "Store URL: sqlite:PATH, sqlite::memory:, redis://[user:pass@]host:port[/db] (default "
@@ -427,6 +447,10 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       "Lease of a running attempt in ms (default 15000)",
       "Lease renewal period in ms (default 5000)",
       "Expired-lease check period in ms (default 1000)",
+      "Heartbeat period in ms (default 2000)",
+      "A node without a heartbeat for this long is dead, ms (default 10000)",
+      "Leader lease TTL in ms (default 10000)",
+      "Leader lease renewal period in ms (default 3000)",
       "On SIGTERM, how long running attempts may finish, ms (default 30000)",
       "Runs kept per job (default 100)",
       "Runs younger than this many days are kept (default 7)",

@@ -29,6 +29,10 @@ struct ServeConfig {
   int64_t lease_ms = 15000;
   int64_t renew_ms = 5000;
   int64_t reaper_ms = 1000;
+  int64_t heartbeat_ms = 2000;
+  int64_t node_dead_ms = 10000;
+  int64_t leader_ttl_ms = 10000;
+  int64_t leader_renew_ms = 3000;
   int64_t shutdown_grace_ms = 30000;
   int64_t keep_runs_per_job = 100;
   int64_t keep_runs_days = 7;

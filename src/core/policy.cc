@@ -152,4 +152,36 @@ std::string DependencyRunId(const std::string& job_id,
   return job_id + "@d" + hex;
 }
 
+std::map<std::string, std::string> AssignTenants(
+    const std::map<std::string, std::string>& previous, const std::vector<std::string>& tenants,
+    const std::vector<std::string>& nodes) {
+  std::map<std::string, std::string> out;
+  if (nodes.empty()) return out;
+  std::vector<std::string> sorted_tenants = tenants;
+  std::sort(sorted_tenants.begin(), sorted_tenants.end());
+  sorted_tenants.erase(std::unique(sorted_tenants.begin(), sorted_tenants.end()),
+                       sorted_tenants.end());
+  const size_t cap = (sorted_tenants.size() + nodes.size() - 1) / nodes.size();
+  std::map<std::string, size_t> load;
+  for (const std::string& n : nodes) load[n] = 0;
+  std::vector<std::string> moving;
+  for (const std::string& t : sorted_tenants) {
+    auto prev = previous.find(t);
+    if (prev != previous.end() && load.contains(prev->second) && load[prev->second] < cap) {
+      out[t] = prev->second;
+      ++load[prev->second];
+    } else {
+      moving.push_back(t);
+    }
+  }
+  for (const std::string& t : moving) {
+    auto least = std::min_element(load.begin(), load.end(), [](const auto& a, const auto& b) {
+      return a.second < b.second;  // std::map order breaks ties by node id
+    });
+    out[t] = least->first;
+    ++least->second;
+  }
+  return out;
+}
+
 }  // namespace jobsched

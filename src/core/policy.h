@@ -6,6 +6,7 @@
 #include <jobsched/job.h>
 #include <jobsched/status.h>
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -75,6 +76,14 @@ OverlapDecision DecideOverlap(Overlap policy, const std::vector<RunRecord>& acti
 // fixed = initial_delay; exponential = initial_delay * 2^(failed_attempts - 1); both capped at
 // max_delay, then spread by ±jitter (a fraction) and capped again.
 Duration RetryDelay(const RetryPolicy& retry, int failed_attempts, double random01);
+
+// The leader's tenant assignment (DESIGN §6): every tenant goes to one of `nodes`, balanced (no
+// node owns more than ceil(tenants / nodes)) and sticky (a tenant stays with its previous owner
+// while that owner is live and not over the cap). Tenants that move go to the least loaded node
+// (ties by node id). Deterministic; empty when `nodes` is empty.
+std::map<std::string, std::string> AssignTenants(
+    const std::map<std::string, std::string>& previous, const std::vector<std::string>& tenants,
+    const std::vector<std::string>& nodes);
 
 // Run ids (DESIGN §2).
 std::string ScheduledRunId(const std::string& job_id, TimePoint scheduled_at);  // job@<ms>

@@ -12,10 +12,11 @@ Result<int64_t> Janitor::Tick() {
   return deleted;
 }
 
-void Janitor::Start() {
+void Janitor::Start(std::function<bool()> active) {
   thread_.Start(
       "janitor",
-      [this] {
+      [this, active = std::move(active)] {
+        if (active && !active()) return options_.interval;
         auto n = Tick();
         if (!n.ok()) spdlog::warn("janitor: {}", n.status().ToString());
         return options_.interval;

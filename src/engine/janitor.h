@@ -4,6 +4,8 @@
 
 #include <jobsched/store.h>
 
+#include <functional>
+
 #include "engine/actor.h"
 
 namespace jobsched {
@@ -22,7 +24,8 @@ class Janitor {
 
   // One pass. Returns the runs deleted.
   Result<int64_t> Tick();
-  void Start();
+  // Passes run only while `active()` says so (the leader's job in a cluster); none = always.
+  void Start(std::function<bool()> active = {});
   void Stop() { thread_.Stop(); }
 
  private:

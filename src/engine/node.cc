@@ -23,17 +23,31 @@ Result<std::unique_ptr<Node>> Node::Create(SchedulerOptions options) {
   if (options.lease <= options.renew_interval) {
     return InvalidArgument("lease: must be longer than renew_interval", "lease");
   }
+  if (options.leader_ttl <= options.leader_renew) {
+    return InvalidArgument("leader_ttl: must be longer than leader_renew", "leader_ttl");
+  }
+  if (options.node_dead_after <= options.heartbeat_interval) {
+    return InvalidArgument("node_dead_after: must be longer than heartbeat_interval",
+                           "node_dead_after");
+  }
+  for (auto [d, name] : {std::pair{options.renew_interval, "renew_interval"},
+                         {options.reaper_interval, "reaper_interval"},
+                         {options.heartbeat_interval, "heartbeat_interval"},
+                         {options.leader_renew, "leader_renew"}}) {
+    if (d.count() <= 0) return InvalidArgument(std::string(name) + ": must be positive", name);
+  }
   return std::unique_ptr<Node>(new Node(std::move(options), std::move(store)));
 }
 
 Node::Node(SchedulerOptions options, std::shared_ptr<Store> store)
     : options_(std::move(options)),
       store_(std::move(store)),
-      clock_(options_.clock ? options_.clock : Clock::Real()) {
+      store_clock_(options_.clock ? nullptr : std::make_unique<StoreClock>()),
+      clock_(options_.clock ? options_.clock : store_clock_.get()) {
   executor_ =
       std::make_unique<Executor>(builtins_, ExecutorOptions{.kill_grace = options_.kill_grace});
   dependencies_ =
-      std::make_unique<DependencyActor>(*store_, *clock_, events_, [this] { processor_->Wake(); });
+      std::make_unique<DependencyActor>(*store_, *clock_, events_, [this] { WakeProcessors(); });
   processor_ = std::make_unique<Processor>(
       *store_, *clock_, *executor_, events_,
       ProcessorOptions{.node_id = options_.node_id,
@@ -44,17 +58,25 @@ Node::Node(SchedulerOptions options, std::shared_ptr<Store> store)
       [this](const RunRecord& run) { dependencies_->OnRunFinished(run); });
   reaper_ = std::make_unique<Reaper>(*store_, *clock_,
                                      ReaperOptions{.interval = options_.reaper_interval},
-                                     [this] { processor_->Wake(); });
+                                     [this] { WakeProcessors(); });
   janitor_ =
       std::make_unique<Janitor>(*store_, *clock_,
                                 JanitorOptions{.keep_runs_per_job = options_.keep_runs_per_job,
                                                .keep_runs_for = options_.keep_runs_for});
-  auto cancel_local = [this](const std::string& tenant, const std::string& run_id) {
-    processor_->CancelLocal(tenant, run_id);
+  auto cancel = [this](const std::string& tenant, const std::string& run_id) {
+    CancelEverywhere(tenant, run_id);
   };
+  cluster_ = std::make_unique<ClusterActor>(*store_, *clock_, store_clock_.get(),
+                                            ClusterOptions{.node_id = options_.node_id,
+                                                           .leader_ttl = options_.leader_ttl,
+                                                           .leader_renew = options_.leader_renew,
+                                                           .node_dead_after =
+                                                               options_.node_dead_after},
+                                            [this] { scheduler_->Wake(); });
   scheduler_ = std::make_unique<SchedulerActor>(
-      *store_, *clock_, events_, SchedulerActorOptions{}, [this] { processor_->Wake(); },
-      cancel_local);
+      *store_, *clock_, events_,
+      SchedulerActorOptions{.scope = [this] { return cluster_->Scope(); }},
+      [this] { WakeProcessors(); }, cancel);
   heartbeater_ = std::make_unique<Heartbeater>(*store_, *clock_,
                                                NodeInfo{.id = options_.node_id,
                                                         .host = DefaultNodeId(),
@@ -62,24 +84,70 @@ Node::Node(SchedulerOptions options, std::shared_ptr<Store> store)
                                                         .version = JOBSCHED_VERSION_STRING,
                                                         .queues = options_.queues,
                                                         .concurrency = options_.concurrency},
-                                               Duration(2000));
+                                               options_.heartbeat_interval);
   jobs_ = std::make_unique<JobService>(
-      *store_, *clock_, events_, [this] { scheduler_->Wake(); }, [this] { processor_->Wake(); },
-      cancel_local);
+      *store_, *clock_, events_, [this] { WakeSchedulers(); }, [this] { WakeProcessors(); },
+      cancel);
+}
+
+void Node::WakeProcessors() {
+  processor_->Wake();
+  Status s = store_->Publish({.topic = WakeTopic::kRunsReady, .origin = options_.node_id});
+  if (!s.ok()) spdlog::debug("wake-up not published: {}", s.ToString());
+}
+
+void Node::WakeSchedulers() {
+  scheduler_->Wake();
+  Status s = store_->Publish({.topic = WakeTopic::kJobsChanged, .origin = options_.node_id});
+  if (!s.ok()) spdlog::debug("wake-up not published: {}", s.ToString());
+}
+
+void Node::CancelEverywhere(const std::string& tenant, const std::string& run_id) {
+  processor_->CancelLocal(tenant, run_id);
+  Status s = store_->Publish({.topic = WakeTopic::kCancelRun,
+                              .origin = options_.node_id,
+                              .tenant = tenant,
+                              .run_id = run_id});
+  if (!s.ok()) spdlog::debug("cancellation not published: {}", s.ToString());
+}
+
+void Node::OnWakeMessage(const WakeMessage& message) {
+  if (message.origin == options_.node_id) return;
+  switch (message.topic) {
+    case WakeTopic::kRunsReady:
+      processor_->Wake();
+      break;
+    case WakeTopic::kJobsChanged:
+      scheduler_->Wake();
+      break;
+    case WakeTopic::kCancelRun:
+      processor_->CancelLocal(message.tenant, message.run_id);
+      break;
+  }
 }
 
 Node::~Node() {
   Stop();
+  if (subscribed_.exchange(false)) store_->Subscribe({});
   // A processor started on its own (tests) must stop before the actors its workers call.
   processor_->Stop(Duration(0));
 }
 
 Status Node::Start() {
   if (running_) return Status::Ok();
+  if (store_clock_) {
+    Status synced = store_clock_->Sync(*store_);
+    if (!synced.ok()) spdlog::warn("node {}: clock sync failed: {}", options_.node_id,
+                                   synced.ToString());
+  }
   Status registered = heartbeater_->Tick();
   if (!registered.ok())
     spdlog::warn("node {}: first heartbeat failed: {}", options_.node_id, registered.ToString());
   heartbeater_->Start();
+  Status joined = cluster_->Tick();
+  if (!joined.ok())
+    spdlog::warn("node {}: first cluster pass failed: {}", options_.node_id, joined.ToString());
+  cluster_->Start();
   // A restart: whatever this node id was running before cannot be running now.
   ASSIGN_OR_RETURN(
       std::vector<RunRecord> recovered,
@@ -89,10 +157,14 @@ Status Node::Start() {
                  options_.node_id, recovered.size());
   }
   if (options_.execute) processor_->Start();
-  reaper_->Start();
+  auto leading = [this] { return cluster_->IsLeader(); };
+  reaper_->Start(leading);
   dependencies_->Start();
   scheduler_->Start();
-  janitor_->Start();
+  janitor_->Start(leading);
+  if (!subscribed_.exchange(true)) {
+    store_->Subscribe([this](const WakeMessage& m) { OnWakeMessage(m); });
+  }
   running_ = true;
   spdlog::info("node {} started (concurrency {})", options_.node_id, options_.concurrency);
   return Status::Ok();
@@ -105,6 +177,7 @@ void Node::Stop() {
   janitor_->Stop();
   reaper_->Stop();
   processor_->Stop(options_.shutdown_grace);
+  cluster_->Stop();
   heartbeater_->Stop();
   running_ = false;
   spdlog::info("node {} stopped", options_.node_id);

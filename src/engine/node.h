@@ -1,11 +1,18 @@
 // A node: the store, the executor and every actor of one process, started and stopped in a
 // written-down order.
 //
-// Start: register the node (heartbeater), recover this node's own unfinished attempts (a restart
-// after a crash), then the processor (it must be ready before anything is queued), the reaper, the
-// dependency actor, the scheduler (fires), the janitor. Stop: the scheduler first (nothing new
-// fires), the dependency actor, the janitor, the reaper, then the processor (running attempts
-// finish within shutdown_grace or are handed back), and the heartbeater last.
+// Start: sync the clock with the store's and register the node (heartbeater), take part in the
+// cluster (leader lease, tenant assignment: one synchronous pass, then the cluster actor),
+// recover this node's own unfinished attempts (a restart after a crash), then the processor (it
+// must be ready before anything is queued), the reaper and the janitor (acting while this node
+// leads), the dependency actor, the scheduler (fires the tenants assigned to this node), and
+// the wake-up subscription. Stop: the scheduler first (nothing new fires), the dependency
+// actor, the janitor, the reaper, then the processor (running attempts finish within
+// shutdown_grace or are handed back), the cluster actor (the lease is given up), and the
+// heartbeater last.
+//
+// Wake-ups cross processes: what wakes this node's processor or scheduler is also published
+// through the store (Store::Publish), and what other nodes publish wakes this node's.
 #pragma once
 
 #include <jobsched/scheduler.h>
@@ -14,6 +21,7 @@
 #include <memory>
 
 #include "engine/builtins.h"
+#include "engine/cluster.h"
 #include "engine/dependencies.h"
 #include "engine/event_bus.h"
 #include "engine/executor.h"
@@ -47,13 +55,21 @@ class Node {
   Janitor& janitor() { return *janitor_; }
   DependencyActor& dependencies() { return *dependencies_; }
   Heartbeater& heartbeater() { return *heartbeater_; }
+  ClusterActor& cluster() { return *cluster_; }
   const SchedulerOptions& options() const { return options_; }
 
  private:
   explicit Node(SchedulerOptions options, std::shared_ptr<Store> store);
 
+  // Local wake-up, and the same for the other nodes.
+  void WakeProcessors();
+  void WakeSchedulers();
+  void CancelEverywhere(const std::string& tenant, const std::string& run_id);
+  void OnWakeMessage(const WakeMessage& message);
+
   const SchedulerOptions options_;
   std::shared_ptr<Store> store_;
+  std::unique_ptr<StoreClock> store_clock_;  // when options_.clock is null
   const Clock* clock_;
   BuiltinRegistry builtins_;
   EventBus events_;
@@ -65,6 +81,8 @@ class Node {
   std::unique_ptr<SchedulerActor> scheduler_;
   std::unique_ptr<JobService> jobs_;
   std::unique_ptr<Heartbeater> heartbeater_;
+  std::unique_ptr<ClusterActor> cluster_;
+  std::atomic<bool> subscribed_{false};
   bool running_ = false;
 };
 

@@ -377,9 +377,22 @@ Duration Processor::RenewOnce() {
 
 Duration Processor::WatchdogPass() {
   const SteadyTime now = std::chrono::steady_clock::now();
+  const TimePoint wall = clock_.Now();
+  const Duration margin = std::min(options_.renew_interval, options_.lease / 5);
   Duration sleep(1000);
   std::lock_guard lock(mu_);
   for (auto& [key, attempt] : active_) {
+    // A renewal stuck in a store call that does not return (a silent network) must not let the
+    // lease run out under a running attempt: the watchdog fences it at the same margin.
+    if (!attempt->reporting && !attempt->cancel.cancelled()) {
+      if (wall + margin >= attempt->lease_until) {
+        spdlog::error("self-fencing run_id={} node={}: lease ends before it can be renewed",
+                      attempt->run.id, options_.node_id);
+        attempt->cancel.Cancel(exec::CancelReason::kFenced);
+      } else {
+        sleep = std::min(sleep, attempt->lease_until - margin - wall);
+      }
+    }
     if (!attempt->deadline) continue;
     if (*attempt->deadline <= now) {
       attempt->cancel.Cancel(exec::CancelReason::kTimeout);

@@ -16,10 +16,11 @@ Result<int> Reaper::Tick() {
   return static_cast<int>(runs.size());
 }
 
-void Reaper::Start() {
+void Reaper::Start(std::function<bool()> active) {
   thread_.Start(
       "reaper",
-      [this] {
+      [this, active = std::move(active)] {
+        if (active && !active()) return options_.interval;
         auto n = Tick();
         if (!n.ok()) spdlog::warn("reaper: {}", n.status().ToString());
         return options_.interval;

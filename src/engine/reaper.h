@@ -29,7 +29,8 @@ class Reaper {
 
   // One pass. Returns the runs recovered.
   Result<int> Tick();
-  void Start();
+  // Passes run only while `active()` says so (the leader's job in a cluster); none = always.
+  void Start(std::function<bool()> active = {});
   void Stop() { thread_.Stop(); }
 
  private:

@@ -114,8 +114,9 @@ Result<int> SchedulerActor::Tick() {
   int created = 0;
   bool queued = false;
   const TimePoint now = clock_.Now();
+  const TenantScope scope = options_.scope ? options_.scope() : TenantScope{};
   for (int round = 0; round < 64; ++round) {
-    ASSIGN_OR_RETURN(std::vector<JobRecord> due, store_.DueJobs(now, options_.batch));
+    ASSIGN_OR_RETURN(std::vector<JobRecord> due, store_.DueJobs(now, options_.batch, scope));
     std::vector<FireRequest> requests;
     requests.reserve(due.size());
     for (const JobRecord& job : due) {
@@ -169,7 +170,7 @@ Duration SchedulerActor::Loop() {
     spdlog::warn("scheduler: {}", fired.status().ToString());
     return Duration(500);
   }
-  auto next = store_.NextFireTime();
+  auto next = store_.NextFireTime(options_.scope ? options_.scope() : TenantScope{});
   if (!next.ok() || !next->has_value()) return options_.max_sleep;
   // Due before this pass began and still not fired: a job that cannot be fired (its schedule no
   // longer parses, e.g. a zone gone from the tz database) or a backlog beyond one pass. Do not

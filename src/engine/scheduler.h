@@ -22,6 +22,8 @@ struct SchedulerActorOptions {
   // The longest sleep between passes (a safety net for changes made by other processes).
   // Default: 1 s
   Duration max_sleep{1000};
+  // The tenants this scheduler fires (a cluster assigns tenants to nodes). Default: all
+  std::function<TenantScope()> scope;
 };
 
 class SchedulerActor {

@@ -840,4 +840,46 @@ redis.call('DEL', ARGV[2] .. hash)
 return 1
 )lua";
 
+// ---- Cluster (no prelude) -------------------------------------------------------------------
+
+inline constexpr char kAcquireLeader[] = R"lua(
+-- acquire_leader: AcquireLeadership.
+-- KEYS[1] "<prefix>:{sys}:leader" (hash node, epoch, expires ms; never deleted, so the epoch
+-- only grows).
+-- ARGV[1] node id; ARGV[2] now ms (the cluster time base); ARGV[3] ttl ms.
+-- Returns {holder, epoch, expires ms} after the call: the caller if the lease was free, expired
+-- (epoch + 1) or its own (renewed, same epoch); else the other holder's, unchanged.
+local now, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
+local cur = redis.call('HMGET', KEYS[1], 'node', 'epoch', 'expires')
+local holder, epoch, expires = cur[1], tonumber(cur[2] or '0'), tonumber(cur[3] or '0')
+if holder and holder ~= ARGV[1] and expires > now then return {holder, epoch, expires} end
+if not (holder == ARGV[1] and expires > now) then epoch = epoch + 1 end
+redis.call('HSET', KEYS[1], 'node', ARGV[1], 'epoch', epoch, 'expires', now + ttl)
+return {ARGV[1], epoch, now + ttl}
+)lua";
+
+inline constexpr char kReleaseLeader[] = R"lua(
+-- release_leader: ReleaseLeadership.
+-- KEYS[1] "<prefix>:{sys}:leader". ARGV[1] node id; ARGV[2] epoch.
+-- Returns 1 when released (expires set to 0), 0 when the lease is someone else's.
+local cur = redis.call('HMGET', KEYS[1], 'node', 'epoch')
+if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'expires', 0)
+return 1
+)lua";
+
+inline constexpr char kPutAssignment[] = R"lua(
+-- put_assignment: PutAssignment.
+-- KEYS[1] "<prefix>:{sys}:leader"; KEYS[2] "<prefix>:{sys}:assign" (hash epoch, owners JSON,
+-- updated ms).
+-- ARGV[1] node id; ARGV[2] epoch; ARGV[3] now ms; ARGV[4] owners (JSON object tenant -> node).
+-- Returns 1 when written, 0 when the caller does not hold the unexpired lease of that epoch.
+local cur = redis.call('HMGET', KEYS[1], 'node', 'epoch', 'expires')
+if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] or tonumber(cur[3] or '0') <= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HSET', KEYS[2], 'epoch', ARGV[2], 'owners', ARGV[4], 'updated', ARGV[3])
+return 1
+)lua";
+
 }  // namespace jobsched::redis_scripts

@@ -1,6 +1,8 @@
 #include "store/redis_store.h"
 
 #include <hiredis/hiredis.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 
 #include <algorithm>
@@ -17,6 +19,7 @@
 #include <set>
 #include <string_view>
 #include <system_error>
+#include <thread>
 #include <tuple>
 #include <unordered_map>
 #include <utility>
@@ -143,6 +146,36 @@ class RedisConnection {
   }
 
   ~RedisConnection() { redisFree(ctx_); }
+
+  // For a subscription: reads block until a message arrives (or another thread shuts the
+  // socket down through fd()).
+  Status BlockForever() {
+    if (redisSetTimeout(ctx_, timeval{}) != REDIS_OK) return IoError();
+    return Status::Ok();
+  }
+  int fd() const { return ctx_->fd; }
+  // Sends one command without waiting for its reply.
+  Status Send(const Command& c) {
+    std::vector<const char*> argv;
+    std::vector<size_t> lens;
+    for (const std::string& a : c) {
+      argv.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    if (redisAppendCommandArgv(ctx_, static_cast<int>(c.size()), argv.data(), lens.data()) !=
+        REDIS_OK) {
+      return IoError();
+    }
+    return Status::Ok();
+  }
+  // The next reply (flushing what Send buffered first).
+  Result<Reply> Read() {
+    void* raw = nullptr;
+    if (redisGetReply(ctx_, &raw) != REDIS_OK || raw == nullptr) return IoError();
+    std::unique_ptr<redisReply, void (*)(void*)> reply(static_cast<redisReply*>(raw),
+                                                       freeReplyObject);
+    return FromHiredis(reply.get());
+  }
   RedisConnection(const RedisConnection&) = delete;
   RedisConnection& operator=(const RedisConnection&) = delete;
 
@@ -150,28 +183,12 @@ class RedisConnection {
   // trip). Error replies are replies. An I/O error or a timeout is kUnavailable, after which the
   // connection must be dropped: where its stream stands is unknown.
   Result<std::vector<Reply>> Run(std::span<const Command> commands) {
-    std::vector<const char*> argv;
-    std::vector<size_t> lens;
-    for (const Command& c : commands) {
-      argv.clear();
-      lens.clear();
-      for (const std::string& a : c) {
-        argv.push_back(a.data());
-        lens.push_back(a.size());
-      }
-      if (redisAppendCommandArgv(ctx_, static_cast<int>(c.size()), argv.data(), lens.data()) !=
-          REDIS_OK) {
-        return IoError();
-      }
-    }
+    for (const Command& c : commands) RETURN_IF_ERROR(Send(c));
     std::vector<Reply> replies;
     replies.reserve(commands.size());
     for (size_t i = 0; i < commands.size(); ++i) {
-      void* raw = nullptr;
-      if (redisGetReply(ctx_, &raw) != REDIS_OK || raw == nullptr) return IoError();
-      std::unique_ptr<redisReply, void (*)(void*)> reply(static_cast<redisReply*>(raw),
-                                                         freeReplyObject);
-      replies.push_back(FromHiredis(reply.get()));
+      ASSIGN_OR_RETURN(Reply reply, Read());
+      replies.push_back(std::move(reply));
     }
     return replies;
   }
@@ -209,26 +226,41 @@ class RedisPool {
       idle_.pop_back();
       return conn;
     }
+    // Reconnecting after a failure: at most one attempt per backoff period, others fail fast.
+    const auto now = std::chrono::steady_clock::now();
+    if (now < retry_after_) {
+      return Unavailable(last_error_ + " (next connection attempt in " +
+                         std::to_string(std::chrono::ceil<Duration>(retry_after_ - now).count()) +
+                         " ms)");
+    }
     ++open_;
     lock.unlock();
     auto conn = RedisConnection::Connect(options_, where_);
+    lock.lock();
     if (!conn.ok()) {
-      lock.lock();
       --open_;
+      backoff_ = std::clamp(backoff_ * 2, kMinBackoff, kMaxBackoff);
+      retry_after_ = std::chrono::steady_clock::now() + backoff_;
+      last_error_ = conn.status().message();
       cv_.notify_one();
+    } else {
+      backoff_ = Duration(0);
+      retry_after_ = {};
     }
     return conn;
   }
 
-  // Gives a connection back; nullptr = it broke and is gone.
+  // Gives a connection back; nullptr = it broke and is gone, and so are the idle ones (after
+  // a restart or a cut they are broken too; each would fail one more call).
   void Release(std::unique_ptr<RedisConnection> conn) {
     std::lock_guard lock(mu_);
     if (conn) {
       idle_.push_back(std::move(conn));
     } else {
-      --open_;
+      open_ -= 1 + static_cast<int>(idle_.size());
+      idle_.clear();
     }
-    cv_.notify_one();
+    cv_.notify_all();
   }
 
  private:
@@ -236,8 +268,16 @@ class RedisPool {
   const std::string where_;
   std::mutex mu_;
   std::condition_variable cv_;
+  static constexpr Duration kMinBackoff{100};
+  static constexpr Duration kMaxBackoff{2000};
+
   std::vector<std::unique_ptr<RedisConnection>> idle_;  // guarded by mu_
   int open_ = 0;  // connections idle or in use; guarded by mu_
+  // After a failed connection attempt: no new attempt before retry_after_ (backoff_ doubles
+  // from kMinBackoff to kMaxBackoff); calls fail fast with last_error_. Guarded by mu_.
+  Duration backoff_{0};
+  std::chrono::steady_clock::time_point retry_after_{};
+  std::string last_error_;
 };
 
 // A connection for the length of one call: dropped unless Keep() says it is healthy.
@@ -276,6 +316,9 @@ enum class Script {
   kPutTenant,
   kPutApiKey,
   kDeleteApiKey,
+  kAcquireLeader,
+  kReleaseLeader,
+  kPutAssignment,
 };
 
 struct ScriptSource {
@@ -302,6 +345,9 @@ constexpr ScriptSource kScripts[] = {
     {Script::kPutTenant, redis_scripts::kPutTenant, true},
     {Script::kPutApiKey, redis_scripts::kPutApiKey, false},
     {Script::kDeleteApiKey, redis_scripts::kDeleteApiKey, false},
+    {Script::kAcquireLeader, redis_scripts::kAcquireLeader, false},
+    {Script::kReleaseLeader, redis_scripts::kReleaseLeader, false},
+    {Script::kPutAssignment, redis_scripts::kPutAssignment, false},
 };
 constexpr size_t kScriptCount = std::size(kScripts);
 
@@ -325,7 +371,30 @@ class RedisBackend {
     }
   }
 
+  ~RedisBackend() {
+    {
+      std::lock_guard lock(sub_mu_);
+      sub_stopping_ = true;
+      if (sub_fd_ >= 0) ::shutdown(sub_fd_, SHUT_RDWR);
+    }
+    sub_cv_.notify_all();
+    if (sub_thread_.joinable()) sub_thread_.join();
+  }
+
   const RedisOptions& options() const { return options_; }
+
+  // Sets the handler of the messages on `channel` (an empty one removes it, after a call in
+  // progress) and starts the subscriber thread the first time.
+  void Subscribe(std::string channel, std::function<void(const std::string&)> handler) {
+    const bool set = static_cast<bool>(handler);
+    {
+      std::lock_guard lock(handler_mu_);
+      handler_ = std::move(handler);
+    }
+    std::lock_guard lock(sub_mu_);
+    if (!set || sub_thread_.joinable() || sub_stopping_) return;
+    sub_thread_ = std::thread([this, channel = std::move(channel)] { SubscribeLoop(channel); });
+  }
 
   // Connects once, checks the server version and loads the scripts.
   Status Start() {
@@ -479,6 +548,58 @@ class RedisBackend {
     return {all.begin(), all.end()};
   }
 
+  // Subscribes on its own connection and hands each message to `handler` until stopped;
+  // reconnects with backoff (100 ms doubling to 2 s) when the connection fails.
+  void SubscribeLoop(const std::string& channel) {
+    Duration backoff(100);
+    bool failing = false;
+    while (true) {
+      {
+        std::lock_guard lock(sub_mu_);
+        if (sub_stopping_) return;
+      }
+      Status why = Status::Ok();
+      auto conn = RedisConnection::Connect(options_, where_);
+      if (conn.ok()) {
+        {
+          std::lock_guard lock(sub_mu_);
+          if (sub_stopping_) return;
+          sub_fd_ = (*conn)->fd();
+        }
+        why = (*conn)->BlockForever();
+        if (why.ok()) why = (*conn)->Send({"SUBSCRIBE", channel});
+        while (why.ok()) {
+          auto reply = (*conn)->Read();
+          if (!reply.ok()) {
+            why = reply.status();
+            break;
+          }
+          if (failing) {
+            spdlog::info("{}: wake-up subscription restored", where_);
+            failing = false;
+          }
+          backoff = Duration(100);
+          if (reply->elements.size() == 3 && reply->elements[0].str == "message") {
+            std::lock_guard handler_lock(handler_mu_);
+            if (handler_) handler_(reply->elements[2].str);
+          }
+        }
+        std::lock_guard lock(sub_mu_);
+        sub_fd_ = -1;
+      } else {
+        why = conn.status();
+      }
+      std::unique_lock lock(sub_mu_);
+      if (sub_stopping_) return;
+      if (!failing) {
+        spdlog::warn("wake-up subscription lost: {}; retrying with backoff", why.message());
+        failing = true;
+      }
+      sub_cv_.wait_for(lock, backoff, [&] { return sub_stopping_; });
+      backoff = std::min(backoff * 2, Duration(2000));
+    }
+  }
+
   // Immutable after Start().
   const RedisOptions options_;
   const std::string where_;
@@ -491,6 +612,14 @@ class RedisBackend {
   std::set<std::string> registered_;                 // guarded by tenants_mu_: SADDed by us
   std::optional<std::set<std::string>> cached_;      // guarded by tenants_mu_
   std::chrono::steady_clock::time_point cached_at_;  // guarded by tenants_mu_
+
+  std::mutex sub_mu_;
+  std::condition_variable sub_cv_;
+  bool sub_stopping_ = false;  // guarded by sub_mu_
+  int sub_fd_ = -1;            // the subscription's socket; guarded by sub_mu_
+  std::thread sub_thread_;     // started under sub_mu_, joined by the destructor
+  std::mutex handler_mu_;      // held while the handler runs
+  std::function<void(const std::string&)> handler_;  // guarded by handler_mu_
 };
 
 namespace {
@@ -935,14 +1064,14 @@ Result<RedisOptions> RedisStore::ParseUrl(const std::string& url) {
   return options;
 }
 
-Result<TimePoint> RedisStore::ServerTime() {
+Result<std::optional<TimePoint>> RedisStore::ServerTime() {
   ASSIGN_OR_RETURN(Reply r, backend_->Call({"TIME"}));
   int64_t seconds = 0, micros = 0;
   if (r.elements.size() != 2 || !ParseInt(r.elements[0].str, seconds) ||
       !ParseInt(r.elements[1].str, micros)) {
     return Unexpected("TIME");
   }
-  return FromUnixMillis(seconds * 1000 + micros / 1000);
+  return std::optional<TimePoint>(FromUnixMillis(seconds * 1000 + micros / 1000));
 }
 
 // ---- Jobs -----------------------------------------------------------------------------------
@@ -1056,9 +1185,21 @@ Status RedisStore::DeleteJob(const std::string& tenant, const std::string& id, T
   return Unexpected("delete_job");
 }
 
-Result<std::vector<JobRecord>> RedisStore::DueJobs(TimePoint now, int limit) {
+namespace {
+
+// The tenants of `scope` among those holding data.
+Result<std::vector<std::string>> ScopedTenants(RedisBackend& backend, const TenantScope& scope) {
+  ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend.Tenants(/*fresh=*/false));
+  std::erase_if(tenants, [&](const std::string& t) { return !scope.Covers(t); });
+  return tenants;
+}
+
+}  // namespace
+
+Result<std::vector<JobRecord>> RedisStore::DueJobs(TimePoint now, int limit,
+                                                  const TenantScope& scope) {
   const int n = Clamp(limit, 1, kMaxPageSize);
-  ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend_->Tenants(/*fresh=*/false));
+  ASSIGN_OR_RETURN(std::vector<std::string> tenants, ScopedTenants(*backend_, scope));
   std::vector<Command> commands;
   for (const std::string& t : tenants) {
     commands.push_back(backend_->Eval(
@@ -1082,9 +1223,10 @@ Result<std::vector<JobRecord>> RedisStore::DueJobs(TimePoint now, int limit) {
 
 namespace {
 
-// The smallest score of each tenant's `index` (a sorted set), or none.
-Result<std::optional<TimePoint>> EarliestScore(RedisBackend& backend, std::string_view index) {
-  ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend.Tenants(/*fresh=*/false));
+// The smallest score of the `index` (a sorted set) of the tenants in `scope`, or none.
+Result<std::optional<TimePoint>> EarliestScore(RedisBackend& backend, std::string_view index,
+                                               const TenantScope& scope = {}) {
+  ASSIGN_OR_RETURN(std::vector<std::string> tenants, ScopedTenants(backend, scope));
   std::vector<Command> commands;
   for (const std::string& t : tenants) {
     commands.push_back({"ZRANGE", backend.TenantKey(t, index), "0", "0", "WITHSCORES"});
@@ -1102,8 +1244,8 @@ Result<std::optional<TimePoint>> EarliestScore(RedisBackend& backend, std::strin
 
 }  // namespace
 
-Result<std::optional<TimePoint>> RedisStore::NextFireTime() {
-  return EarliestScore(*backend_, "due");
+Result<std::optional<TimePoint>> RedisStore::NextFireTime(const TenantScope& scope) {
+  return EarliestScore(*backend_, "due", scope);
 }
 
 namespace {
@@ -1891,6 +2033,130 @@ Status RedisStore::RemoveNode(const std::string& id) {
                 {"ZREM", backend_->SysKey("nodes"), id},
                 {"EXEC"}})
       .status();
+}
+
+// ---- Cluster --------------------------------------------------------------------------------
+
+Result<LeaderLease> RedisStore::AcquireLeadership(const std::string& node, TimePoint now,
+                                                  Duration ttl) {
+  ASSIGN_OR_RETURN(Reply r, backend_->Call(backend_->EvalSys(
+                                Script::kAcquireLeader, {backend_->SysKey("leader")},
+                                {node, Ms(now), std::to_string(ttl.count())})));
+  LeaderLease lease;
+  if (r.elements.size() != 3 || r.elements[1].type != Reply::kInteger ||
+      r.elements[2].type != Reply::kInteger) {
+    return Unexpected("acquire_leader");
+  }
+  lease.epoch = r.elements[1].integer;
+  const int64_t expires = r.elements[2].integer;
+  lease.node = r.elements[0].str;
+  lease.expires_at = FromUnixMillis(expires);
+  return lease;
+}
+
+Result<std::optional<LeaderLease>> RedisStore::GetLeader(TimePoint now) {
+  ASSIGN_OR_RETURN(Reply r,
+                   backend_->Call({"HMGET", backend_->SysKey("leader"), "node", "epoch", "expires"}));
+  if (r.elements.size() != 3 || r.elements[0].type == Reply::kNil) {
+    return std::optional<LeaderLease>();
+  }
+  LeaderLease lease{.node = r.elements[0].str};
+  int64_t expires = 0;
+  if (!ParseInt(r.elements[1].str, lease.epoch) || !ParseInt(r.elements[2].str, expires)) {
+    return Unexpected("the leader lease");
+  }
+  lease.expires_at = FromUnixMillis(expires);
+  if (lease.expires_at <= now) return std::optional<LeaderLease>();
+  return std::optional<LeaderLease>(std::move(lease));
+}
+
+Status RedisStore::ReleaseLeadership(const std::string& node, int64_t epoch) {
+  return backend_
+      ->Call(backend_->EvalSys(Script::kReleaseLeader, {backend_->SysKey("leader")},
+                               {node, std::to_string(epoch)}))
+      .status();
+}
+
+Status RedisStore::PutAssignment(const std::string& node, int64_t epoch, TimePoint now,
+                                 const TenantOwners& owners) {
+  ASSIGN_OR_RETURN(
+      Reply r, backend_->Call(backend_->EvalSys(
+                   Script::kPutAssignment, {backend_->SysKey("leader"), backend_->SysKey("assign")},
+                   {node, std::to_string(epoch), Ms(now),
+                    Json(owners).dump(-1, ' ', false, Json::error_handler_t::replace)})));
+  if (r.integer != 1) {
+    return FailedPrecondition("node '" + node + "' does not hold the leader lease of epoch " +
+                              std::to_string(epoch));
+  }
+  return Status::Ok();
+}
+
+Result<Assignment> RedisStore::GetAssignment() {
+  ASSIGN_OR_RETURN(Reply r, backend_->Call({"HGETALL", backend_->SysKey("assign")}));
+  Assignment a;
+  if (r.elements.empty()) return a;
+  Fields f(r);
+  a.epoch = f.Int("epoch");
+  a.updated_at = f.Time("updated");
+  if (!f.status().ok()) return Internal("tenant assignment: " + f.status().message());
+  const Json owners = Json::parse(f.Str("owners"), nullptr, /*allow_exceptions=*/false);
+  if (!owners.is_object()) return Internal("corrupt tenant assignment");
+  for (const auto& [tenant, owner] : owners.items()) {
+    if (!owner.is_string()) return Internal("corrupt tenant assignment of '" + tenant + "'");
+    a.owners[tenant] = owner.get<std::string>();
+  }
+  return a;
+}
+
+namespace {
+
+constexpr char kWakeTopics[] = {'r', 'j', 'c'};  // WakeTopic order
+
+}  // namespace
+
+// Message: topic letter, origin, [tenant, run id], separated by '\n' (ids never hold one).
+Status RedisStore::Publish(const WakeMessage& message) {
+  std::string text(1, kWakeTopics[static_cast<size_t>(message.topic)]);
+  text += '\n' + message.origin;
+  if (message.topic == WakeTopic::kCancelRun) text += '\n' + message.tenant + '\n' + message.run_id;
+  return backend_->Call({"PUBLISH", backend_->SysKey("wake"), std::move(text)}).status();
+}
+
+void RedisStore::Subscribe(std::function<void(const WakeMessage&)> handler) {
+  if (!handler) {
+    backend_->Subscribe(backend_->SysKey("wake"), {});
+    return;
+  }
+  backend_->Subscribe(backend_->SysKey("wake"), [handler = std::move(handler)](
+                                                    const std::string& text) {
+    std::vector<std::string> parts;
+    size_t start = 0;
+    while (start <= text.size()) {
+      size_t end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      parts.push_back(text.substr(start, end - start));
+      start = end + 1;
+    }
+    if (parts.size() < 2 || parts[0].size() != 1) return;
+    WakeMessage m{.origin = parts[1]};
+    switch (parts[0][0]) {
+      case 'r':
+        m.topic = WakeTopic::kRunsReady;
+        break;
+      case 'j':
+        m.topic = WakeTopic::kJobsChanged;
+        break;
+      case 'c':
+        if (parts.size() != 4) return;
+        m.topic = WakeTopic::kCancelRun;
+        m.tenant = parts[2];
+        m.run_id = parts[3];
+        break;
+      default:
+        return;  // a newer version's topic
+    }
+    handler(m);
+  });
 }
 
 namespace {

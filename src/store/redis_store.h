@@ -85,8 +85,6 @@ class RedisStore final : public Store {
 
   ~RedisStore() override;
 
-  // The Redis server's clock (TIME): the cluster's time base (DESIGN §5). kUnavailable.
-  Result<TimePoint> ServerTime();
 
   // ---- Store (see store.h for the contract of each method) -------------------------------
   Result<JobRecord> CreateJob(const JobRecord& job) override;
@@ -95,8 +93,9 @@ class RedisStore final : public Store {
   Result<Page<JobRecord>> ListJobs(const std::string& tenant, const JobFilter& filter) override;
   Status DeleteJob(const std::string& tenant, const std::string& id, TimePoint now,
                    bool kill_running) override;
-  Result<std::vector<JobRecord>> DueJobs(TimePoint now, int limit) override;
-  Result<std::optional<TimePoint>> NextFireTime() override;
+  Result<std::vector<JobRecord>> DueJobs(TimePoint now, int limit,
+                                         const TenantScope& scope) override;
+  Result<std::optional<TimePoint>> NextFireTime(const TenantScope& scope) override;
   Result<FireResult> Fire(const FireRequest& request) override;
   // One pipeline: one script per request.
   std::vector<Result<FireResult>> FireMany(std::span<const FireRequest> requests) override;
@@ -146,6 +145,24 @@ class RedisStore final : public Store {
   Status Heartbeat(const NodeInfo& node) override;
   Result<std::vector<NodeInfo>> ListNodes() override;
   Status RemoveNode(const std::string& id) override;
+
+  // The leader lease is "<prefix>:{sys}:leader" (never deleted: its epoch only grows), the
+  // assignment "<prefix>:{sys}:assign"; one script each (redis_scripts.h).
+  Result<LeaderLease> AcquireLeadership(const std::string& node, TimePoint now,
+                                        Duration ttl) override;
+  Result<std::optional<LeaderLease>> GetLeader(TimePoint now) override;
+  Status ReleaseLeadership(const std::string& node, int64_t epoch) override;
+  Status PutAssignment(const std::string& node, int64_t epoch, TimePoint now,
+                       const TenantOwners& owners) override;
+  Result<Assignment> GetAssignment() override;
+
+  // The Redis server's clock (TIME): the cluster's time base (DESIGN §5).
+  Result<std::optional<TimePoint>> ServerTime() override;
+
+  // PUBLISH on "<prefix>:{sys}:wake"; Subscribe runs one thread with its own connection
+  // (SUBSCRIBE), reconnecting with backoff when the connection drops.
+  Status Publish(const WakeMessage& message) override;
+  void Subscribe(std::function<void(const WakeMessage&)> handler) override;
 
   Status PutApiKey(const ApiKeyRecord& key) override;
   Result<ApiKeyRecord> GetApiKeyByHash(const std::string& secret_hash) override;

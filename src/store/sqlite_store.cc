@@ -170,7 +170,22 @@ INSERT INTO tenants VALUES ('default', 0, 0, 0, 0);
     {3, R"sql(
 ALTER TABLE tenants ADD COLUMN queue_limits TEXT NOT NULL DEFAULT '{}';
 )sql"},
-    // {4, "ALTER TABLE ..."},  -- the next schema change goes here.
+    {4, R"sql(
+-- The leader lease (one row) and the tenant assignment its holder wrote (one row).
+CREATE TABLE leader (
+  id         INTEGER PRIMARY KEY CHECK (id = 1),
+  node       TEXT NOT NULL,
+  epoch      INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+);
+CREATE TABLE assignment (
+  id         INTEGER PRIMARY KEY CHECK (id = 1),
+  epoch      INTEGER NOT NULL,
+  owners     TEXT NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+)sql"},
+    // {5, "ALTER TABLE ..."},  -- the next schema change goes here.
 };
 
 }  // namespace
@@ -1096,27 +1111,31 @@ Status SqliteStore::DeleteJob(const std::string& tenant, const std::string& id, 
   return txn.Commit();
 }
 
-Result<std::vector<JobRecord>> SqliteStore::DueJobs(TimePoint now, int limit) {
+Result<std::vector<JobRecord>> SqliteStore::DueJobs(TimePoint now, int limit,
+                                                    const TenantScope& scope) {
   Txn txn(*conn_, Txn::kRead);
   RETURN_IF_ERROR(txn.begin_status());
   ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT " JOBSCHED_JOB_COLUMNS
                                         " FROM jobs INDEXED BY jobs_due WHERE state = "
                                         "'active' AND paused = 0 "
                                         "AND next_fire IS NOT NULL AND next_fire <= ?1 "
+                                        "AND tenant NOT IN (SELECT value FROM json_each(?3)) "
                                         "ORDER BY next_fire, tenant, id LIMIT ?2"));
-  st.Time(1, now).Int(2, Clamp(limit, 1, kMaxPageSize));
+  st.Time(1, now).Int(2, Clamp(limit, 1, kMaxPageSize)).Text(3, Dump(Json(scope.excluded)));
   ASSIGN_OR_RETURN(std::vector<JobRecord> jobs, ReadJobs(st));
   RETURN_IF_ERROR(txn.Commit());
   return jobs;
 }
 
-Result<std::optional<TimePoint>> SqliteStore::NextFireTime() {
+Result<std::optional<TimePoint>> SqliteStore::NextFireTime(const TenantScope& scope) {
   Txn txn(*conn_, Txn::kRead);
   RETURN_IF_ERROR(txn.begin_status());
   ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT next_fire FROM jobs INDEXED BY jobs_due "
                                         "WHERE state = 'active' AND "
                                         "paused = 0 AND next_fire IS NOT NULL "
+                                        "AND tenant NOT IN (SELECT value FROM json_each(?1)) "
                                         "ORDER BY next_fire LIMIT 1"));
+  st.Text(1, Dump(Json(scope.excluded)));
   ASSIGN_OR_RETURN(bool row, st.Step());
   std::optional<TimePoint> next;
   if (row) next = st.GetTime(0);
@@ -1799,6 +1818,110 @@ Result<std::vector<NodeInfo>> SqliteStore::ListNodes() {
   }
   RETURN_IF_ERROR(txn.Commit());
   return nodes;
+}
+
+// ---- Cluster --------------------------------------------------------------------------------
+
+namespace {
+
+// The leader row, if any (expired or not).
+Result<std::optional<LeaderLease>> ReadLeader(Txn& txn) {
+  ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT node, epoch, expires_at FROM leader WHERE id = 1"));
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return std::optional<LeaderLease>();
+  return std::optional<LeaderLease>(
+      LeaderLease{.node = st.GetText(0), .epoch = st.GetInt(1), .expires_at = st.GetTime(2)});
+}
+
+}  // namespace
+
+Result<LeaderLease> SqliteStore::AcquireLeadership(const std::string& node, TimePoint now,
+                                                   Duration ttl) {
+  Txn txn(*conn_, Txn::kWrite);
+  RETURN_IF_ERROR(txn.begin_status());
+  ASSIGN_OR_RETURN(std::optional<LeaderLease> current, ReadLeader(txn));
+  if (current && current->node != node && current->expires_at > now) {
+    RETURN_IF_ERROR(txn.Commit());
+    return *current;
+  }
+  LeaderLease lease{.node = node, .epoch = 1, .expires_at = now + ttl};
+  if (current) lease.epoch = current->node == node && current->expires_at > now
+                                 ? current->epoch
+                                 : current->epoch + 1;
+  {
+    ASSIGN_OR_RETURN(Stmt st, txn.Prepare("INSERT INTO leader (id, node, epoch, expires_at) "
+                                          "VALUES (1, ?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET "
+                                          "node = excluded.node, epoch = excluded.epoch, "
+                                          "expires_at = excluded.expires_at"));
+    st.Text(1, lease.node).Int(2, lease.epoch).Time(3, lease.expires_at);
+    RETURN_IF_ERROR(st.Run());
+  }
+  RETURN_IF_ERROR(txn.Commit());
+  return lease;
+}
+
+Result<std::optional<LeaderLease>> SqliteStore::GetLeader(TimePoint now) {
+  Txn txn(*conn_, Txn::kRead);
+  RETURN_IF_ERROR(txn.begin_status());
+  ASSIGN_OR_RETURN(std::optional<LeaderLease> current, ReadLeader(txn));
+  RETURN_IF_ERROR(txn.Commit());
+  if (current && current->expires_at <= now) current.reset();
+  return current;
+}
+
+Status SqliteStore::ReleaseLeadership(const std::string& node, int64_t epoch) {
+  Txn txn(*conn_, Txn::kWrite);
+  RETURN_IF_ERROR(txn.begin_status());
+  {
+    // Expired, not deleted: the next holder's epoch still grows.
+    ASSIGN_OR_RETURN(Stmt st, txn.Prepare("UPDATE leader SET expires_at = 0 "
+                                          "WHERE id = 1 AND node = ?1 AND epoch = ?2"));
+    st.Text(1, node).Int(2, epoch);
+    RETURN_IF_ERROR(st.Run());
+  }
+  return txn.Commit();
+}
+
+Status SqliteStore::PutAssignment(const std::string& node, int64_t epoch, TimePoint now,
+                                  const TenantOwners& owners) {
+  Txn txn(*conn_, Txn::kWrite);
+  RETURN_IF_ERROR(txn.begin_status());
+  ASSIGN_OR_RETURN(std::optional<LeaderLease> current, ReadLeader(txn));
+  if (!current || current->node != node || current->epoch != epoch ||
+      current->expires_at <= now) {
+    return FailedPrecondition("node '" + node + "' does not hold the leader lease of epoch " +
+                              std::to_string(epoch));
+  }
+  {
+    ASSIGN_OR_RETURN(Stmt st, txn.Prepare("INSERT INTO assignment (id, epoch, owners, updated_at) "
+                                          "VALUES (1, ?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET "
+                                          "epoch = excluded.epoch, owners = excluded.owners, "
+                                          "updated_at = excluded.updated_at"));
+    st.Int(1, epoch).Text(2, Dump(Json(owners))).Time(3, now);
+    RETURN_IF_ERROR(st.Run());
+  }
+  return txn.Commit();
+}
+
+Result<Assignment> SqliteStore::GetAssignment() {
+  Txn txn(*conn_, Txn::kRead);
+  RETURN_IF_ERROR(txn.begin_status());
+  ASSIGN_OR_RETURN(Stmt st,
+                   txn.Prepare("SELECT epoch, owners, updated_at FROM assignment WHERE id = 1"));
+  ASSIGN_OR_RETURN(bool row, st.Step());
+  Assignment a;
+  if (row) {
+    a.epoch = st.GetInt(0);
+    a.updated_at = st.GetTime(2);
+    const Json owners = Json::parse(st.GetText(1), nullptr, /*allow_exceptions=*/false);
+    if (!owners.is_object()) return Internal("corrupt tenant assignment");
+    for (const auto& [tenant, owner] : owners.items()) {
+      if (!owner.is_string()) return Internal("corrupt tenant assignment of '" + tenant + "'");
+      a.owners[tenant] = owner.get<std::string>();
+    }
+  }
+  RETURN_IF_ERROR(txn.Commit());
+  return a;
 }
 
 Status SqliteStore::RemoveNode(const std::string& id) {

@@ -58,8 +58,9 @@ class SqliteStore final : public Store {
   Result<Page<JobRecord>> ListJobs(const std::string& tenant, const JobFilter& filter) override;
   Status DeleteJob(const std::string& tenant, const std::string& id, TimePoint now,
                    bool kill_running) override;
-  Result<std::vector<JobRecord>> DueJobs(TimePoint now, int limit) override;
-  Result<std::optional<TimePoint>> NextFireTime() override;
+  Result<std::vector<JobRecord>> DueJobs(TimePoint now, int limit,
+                                         const TenantScope& scope) override;
+  Result<std::optional<TimePoint>> NextFireTime(const TenantScope& scope) override;
   Result<FireResult> Fire(const FireRequest& request) override;
   // One transaction for the batch, one savepoint per request.
   std::vector<Result<FireResult>> FireMany(std::span<const FireRequest> requests) override;
@@ -104,6 +105,14 @@ class SqliteStore final : public Store {
   Status Heartbeat(const NodeInfo& node) override;
   Result<std::vector<NodeInfo>> ListNodes() override;
   Status RemoveNode(const std::string& id) override;
+
+  Result<LeaderLease> AcquireLeadership(const std::string& node, TimePoint now,
+                                        Duration ttl) override;
+  Result<std::optional<LeaderLease>> GetLeader(TimePoint now) override;
+  Status ReleaseLeadership(const std::string& node, int64_t epoch) override;
+  Status PutAssignment(const std::string& node, int64_t epoch, TimePoint now,
+                       const TenantOwners& owners) override;
+  Result<Assignment> GetAssignment() override;
 
   Status PutApiKey(const ApiKeyRecord& key) override;
   Result<ApiKeyRecord> GetApiKeyByHash(const std::string& secret_hash) override;

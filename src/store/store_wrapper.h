@@ -38,9 +38,10 @@ class StoreWrapper : public Store {
   JOBSCHED_FORWARD(Status, DeleteJob,
                    (const std::string& t, const std::string& id, TimePoint now, bool kill),
                    (t, id, now, kill))
-  JOBSCHED_FORWARD(Result<std::vector<JobRecord>>, DueJobs, (TimePoint now, int limit),
-                   (now, limit))
-  JOBSCHED_FORWARD(Result<std::optional<TimePoint>>, NextFireTime, (), ())
+  JOBSCHED_FORWARD(Result<std::vector<JobRecord>>, DueJobs,
+                   (TimePoint now, int limit, const TenantScope& scope), (now, limit, scope))
+  JOBSCHED_FORWARD(Result<std::optional<TimePoint>>, NextFireTime, (const TenantScope& scope),
+                   (scope))
   JOBSCHED_FORWARD(Result<FireResult>, Fire, (const FireRequest& r), (r))
   JOBSCHED_FORWARD(Status, EnqueueRuns,
                    (const std::string& t, const std::string& j, std::span<const RunRecord> r),
@@ -84,6 +85,16 @@ class StoreWrapper : public Store {
   JOBSCHED_FORWARD(Result<ApiKeyRecord>, GetApiKeyByHash, (const std::string& h), (h))
   JOBSCHED_FORWARD(Result<std::vector<ApiKeyRecord>>, ListApiKeys, (), ())
   JOBSCHED_FORWARD(Status, DeleteApiKey, (const std::string& id), (id))
+  JOBSCHED_FORWARD(Result<LeaderLease>, AcquireLeadership,
+                   (const std::string& n, TimePoint now, Duration ttl), (n, now, ttl))
+  JOBSCHED_FORWARD(Result<std::optional<LeaderLease>>, GetLeader, (TimePoint now), (now))
+  JOBSCHED_FORWARD(Status, ReleaseLeadership, (const std::string& n, int64_t epoch), (n, epoch))
+  JOBSCHED_FORWARD(Status, PutAssignment,
+                   (const std::string& n, int64_t epoch, TimePoint now, const TenantOwners& o),
+                   (n, epoch, now, o))
+  JOBSCHED_FORWARD(Result<Assignment>, GetAssignment, (), ())
+  JOBSCHED_FORWARD(Result<std::optional<TimePoint>>, ServerTime, (), ())
+  JOBSCHED_FORWARD(Status, Publish, (const WakeMessage& m), (m))
 #undef JOBSCHED_FORWARD
 
   // The batch calls keep the wrapped store's batching.
@@ -96,6 +107,9 @@ class StoreWrapper : public Store {
     if (Status s = Before("CompleteMany"); !s.ok())
       return std::vector<Status>(completions.size(), s);
     return target_.CompleteMany(completions);
+  }
+  void Subscribe(std::function<void(const WakeMessage&)> handler) override {
+    target_.Subscribe(std::move(handler));
   }
 
  protected:

@@ -406,32 +406,32 @@ TEST_P(StoreContractTest, DueJobsAreActiveDueAndOrderedByNextFire) {
   completed.state = JobState::kCompleted;
   Create(completed);
 
-  auto due = store_->DueJobs(At(10), 100);
+  auto due = store_->DueJobs(At(10), 100, TenantScope{});
   ASSERT_TRUE(due.ok()) << due.status().ToString();
   EXPECT_THAT(Ids(*due), ElementsAre("first", "second", "third"));
   EXPECT_EQ((*due)[1].spec.tenant, "other");
 
-  auto two = store_->DueJobs(At(10), 2);
+  auto two = store_->DueJobs(At(10), 2, TenantScope{});
   ASSERT_TRUE(two.ok());
   EXPECT_THAT(Ids(*two), ElementsAre("first", "second"));
 
-  auto exactly_now = store_->DueJobs(At(2), 100);
+  auto exactly_now = store_->DueJobs(At(2), 100, TenantScope{});
   ASSERT_TRUE(exactly_now.ok());
   EXPECT_THAT(Ids(*exactly_now), ElementsAre("first", "second"));
 
-  auto next = store_->NextFireTime();
+  auto next = store_->NextFireTime(TenantScope{});
   ASSERT_TRUE(next.ok());
   EXPECT_EQ(*next, At(1));
 }
 
 TEST_P(StoreContractTest, NextFireTimeOfEmptyStoreIsNone) {
-  auto next = store_->NextFireTime();
+  auto next = store_->NextFireTime(TenantScope{});
   ASSERT_TRUE(next.ok());
   EXPECT_EQ(*next, std::nullopt);
   JobRecord paused = MakeJob("default", "paused", At(0));
   paused.state = JobState::kPaused;
   Create(paused);
-  next = store_->NextFireTime();
+  next = store_->NextFireTime(TenantScope{});
   ASSERT_TRUE(next.ok());
   EXPECT_EQ(*next, std::nullopt);
 }
@@ -550,7 +550,7 @@ TEST_P(StoreContractTest, FireSetsStateAndDependencyBarrier) {
   EXPECT_EQ(job->next_fire, std::nullopt);
   EXPECT_EQ(job->dependency_since, At(60));
   EXPECT_EQ(job->version, 1);
-  auto due = store_->DueJobs(At(1000), 10);
+  auto due = store_->DueJobs(At(1000), 10, TenantScope{});
   ASSERT_TRUE(due.ok());
   EXPECT_THAT(*due, IsEmpty());
 }

@@ -673,12 +673,18 @@ TEST_F(ApiTest, NodesAndClusterShowThisNode) {
 
   r = h.Get("/v1/cluster", Who::kAdmin);
   ASSERT_EQ(r.status, 200) << r;
-  EXPECT_EQ(r.json["leader"], "t");
-  EXPECT_TRUE(r.json["epoch"].is_number_integer());
+  // The only node leads and fires every tenant.
+  EXPECT_EQ(r.json["leader"]["node"], "t") << r;
+  EXPECT_TRUE(IsTime(r.json["leader"]["expires_at"]));
+  EXPECT_GE(r.json["epoch"].get<int64_t>(), 1);
+  EXPECT_EQ(r.json["leader"]["epoch"], r.json["epoch"]);
   ASSERT_TRUE(r.json["nodes"].is_array());
   ASSERT_EQ(r.json["nodes"].size(), 1u);
   EXPECT_EQ(r.json["nodes"][0]["id"], "t");
-  EXPECT_TRUE(r.json["assignment"].is_object());
+  EXPECT_EQ(r.json["nodes"][0]["leader"], true);
+  ASSERT_TRUE(r.json["assignment"].is_object());
+  for (const auto& [tenant, owner] : r.json["assignment"].items()) EXPECT_EQ(owner, "t") << tenant;
+  EXPECT_EQ(r.json["assignment"].value("default", ""), "t");
 }
 
 TEST_F(ApiTest, KeysAreCreatedListedAndRevoked) {

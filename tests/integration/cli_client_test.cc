@@ -616,10 +616,15 @@ TEST_F(CliClientTest, Nodes) {
   ASSERT_EQ(r.code, 0) << r.err;
   ASSERT_GE(Lines(r.out).size(), 2u);
   EXPECT_THAT(Lines(r.out)[0], HasSubstr("HEARTBEAT_AT"));
+  EXPECT_THAT(Lines(r.out)[0], HasSubstr("TENANTS"));
   EXPECT_EQ(Lines(r.out)[1].substr(0, 2), "t ");
+  EXPECT_THAT(Lines(r.out)[1], HasSubstr("leader"));
+  EXPECT_THAT(Lines(r.out)[1], HasSubstr("default"));
+  EXPECT_THAT(r.out, HasSubstr("leader: t (epoch "));
   Json j = RunJson({"nodes"});
-  ASSERT_EQ(j["items"].size(), 1u);
-  EXPECT_EQ(j["items"][0]["id"], "t");
+  ASSERT_EQ(j["nodes"].size(), 1u);
+  EXPECT_EQ(j["nodes"][0]["id"], "t");
+  EXPECT_EQ(j["leader"]["node"], "t");
 }
 
 TEST_F(CliClientTest, KeysCreateListUseAndRevoke) {

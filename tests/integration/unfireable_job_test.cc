@@ -16,8 +16,9 @@ namespace {
 class VanishedZoneStore final : public StoreWrapper {
  public:
   using StoreWrapper::StoreWrapper;
-  Result<std::vector<JobRecord>> DueJobs(TimePoint now, int limit) override {
-    ASSIGN_OR_RETURN(std::vector<JobRecord> jobs, target_.DueJobs(now, limit));
+  Result<std::vector<JobRecord>> DueJobs(TimePoint now, int limit,
+                                         const TenantScope& scope) override {
+    ASSIGN_OR_RETURN(std::vector<JobRecord> jobs, target_.DueJobs(now, limit, scope));
     for (JobRecord& j : jobs) {
       if (j.spec.id == "broken") j.spec.schedule.timezone = "Atlantis/Capital";
     }
@@ -50,7 +51,7 @@ TEST(UnfireableJobTest, AJobWhoseScheduleNoLongerParsesIsPausedAndOthersStillFir
   ASSERT_TRUE(runs.ok());
   EXPECT_EQ(runs->items.size(), 1u);
   // Nothing is due any more: the next pass does not see the broken job again.
-  auto due = store->DueJobs(clock.Now(), 10);
+  auto due = store->DueJobs(clock.Now(), 10, TenantScope{});
   ASSERT_TRUE(due.ok());
   EXPECT_TRUE(due->empty());
 }

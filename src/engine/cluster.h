@@ -1,0 +1,108 @@
+// What a node knows of its cluster (DESIGN §6), kept by one actor:
+//
+// - The time base. StoreClock is the local clock plus an offset to the store's clock (Redis
+//   TIME), re-synced every few seconds, so every node of a cluster stamps and compares times on
+//   one clock: node clock skew cannot fire an occurrence twice or expire a lease early. With a
+//   store that has no clock (SQLite) the offset stays 0.
+// - Leadership. Every `leader_renew` the actor takes or renews the leader lease (TTL
+//   `leader_ttl`); the holder assigns tenants' firing to live nodes (AssignTenants: balanced,
+//   sticky) and runs the reaper and the janitor. A leader whose renewal fails stops acting at
+//   once. Correctness never depends on it: firing is a CAS and run ids collide.
+// - The view. Every pass (at most 1 s apart) it reads the nodes and the assignment; Scope() is
+//   what this node's scheduler fires: every tenant except those assigned to another live node,
+//   so a tenant whose owner died or that is not assigned yet is fired by every node until the
+//   leader reassigns it.
+#pragma once
+
+#include <jobsched/store.h>
+
+#include <atomic>
+#include <functional>
+#include <mutex>
+
+#include "engine/actor.h"
+
+namespace jobsched {
+
+class StoreClock final : public Clock {
+ public:
+  TimePoint Now() const override;
+  // Reads the store's clock and sets the offset (half the round trip counted). A no-op for a
+  // store without a clock. Samples with a round trip over 100 ms are ignored once synced.
+  Status Sync(Store& store);
+  Duration offset() const { return Duration(offset_ms_.load(std::memory_order_relaxed)); }
+
+ private:
+  std::atomic<int64_t> offset_ms_{0};
+  std::atomic<bool> synced_{false};
+};
+
+struct ClusterOptions {
+  std::string node_id;
+  Duration leader_ttl{10000};    // Default: 10 s
+  Duration leader_renew{3000};   // Default: 3 s
+  Duration node_dead_after{10000};  // no heartbeat for this long: dead. Default: 10 s
+  Duration clock_sync{5000};     // Default: 5 s
+  // Dead nodes are removed from the store after this long. Default: 1 h
+  Duration forget_dead_after{3600 * 1000};
+};
+
+// A node as the cluster sees it.
+struct MemberInfo {
+  NodeInfo node;
+  bool alive = false;
+  std::vector<std::string> tenants;  // whose firing it owns
+};
+
+struct ClusterStatus {
+  std::optional<LeaderLease> leader;
+  Assignment assignment;
+  std::vector<MemberInfo> members;
+};
+
+class ClusterActor {
+ public:
+  // `clock` may be null (a fake clock in tests: no syncing). `on_scope_change` is called after
+  // a pass that changed Scope() (to wake the scheduler).
+  ClusterActor(Store& store, const Clock& clock, StoreClock* sync_clock, ClusterOptions options,
+               std::function<void()> on_scope_change);
+
+  // One pass: sync the clock (when due), take or renew the lease (when due), assign tenants if
+  // leader, refresh the view. Errors: the store's (the node then is not the leader).
+  Status Tick();
+  void Start();
+  // Stops the thread and gives the lease up if held.
+  void Stop();
+
+  // Whether this node holds the leader lease: false as soon as a renewal fails, and once the
+  // lease's TTL has passed on this node's steady clock since it was last renewed (a node that
+  // was frozen does not act on a lease it may have lost).
+  bool IsLeader() const;
+  TenantScope Scope() const;
+  // Reads the store (not the cached view).
+  Result<ClusterStatus> Describe() const;
+
+ private:
+  Status Lead(TimePoint now, const std::vector<NodeInfo>& nodes);
+
+  Store& store_;
+  const Clock& clock_;
+  StoreClock* const sync_clock_;
+  const ClusterOptions options_;
+  const std::function<void()> on_scope_change_;
+
+  // Only the actor thread (or the Tick caller):
+  std::chrono::steady_clock::time_point next_sync_{}, next_renew_{};
+  LeaderLease lease_;
+
+  std::atomic<bool> leader_{false};
+  std::atomic<int64_t> leader_until_ns_{0};  // steady clock, since its epoch
+  mutable std::mutex mu_;
+  TenantScope scope_;  // guarded by mu_
+  ActorThread thread_;
+};
+
+// Whether `node` counts as alive at `now`.
+bool NodeAlive(const NodeInfo& node, TimePoint now, Duration dead_after);
+
+}  // namespace jobsched
