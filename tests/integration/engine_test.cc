@@ -242,7 +242,7 @@ TEST(MisfireOnePassTest, OnePassAlsoFiresTheOnTimeOccurrence) {
     h.Tick();  // ONE pass
     EXPECT_TRUE(SplitMisfireRuns(h.Runs("m")).on_time) << "00:10 was due and not fired\n"
                                                        << Describe(h.Runs("m"));
-    auto due = h.store().DueJobs(h.clock.Now(), 10);
+    auto due = h.store().DueJobs(h.clock.Now(), 10, TenantScope{});
     ASSERT_TRUE(due.ok());
     EXPECT_TRUE(due->empty()) << "a job is still due at the instant of the pass";
   }
