@@ -213,6 +213,7 @@ void RedisServer::SetUp() {
     return;
   }
   dir_ = tmpl;
+  binary_ = binary;
   for (int attempt = 0; attempt < 5; ++attempt) {
     const int port = FreePort();
     if (port != 0 && Start(binary, port)) return;
@@ -223,12 +224,18 @@ void RedisServer::SetUp() {
 bool RedisServer::Start(const std::string& binary, int port) {
   const std::string log = (fs::path(dir_) / "redis.log").string();
   const std::string port_text = std::to_string(port);
-  // No persistence, loopback only, the eviction policy DESIGN §6 asks for.
+  // No snapshots, loopback only, the eviction policy DESIGN §6 asks for; an append-only file
+  // with fsync every second when asked for (DESIGN §6's production setting).
   const std::pair<const char*, std::string> flags[] = {
-      {"--port", port_text}, {"--bind", "127.0.0.1"},
-      {"--save", ""},        {"--appendonly", "no"},
-      {"--dir", dir_},       {"--daemonize", "no"},
-      {"--logfile", log},    {"--maxmemory-policy", "noeviction"},
+      {"--port", port_text},
+      {"--bind", "127.0.0.1"},
+      {"--save", ""},
+      {"--appendonly", options_.appendonly ? "yes" : "no"},
+      {"--appendfsync", "everysec"},
+      {"--dir", dir_},
+      {"--daemonize", "no"},
+      {"--logfile", log},
+      {"--maxmemory-policy", "noeviction"},
   };
   std::vector<std::string> args = {binary};
   for (const auto& [flag, value] : flags) {
@@ -274,7 +281,7 @@ bool RedisServer::Start(const std::string& binary, int port) {
 }
 
 void RedisServer::TearDown() {
-  Stop();
+  Shutdown();
   if (!dir_.empty()) {
     std::error_code ec;
     fs::remove_all(dir_, ec);
@@ -282,19 +289,30 @@ void RedisServer::TearDown() {
   }
 }
 
-void RedisServer::Stop() {
-  if (pid_ <= 0) return;
+bool RedisServer::Shutdown() {
+  if (pid_ <= 0) return false;
   kill(pid_, SIGTERM);
+  bool graceful = true;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (waitpid(pid_, nullptr, WNOHANG) == 0) {
     if (std::chrono::steady_clock::now() > deadline) {
       kill(pid_, SIGKILL);
       waitpid(pid_, nullptr, 0);
+      graceful = false;
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   pid_ = -1;
+  return graceful;
+}
+
+bool RedisServer::Restart() {
+  if (pid_ > 0 || binary_.empty() || port_ == 0) {
+    error_ = pid_ > 0 ? "Restart: the server is running" : "Restart: the server never started";
+    return false;
+  }
+  return Start(binary_, port_);
 }
 
 std::string RedisServer::Command(const std::vector<std::string>& args) const {

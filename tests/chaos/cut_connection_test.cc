@@ -1,0 +1,124 @@
+// One node loses its connection to Redis while the others keep theirs (a network partition,
+// made with a TCP proxy between node1 and Redis). DESIGN §4 self-fencing and §6 "an unreachable
+// store surfaces as HTTP 503 and a clear log line": node1 kills its attempt's process group
+// before its lease ends and reports nothing; the run is executed on another node; while cut,
+// node1 answers 503 on /readyz and on the API, with a JSON error naming the store; once the
+// connection is back, node1 is ready again and runs new work.
+#include <chrono>
+#include <string>
+
+#include "chaos/cluster_harness.h"
+#include "support/tcp_proxy.h"
+
+namespace jobsched::chaos {
+namespace {
+
+using ::jobsched::testing::TcpProxy;
+using std::chrono::seconds;
+
+TEST(Chaos, NodeCutFromRedisFencesItselfAnswers503AndComesBack) {
+  Cluster cluster;
+  ASSERT_TRUE(cluster.StartRedis());
+  TcpProxy proxy(cluster.redis().port());
+  ASSERT_TRUE(proxy.ok()) << proxy.error();
+  ServeNode* node1 = cluster.StartNode(
+      {.id = "node1", .store_url = "redis://127.0.0.1:" + std::to_string(proxy.port())});
+  ASSERT_NE(node1, nullptr);
+
+  // node1 is alone when the long attempt starts, so it is node1's.
+  const Json long_job = {
+      {"handler", cluster.ShellHandler("echo $$ > \"$PIDS/$JOBSCHED_RUN_ID.$JOBSCHED_ATTEMPT\"\n"
+                                       "if [ \"$JOBSCHED_ATTEMPT\" = 1 ]; then sleep 30; else "
+                                       "sleep 1; fi")}};
+  ASSERT_EQ(node1->Put("/v1/tenants/default/jobs/long", long_job).status, 201);
+  const HttpReply trigger = node1->Post("/v1/tenants/default/jobs/long/trigger");
+  ASSERT_EQ(trigger.status, 201) << trigger;
+  const std::string run_id = trigger.json["run_ids"][0];
+  pid_t child = 0;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        auto run = cluster.Run("default", run_id);
+        auto pid = cluster.HandlerPid(run_id, 1);
+        if (!run.ok() || run->state != RunState::kRunning || !pid) return false;
+        child = *pid;
+        return true;
+      },
+      seconds(20)))
+      << "attempt 1 never ran";
+  ServeNode* node2 = cluster.StartNode({.id = "node2"});
+  ServeNode* node3 = cluster.StartNode({.id = "node3"});
+  ASSERT_NE(node2, nullptr);
+  ASSERT_NE(node3, nullptr);
+
+  proxy.Cut();
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return !node1->LogLines({"self-fencing", run_id}).empty();
+      },
+      seconds(10)))
+      << "node1 did not log that it fences itself";
+  EXPECT_TRUE(WaitUntil([&] { return !ProcessAlive(child); }, seconds(15)))
+      << "node1 did not stop its child " << child;
+
+  RunRecord done;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        auto run = cluster.Run("default", run_id);
+        if (!run.ok() || run->state != RunState::kSucceeded) return false;
+        done = *run;
+        return true;
+      },
+      seconds(30)))
+      << "the run was not executed on another node";
+  ASSERT_EQ(done.attempts.size(), 2u) << DescribeRun(done);
+  EXPECT_EQ(done.attempts[0].node, "node1") << DescribeRun(done);
+  EXPECT_EQ(done.attempts[0].outcome, "lease_lost") << DescribeRun(done);
+  EXPECT_NE(done.attempts[1].node, "node1") << DescribeRun(done);
+  EXPECT_EQ(done.attempts[1].outcome, "succeeded") << DescribeRun(done);
+  for (const HandlerLine& line : cluster.HandlerLines()) {
+    EXPECT_FALSE(line.attempt == 1 && line.event == "end") << "node1's fenced child finished";
+  }
+
+  // Still cut: node1 says it is not ready, and its API answers 503 naming the store.
+  ASSERT_TRUE(proxy.cut());
+  const HttpReply ready = node1->Get("/readyz", false);
+  EXPECT_EQ(ready.status, 503) << ready;
+  const HttpReply jobs = node1->Get("/v1/tenants/default/jobs");
+  EXPECT_EQ(jobs.status, 503) << jobs;
+  ASSERT_TRUE(jobs.json.is_object()) << jobs;
+  ASSERT_TRUE(jobs.json.contains("error")) << jobs;
+  const std::string message = jobs.json["error"].value("message", "");
+  EXPECT_NE(message.find("store"), std::string::npos) << jobs;
+
+  // Back: node1 reconnects, is ready, and runs new work (the only node left to run it).
+  proxy.Restore();
+  EXPECT_TRUE(WaitUntil([&] { return node1->Get("/readyz", false).status == 200; }, seconds(20)))
+      << "node1 did not become ready after the connection came back";
+  node2->Kill();
+  node3->Kill();
+  const Json quick = {{"handler", cluster.ShellHandler("true")}};
+  ASSERT_EQ(node1->Put("/v1/tenants/default/jobs/quick", quick).status, 201);
+  const HttpReply again = node1->Post("/v1/tenants/default/jobs/quick/trigger");
+  ASSERT_EQ(again.status, 201) << again;
+  const std::string quick_run = again.json["run_ids"][0];
+  RunRecord quick_done;
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        auto run = cluster.Run("default", quick_run);
+        if (!run.ok() || !IsTerminal(run->state)) return false;
+        quick_done = *run;
+        return true;
+      },
+      seconds(20)))
+      << "node1 ran no new work after the connection came back";
+  EXPECT_EQ(quick_done.state, RunState::kSucceeded) << DescribeRun(quick_done);
+  EXPECT_EQ(quick_done.node, "node1") << DescribeRun(quick_done);
+
+  // node1's late view of the first run changed nothing.
+  auto after = cluster.Run("default", run_id);
+  ASSERT_TRUE(after.ok()) << after.status().ToString();
+  EXPECT_EQ(DescribeRun(*after), DescribeRun(done));
+}
+
+}  // namespace
+}  // namespace jobsched::chaos
