@@ -5,8 +5,11 @@
 #include <gtest/gtest.h>
 #include <jobsched/store.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -177,6 +180,65 @@ TEST(RedisStoreServer, ServerTimeIsTheServersClock) {
   ASSERT_TRUE(t->has_value()) << "Redis has a clock";
   const auto skew = **t - std::chrono::time_point_cast<Duration>(std::chrono::system_clock::now());
   EXPECT_LT(std::chrono::abs(skew), std::chrono::seconds(5)) << "same machine, same clock";
+}
+
+TEST(RedisStoreServer, WakeUpsPublishedByOneStoreReachAnotherStoresSubscriber) {
+  auto publisher = MustOpen();
+  auto subscriber = MustOpen(/*flush=*/false);
+  ASSERT_NE(publisher, nullptr);
+  ASSERT_NE(subscriber, nullptr);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<WakeMessage> got;
+  subscriber->Subscribe([&](const WakeMessage& m) {
+    std::lock_guard lock(mu);
+    got.push_back(m);
+    cv.notify_all();
+  });
+  // The subscription starts on its own thread: publish until the first message arrives.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  {
+    std::unique_lock lock(mu);
+    while (got.empty() && std::chrono::steady_clock::now() < deadline) {
+      lock.unlock();
+      ASSERT_TRUE(publisher->Publish({.topic = WakeTopic::kRunsReady, .origin = "n1"}).ok());
+      lock.lock();
+      cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return !got.empty(); });
+    }
+    ASSERT_FALSE(got.empty()) << "no wake-up arrived";
+    EXPECT_EQ(got.front().topic, WakeTopic::kRunsReady);
+    EXPECT_EQ(got.front().origin, "n1");
+    got.clear();
+  }
+  ASSERT_TRUE(publisher
+                  ->Publish({.topic = WakeTopic::kCancelRun,
+                             .origin = "n2",
+                             .tenant = "acme",
+                             .run_id = "job@123"})
+                  .ok());
+  ASSERT_TRUE(publisher->Publish({.topic = WakeTopic::kJobsChanged, .origin = "n3"}).ok());
+  std::unique_lock lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] {
+    return std::any_of(got.begin(), got.end(),
+                       [](const WakeMessage& m) { return m.topic == WakeTopic::kJobsChanged; });
+  }));
+  auto cancel = std::find_if(got.begin(), got.end(),
+                             [](const WakeMessage& m) { return m.topic == WakeTopic::kCancelRun; });
+  ASSERT_NE(cancel, got.end());
+  EXPECT_EQ(cancel->origin, "n2");
+  EXPECT_EQ(cancel->tenant, "acme");
+  EXPECT_EQ(cancel->run_id, "job@123");
+  lock.unlock();
+  // Removing the handler: nothing is delivered after Subscribe({}) returns.
+  subscriber->Subscribe({});
+  {
+    std::lock_guard relock(mu);
+    got.clear();
+  }
+  ASSERT_TRUE(publisher->Publish({.topic = WakeTopic::kRunsReady, .origin = "n1"}).ok());
+  ASSERT_TRUE(publisher->ServerTime().ok());  // a round trip after the publish
+  std::lock_guard relock(mu);
+  EXPECT_TRUE(got.empty());
 }
 
 TEST(RedisStoreServer, OutOfMemoryIsUnavailableAndWritesNothing) {

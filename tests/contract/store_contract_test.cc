@@ -424,6 +424,28 @@ TEST_P(StoreContractTest, DueJobsAreActiveDueAndOrderedByNextFire) {
   EXPECT_EQ(*next, At(1));
 }
 
+TEST_P(StoreContractTest, DueJobsAndNextFireTimeLeaveOutExcludedTenants) {
+  Create(MakeJob("default", "d1", At(1)));
+  Create(MakeJob("other", "o1", At(0)));
+  Create(MakeJob("third", "t1", At(2)));
+  TenantScope scope{.excluded = {"other", "third"}};
+
+  auto due = store_->DueJobs(At(10), 100, scope);
+  ASSERT_TRUE(due.ok()) << due.status().ToString();
+  EXPECT_THAT(Ids(*due), ElementsAre("d1"));
+  // Excluded tenants' jobs do not use up the limit either.
+  auto one = store_->DueJobs(At(10), 1, TenantScope{.excluded = {"other"}});
+  ASSERT_TRUE(one.ok());
+  EXPECT_THAT(Ids(*one), ElementsAre("d1"));
+
+  auto next = store_->NextFireTime(scope);
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(*next, At(1));
+  next = store_->NextFireTime(TenantScope{.excluded = {"default", "other", "third"}});
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(*next, std::nullopt);
+}
+
 TEST_P(StoreContractTest, NextFireTimeOfEmptyStoreIsNone) {
   auto next = store_->NextFireTime(TenantScope{});
   ASSERT_TRUE(next.ok());
@@ -1683,6 +1705,103 @@ TEST_P(StoreContractTest, QueueLimitsCapRunningRunsPerQueueOfATenant) {
   EXPECT_TRUE(Claim("n1", At(11), 10).empty());
   EXPECT_EQ(store_->PutTenant({.id = "q", .queue_limits = {{"slow", 0}}}).code(),
             StatusCode::kInvalidArgument);
+}
+
+// ---- Cluster --------------------------------------------------------------------------------
+
+TEST_P(StoreContractTest, LeaderLeaseHasOneHolderAndItsEpochGrowsOnEachChange) {
+  auto none = store_->GetLeader(At(0));
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_EQ(*none, std::nullopt);
+
+  auto a = store_->AcquireLeadership("a", At(0), std::chrono::seconds(10));
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(a->node, "a");
+  EXPECT_EQ(a->expires_at, At(10));
+  const int64_t first = a->epoch;
+  EXPECT_GE(first, 1);
+
+  // Someone else while a's lease runs: a's lease comes back, unchanged.
+  auto b = store_->AcquireLeadership("b", At(5), std::chrono::seconds(10));
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->node, "a");
+  EXPECT_EQ(b->epoch, first);
+  EXPECT_EQ(b->expires_at, At(10));
+
+  // The holder renews: same epoch, later expiry.
+  auto renewed = store_->AcquireLeadership("a", At(8), std::chrono::seconds(10));
+  ASSERT_TRUE(renewed.ok());
+  EXPECT_EQ(renewed->node, "a");
+  EXPECT_EQ(renewed->epoch, first);
+  EXPECT_EQ(renewed->expires_at, At(18));
+  auto current = store_->GetLeader(At(17));
+  ASSERT_TRUE(current.ok());
+  ASSERT_TRUE(current->has_value());
+  EXPECT_EQ((*current)->node, "a");
+
+  // Expired: b takes it with a new epoch; a coming back later does not get it.
+  EXPECT_EQ(*store_->GetLeader(At(18)), std::nullopt);
+  b = store_->AcquireLeadership("b", At(18), std::chrono::seconds(10));
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->node, "b");
+  EXPECT_EQ(b->epoch, first + 1);
+  auto late = store_->AcquireLeadership("a", At(19), std::chrono::seconds(10));
+  ASSERT_TRUE(late.ok());
+  EXPECT_EQ(late->node, "b");
+
+  // A holder coming back after its own lease expired gets a new epoch too.
+  auto again = store_->AcquireLeadership("b", At(40), std::chrono::seconds(10));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->node, "b");
+  EXPECT_EQ(again->epoch, first + 2);
+
+  // Release: only by the holder of that epoch; the next holder's epoch still grows.
+  ASSERT_TRUE(store_->ReleaseLeadership("a", first + 2).ok());
+  EXPECT_TRUE(store_->GetLeader(At(41))->has_value()) << "not a's to release";
+  ASSERT_TRUE(store_->ReleaseLeadership("b", first + 1).ok());
+  EXPECT_TRUE(store_->GetLeader(At(41))->has_value()) << "an old epoch releases nothing";
+  ASSERT_TRUE(store_->ReleaseLeadership("b", first + 2).ok());
+  EXPECT_EQ(*store_->GetLeader(At(41)), std::nullopt);
+  auto c = store_->AcquireLeadership("c", At(41), std::chrono::seconds(10));
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->node, "c");
+  EXPECT_EQ(c->epoch, first + 3);
+}
+
+TEST_P(StoreContractTest, OnlyTheCurrentLeaderWritesTheAssignment) {
+  auto empty = store_->GetAssignment();
+  ASSERT_TRUE(empty.ok()) << empty.status().ToString();
+  EXPECT_EQ(empty->epoch, 0);
+  EXPECT_THAT(empty->owners, IsEmpty());
+
+  auto a = store_->AcquireLeadership("a", At(0), std::chrono::seconds(10));
+  ASSERT_TRUE(a.ok());
+  const TenantOwners owners = {{"default", "a"}, {"acme", "b"}};
+  ASSERT_TRUE(store_->PutAssignment("a", a->epoch, At(1), owners).ok());
+  auto got = store_->GetAssignment();
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->epoch, a->epoch);
+  EXPECT_EQ(got->owners, owners);
+  EXPECT_EQ(got->updated_at, At(1));
+
+  // Not the holder, a wrong epoch, an expired lease: refused, nothing written.
+  const TenantOwners other = {{"default", "b"}};
+  EXPECT_EQ(store_->PutAssignment("b", a->epoch, At(2), other).code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->PutAssignment("a", a->epoch + 1, At(2), other).code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->PutAssignment("a", a->epoch, At(10), other).code(),
+            StatusCode::kFailedPrecondition);
+  // A deposed leader (b took over) cannot overwrite b's assignment.
+  auto b = store_->AcquireLeadership("b", At(11), std::chrono::seconds(10));
+  ASSERT_TRUE(b.ok());
+  ASSERT_EQ(b->node, "b");
+  EXPECT_EQ(store_->PutAssignment("a", a->epoch, At(12), other).code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->GetAssignment()->owners, owners);
+  ASSERT_TRUE(store_->PutAssignment("b", b->epoch, At(12), other).ok());
+  EXPECT_EQ(store_->GetAssignment()->owners, other);
+  EXPECT_EQ(store_->GetAssignment()->epoch, b->epoch);
 }
 
 }  // namespace jobsched::contract

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -657,6 +658,56 @@ TEST(RunIdTest, DependencyRunIdDiffersForDifferentParents) {
   EXPECT_EQ(ids.size(), parents.size());
   EXPECT_NE(DependencyRunId("report", {"x@1"}), DependencyRunId("other", {"x@1"}));
   EXPECT_TRUE(DependencyRunId("other", {"x@1"}).starts_with("other@d"));
+}
+
+// ---- Tenant assignment ----------------------------------------------------------------------
+
+std::map<std::string, int> Load(const std::map<std::string, std::string>& owners) {
+  std::map<std::string, int> load;
+  for (const auto& [tenant, node] : owners) ++load[node];
+  return load;
+}
+
+TEST(AssignTenants, EveryTenantGetsALiveNodeAndNoNodeExceedsItsShare) {
+  const std::vector<std::string> tenants = {"a", "b", "c", "d", "e", "f", "g"};
+  const std::vector<std::string> nodes = {"n1", "n2", "n3"};
+  auto owners = AssignTenants({}, tenants, nodes);
+  ASSERT_EQ(owners.size(), tenants.size());
+  for (const auto& [tenant, node] : owners) {
+    EXPECT_NE(std::find(nodes.begin(), nodes.end(), node), nodes.end()) << tenant;
+  }
+  for (const auto& [node, n] : Load(owners)) EXPECT_LE(n, 3) << node;  // ceil(7 / 3)
+  EXPECT_EQ(Load(owners).size(), 3u) << "all three nodes get work";
+  EXPECT_EQ(AssignTenants({}, tenants, nodes), owners) << "deterministic";
+}
+
+TEST(AssignTenants, IsStickyWhileOwnersLiveAndMovesOnlyTheDeadNodesTenants) {
+  const std::vector<std::string> tenants = {"a", "b", "c", "d", "e", "f"};
+  auto before = AssignTenants({}, tenants, {"n1", "n2", "n3"});
+  // n2 dies: only its tenants move, to the survivors, evenly.
+  auto after = AssignTenants(before, tenants, {"n1", "n3"});
+  for (const auto& [tenant, node] : before) {
+    if (node != "n2") {
+      EXPECT_EQ(after[tenant], node) << tenant << " moved needlessly";
+    }
+    EXPECT_NE(after[tenant], "n2") << tenant;
+  }
+  EXPECT_EQ(Load(after), (std::map<std::string, int>{{"n1", 3}, {"n3", 3}}));
+  // n2 comes back: it takes a share from the others (balanced), the rest stays.
+  auto rejoined = AssignTenants(after, tenants, {"n1", "n2", "n3"});
+  EXPECT_EQ(Load(rejoined), (std::map<std::string, int>{{"n1", 2}, {"n2", 2}, {"n3", 2}}));
+  int moved = 0;
+  for (const auto& [tenant, node] : after) moved += rejoined[tenant] != node;
+  EXPECT_EQ(moved, 2);
+}
+
+TEST(AssignTenants, NoNodesNoAssignmentAndFewerTenantsThanNodes) {
+  EXPECT_TRUE(AssignTenants({}, {"a"}, {}).empty());
+  auto one = AssignTenants({{"default", "n2"}}, {"default"}, {"n1", "n2", "n3"});
+  EXPECT_EQ(one, (std::map<std::string, std::string>{{"default", "n2"}}));
+  // A previous owner that is gone, and a tenant that is gone: neither appears.
+  auto two = AssignTenants({{"default", "n9"}, {"old", "n1"}}, {"default"}, {"n1", "n2"});
+  EXPECT_EQ(two, (std::map<std::string, std::string>{{"default", "n1"}}));
 }
 
 }  // namespace
