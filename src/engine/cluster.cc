@@ -59,9 +59,9 @@ Status ClusterActor::Tick() {
     next_renew_ = {};
     return nodes.status();
   }
-  if (steady >= next_renew_ || !leader_.load()) {
+  if (now >= next_renew_ || !leader_.load()) {
     Status s = Lead(now, *nodes);
-    next_renew_ = steady + options_.leader_renew;
+    next_renew_ = now + options_.leader_renew;
     if (!s.ok()) {
       next_renew_ = {};
       return s;
@@ -91,7 +91,6 @@ Status ClusterActor::Tick() {
 }
 
 Status ClusterActor::Lead(TimePoint now, const std::vector<NodeInfo>& nodes) {
-  const auto asked = std::chrono::steady_clock::now();  // the lease counts from before the call
   auto lease = store_.AcquireLeadership(options_.node_id, now, options_.leader_ttl);
   if (!lease.ok() || lease->node != options_.node_id) {
     if (leader_.exchange(false)) {
@@ -100,8 +99,7 @@ Status ClusterActor::Lead(TimePoint now, const std::vector<NodeInfo>& nodes) {
     }
     return lease.status();
   }
-  leader_until_ns_.store(
-      (asked + options_.leader_ttl).time_since_epoch().count());
+  leader_until_ms_.store(ToUnixMillis(lease->expires_at));
   if (!leader_.exchange(true) || lease->epoch != lease_.epoch) {
     spdlog::info("leader: this node leads the cluster (epoch {})", lease->epoch);
   }
@@ -136,8 +134,7 @@ Status ClusterActor::Lead(TimePoint now, const std::vector<NodeInfo>& nodes) {
 }
 
 bool ClusterActor::IsLeader() const {
-  return leader_.load() &&
-         std::chrono::steady_clock::now().time_since_epoch().count() < leader_until_ns_.load();
+  return leader_.load() && ToUnixMillis(clock_.Now()) < leader_until_ms_.load();
 }
 
 TenantScope ClusterActor::Scope() const {

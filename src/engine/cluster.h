@@ -75,8 +75,8 @@ class ClusterActor {
   void Stop();
 
   // Whether this node holds the leader lease: false as soon as a renewal fails, and once the
-  // lease's TTL has passed on this node's steady clock since it was last renewed (a node that
-  // was frozen does not act on a lease it may have lost).
+  // lease's expiry has passed (a node that was frozen does not act on a lease it may have
+  // lost).
   bool IsLeader() const;
   TenantScope Scope() const;
   // Reads the store (not the cached view).
@@ -92,11 +92,12 @@ class ClusterActor {
   const std::function<void()> on_scope_change_;
 
   // Only the actor thread (or the Tick caller):
-  std::chrono::steady_clock::time_point next_sync_{}, next_renew_{};
+  std::chrono::steady_clock::time_point next_sync_{};
+  TimePoint next_renew_{};
   LeaderLease lease_;
 
   std::atomic<bool> leader_{false};
-  std::atomic<int64_t> leader_until_ns_{0};  // steady clock, since its epoch
+  std::atomic<int64_t> leader_until_ms_{0};  // the lease's expiry (clock_, Unix ms)
   mutable std::mutex mu_;
   TenantScope scope_;  // guarded by mu_
   ActorThread thread_;

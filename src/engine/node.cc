@@ -1,7 +1,10 @@
 #include "engine/node.h"
 
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 namespace jobsched {
 
@@ -11,13 +14,57 @@ std::string DefaultNodeId() {
   return host;
 }
 
+namespace {
+
+// The node id this process may use: `wanted`, unless a live node of another process (another
+// host, or a running process of this host) heartbeats with it. Then a defaulted id becomes
+// "<host>-<pid>" and an id that was given is an error. A record of a process of this host that
+// is gone is a restart: the id is ours again.
+Result<std::string> ClaimNodeId(Store& store, const Clock* clock, const std::string& wanted,
+                                bool defaulted, Duration dead_after) {
+  auto nodes = store.ListNodes();
+  if (!nodes.ok()) {
+    spdlog::warn("node {}: cannot check that the node id is free: {}", wanted,
+                 nodes.status().ToString());
+    return wanted;
+  }
+  TimePoint now = clock != nullptr ? clock->Now() : Clock::Real()->Now();
+  if (clock == nullptr) {
+    auto server = store.ServerTime();
+    if (server.ok() && server->has_value()) now = **server;
+  }
+  const std::string host = DefaultNodeId();
+  for (const NodeInfo& n : *nodes) {
+    if (n.id != wanted || now - n.heartbeat_at >= dead_after) continue;
+    const bool same_host = n.host == host;
+    if (same_host && (n.pid == ::getpid() || (::kill(n.pid, 0) != 0 && errno == ESRCH))) {
+      continue;  // this process, or a previous process of this host that is gone
+    }
+    if (defaulted) {
+      std::string unique = host + "-" + std::to_string(::getpid());
+      spdlog::info("node id {} is in use by {} pid {}; this node is {}", wanted, n.host, n.pid,
+                   unique);
+      return unique;
+    }
+    return InvalidArgument("node_id: '" + wanted + "' is in use by a live node (host " + n.host +
+                               ", pid " + std::to_string(n.pid) + ", last heartbeat " +
+                               std::to_string((now - n.heartbeat_at).count()) +
+                               " ms ago); give each node its own node id",
+                           "node_id");
+  }
+  return wanted;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Node>> Node::Create(SchedulerOptions options) {
   std::shared_ptr<Store> store = options.store;
   if (!store) {
     ASSIGN_OR_RETURN(std::unique_ptr<Store> opened, OpenStore(options.store_url));
     store = std::move(opened);
   }
-  if (options.node_id.empty()) options.node_id = DefaultNodeId();
+  const bool defaulted = options.node_id.empty();
+  if (defaulted) options.node_id = DefaultNodeId();
   if (options.concurrency < 1)
     return InvalidArgument("concurrency: must be at least 1", "concurrency");
   if (options.lease <= options.renew_interval) {
@@ -36,6 +83,8 @@ Result<std::unique_ptr<Node>> Node::Create(SchedulerOptions options) {
                          {options.leader_renew, "leader_renew"}}) {
     if (d.count() <= 0) return InvalidArgument(std::string(name) + ": must be positive", name);
   }
+  ASSIGN_OR_RETURN(options.node_id, ClaimNodeId(*store, options.clock, options.node_id, defaulted,
+                                                options.node_dead_after));
   return std::unique_ptr<Node>(new Node(std::move(options), std::move(store)));
 }
 

@@ -1,0 +1,194 @@
+// The cluster actor on one shared store with a fake clock: leadership, its epoch, tenant
+// assignment and the scope each node fires, as nodes join and die; and the node id check.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <jobsched/store.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+
+#include "engine/cluster.h"
+#include "engine/node.h"
+#include "store/sqlite_store.h"
+
+namespace jobsched {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+const TimePoint kT0 = FromUnixMillis(1'700'000'000'000);
+
+class ClusterActorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto opened = SqliteStore::Open({.path = ":memory:"});
+    ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+    store_ = std::move(opened).value();
+    for (const char* t : {"acme", "beta", "gamma"}) {
+      ASSERT_TRUE(store_->PutTenant({.id = t, .created_at = kT0, .updated_at = kT0}).ok());
+    }
+  }
+
+  std::unique_ptr<ClusterActor> Actor(const std::string& id) {
+    return std::make_unique<ClusterActor>(*store_, clock_, nullptr,
+                                          ClusterOptions{.node_id = id,
+                                                         .leader_ttl = Duration(10000),
+                                                         .leader_renew = Duration(3000),
+                                                         .node_dead_after = Duration(10000)},
+                                          nullptr);
+  }
+  void Beat(const std::string& id) {
+    ASSERT_TRUE(store_->Heartbeat({.id = id, .host = "h", .heartbeat_at = clock_.Now()}).ok());
+  }
+  TenantOwners Owners() {
+    Result<Assignment> a = store_->GetAssignment();
+    EXPECT_TRUE(a.ok()) << a.status().ToString();
+    return a.ok() ? a->owners : TenantOwners{};
+  }
+  std::map<std::string, int> Load() {
+    std::map<std::string, int> load;
+    for (const auto& [tenant, node] : Owners()) ++load[node];
+    return load;
+  }
+
+  FakeClock clock_{kT0};
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(ClusterActorTest, OneLeaderAssignsTenantsAndEachNodeFiresOnlyItsOwnAndOrphans) {
+  auto a = Actor("a"), b = Actor("b");
+  Beat("a");
+  ASSERT_TRUE(a->Tick().ok());
+  EXPECT_TRUE(a->IsLeader());
+  // Alone: a owns every tenant ("default" included) and fires everything.
+  EXPECT_EQ(Load(), (std::map<std::string, int>{{"a", 4}}));
+  EXPECT_THAT(a->Scope().excluded, IsEmpty());
+
+  Beat("b");
+  ASSERT_TRUE(b->Tick().ok());
+  EXPECT_FALSE(b->IsLeader()) << "a's lease runs";
+  // b is not assigned anything yet: a's tenants are a's.
+  EXPECT_THAT(b->Scope().excluded, ElementsAre("acme", "beta", "default", "gamma"));
+
+  // a renews (leader_renew later) and rebalances: two tenants each, a keeps two of its own.
+  clock_.Advance(Duration(3000));
+  Beat("a");
+  Beat("b");
+  ASSERT_TRUE(a->Tick().ok());
+  ASSERT_TRUE(b->Tick().ok());
+  EXPECT_EQ(Load(), (std::map<std::string, int>{{"a", 2}, {"b", 2}}));
+  const TenantOwners owners = Owners();
+  for (const auto& [tenant, owner] : owners) {
+    EXPECT_EQ(a->Scope().Covers(tenant), owner == "a") << tenant;
+    EXPECT_EQ(b->Scope().Covers(tenant), owner == "b") << tenant;
+  }
+  auto status = a->Describe();
+  ASSERT_TRUE(status.ok());
+  ASSERT_TRUE(status->leader.has_value());
+  EXPECT_EQ(status->leader->node, "a");
+  ASSERT_EQ(status->members.size(), 2u);
+  EXPECT_TRUE(status->members[0].alive);
+  EXPECT_EQ(status->members[1].tenants.size(), 2u);
+}
+
+TEST_F(ClusterActorTest, WhenTheLeaderDiesAnotherTakesOverWithAHigherEpochAndItsTenants) {
+  auto a = Actor("a"), b = Actor("b");
+  Beat("a");
+  Beat("b");
+  ASSERT_TRUE(a->Tick().ok());
+  ASSERT_TRUE(b->Tick().ok());
+  clock_.Advance(Duration(3000));
+  Beat("a");
+  Beat("b");
+  ASSERT_TRUE(a->Tick().ok());
+  ASSERT_TRUE(b->Tick().ok());
+  const int64_t epoch = store_->GetLeader(clock_.Now())->value().epoch;
+  ASSERT_EQ(Load(), (std::map<std::string, int>{{"a", 2}, {"b", 2}}));
+
+  // a stops heartbeating and renewing. Once its heartbeat is older than node_dead_after, b
+  // fires a's tenants too (orphans), before any new assignment.
+  clock_.Advance(Duration(10001));
+  Beat("b");
+  ASSERT_TRUE(b->Tick().ok());
+  EXPECT_THAT(b->Scope().excluded, IsEmpty());
+  // a's lease (renewed at +3 s, TTL 10 s) has expired too: b leads with the next epoch and
+  // owns every tenant.
+  EXPECT_TRUE(b->IsLeader());
+  auto leader = store_->GetLeader(clock_.Now());
+  ASSERT_TRUE(leader.ok());
+  ASSERT_TRUE(leader->has_value());
+  EXPECT_EQ((*leader)->node, "b");
+  EXPECT_EQ((*leader)->epoch, epoch + 1);
+  EXPECT_EQ(Load(), (std::map<std::string, int>{{"b", 4}}));
+
+  // a comes back: it is not the leader, and its next assignment write would be refused.
+  Beat("a");
+  ASSERT_TRUE(a->Tick().ok());
+  EXPECT_FALSE(a->IsLeader());
+  EXPECT_EQ(store_->PutAssignment("a", epoch, clock_.Now(), {{"acme", "a"}}).code(),
+            StatusCode::kFailedPrecondition);
+}
+
+TEST_F(ClusterActorTest, AStoppedLeaderGivesTheLeaseUpAtOnce) {
+  auto a = Actor("a"), b = Actor("b");
+  Beat("a");
+  ASSERT_TRUE(a->Tick().ok());
+  ASSERT_TRUE(a->IsLeader());
+  a->Stop();
+  EXPECT_FALSE(a->IsLeader());
+  Beat("b");
+  ASSERT_TRUE(b->Tick().ok());
+  EXPECT_TRUE(b->IsLeader()) << "no wait for the TTL after a clean stop";
+}
+
+// ---- Node ids -------------------------------------------------------------------------------
+
+TEST(NodeIdTest, AGivenIdInUseByALiveNodeElsewhereIsRefusedAndADefaultedOneMadeUnique) {
+  FakeClock clock(kT0);
+  std::shared_ptr<Store> store = SqliteStore::Open({.path = ":memory:"}).value();
+  ASSERT_TRUE(store
+                  ->Heartbeat({.id = "n1", .host = "elsewhere", .pid = 4242,
+                               .heartbeat_at = clock.Now()})
+                  .ok());
+  ASSERT_TRUE(store
+                  ->Heartbeat({.id = DefaultNodeId(), .host = "elsewhere", .pid = 4242,
+                               .heartbeat_at = clock.Now()})
+                  .ok());
+
+  auto taken = Node::Create({.store = store, .node_id = "n1", .clock = &clock});
+  ASSERT_FALSE(taken.ok());
+  EXPECT_EQ(taken.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(taken.status().message(), HasSubstr("node_id: 'n1' is in use"));
+  EXPECT_THAT(taken.status().message(), HasSubstr("elsewhere"));
+
+  auto defaulted = Node::Create({.store = store, .clock = &clock});
+  ASSERT_TRUE(defaulted.ok()) << defaulted.status().ToString();
+  EXPECT_EQ((*defaulted)->options().node_id, DefaultNodeId() + "-" + std::to_string(::getpid()));
+
+  // Dead (no heartbeat for node_dead_after): the id is free again.
+  clock.Advance(Duration(10000));
+  auto free_again = Node::Create({.store = store, .node_id = "n1", .clock = &clock});
+  EXPECT_TRUE(free_again.ok()) << free_again.status().ToString();
+}
+
+TEST(NodeIdTest, ARecordOfThisProcessOrOfAGoneProcessOfThisHostIsARestart) {
+  FakeClock clock(kT0);
+  std::shared_ptr<Store> store = SqliteStore::Open({.path = ":memory:"}).value();
+  ASSERT_TRUE(store
+                  ->Heartbeat({.id = "me", .host = DefaultNodeId(), .pid = ::getpid(),
+                               .heartbeat_at = clock.Now()})
+                  .ok());
+  EXPECT_TRUE(Node::Create({.store = store, .node_id = "me", .clock = &clock}).ok());
+  // A pid that cannot be running (above the kernel's pid_max).
+  ASSERT_TRUE(store
+                  ->Heartbeat({.id = "gone", .host = DefaultNodeId(), .pid = 1 << 30,
+                               .heartbeat_at = clock.Now()})
+                  .ok());
+  EXPECT_TRUE(Node::Create({.store = store, .node_id = "gone", .clock = &clock}).ok());
+}
+
+}  // namespace
+}  // namespace jobsched
