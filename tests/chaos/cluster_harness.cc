@@ -99,6 +99,17 @@ std::string DescribeRun(const RunRecord& run) {
   return out + "]";
 }
 
+void ExpectOneSucceededRunPerOccurrence(const std::vector<RunRecord>& runs,
+                                        const std::set<std::string>& expected) {
+  std::set<std::string> actual;
+  for (const RunRecord& r : runs) {
+    EXPECT_TRUE(actual.insert(r.id).second) << "two records of run " << r.id;
+    EXPECT_EQ(r.state, RunState::kSucceeded) << DescribeRun(r);
+  }
+  for (const std::string& id : expected) EXPECT_TRUE(actual.count(id)) << "lost occurrence " << id;
+  for (const std::string& id : actual) EXPECT_TRUE(expected.count(id)) << "unexpected run " << id;
+}
+
 // ---- ServeNode ------------------------------------------------------------------------------
 
 std::string ServeNode::Log() const { return ReadFile(log_path_); }
@@ -217,12 +228,8 @@ void Cluster::KillStrays() {
 }
 
 bool Cluster::StartRedis() {
-  redis_.SetUp();
-  if (!redis_.ok()) {
-    ADD_FAILURE() << "the chaos tests need a redis-server of their own: " << redis_.error();
-    return false;
-  }
-  return true;
+  redis_.SetUp();  // a failure names what is missing
+  return redis_.ok();
 }
 
 std::string Cluster::redis_url() const { return "redis://" + redis_.address(); }
@@ -327,21 +334,6 @@ ServeNode* Cluster::StartNode(NodeOptions options) {
   return n;
 }
 
-std::pair<int, std::string> Cluster::StartNodeExpectingExit(NodeOptions options) {
-  std::unique_ptr<ServeNode> node = Spawn(options);
-  if (node == nullptr) return {-1, ""};
-  int status = 0;
-  pid_t got = 0;
-  WaitUntil([&] { return (got = waitpid(node->pid_, &status, WNOHANG)) == node->pid_; },
-            std::chrono::seconds(10));
-  if (got != node->pid_) {
-    node->Kill();
-    return {-1, node->Log()};
-  }
-  node->pid_ = -1;
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), node->Log()};
-}
-
 ServeNode* Cluster::node(const std::string& id) const {
   for (const auto& n : nodes_) {
     if (n->id() == id) return n.get();
@@ -376,6 +368,43 @@ Result<RunRecord> Cluster::Run(const std::string& tenant, const std::string& run
   return store->GetRun(tenant, run_id);
 }
 
+std::optional<RunRecord> Cluster::WaitForRun(const std::string& tenant, const std::string& run_id,
+                                             const std::function<bool(const RunRecord&)>& done,
+                                             milliseconds limit) {
+  std::optional<RunRecord> out;
+  WaitUntil(
+      [&] {
+        auto run = Run(tenant, run_id);
+        if (run.ok() && done(*run)) out = std::move(run).value();
+        return out.has_value();
+      },
+      limit);
+  return out;
+}
+
+std::optional<std::vector<RunRecord>> Cluster::WaitForFinalRuns(const std::string& tenant,
+                                                                size_t count, milliseconds limit) {
+  std::vector<RunRecord> runs;
+  size_t final_runs = 0;
+  const bool settled = WaitUntil(
+      [&] {
+        auto got = Runs(tenant);
+        if (!got.ok()) return false;
+        runs = std::move(got).value();
+        final_runs = 0;
+        for (const RunRecord& r : runs) final_runs += IsTerminal(r.state);
+        return runs.size() >= count && final_runs == runs.size();
+      },
+      limit);
+  if (!settled) {
+    ADD_FAILURE() << "tenant " << tenant << ": " << runs.size() << " runs (" << count
+                  << " expected), " << final_runs << " of them final, after "
+                  << limit.count() / 1000 << " s";
+    return std::nullopt;
+  }
+  return runs;
+}
+
 Result<std::vector<RunRecord>> Cluster::Runs(const std::string& tenant, const std::string& job_id) {
   ASSIGN_OR_RETURN(RedisStore * store, store());
   std::vector<RunRecord> out;
@@ -398,6 +427,12 @@ Json Cluster::ShellHandler(const std::string& body) const {
       {"type", "shell"},
       {"command", {"/bin/sh", "-c", script}},
       {"env", {{"CHAOS_LOG", handler_log()}, {"PIDS", (fs::path(dir_) / "pids").string()}}}};
+}
+
+Json Cluster::SlowFirstAttemptHandler() const {
+  return ShellHandler(
+      "echo $$ > \"$PIDS/$JOBSCHED_RUN_ID.$JOBSCHED_ATTEMPT\"\n"
+      "if [ \"$JOBSCHED_ATTEMPT\" = 1 ]; then sleep 30; else sleep 1; fi");
 }
 
 std::vector<HandlerLine> Cluster::HandlerLines() const {

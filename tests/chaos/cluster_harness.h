@@ -33,6 +33,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <ostream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -78,7 +79,6 @@ class ServeNode {
 
   // What the process wrote to stdout and stderr so far.
   std::string Log() const;
-  bool LogHas(const std::string& text) const { return Log().find(text) != std::string::npos; }
   // Log lines that contain every one of `parts`.
   std::vector<std::string> LogLines(const std::vector<std::string>& parts) const;
 
@@ -135,9 +135,6 @@ class Cluster {
   // with the timing flags and `extra_flags`, and waits until it listens and /readyz answers
   // 200. nullptr, with a test failure quoting its log, when it exits or is not ready in 20 s.
   ServeNode* StartNode(NodeOptions options);
-  // Like StartNode, but for a node expected to refuse its flags: waits for its exit and returns
-  // the exit code with the log (-1 if it was still running after 10 s; it is killed then).
-  std::pair<int, std::string> StartNodeExpectingExit(NodeOptions options);
 
   ServeNode* node(const std::string& id) const;
   ServeNode* NodeByPid(pid_t pid) const;
@@ -148,6 +145,14 @@ class Cluster {
   // test's own connection (kUnavailable while Redis is down).
   Result<std::vector<RunRecord>> Runs(const std::string& tenant, const std::string& job_id = "");
   Result<RunRecord> Run(const std::string& tenant, const std::string& run_id);
+  // Polls the run until `done` holds for it; the run then, or nullopt after `limit`.
+  std::optional<RunRecord> WaitForRun(const std::string& tenant, const std::string& run_id,
+                                      const std::function<bool(const RunRecord&)>& done,
+                                      std::chrono::milliseconds limit);
+  // Polls until the tenant has at least `count` runs and every one is final; them, or nullopt
+  // (with a test failure saying how far it got) after `limit`.
+  std::optional<std::vector<RunRecord>> WaitForFinalRuns(const std::string& tenant, size_t count,
+                                                         std::chrono::milliseconds limit);
 
   // The cluster's directory and the handler log every shell job appends to.
   const std::string& dir() const { return dir_; }
@@ -156,6 +161,9 @@ class Cluster {
   // `body` (sh), then appends "... end". `body` may use $JOBSCHED_ATTEMPT, $JOBSCHED_RUN_ID and
   // $PIDS (a directory: the tests write "$PIDS/<run id>.<attempt>" with the shell's $$).
   Json ShellHandler(const std::string& body) const;
+  // A ShellHandler that writes its pid to $PIDS (see HandlerPid) and sleeps 30 s in attempt 1
+  // (far past any lease here: it stays running until stopped) and 1 s in later attempts.
+  Json SlowFirstAttemptHandler() const;
   std::vector<HandlerLine> HandlerLines() const;
   // The pid the handler of (run, attempt) wrote to $PIDS, once written.
   std::optional<pid_t> HandlerPid(const std::string& run_id, int attempt) const;
@@ -191,5 +199,10 @@ std::string Rfc3339(TimePoint t);
 
 // "<run id>: <state>, attempts [node1 lease_lost, node2 succeeded]" for failure messages.
 std::string DescribeRun(const RunRecord& run);
+
+// DESIGN §4 "one run per occurrence, no lost occurrences" from the records: the runs' ids are
+// exactly `expected` (one per occurrence, none missing, none extra) and every run succeeded.
+void ExpectOneSucceededRunPerOccurrence(const std::vector<RunRecord>& runs,
+                                        const std::set<std::string>& expected);
 
 }  // namespace jobsched::chaos

@@ -26,25 +26,21 @@ TEST(Chaos, NodeCutFromRedisFencesItselfAnswers503AndComesBack) {
   ASSERT_NE(node1, nullptr);
 
   // node1 is alone when the long attempt starts, so it is node1's.
-  const Json long_job = {
-      {"handler", cluster.ShellHandler("echo $$ > \"$PIDS/$JOBSCHED_RUN_ID.$JOBSCHED_ATTEMPT\"\n"
-                                       "if [ \"$JOBSCHED_ATTEMPT\" = 1 ]; then sleep 30; else "
-                                       "sleep 1; fi")}};
-  ASSERT_EQ(node1->Put("/v1/tenants/default/jobs/long", long_job).status, 201);
+  ASSERT_EQ(
+      node1->Put("/v1/tenants/default/jobs/long", {{"handler", cluster.SlowFirstAttemptHandler()}})
+          .status,
+      201);
   const HttpReply trigger = node1->Post("/v1/tenants/default/jobs/long/trigger");
   ASSERT_EQ(trigger.status, 201) << trigger;
   const std::string run_id = trigger.json["run_ids"][0];
-  pid_t child = 0;
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        auto run = cluster.Run("default", run_id);
-        auto pid = cluster.HandlerPid(run_id, 1);
-        if (!run.ok() || run->state != RunState::kRunning || !pid) return false;
-        child = *pid;
-        return true;
+  ASSERT_TRUE(cluster.WaitForRun(
+      "default", run_id,
+      [&](const RunRecord& r) {
+        return r.state == RunState::kRunning && cluster.HandlerPid(run_id, 1).has_value();
       },
       seconds(20)))
       << "attempt 1 never ran";
+  const pid_t child = *cluster.HandlerPid(run_id, 1);
   ServeNode* node2 = cluster.StartNode({.id = "node2"});
   ServeNode* node3 = cluster.StartNode({.id = "node3"});
   ASSERT_NE(node2, nullptr);
@@ -60,16 +56,11 @@ TEST(Chaos, NodeCutFromRedisFencesItselfAnswers503AndComesBack) {
   EXPECT_TRUE(WaitUntil([&] { return !ProcessAlive(child); }, seconds(15)))
       << "node1 did not stop its child " << child;
 
-  RunRecord done;
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        auto run = cluster.Run("default", run_id);
-        if (!run.ok() || run->state != RunState::kSucceeded) return false;
-        done = *run;
-        return true;
-      },
-      seconds(30)))
-      << "the run was not executed on another node";
+  const auto succeeded = cluster.WaitForRun(
+      "default", run_id, [](const RunRecord& r) { return r.state == RunState::kSucceeded; },
+      seconds(30));
+  ASSERT_TRUE(succeeded) << "the run was not executed on another node";
+  const RunRecord& done = *succeeded;
   ASSERT_EQ(done.attempts.size(), 2u) << DescribeRun(done);
   EXPECT_EQ(done.attempts[0].node, "node1") << DescribeRun(done);
   EXPECT_EQ(done.attempts[0].outcome, "lease_lost") << DescribeRun(done);
@@ -96,23 +87,18 @@ TEST(Chaos, NodeCutFromRedisFencesItselfAnswers503AndComesBack) {
       << "node1 did not become ready after the connection came back";
   node2->Kill();
   node3->Kill();
-  const Json quick = {{"handler", cluster.ShellHandler("true")}};
-  ASSERT_EQ(node1->Put("/v1/tenants/default/jobs/quick", quick).status, 201);
+  ASSERT_EQ(
+      node1->Put("/v1/tenants/default/jobs/quick", {{"handler", cluster.ShellHandler("true")}})
+          .status,
+      201);
   const HttpReply again = node1->Post("/v1/tenants/default/jobs/quick/trigger");
   ASSERT_EQ(again.status, 201) << again;
   const std::string quick_run = again.json["run_ids"][0];
-  RunRecord quick_done;
-  EXPECT_TRUE(WaitUntil(
-      [&] {
-        auto run = cluster.Run("default", quick_run);
-        if (!run.ok() || !IsTerminal(run->state)) return false;
-        quick_done = *run;
-        return true;
-      },
-      seconds(20)))
-      << "node1 ran no new work after the connection came back";
-  EXPECT_EQ(quick_done.state, RunState::kSucceeded) << DescribeRun(quick_done);
-  EXPECT_EQ(quick_done.node, "node1") << DescribeRun(quick_done);
+  const auto quick_done = cluster.WaitForRun(
+      "default", quick_run, [](const RunRecord& r) { return IsTerminal(r.state); }, seconds(20));
+  ASSERT_TRUE(quick_done) << "node1 ran no new work after the connection came back";
+  EXPECT_EQ(quick_done->state, RunState::kSucceeded) << DescribeRun(*quick_done);
+  EXPECT_EQ(quick_done->node, "node1") << DescribeRun(*quick_done);
 
   // node1's late view of the first run changed nothing.
   auto after = cluster.Run("default", run_id);

@@ -183,35 +183,11 @@ TEST(Chaos, LeaderFailoverElectsANewLeaderAndKeepsEveryCronOccurrence) {
       << "the dead leader is still assigned tenants or alive; last /v1/cluster: " << view;
 
   // Every occurrence of the window: exactly one run, succeeded.
-  std::map<std::string, std::vector<RunRecord>> runs;
-  const bool settled = WaitUntil(
-      [&] {
-        for (const std::string& tenant : kTenants) {
-          auto got = cluster.Runs(tenant);
-          if (!got.ok()) return false;
-          runs[tenant] = std::move(got).value();
-          if (runs[tenant].size() < expected[tenant].size()) return false;
-          for (const RunRecord& r : runs[tenant]) {
-            if (!IsTerminal(r.state)) return false;
-          }
-        }
-        return true;
-      },
-      seconds(60));
-  ASSERT_TRUE(settled) << "not every occurrence of the window has a final run";
   for (const std::string& tenant : kTenants) {
-    std::set<std::string> actual;
-    for (const RunRecord& r : runs[tenant]) {
-      actual.insert(r.id);
-      EXPECT_EQ(r.state, RunState::kSucceeded) << tenant << " " << DescribeRun(r);
-    }
-    EXPECT_EQ(runs[tenant].size(), actual.size()) << tenant;
-    for (const std::string& id : expected[tenant]) {
-      EXPECT_TRUE(actual.count(id)) << "lost occurrence " << tenant << "/" << id;
-    }
-    for (const std::string& id : actual) {
-      EXPECT_TRUE(expected[tenant].count(id)) << "unexpected run " << tenant << "/" << id;
-    }
+    SCOPED_TRACE("tenant " + tenant);
+    const auto runs = cluster.WaitForFinalRuns(tenant, expected[tenant].size(), seconds(60));
+    ASSERT_TRUE(runs);
+    ExpectOneSucceededRunPerOccurrence(*runs, expected[tenant]);
   }
 }
 

@@ -84,29 +84,9 @@ TEST(Chaos, RedisRestartWithAppendOnlyFileLosesAndDoublesNoOccurrence) {
         << n->id() << " did not become ready after Redis came back";
   }
 
-  std::vector<RunRecord> runs;
-  const bool settled = WaitUntil(
-      [&] {
-        auto got = cluster.Runs("default");
-        if (!got.ok()) return false;
-        runs = std::move(got).value();
-        if (runs.size() < expected.size()) return false;
-        for (const RunRecord& r : runs) {
-          if (!IsTerminal(r.state)) return false;
-        }
-        return true;
-      },
-      seconds(60));
-  ASSERT_TRUE(settled) << runs.size() << " runs of " << expected.size()
-                       << " expected, not all final";
-  std::set<std::string> actual;
-  for (const RunRecord& r : runs) {
-    actual.insert(r.id);
-    EXPECT_EQ(r.state, RunState::kSucceeded) << DescribeRun(r);
-  }
-  EXPECT_EQ(runs.size(), actual.size());
-  for (const std::string& id : expected) EXPECT_TRUE(actual.count(id)) << "lost occurrence " << id;
-  for (const std::string& id : actual) EXPECT_TRUE(expected.count(id)) << "unexpected run " << id;
+  const auto runs = cluster.WaitForFinalRuns("default", expected.size(), seconds(60));
+  ASSERT_TRUE(runs);
+  ExpectOneSucceededRunPerOccurrence(*runs, expected);
 }
 
 }  // namespace

@@ -24,46 +24,33 @@ TEST(Chaos, NodeStoppedPastItsLeaseIsReplacedAndItsLateResultIsNotRecorded) {
     ASSERT_NE(cluster.StartNode({.id = "node" + std::to_string(i), .concurrency = 2}), nullptr);
   }
   ServeNode* api = cluster.running_nodes()[0];
-  // The first attempt sleeps far past the lease (2 s); a later one is quick.
-  const Json job = {{"handler", cluster.ShellHandler(
-                                    "echo $$ > \"$PIDS/$JOBSCHED_RUN_ID.$JOBSCHED_ATTEMPT\"\n"
-                                    "if [ \"$JOBSCHED_ATTEMPT\" = 1 ]; then sleep 30; else sleep "
-                                    "1; fi")}};
-  const HttpReply put = api->Put("/v1/tenants/default/jobs/long", job);
+  const HttpReply put =
+      api->Put("/v1/tenants/default/jobs/long", {{"handler", cluster.SlowFirstAttemptHandler()}});
   ASSERT_EQ(put.status, 201) << put;
   const HttpReply trigger = api->Post("/v1/tenants/default/jobs/long/trigger");
   ASSERT_EQ(trigger.status, 201) << trigger;
   const std::string run_id = trigger.json["run_ids"][0];
 
   // A: the node whose attempt 1 runs, once its shell has started.
-  std::string a_id;
-  pid_t child = 0;
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        auto run = cluster.Run("default", run_id);
-        auto pid = cluster.HandlerPid(run_id, 1);
-        if (!run.ok() || run->state != RunState::kRunning || !pid) return false;
-        a_id = run->node;
-        child = *pid;
-        return true;
+  const auto running = cluster.WaitForRun(
+      "default", run_id,
+      [&](const RunRecord& r) {
+        return r.state == RunState::kRunning && cluster.HandlerPid(run_id, 1).has_value();
       },
-      seconds(20)))
-      << "attempt 1 never ran";
+      seconds(20));
+  ASSERT_TRUE(running) << "attempt 1 never ran";
+  const std::string a_id = running->node;
+  const pid_t child = *cluster.HandlerPid(run_id, 1);
   ServeNode* a = cluster.node(a_id);
   ASSERT_NE(a, nullptr) << a_id;
   a->Signal(SIGSTOP);
 
   // Its lease expires; another node runs attempt 2 to success.
-  RunRecord done;
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        auto run = cluster.Run("default", run_id);
-        if (!run.ok() || run->state != RunState::kSucceeded) return false;
-        done = *run;
-        return true;
-      },
-      seconds(30)))
-      << "the run was not executed elsewhere while " << a_id << " was stopped";
+  const auto succeeded = cluster.WaitForRun(
+      "default", run_id, [](const RunRecord& r) { return r.state == RunState::kSucceeded; },
+      seconds(30));
+  ASSERT_TRUE(succeeded) << "the run was not executed elsewhere while " << a_id << " was stopped";
+  const RunRecord& done = *succeeded;
   ASSERT_EQ(done.attempts.size(), 2u) << DescribeRun(done);
   EXPECT_EQ(done.attempts[0].node, a_id) << DescribeRun(done);
   EXPECT_EQ(done.attempts[0].outcome, "lease_lost") << DescribeRun(done);

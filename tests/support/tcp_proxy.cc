@@ -182,7 +182,6 @@ void TcpProxy::Loop() {
       for (;;) {
         const int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (client < 0) break;
-        accepted_.fetch_add(1);
         if (cut) {
           close(client);
           continue;

@@ -11,7 +11,6 @@
 // return once that thread has acted on them. Thread-safe.
 #pragma once
 
-#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -39,9 +38,6 @@ class TcpProxy {
   void Restore();
   bool cut() const;
 
-  // Connections accepted so far (forwarded or refused): tells whether a client came back.
-  int64_t accepted() const { return accepted_.load(); }
-
  private:
   struct Pair;
   void Loop();
@@ -53,7 +49,6 @@ class TcpProxy {
   int wake_[2] = {-1, -1};  // self-pipe: Cut, Restore and the destructor wake the loop
   int port_ = 0;
   std::string error_;
-  std::atomic<int64_t> accepted_{0};
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
