@@ -135,6 +135,12 @@ struct LeaderLease {
   TimePoint expires_at{};
 };
 
+// A job, by tenant and id.
+struct JobRef {
+  std::string tenant;
+  std::string job_id;
+};
+
 // Tenant -> the node id that fires its jobs.
 using TenantOwners = std::map<std::string, std::string>;
 
@@ -281,6 +287,14 @@ class Store {
   // Runs of a job that are queued, retry-waiting or running (for overlap decisions).
   virtual Result<std::vector<RunRecord>> ActiveRuns(const std::string& tenant,
                                                     const std::string& job_id) = 0;
+  // ActiveRuns of many jobs in one call (one round trip where the backend can batch); one
+  // result per job, in order.
+  virtual std::vector<Result<std::vector<RunRecord>>> ActiveRunsMany(std::span<const JobRef> jobs) {
+    std::vector<Result<std::vector<RunRecord>>> out;
+    out.reserve(jobs.size());
+    for (const JobRef& j : jobs) out.push_back(ActiveRuns(j.tenant, j.job_id));
+    return out;
+  }
 
   // Runs of a job that ended succeeded, failed or timed_out with finished_at > since, oldest
   // first (for dependency barriers).

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstdint>
+
 #include "core/policy.h"
 
 namespace jobsched {
@@ -35,7 +37,8 @@ SchedulerActor::SchedulerActor(
       on_fired_(std::move(on_fired)),
       on_cancelled_(std::move(on_cancelled)) {}
 
-Result<FireRequest> SchedulerActor::PlanJob(const JobRecord& job, TimePoint now) {
+Result<FireRequest> SchedulerActor::PlanJob(const JobRecord& job, TimePoint now,
+                                            const std::vector<RunRecord>* active_read) {
   ASSIGN_OR_RETURN(Occurrences occurrences, Occurrences::For(job.spec.schedule, job.created_at));
   const FirePlan plan = PlanFiring(occurrences, job.spec.misfire, *job.next_fire, now);
 
@@ -51,7 +54,9 @@ Result<FireRequest> SchedulerActor::PlanJob(const JobRecord& job, TimePoint now)
   const bool needs_active = job.spec.overlap != Overlap::kAllow &&
                             std::any_of(plan.runs.begin(), plan.runs.end(),
                                         [](const PlannedRun& p) { return !p.skipped; });
-  if (needs_active) {
+  if (needs_active && active_read != nullptr) {
+    active = *active_read;
+  } else if (needs_active) {
     ASSIGN_OR_RETURN(active, store_.ActiveRuns(job.spec.tenant, job.spec.id));
   }
 
@@ -112,16 +117,31 @@ Result<int> SchedulerActor::FireJob(const JobRecord& job, TimePoint now) {
 
 Result<int> SchedulerActor::Tick() {
   int created = 0;
-  bool queued = false;
   const TimePoint now = clock_.Now();
   const TenantScope scope = options_.scope ? options_.scope() : TenantScope{};
   for (int round = 0; round < 64; ++round) {
     ASSIGN_OR_RETURN(std::vector<JobRecord> due, store_.DueJobs(now, options_.batch, scope));
+    // The overlap policies need each job's unfinished runs: read them all in one call.
+    std::vector<JobRef> refs;
+    std::vector<size_t> ref_of(due.size(), SIZE_MAX);
+    for (size_t i = 0; i < due.size(); ++i) {
+      if (!due[i].next_fire || due[i].spec.overlap == Overlap::kAllow) continue;
+      ref_of[i] = refs.size();
+      refs.push_back({due[i].spec.tenant, due[i].spec.id});
+    }
+    std::vector<Result<std::vector<RunRecord>>> actives = store_.ActiveRunsMany(refs);
     std::vector<FireRequest> requests;
     requests.reserve(due.size());
-    for (const JobRecord& job : due) {
+    for (size_t i = 0; i < due.size(); ++i) {
+      const JobRecord& job = due[i];
       if (!job.next_fire) continue;
-      auto req = PlanJob(job, now);
+      const std::vector<RunRecord>* active = nullptr;
+      if (ref_of[i] != SIZE_MAX && ref_of[i] < actives.size()) {
+        const Result<std::vector<RunRecord>>& a = actives[ref_of[i]];
+        if (!a.ok()) return a.status();
+        active = &*a;
+      }
+      auto req = PlanJob(job, now, active);
       if (!req.ok()) {
         if (req.status().code() != StatusCode::kInvalidArgument) return req.status();
         // Its schedule no longer parses (a stored job that stopped validating): pause it, so it
@@ -141,11 +161,12 @@ Result<int> SchedulerActor::Tick() {
     }
     const std::vector<Result<FireResult>> results = store_.FireMany(requests);
     int progressed = 0;
+    bool queued_now = false;
     for (size_t i = 0; i < results.size() && i < requests.size(); ++i) {
       const Result<FireResult>& r = results[i];
       if (r.ok()) {
         created += r->created;
-        queued = queued || r->created > 0;
+        queued_now = queued_now || r->created > 0;
         Fired(requests[i]);
         ++progressed;
       } else if (r.status().code() == StatusCode::kFailedPrecondition ||
@@ -155,11 +176,12 @@ Result<int> SchedulerActor::Tick() {
         return r.status();
       }
     }
+    // Workers start on this round's runs while the next round is fired.
+    if (queued_now && on_fired_) on_fired_();
     // A pass may leave a job due (the on-time occurrences after a misfire, or more than a batch):
     // go on until nothing is due at `now`.
     if (due.empty() || progressed == 0) break;
   }
-  if (queued && on_fired_) on_fired_();
   return created;
 }
 

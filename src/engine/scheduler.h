@@ -40,7 +40,10 @@ class SchedulerActor {
   // Fires one job as read; kFailedPrecondition when it changed meanwhile.
   Result<int> FireJob(const JobRecord& job, TimePoint now);
   // The Store::Fire request that fires `job` (as read) at `now`: PlanFiring, jitter, overlap.
-  Result<FireRequest> PlanJob(const JobRecord& job, TimePoint now);
+  // `active`: the job's unfinished runs if already read (else they are read when the overlap
+  // policy needs them).
+  Result<FireRequest> PlanJob(const JobRecord& job, TimePoint now,
+                              const std::vector<RunRecord>* active = nullptr);
 
   void Start();
   void Wake() { thread_.Wake(); }

@@ -1411,10 +1411,7 @@ Result<Page<RunRecord>> RedisStore::ListRuns(const std::string& tenant, const Ru
 namespace {
 
 // read_index over one tenant's index: the runs (or jobs) it names.
-Result<std::vector<RunRecord>> IndexedRuns(RedisBackend& backend, const std::string& tenant,
-                                           std::vector<std::string> args) {
-  ASSIGN_OR_RETURN(Reply r,
-                   backend.Call(backend.Eval(Script::kReadIndex, tenant, std::move(args))));
+Result<std::vector<RunRecord>> RunsFromReply(const Reply& r, const std::string& tenant) {
   std::vector<RunRecord> runs;
   for (const Reply& h : r.elements) {
     ASSIGN_OR_RETURN(RunRecord run, RunFromHash(h, tenant));
@@ -1423,16 +1420,43 @@ Result<std::vector<RunRecord>> IndexedRuns(RedisBackend& backend, const std::str
   return runs;
 }
 
+Result<std::vector<RunRecord>> IndexedRuns(RedisBackend& backend, const std::string& tenant,
+                                           std::vector<std::string> args) {
+  ASSIGN_OR_RETURN(Reply r,
+                   backend.Call(backend.Eval(Script::kReadIndex, tenant, std::move(args))));
+  return RunsFromReply(r, tenant);
+}
+
+void SortByCreation(std::vector<RunRecord>& runs) {
+  std::sort(runs.begin(), runs.end(), [](const RunRecord& a, const RunRecord& b) {
+    return std::tie(a.created_at, a.id) < std::tie(b.created_at, b.id);
+  });
+}
+
 }  // namespace
 
 Result<std::vector<RunRecord>> RedisStore::ActiveRuns(const std::string& tenant,
                                                       const std::string& job_id) {
   ASSIGN_OR_RETURN(std::vector<RunRecord> runs,
                    IndexedRuns(*backend_, tenant, {"set", "active:" + job_id, "run:"}));
-  std::sort(runs.begin(), runs.end(), [](const RunRecord& a, const RunRecord& b) {
-    return std::tie(a.created_at, a.id) < std::tie(b.created_at, b.id);
-  });
+  SortByCreation(runs);
   return runs;
+}
+
+std::vector<Result<std::vector<RunRecord>>> RedisStore::ActiveRunsMany(
+    std::span<const JobRef> jobs) {
+  RedisBackend& b = *backend_;
+  return RunBatch<Result<std::vector<RunRecord>>>(
+      b, jobs,
+      [&b](const JobRef& j) -> Result<Command> {
+        return b.Eval(Script::kReadIndex, j.tenant, {"set", "active:" + j.job_id, "run:"});
+      },
+      [&b](const Reply& reply, const JobRef& j) -> Result<std::vector<RunRecord>> {
+        if (reply.is_error()) return b.ErrorStatus(reply);
+        ASSIGN_OR_RETURN(std::vector<RunRecord> runs, RunsFromReply(reply, j.tenant));
+        SortByCreation(runs);
+        return runs;
+      });
 }
 
 Result<std::vector<RunRecord>> RedisStore::FinishedRunsSince(const std::string& tenant,

@@ -106,6 +106,9 @@ class RedisStore final : public Store {
   Result<Page<RunRecord>> ListRuns(const std::string& tenant, const RunFilter& filter) override;
   Result<std::vector<RunRecord>> ActiveRuns(const std::string& tenant,
                                             const std::string& job_id) override;
+  // One pipeline: one script per job.
+  std::vector<Result<std::vector<RunRecord>>> ActiveRunsMany(
+      std::span<const JobRef> jobs) override;
   Result<std::vector<RunRecord>> FinishedRunsSince(const std::string& tenant,
                                                    const std::string& job_id,
                                                    TimePoint since) override;

@@ -108,6 +108,12 @@ class StoreWrapper : public Store {
       return std::vector<Status>(completions.size(), s);
     return target_.CompleteMany(completions);
   }
+  std::vector<Result<std::vector<RunRecord>>> ActiveRunsMany(
+      std::span<const JobRef> jobs) override {
+    if (Status s = Before("ActiveRunsMany"); !s.ok())
+      return std::vector<Result<std::vector<RunRecord>>>(jobs.size(), s);
+    return target_.ActiveRunsMany(jobs);
+  }
   void Subscribe(std::function<void(const WakeMessage&)> handler) override {
     target_.Subscribe(std::move(handler));
   }
