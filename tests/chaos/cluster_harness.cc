@@ -188,6 +188,18 @@ Cluster::Cluster(Options options) : options_(options), redis_({.appendonly = opt
 }
 
 Cluster::~Cluster() {
+  // A node that died by itself (a crash, an exit) fails the test even when the others covered
+  // for it.
+  for (auto& n : nodes_) {
+    int status = 0;
+    if (n->pid_ > 0 && waitpid(n->pid_, &status, WNOHANG) == n->pid_) {
+      ADD_FAILURE() << "node " << n->id() << " ended by itself during the test ("
+                    << (WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status))
+                                          : "signal " + std::to_string(WTERMSIG(status)))
+                    << ")";
+      n->pid_ = -1;
+    }
+  }
   const bool failed = ::testing::Test::HasFailure();
   if (failed) std::cout << Describe();
   for (auto& n : nodes_) n->Kill();

@@ -16,10 +16,11 @@
 // HandlerLines reads back. Verification reads run records straight from Redis with RedisStore,
 // never through a node that might be lying.
 //
-// Everything started is stopped by its PID when the Cluster goes: nodes (SIGKILL), the processes
-// their jobs left behind (the test process is a child subreaper, so a killed node's children
-// become its own), then Redis. The cluster's directory (logs, data dirs, handler log) is kept
-// when the test failed and named in the output; each node's log tail is printed then too.
+// A node that ends by itself (a crash) fails the test. Everything started is stopped by its PID
+// when the Cluster goes: nodes (SIGKILL), the processes their jobs left behind (the test process
+// is a child subreaper, so a killed node's children become its own), then Redis. The cluster's
+// directory (logs, data dirs, handler log) is kept when the test failed and named in the
+// output; each node's log tail is printed then too.
 #pragma once
 
 #include <gtest/gtest.h>
