@@ -234,6 +234,14 @@ class Store {
 
   // kNotFound if absent.
   virtual Result<JobRecord> GetJob(const std::string& tenant, const std::string& id) = 0;
+  // GetJob of many jobs in one call (one round trip where the backend can batch); one result
+  // per job, in order.
+  virtual std::vector<Result<JobRecord>> GetJobs(std::span<const JobRef> jobs) {
+    std::vector<Result<JobRecord>> out;
+    out.reserve(jobs.size());
+    for (const JobRef& j : jobs) out.push_back(GetJob(j.tenant, j.job_id));
+    return out;
+  }
 
   // Jobs of a tenant ordered by id, filtered, one page at a time.
   virtual Result<Page<JobRecord>> ListJobs(const std::string& tenant, const JobFilter& filter) = 0;

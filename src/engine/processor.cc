@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "core/policy.h"
 
 namespace jobsched {
@@ -104,6 +106,7 @@ Result<int> Processor::ClaimOnce() {
                                                                   .now = now,
                                                                   .lease = options_.lease,
                                                                   .max_runs = free_slots}));
+  PrefetchSpecs(runs);
   {
     std::lock_guard lock(mu_);
     for (RunRecord& run : runs) {
@@ -156,6 +159,31 @@ void Processor::WorkerLoop() {
     }
     idle_cv_.notify_all();
     dispatcher_.Wake();
+  }
+}
+
+void Processor::PrefetchSpecs(const std::vector<RunRecord>& runs) {
+  std::vector<JobRef> missing;
+  std::vector<std::string> keys;
+  const auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(mu_);
+    for (const RunRecord& run : runs) {
+      std::string key = run.tenant + "/" + run.job_id;
+      auto it = spec_cache_.find(key);
+      if (it != spec_cache_.end() && now - it->second.second < options_.spec_cache_ttl) continue;
+      if (std::find(keys.begin(), keys.end(), key) != keys.end()) continue;
+      keys.push_back(std::move(key));
+      missing.push_back({run.tenant, run.job_id});
+    }
+  }
+  if (missing.size() < 2) return;  // SpecFor reads a single one
+  std::vector<Result<JobRecord>> jobs = store_.GetJobs(missing);
+  std::lock_guard lock(mu_);
+  if (spec_cache_.size() + jobs.size() > 10000) spec_cache_.clear();
+  for (size_t i = 0; i < jobs.size() && i < keys.size(); ++i) {
+    if (!jobs[i].ok()) continue;  // SpecFor reads it again and reports
+    spec_cache_[keys[i]] = {std::make_shared<const JobSpec>(std::move(jobs[i]->spec)), now};
   }
 }
 

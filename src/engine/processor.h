@@ -81,6 +81,8 @@ class Processor {
   Duration DispatchLoop();
   Duration WatchdogPass();
   Result<std::shared_ptr<const JobSpec>> SpecFor(const RunRecord& run);
+  // Reads the specs of claimed runs that are not cached, in one store call.
+  void PrefetchSpecs(const std::vector<RunRecord>& runs);
   // Group commit: completions that arrive while one batch is being written go into the next
   // batch, written by one of the waiting workers (one durable write per batch).
   Status CompleteGrouped(const Completion& completion);

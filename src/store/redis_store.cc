@@ -1459,6 +1459,21 @@ std::vector<Result<std::vector<RunRecord>>> RedisStore::ActiveRunsMany(
       });
 }
 
+std::vector<Result<JobRecord>> RedisStore::GetJobs(std::span<const JobRef> jobs) {
+  RedisBackend& b = *backend_;
+  return RunBatch<Result<JobRecord>>(
+      b, jobs,
+      [&b](const JobRef& j) -> Result<Command> {
+        return Command{"HGETALL", b.TenantKey(j.tenant, "job:" + j.job_id)};
+      },
+      [&b](const Reply& reply, const JobRef& j) -> Result<JobRecord> {
+        if (reply.is_error()) return b.ErrorStatus(reply);
+        if (reply.elements.empty())
+          return NotFound("job '" + j.job_id + "' not found in tenant '" + j.tenant + "'");
+        return JobFromHash(reply, j.tenant);
+      });
+}
+
 Result<std::vector<RunRecord>> RedisStore::FinishedRunsSince(const std::string& tenant,
                                                              const std::string& job_id,
                                                              TimePoint since) {

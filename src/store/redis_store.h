@@ -90,6 +90,8 @@ class RedisStore final : public Store {
   Result<JobRecord> CreateJob(const JobRecord& job) override;
   Result<JobRecord> PutJob(const JobRecord& job, std::optional<int64_t> expected_version) override;
   Result<JobRecord> GetJob(const std::string& tenant, const std::string& id) override;
+  // One pipeline.
+  std::vector<Result<JobRecord>> GetJobs(std::span<const JobRef> jobs) override;
   Result<Page<JobRecord>> ListJobs(const std::string& tenant, const JobFilter& filter) override;
   Status DeleteJob(const std::string& tenant, const std::string& id, TimePoint now,
                    bool kill_running) override;

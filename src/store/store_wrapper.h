@@ -108,6 +108,10 @@ class StoreWrapper : public Store {
       return std::vector<Status>(completions.size(), s);
     return target_.CompleteMany(completions);
   }
+  std::vector<Result<JobRecord>> GetJobs(std::span<const JobRef> jobs) override {
+    if (Status s = Before("GetJobs"); !s.ok()) return std::vector<Result<JobRecord>>(jobs.size(), s);
+    return target_.GetJobs(jobs);
+  }
   std::vector<Result<std::vector<RunRecord>>> ActiveRunsMany(
       std::span<const JobRef> jobs) override {
     if (Status s = Before("ActiveRunsMany"); !s.ok())

@@ -752,6 +752,40 @@ TEST_P(StoreContractTest, ListRunsRejectsACursorItDidNotMake) {
   EXPECT_EQ(page.status().code(), StatusCode::kInvalidArgument);
 }
 
+TEST_P(StoreContractTest, BatchReadsAnswerLikeTheirSingleCallsInOrder) {
+  Create(MakeJob("default", "a"));
+  Create(MakeJob("other", "b"));
+  Enqueue({MakeRun("default", "a", "a@1", At(1)), MakeRun("default", "a", "a@2", At(2))});
+  const std::vector<JobRef> refs = {
+      {"other", "b"}, {"default", "missing"}, {"default", "a"}, {"nobody", "a"}};
+
+  std::vector<Result<JobRecord>> jobs = store_->GetJobs(refs);
+  ASSERT_EQ(jobs.size(), refs.size());
+  ASSERT_TRUE(jobs[0].ok()) << jobs[0].status().ToString();
+  EXPECT_EQ(jobs[0]->spec.id, "b");
+  EXPECT_EQ(jobs[0]->spec.tenant, "other");
+  EXPECT_EQ(jobs[1].status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(jobs[2].ok());
+  auto single = store_->GetJob("default", "a");
+  ASSERT_TRUE(single.ok());
+  EXPECT_EQ(jobs[2]->version, single->version);
+  EXPECT_EQ(jobs[2]->next_fire, single->next_fire);
+  EXPECT_EQ(jobs[2]->spec.handler.name, single->spec.handler.name);
+  EXPECT_EQ(jobs[3].status().code(), StatusCode::kNotFound);
+
+  std::vector<Result<std::vector<RunRecord>>> actives = store_->ActiveRunsMany(refs);
+  ASSERT_EQ(actives.size(), refs.size());
+  for (size_t i = 0; i < refs.size(); ++i) {
+    auto one = store_->ActiveRuns(refs[i].tenant, refs[i].job_id);
+    ASSERT_TRUE(actives[i].ok()) << i << ": " << actives[i].status().ToString();
+    ASSERT_TRUE(one.ok());
+    EXPECT_EQ(Ids(*actives[i]), Ids(*one)) << i;
+  }
+  EXPECT_THAT(Ids(*actives[2]), ElementsAre("a@1", "a@2"));
+  EXPECT_TRUE(store_->GetJobs({}).empty());
+  EXPECT_TRUE(store_->ActiveRunsMany({}).empty());
+}
+
 TEST_P(StoreContractTest, ActiveRunsAndFinishedRunsSince) {
   Create(MakeJob("default", "j"));
   Enqueue({MakeRun("default", "j", "j@1", At(1)), MakeRun("default", "j", "j@2", At(2)),
