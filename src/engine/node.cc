@@ -206,11 +206,12 @@ Status Node::Start() {
                  options_.node_id, recovered.size());
   }
   if (options_.execute) processor_->Start();
-  auto leading = [this] { return cluster_->IsLeader(); };
-  reaper_->Start(leading);
+  // Every node reaps (recovery is a compare-and-set, so nodes reaping at once is harmless): a
+  // dead leader's runs must not wait for its leader lease to expire on top of their own.
+  reaper_->Start();
   dependencies_->Start();
   scheduler_->Start();
-  janitor_->Start(leading);
+  janitor_->Start([this] { return cluster_->IsLeader(); });
   if (!subscribed_.exchange(true)) {
     store_->Subscribe([this](const WakeMessage& m) { OnWakeMessage(m); });
   }

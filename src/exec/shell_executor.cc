@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -259,6 +260,7 @@ struct SpawnPlan {
   int output_fd = -1;
   int report_fd = -1;
   int cgroup_procs_fd = -1;
+  pid_t parent = 0;  // the process that forks: the job dies with it
   RlimitSetting rlimits[3];
   int rlimit_count = 0;
 };
@@ -306,6 +308,11 @@ void PlanRlimits(const ResourceLimits& limits, SpawnPlan* plan) {
   };
 
   if (setpgid(0, 0) != 0) fail(kStageSetpgid);
+  // A node killed with SIGKILL cannot kill its jobs: the kernel does (the job runs again
+  // elsewhere; an orphan would run it twice at once). If the parent died before this line, the
+  // job is not started at all.
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != p.parent) _exit(127);
   if (p.cgroup_procs_fd >= 0 && write(p.cgroup_procs_fd, "0", 1) != 1) {
     report(kStageCgroupJoin, errno);
   }
@@ -570,6 +577,7 @@ Status Runner::Spawn(const std::string& path, const std::vector<std::string>& en
   plan.output_fd = output_write.get();
   plan.report_fd = report_write.get();
   plan.cgroup_procs_fd = cgroup_.procs_fd();
+  plan.parent = getpid();
   PlanRlimits(req_.limits, &plan);
 
   {

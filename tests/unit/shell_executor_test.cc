@@ -270,6 +270,32 @@ TEST_F(ShellExecutorTest, TimeoutKillsTheWholeProcessGroup) {
   EXPECT_TRUE(WIFSIGNALED(*status));
 }
 
+TEST_F(ShellExecutorTest, AJobDiesWhenTheProcessRunningItIsKilled) {
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  const std::string fifo = MakeReadyFifo();
+  const std::string pidfile = Path("job.pid");
+  ShellRequest req;
+  req.argv = {"/bin/sh", "-c",
+              "echo $$ > " + pidfile + "; exec " + std::string(kChild) + " sleep-forever " + fifo};
+  const pid_t node = fork();
+  ASSERT_GE(node, 0);
+  if (node == 0) {  // a node running the job on one of its threads
+    CancelSource cancel;
+    (void)RunShell(req, cancel);
+    _exit(0);
+  }
+  ASSERT_TRUE(WaitReady()) << "the job never started";
+  std::optional<pid_t> job = ReadPidFile(pidfile);
+  ASSERT_TRUE(job.has_value());
+  ASSERT_EQ(kill(node, SIGKILL), 0);
+  int node_status = 0;
+  ASSERT_EQ(waitpid(node, &node_status, 0), node);
+  std::optional<int> status = ReapOrphan(*job);
+  ASSERT_TRUE(status.has_value()) << "job " << *job << " outlived the process that ran it";
+  EXPECT_TRUE(WIFSIGNALED(*status));
+  EXPECT_EQ(WTERMSIG(*status), SIGKILL);
+}
+
 TEST_F(ShellExecutorTest, GroupMembersLeftBehindByANormalExitAreKilled) {
   ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
   std::string pidfile = Path("orphan.pid");
