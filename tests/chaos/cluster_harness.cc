@@ -431,6 +431,16 @@ Result<std::vector<RunRecord>> Cluster::Runs(const std::string& tenant, const st
 
 std::string Cluster::handler_log() const { return (fs::path(dir_) / "handler.log").string(); }
 
+Json Cluster::EverySecondJob(TimePoint t0, int seconds, const std::string& body) const {
+  return Json{{"schedule",
+               {{"cron", "* * * * * *"},
+                {"start_at", Rfc3339(t0)},
+                {"end_at", Rfc3339(t0 + std::chrono::seconds(seconds - 1))}}},
+              {"misfire", {{"policy", "fire_all"}, {"grace_ms", 60000}}},
+              {"overlap", "allow"},
+              {"handler", ShellHandler(body)}};
+}
+
 Json Cluster::ShellHandler(const std::string& body) const {
   const std::string line = "\"$JOBSCHED_RUN_ID $JOBSCHED_ATTEMPT $JOBSCHED_FENCE $PPID";
   const std::string script = "echo " + line + " start\" >> \"$CHAOS_LOG\"\n{ " + body +

@@ -165,6 +165,10 @@ class Cluster {
   // A ShellHandler that writes its pid to $PIDS (see HandlerPid) and sleeps 30 s in attempt 1
   // (far past any lease here: it stays running until stopped) and 1 s in later attempts.
   Json SlowFirstAttemptHandler() const;
+  // A job firing every second from t0 for `seconds` seconds, running ShellHandler(body); runs
+  // may overlap, and seconds missed while nothing could fire (Redis down, a leader change) are
+  // all fired late (fire_all within 60 s).
+  Json EverySecondJob(TimePoint t0, int seconds, const std::string& body) const;
   std::vector<HandlerLine> HandlerLines() const;
   // The pid the handler of (run, attempt) wrote to $PIDS, once written.
   std::optional<pid_t> HandlerPid(const std::string& run_id, int attempt) const;

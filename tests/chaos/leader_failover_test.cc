@@ -106,13 +106,7 @@ TEST(Chaos, LeaderFailoverElectsANewLeaderAndKeepsEveryCronOccurrence) {
   for (const std::string& tenant : kTenants) {
     for (int j = 0; j < kJobsPerTenant; ++j, ++made) {
       const std::string id = "cron-" + std::to_string(j);
-      const Json job = {{"schedule",
-                         {{"cron", "* * * * * *"},
-                          {"start_at", Rfc3339(t0)},
-                          {"end_at", Rfc3339(t0 + seconds(kSeconds - 1))}}},
-                        {"misfire", {{"policy", "fire_all"}, {"grace_ms", 60000}}},
-                        {"overlap", "allow"},
-                        {"handler", cluster.ShellHandler("sleep 0.1")}};
+      const Json job = cluster.EverySecondJob(t0, kSeconds, "sleep 0.1");
       const HttpReply r = nodes[made % 3]->Put("/v1/tenants/" + tenant + "/jobs/" + id, job);
       ASSERT_EQ(r.status, 201) << tenant << "/" << id << ": " << r;
       for (int k = 0; k < kSeconds; ++k) {

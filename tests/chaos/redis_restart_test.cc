@@ -34,13 +34,7 @@ TEST(Chaos, RedisRestartWithAppendOnlyFileLosesAndDoublesNoOccurrence) {
   std::set<std::string> expected;
   for (int j = 0; j < kCronJobs; ++j) {
     const std::string id = "cron-" + std::to_string(j);
-    const Json job = {{"schedule",
-                       {{"cron", "* * * * * *"},
-                        {"start_at", Rfc3339(t0)},
-                        {"end_at", Rfc3339(t0 + seconds(kSeconds - 1))}}},
-                      {"misfire", {{"policy", "fire_all"}, {"grace_ms", 60000}}},
-                      {"overlap", "allow"},
-                      {"handler", cluster.ShellHandler("sleep 0.2")}};
+    const Json job = cluster.EverySecondJob(t0, kSeconds, "sleep 0.2");
     const HttpReply r = nodes[j % 2]->Put("/v1/tenants/default/jobs/" + id, job);
     ASSERT_EQ(r.status, 201) << id << ": " << r;
     for (int k = 0; k < kSeconds; ++k) expected.insert(run_id(id, t0 + seconds(k)));
