@@ -128,6 +128,7 @@ AttemptOutcome Executor::RunShell(const JobSpec& spec, const RunRecord& run,
   req.env["JOBSCHED_TENANT"] = run.tenant;
   req.env["JOBSCHED_ATTEMPT"] = std::to_string(run.attempt);
   req.env["JOBSCHED_FENCE"] = std::to_string(run.fence);
+  req.env["JOBSCHED_NODE_ID"] = run.node;
   if (!spec.handler.cwd.empty()) req.cwd = spec.handler.cwd;
   req.stdin_data = run.payload;
   req.limits.cpu_seconds = spec.limits.cpu_seconds;
@@ -176,6 +177,7 @@ AttemptOutcome Executor::RunHttp(const JobSpec& spec, const RunRecord& run,
   req.headers["X-Jobsched-Run-Id"] = run.id;
   req.headers["X-Jobsched-Attempt"] = std::to_string(run.attempt);
   req.headers["X-Jobsched-Fence"] = std::to_string(run.fence);
+  req.headers["X-Jobsched-Node-Id"] = run.node;
   req.body = spec.handler.body;
   req.timeout = spec.timeout;
   req.max_output_bytes = static_cast<size_t>(spec.limits.max_output_bytes);

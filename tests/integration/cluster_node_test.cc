@@ -5,9 +5,12 @@
 #include <jobsched/store.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 
+#include "core/job_codec.h"
 #include "engine/cluster.h"
 #include "engine/node.h"
 #include "store/sqlite_store.h"
@@ -188,6 +191,40 @@ TEST(NodeIdTest, ARecordOfThisProcessOrOfAGoneProcessOfThisHostIsARestart) {
                                .heartbeat_at = clock.Now()})
                   .ok());
   EXPECT_TRUE(Node::Create({.store = store, .node_id = "gone", .clock = &clock}).ok());
+}
+
+// ---- What a job is told -----------------------------------------------------------------------
+
+TEST(JobEnvironmentTest, AShellJobIsToldItsRunAttemptFenceAndNode) {
+  auto node = Node::Create({.store_url = "sqlite::memory:", .node_id = "n7", .concurrency = 1});
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  ASSERT_TRUE((*node)->Start().ok());
+  auto spec = ParseJobSpec(R"({"id": "env", "handler": {"type": "shell", "command": ["/usr/bin/env"]}})");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  ASSERT_TRUE((*node)->jobs().Create(*spec).ok());
+  auto ids = (*node)->jobs().Trigger("default", "env", {});
+  ASSERT_TRUE(ids.ok());
+  ASSERT_EQ(ids->size(), 1u);
+  const std::string run_id = ids->front();
+  // Synchronised on the record: polled until finished, bounded only to turn a hang into a failure.
+  RunRecord run;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = (*node)->store().GetRun("default", run_id);
+    ASSERT_TRUE(r.ok());
+    run = *r;
+    if (run.state == RunState::kSucceeded || run.state == RunState::kFailed) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  (*node)->Stop();
+  ASSERT_EQ(run.state, RunState::kSucceeded) << run.error;
+  EXPECT_THAT(run.output, HasSubstr("JOBSCHED_RUN_ID=" + run_id + "\n"));
+  EXPECT_THAT(run.output, HasSubstr("JOBSCHED_JOB_ID=env\n"));
+  EXPECT_THAT(run.output, HasSubstr("JOBSCHED_TENANT=default\n"));
+  EXPECT_THAT(run.output, HasSubstr("JOBSCHED_ATTEMPT=1\n"));
+  EXPECT_THAT(run.output, HasSubstr("JOBSCHED_FENCE=" + std::to_string(run.fence) + "\n"));
+  EXPECT_THAT(run.output, HasSubstr("JOBSCHED_NODE_ID=n7\n"));
+  EXPECT_GT(run.fence, 0);
 }
 
 }  // namespace
