@@ -368,7 +368,12 @@ int RunServe(const ServeConfig& c) {
     return s.code() == StatusCode::kInvalidArgument ? kExitUsage : kExitFailure;
   };
   auto node = Node::Create(options);
-  if (!node.ok()) return fail("cannot open the store " + options.store_url, node.status());
+  if (!node.ok()) {
+    return fail(node.status().code() == StatusCode::kInvalidArgument
+                    ? "cannot start the node"
+                    : "cannot open the store " + options.store_url,
+                node.status());
+  }
   auto server = api::ApiServer::Create(**node, {.listen = c.listen,
                                                 .tls_cert = c.tls_cert,
                                                 .tls_key = c.tls_key,

@@ -261,8 +261,6 @@ std::unique_ptr<ServeNode> Cluster::Spawn(const NodeOptions& o) {
                                    "127.0.0.1:0",
                                    "--data-dir",
                                    data.string(),
-                                   "--node-id",
-                                   o.id,
                                    "--concurrency",
                                    std::to_string(o.concurrency),
                                    "--lease-ms",
@@ -273,6 +271,10 @@ std::unique_ptr<ServeNode> Cluster::Spawn(const NodeOptions& o) {
                                    std::to_string(o.reaper_ms),
                                    "--shutdown-grace-ms",
                                    "1000"};
+  if (!o.default_node_id) {
+    args.push_back("--node-id");
+    args.push_back(o.id);
+  }
   args.insert(args.end(), o.extra_flags.begin(), o.extra_flags.end());
   // The environment without JOBSCHED_* settings of whoever runs the tests, plus the admin key.
   std::vector<std::string> env;

@@ -59,7 +59,8 @@ struct HttpReply {
 std::ostream& operator<<(std::ostream& os, const HttpReply& r);
 
 struct NodeOptions {
-  std::string id;           // --node-id
+  std::string id;           // --node-id, and the name of the node's log and data directory
+  bool default_node_id = false;  // no --node-id: the node picks its own
   std::string store_url;    // --store; "" = the cluster's Redis
   int concurrency = 8;      // --concurrency
   int64_t lease_ms = 2000;  // --lease-ms
