@@ -14,6 +14,7 @@
 #include "engine/cluster.h"
 #include "engine/node.h"
 #include "store/sqlite_store.h"
+#include "store/store_wrapper.h"
 
 namespace jobsched {
 namespace {
@@ -225,6 +226,51 @@ TEST(JobEnvironmentTest, AShellJobIsToldItsRunAttemptFenceAndNode) {
   EXPECT_THAT(run.output, HasSubstr("JOBSCHED_FENCE=" + std::to_string(run.fence) + "\n"));
   EXPECT_THAT(run.output, HasSubstr("JOBSCHED_NODE_ID=n7\n"));
   EXPECT_GT(run.fence, 0);
+}
+
+// ---- The time base ---------------------------------------------------------------------------
+
+// A store whose clock runs `skew` ahead of this machine's (another host's Redis).
+class SkewedClockStore final : public StoreWrapper {
+ public:
+  SkewedClockStore(Store& target, Duration skew) : StoreWrapper(target), skew_(skew) {}
+  Result<std::optional<TimePoint>> ServerTime() override {
+    return std::optional<TimePoint>(Clock::Real()->Now() + skew_);
+  }
+
+ private:
+  const Duration skew_;
+};
+
+TEST(TimeBaseTest, ANodeStampsEverythingWithTheStoresClockNotItsOwn) {
+  const Duration skew = std::chrono::hours(1);
+  auto sqlite = SqliteStore::Open({.path = ":memory:"});
+  ASSERT_TRUE(sqlite.ok());
+  auto store = std::make_shared<SkewedClockStore>(**sqlite, skew);
+
+  StoreClock clock;
+  ASSERT_TRUE(clock.Sync(*store).ok());
+  EXPECT_NEAR(static_cast<double>(clock.offset().count()), static_cast<double>(skew.count()),
+              1000.0);
+  EXPECT_NEAR(static_cast<double>((clock.Now() - Clock::Real()->Now()).count()),
+              static_cast<double>(skew.count()), 1000.0);
+
+  // A node without an injected clock takes the store's: its heartbeat and the lease of the run
+  // it claims are an hour "ahead" of this machine, as every other node of the cluster sees them.
+  auto node = Node::Create({.store = store, .node_id = "skewed", .concurrency = 1});
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  ASSERT_TRUE((*node)->Start().ok());
+  const TimePoint local = Clock::Real()->Now();
+  auto nodes = store->ListNodes();
+  auto leader = store->GetLeader(local + skew);
+  (*node)->Stop();
+  ASSERT_TRUE(nodes.ok());
+  ASSERT_EQ(nodes->size(), 1u);
+  EXPECT_NEAR(static_cast<double>(((*nodes)[0].heartbeat_at - local).count()),
+              static_cast<double>(skew.count()), 5000.0);
+  ASSERT_TRUE(leader.ok());
+  ASSERT_TRUE(leader->has_value()) << "the lease is counted on the store's clock";
+  EXPECT_EQ((*leader)->node, "skewed");
 }
 
 }  // namespace
