@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "core/policy.h"
+#include "engine/failure_log.h"
 
 namespace jobsched {
 
@@ -163,9 +164,13 @@ void ClusterActor::Start() {
   const Duration period = std::min(options_.leader_renew, Duration(1000));
   thread_.Start(
       "cluster",
-      [this, period] {
+      [this, period, failures = FailureLog("cluster")]() mutable {
         Status s = Tick();
-        if (!s.ok()) spdlog::warn("cluster: {}", s.ToString());
+        if (s.ok()) {
+          failures.Succeeded();
+        } else {
+          failures.Failed(s);
+        }
         return period;
       },
       period);

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "engine/failure_log.h"
+
 #include "core/policy.h"
 #include "engine/scheduler.h"
 
@@ -152,9 +154,13 @@ void DependencyActor::Start() {
   next_scan_ = std::chrono::steady_clock::now();
   thread_.Start(
       "dependencies",
-      [this, kScanInterval] {
+      [this, kScanInterval, failures = FailureLog("dependencies")]() mutable {
         auto n = Tick();
-        if (!n.ok()) spdlog::warn("dependencies: {}", n.status().ToString());
+        if (n.ok()) {
+          failures.Succeeded();
+        } else {
+          failures.Failed(n.status());
+        }
         if (std::chrono::steady_clock::now() >= next_scan_) {
           next_scan_ = std::chrono::steady_clock::now() + kScanInterval;
           auto scanned = ScanAll();

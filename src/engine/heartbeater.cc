@@ -6,6 +6,8 @@
 
 #include <fstream>
 
+#include "engine/failure_log.h"
+
 namespace jobsched {
 
 double ProcessCpuSeconds() {
@@ -36,9 +38,13 @@ Status Heartbeater::Tick() {
 void Heartbeater::Start() {
   thread_.Start(
       "heartbeater",
-      [this] {
+      [this, failures = FailureLog("heartbeater")]() mutable {
         Status s = Tick();
-        if (!s.ok()) spdlog::warn("heartbeat failed: {}", s.ToString());
+        if (s.ok()) {
+          failures.Succeeded();
+        } else {
+          failures.Failed(s);
+        }
         return interval_;
       },
       interval_);

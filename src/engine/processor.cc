@@ -124,9 +124,10 @@ Result<int> Processor::ClaimOnce() {
 Duration Processor::DispatchLoop() {
   auto claimed = ClaimOnce();
   if (!claimed.ok()) {
-    spdlog::warn("processor: claim failed: {}", claimed.status().ToString());
+    claim_failures_.Failed(claimed.status());
     return Duration(500);
   }
+  claim_failures_.Succeeded();
   {
     std::lock_guard lock(mu_);
     if (static_cast<int>(active_.size()) >= options_.concurrency)

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "engine/actor.h"
+#include "engine/failure_log.h"
 #include "engine/event_bus.h"
 #include "engine/executor.h"
 
@@ -94,6 +95,7 @@ class Processor {
   EventBus& events_;
   const ProcessorOptions options_;
   const std::function<void(const RunRecord&)> on_finished_;
+  FailureLog claim_failures_{"processor: claims"};  // only the dispatcher thread
 
   mutable std::mutex mu_;
   std::condition_variable work_cv_;                         // a queued attempt or stopping

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "engine/failure_log.h"
+
 namespace jobsched {
 
 Result<int> Reaper::Tick() {
@@ -19,10 +21,14 @@ Result<int> Reaper::Tick() {
 void Reaper::Start(std::function<bool()> active) {
   thread_.Start(
       "reaper",
-      [this, active = std::move(active)] {
+      [this, active = std::move(active), failures = FailureLog("reaper")]() mutable {
         if (active && !active()) return options_.interval;
         auto n = Tick();
-        if (!n.ok()) spdlog::warn("reaper: {}", n.status().ToString());
+        if (n.ok()) {
+          failures.Succeeded();
+        } else {
+          failures.Failed(n.status());
+        }
         return options_.interval;
       },
       options_.interval);

@@ -189,9 +189,10 @@ Duration SchedulerActor::Loop() {
   const TimePoint pass_start = clock_.Now();
   auto fired = Tick();
   if (!fired.ok()) {
-    spdlog::warn("scheduler: {}", fired.status().ToString());
+    failures_.Failed(fired.status());
     return Duration(500);
   }
+  failures_.Succeeded();
   auto next = store_.NextFireTime(options_.scope ? options_.scope() : TenantScope{});
   if (!next.ok() || !next->has_value()) return options_.max_sleep;
   // Due before this pass began and still not fired: a job that cannot be fired (its schedule no
