@@ -165,12 +165,7 @@ void ClusterActor::Start() {
   thread_.Start(
       "cluster",
       [this, period, failures = FailureLog("cluster")]() mutable {
-        Status s = Tick();
-        if (s.ok()) {
-          failures.Succeeded();
-        } else {
-          failures.Failed(s);
-        }
+        failures.Record(Tick());
         return period;
       },
       period);

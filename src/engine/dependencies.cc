@@ -155,12 +155,7 @@ void DependencyActor::Start() {
   thread_.Start(
       "dependencies",
       [this, kScanInterval, failures = FailureLog("dependencies")]() mutable {
-        auto n = Tick();
-        if (n.ok()) {
-          failures.Succeeded();
-        } else {
-          failures.Failed(n.status());
-        }
+        failures.Record(Tick().status());
         if (std::chrono::steady_clock::now() >= next_scan_) {
           next_scan_ = std::chrono::steady_clock::now() + kScanInterval;
           auto scanned = ScanAll();

@@ -31,6 +31,15 @@ class FailureLog {
     }
   }
 
+  // The outcome of one pass.
+  void Record(const Status& status) {
+    if (status.ok()) {
+      Succeeded();
+    } else {
+      Failed(status);
+    }
+  }
+
   void Succeeded() {
     if (failures_ > 1) spdlog::info("{}: working again after {} failed passes", what_, failures_);
     failures_ = 0;

@@ -39,12 +39,7 @@ void Heartbeater::Start() {
   thread_.Start(
       "heartbeater",
       [this, failures = FailureLog("heartbeater")]() mutable {
-        Status s = Tick();
-        if (s.ok()) {
-          failures.Succeeded();
-        } else {
-          failures.Failed(s);
-        }
+        failures.Record(Tick());
         return interval_;
       },
       interval_);

@@ -18,17 +18,11 @@ Result<int> Reaper::Tick() {
   return static_cast<int>(runs.size());
 }
 
-void Reaper::Start(std::function<bool()> active) {
+void Reaper::Start() {
   thread_.Start(
       "reaper",
-      [this, active = std::move(active), failures = FailureLog("reaper")]() mutable {
-        if (active && !active()) return options_.interval;
-        auto n = Tick();
-        if (n.ok()) {
-          failures.Succeeded();
-        } else {
-          failures.Failed(n.status());
-        }
+      [this, failures = FailureLog("reaper")]() mutable {
+        failures.Record(Tick().status());
         return options_.interval;
       },
       options_.interval);

@@ -29,8 +29,7 @@ class Reaper {
 
   // One pass. Returns the runs recovered.
   Result<int> Tick();
-  // Passes run only while `active()` says so (the leader's job in a cluster); none = always.
-  void Start(std::function<bool()> active = {});
+  void Start();
   void Stop() { thread_.Stop(); }
 
  private:
