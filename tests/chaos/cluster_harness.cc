@@ -28,9 +28,21 @@ namespace fs = std::filesystem;
 using std::chrono::milliseconds;
 using SteadyClock = std::chrono::steady_clock;
 
+// The file's contents; what could be read of it if reading fails ("" if it cannot be opened).
+// Plain read(2): a /proc/<pid> file of a process that exits while it is read fails with ESRCH,
+// which std::ifstream turns into an exception.
 std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
+  std::string out;
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return out;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return out;
 }
 
 std::string Tail(const std::string& text, size_t max = 4000) {
