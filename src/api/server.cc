@@ -545,7 +545,7 @@ Result<Reply> ApiServer::Impl::MetricsText(Call& call) {
   ASSIGN_OR_RETURN(std::vector<NodeInfo> nodes, node_.store().ListNodes());
   const TimePoint now = node_.clock().Now();
   int alive = 0;
-  for (const NodeInfo& n : nodes) alive += now - n.heartbeat_at < node_.options().node_dead_after;
+  for (const NodeInfo& n : nodes) alive += NodeAlive(n, now, node_.options().node_dead_after);
   MetricHeader(out, "jobsched_nodes_alive", "gauge", "Nodes with a recent heartbeat.");
   out += fmt::format("jobsched_nodes_alive {}\n", alive);
   MetricHeader(out, "jobsched_is_leader", "gauge", "1 if this node holds the leader lease.");

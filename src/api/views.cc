@@ -2,6 +2,7 @@
 
 #include "core/job_codec.h"
 #include "core/time_util.h"
+#include "engine/cluster.h"
 
 namespace jobsched::api {
 
@@ -88,7 +89,7 @@ Json NodeJson(const NodeInfo& n, TimePoint now, Duration dead_after) {
               {"rss_bytes", n.rss_bytes},
               {"started_at", TimeJson(n.started_at)},
               {"heartbeat_at", TimeJson(n.heartbeat_at)},
-              {"alive", now - n.heartbeat_at < dead_after}};
+              {"alive", NodeAlive(n, now, dead_after)}};
 }
 
 Json KeyJson(const ApiKeyRecord& k) {

@@ -1047,8 +1047,8 @@ void AddNodesCommand(CLI::App& app, int* exit_code) {
           const Json tenants = n.value("tenants", Json::array());
           t.Row({Field(n, "id"), n.value("leader", false) ? "leader" : "-", Field(n, "alive"),
                  tenants.empty() ? "-" : Text(tenants), Field(n, "host"), Field(n, "pid"),
-                 Field(n, "version"), queues.empty() ? "*" : Text(queues),
-                 Field(n, "concurrency"), Field(n, "heartbeat_at")});
+                 Field(n, "version"), queues.empty() ? "*" : Text(queues), Field(n, "concurrency"),
+                 Field(n, "heartbeat_at")});
         }
         t.Print(s.out);
         const Json& leader = out["leader"];

@@ -187,14 +187,13 @@ Status ValidateServeConfig(const ServeConfig& c) {
   }
   if (c.concurrency < 1 || c.concurrency > 4096)
     return InvalidArgument("concurrency: must be 1-4096", "concurrency");
-  for (auto [value, name] :
-       {std::pair{c.lease_ms, "lease_ms"},
-        {c.renew_ms, "renew_ms"},
-        {c.reaper_ms, "reaper_ms"},
-        {c.heartbeat_ms, "heartbeat_ms"},
-        {c.node_dead_ms, "node_dead_ms"},
-        {c.leader_ttl_ms, "leader_ttl_ms"},
-        {c.leader_renew_ms, "leader_renew_ms"}}) {
+  for (auto [value, name] : {std::pair{c.lease_ms, "lease_ms"},
+                             {c.renew_ms, "renew_ms"},
+                             {c.reaper_ms, "reaper_ms"},
+                             {c.heartbeat_ms, "heartbeat_ms"},
+                             {c.node_dead_ms, "node_dead_ms"},
+                             {c.leader_ttl_ms, "leader_ttl_ms"},
+                             {c.leader_renew_ms, "leader_renew_ms"}}) {
     if (value < 10) return InvalidArgument(std::string(name) + ": must be at least 10", name);
   }
   if (c.renew_ms >= c.lease_ms)
@@ -430,10 +429,10 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
     given->push_back({&s, opt});
   };
   const char* kFlags[] = {
-      "--store",          "--listen",    "--data-dir",          "--node-id",
-      "--concurrency",    "--queues",    "--log-format",        "--log-level",
-      "--tls-cert",       "--tls-key",   "--insecure-listen",   "--lease-ms",
-      "--renew-ms",       "--reaper-ms", "--heartbeat-ms",      "--node-dead-ms",
+      "--store",          "--listen",          "--data-dir",          "--node-id",
+      "--concurrency",    "--queues",          "--log-format",        "--log-level",
+      "--tls-cert",       "--tls-key",         "--insecure-listen",   "--lease-ms",
+      "--renew-ms",       "--reaper-ms",       "--heartbeat-ms",      "--node-dead-ms",
       "--leader-ttl-ms",  "--leader-renew-ms", "--shutdown-grace-ms", "--keep-runs-per-job",
       "--keep-runs-days", "--sample-job"};
   const char* kHelp[] = {

@@ -152,9 +152,9 @@ std::string DependencyRunId(const std::string& job_id,
   return job_id + "@d" + hex;
 }
 
-std::map<std::string, std::string> AssignTenants(
-    const std::map<std::string, std::string>& previous, const std::vector<std::string>& tenants,
-    const std::vector<std::string>& nodes) {
+std::map<std::string, std::string> AssignTenants(const std::map<std::string, std::string>& previous,
+                                                 const std::vector<std::string>& tenants,
+                                                 const std::vector<std::string>& nodes) {
   std::map<std::string, std::string> out;
   if (nodes.empty()) return out;
   std::vector<std::string> sorted_tenants = tenants;

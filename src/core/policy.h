@@ -81,9 +81,9 @@ Duration RetryDelay(const RetryPolicy& retry, int failed_attempts, double random
 // node owns more than ceil(tenants / nodes)) and sticky (a tenant stays with its previous owner
 // while that owner is live and not over the cap). Tenants that move go to the least loaded node
 // (ties by node id). Deterministic; empty when `nodes` is empty.
-std::map<std::string, std::string> AssignTenants(
-    const std::map<std::string, std::string>& previous, const std::vector<std::string>& tenants,
-    const std::vector<std::string>& nodes);
+std::map<std::string, std::string> AssignTenants(const std::map<std::string, std::string>& previous,
+                                                 const std::vector<std::string>& tenants,
+                                                 const std::vector<std::string>& nodes);
 
 // Run ids (DESIGN §2).
 std::string ScheduledRunId(const std::string& job_id, TimePoint scheduled_at);  // job@<ms>

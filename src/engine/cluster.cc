@@ -21,8 +21,7 @@ Status StoreClock::Sync(Store& store) {
   if (!server) return Status::Ok();
   const auto rtt = std::chrono::duration_cast<Duration>(after - before);
   if (synced_.load() && rtt > Duration(100)) return Status::Ok();
-  const auto local_mid =
-      std::chrono::time_point_cast<Duration>(before + (after - before) / 2);
+  const auto local_mid = std::chrono::time_point_cast<Duration>(before + (after - before) / 2);
   const int64_t offset = (*server - local_mid).count();
   const int64_t old = offset_ms_.exchange(offset, std::memory_order_relaxed);
   if (!synced_.exchange(true) || std::abs(old - offset) > 1000) {
@@ -60,8 +59,9 @@ Status ClusterActor::Tick() {
     next_renew_ = {};
     return nodes.status();
   }
+  ASSIGN_OR_RETURN(Assignment assignment, store_.GetAssignment());
   if (now >= next_renew_ || !leader_.load()) {
-    Status s = Lead(now, *nodes);
+    Status s = Lead(now, *nodes, assignment);
     next_renew_ = now + options_.leader_renew;
     if (!s.ok()) {
       next_renew_ = {};
@@ -70,7 +70,6 @@ Status ClusterActor::Tick() {
   }
 
   // The view: tenants assigned to another live node are theirs.
-  ASSIGN_OR_RETURN(Assignment assignment, store_.GetAssignment());
   TenantScope scope;
   for (const auto& [tenant, owner] : assignment.owners) {
     if (owner == options_.node_id) continue;
@@ -91,7 +90,8 @@ Status ClusterActor::Tick() {
   return Status::Ok();
 }
 
-Status ClusterActor::Lead(TimePoint now, const std::vector<NodeInfo>& nodes) {
+Status ClusterActor::Lead(TimePoint now, const std::vector<NodeInfo>& nodes,
+                          Assignment& assignment) {
   auto lease = store_.AcquireLeadership(options_.node_id, now, options_.leader_ttl);
   if (!lease.ok() || lease->node != options_.node_id) {
     if (leader_.exchange(false)) {
@@ -112,8 +112,9 @@ Status ClusterActor::Lead(TimePoint now, const std::vector<NodeInfo>& nodes) {
       alive.push_back(n.id);
     } else if (now - n.heartbeat_at > options_.forget_dead_after) {
       Status s = store_.RemoveNode(n.id);
-      if (s.ok()) spdlog::info("leader: forgot node {} (dead since {} ms)", n.id,
-                               (now - n.heartbeat_at).count());
+      if (s.ok())
+        spdlog::info("leader: forgot node {} (dead since {} ms)", n.id,
+                     (now - n.heartbeat_at).count());
     }
   }
   // This node is alive even if its own heartbeat has not landed yet.
@@ -124,12 +125,12 @@ Status ClusterActor::Lead(TimePoint now, const std::vector<NodeInfo>& nodes) {
   ASSIGN_OR_RETURN(std::vector<TenantRecord> tenants, store_.ListTenants());
   std::vector<std::string> ids;
   for (const TenantRecord& t : tenants) ids.push_back(t.id);
-  ASSIGN_OR_RETURN(Assignment current, store_.GetAssignment());
-  TenantOwners owners = AssignTenants(current.owners, ids, alive);
-  if (owners != current.owners || current.epoch != lease_.epoch) {
+  TenantOwners owners = AssignTenants(assignment.owners, ids, alive);
+  if (owners != assignment.owners || assignment.epoch != lease_.epoch) {
     RETURN_IF_ERROR(store_.PutAssignment(options_.node_id, lease_.epoch, now, owners));
     spdlog::info("leader: tenant assignment (epoch {}): {} tenants over {} live nodes",
                  lease_.epoch, owners.size(), alive.size());
+    assignment = Assignment{.epoch = lease_.epoch, .owners = std::move(owners), .updated_at = now};
   }
   return Status::Ok();
 }

@@ -39,10 +39,10 @@ class StoreClock final : public Clock {
 
 struct ClusterOptions {
   std::string node_id;
-  Duration leader_ttl{10000};    // Default: 10 s
-  Duration leader_renew{3000};   // Default: 3 s
+  Duration leader_ttl{10000};       // Default: 10 s
+  Duration leader_renew{3000};      // Default: 3 s
   Duration node_dead_after{10000};  // no heartbeat for this long: dead. Default: 10 s
-  Duration clock_sync{5000};     // Default: 5 s
+  Duration clock_sync{5000};        // Default: 5 s
   // Dead nodes are removed from the store after this long. Default: 1 h
   Duration forget_dead_after{3600 * 1000};
 };
@@ -83,7 +83,9 @@ class ClusterActor {
   Result<ClusterStatus> Describe() const;
 
  private:
-  Status Lead(TimePoint now, const std::vector<NodeInfo>& nodes);
+  // Takes or renews the lease; as leader, reassigns tenants over the live `nodes` and updates
+  // `assignment` (as read this pass) to what it wrote.
+  Status Lead(TimePoint now, const std::vector<NodeInfo>& nodes, Assignment& assignment);
 
   Store& store_;
   const Clock& clock_;

@@ -2,9 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "engine/failure_log.h"
-
 #include "core/policy.h"
+#include "engine/failure_log.h"
 #include "engine/scheduler.h"
 
 namespace jobsched {

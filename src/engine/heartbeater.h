@@ -1,5 +1,5 @@
 // The heartbeater actor: registers this node in the store and refreshes its record (CPU, RSS)
-// every `interval`; nodes without a heartbeat for 10 s count as dead.
+// every `interval`; nodes without a heartbeat for `node_dead_after` count as dead (NodeAlive).
 #pragma once
 
 #include <jobsched/store.h>

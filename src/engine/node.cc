@@ -115,13 +115,13 @@ Node::Node(SchedulerOptions options, std::shared_ptr<Store> store)
   auto cancel = [this](const std::string& tenant, const std::string& run_id) {
     CancelEverywhere(tenant, run_id);
   };
-  cluster_ = std::make_unique<ClusterActor>(*store_, *clock_, store_clock_.get(),
-                                            ClusterOptions{.node_id = options_.node_id,
-                                                           .leader_ttl = options_.leader_ttl,
-                                                           .leader_renew = options_.leader_renew,
-                                                           .node_dead_after =
-                                                               options_.node_dead_after},
-                                            [this] { scheduler_->Wake(); });
+  cluster_ =
+      std::make_unique<ClusterActor>(*store_, *clock_, store_clock_.get(),
+                                     ClusterOptions{.node_id = options_.node_id,
+                                                    .leader_ttl = options_.leader_ttl,
+                                                    .leader_renew = options_.leader_renew,
+                                                    .node_dead_after = options_.node_dead_after},
+                                     [this] { scheduler_->Wake(); });
   scheduler_ = std::make_unique<SchedulerActor>(
       *store_, *clock_, events_,
       SchedulerActorOptions{.scope = [this] { return cluster_->Scope(); }},
@@ -186,8 +186,8 @@ Status Node::Start() {
   if (running_) return Status::Ok();
   if (store_clock_) {
     Status synced = store_clock_->Sync(*store_);
-    if (!synced.ok()) spdlog::warn("node {}: clock sync failed: {}", options_.node_id,
-                                   synced.ToString());
+    if (!synced.ok())
+      spdlog::warn("node {}: clock sync failed: {}", options_.node_id, synced.ToString());
   }
   Status registered = heartbeater_->Tick();
   if (!registered.ok())

@@ -170,9 +170,8 @@ void Processor::PrefetchSpecs(const std::vector<RunRecord>& runs) {
   {
     std::lock_guard lock(mu_);
     for (const RunRecord& run : runs) {
-      std::string key = run.tenant + "/" + run.job_id;
-      auto it = spec_cache_.find(key);
-      if (it != spec_cache_.end() && now - it->second.second < options_.spec_cache_ttl) continue;
+      std::string key = SpecKey(run);
+      if (CachedSpec(key, now) != nullptr) continue;
       if (std::find(keys.begin(), keys.end(), key) != keys.end()) continue;
       keys.push_back(std::move(key));
       missing.push_back({run.tenant, run.job_id});
@@ -188,14 +187,21 @@ void Processor::PrefetchSpecs(const std::vector<RunRecord>& runs) {
   }
 }
 
+std::string Processor::SpecKey(const RunRecord& run) { return run.tenant + "/" + run.job_id; }
+
+std::shared_ptr<const JobSpec> Processor::CachedSpec(const std::string& key,
+                                                     std::chrono::steady_clock::time_point now) {
+  auto it = spec_cache_.find(key);
+  if (it == spec_cache_.end() || now - it->second.second >= options_.spec_cache_ttl) return {};
+  return it->second.first;
+}
+
 Result<std::shared_ptr<const JobSpec>> Processor::SpecFor(const RunRecord& run) {
-  const std::string key = run.tenant + "/" + run.job_id;
+  const std::string key = SpecKey(run);
   const auto now = std::chrono::steady_clock::now();
   {
     std::lock_guard lock(mu_);
-    auto it = spec_cache_.find(key);
-    if (it != spec_cache_.end() && now - it->second.second < options_.spec_cache_ttl)
-      return it->second.first;
+    if (auto cached = CachedSpec(key, now)) return cached;
   }
   ASSIGN_OR_RETURN(JobRecord job, store_.GetJob(run.tenant, run.job_id));
   auto spec = std::make_shared<const JobSpec>(std::move(job.spec));

@@ -26,9 +26,9 @@
 #include <vector>
 
 #include "engine/actor.h"
-#include "engine/failure_log.h"
 #include "engine/event_bus.h"
 #include "engine/executor.h"
+#include "engine/failure_log.h"
 
 namespace jobsched {
 
@@ -82,6 +82,11 @@ class Processor {
   Duration DispatchLoop();
   Duration WatchdogPass();
   Result<std::shared_ptr<const JobSpec>> SpecFor(const RunRecord& run);
+  // The spec cache: its key for a run, and a spec read less than spec_cache_ttl before `now`
+  // (null if none). CachedSpec requires mu_.
+  static std::string SpecKey(const RunRecord& run);
+  std::shared_ptr<const JobSpec> CachedSpec(const std::string& key,
+                                            std::chrono::steady_clock::time_point now);
   // Reads the specs of claimed runs that are not cached, in one store call.
   void PrefetchSpecs(const std::vector<RunRecord>& runs);
   // Group commit: completions that arrive while one batch is being written go into the next

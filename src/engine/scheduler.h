@@ -60,7 +60,7 @@ class SchedulerActor {
   const SchedulerActorOptions options_;
   const std::function<void()> on_fired_;
   const std::function<void(const std::string&, const std::string&)> on_cancelled_;
-  FailureLog failures_{"scheduler"};  // only the scheduler thread
+  FailureLog failures_{"scheduler"};             // only the scheduler thread
   std::mt19937_64 rng_{std::random_device{}()};  // only the scheduler thread (or Tick caller)
   ActorThread thread_;
 };

@@ -1146,10 +1146,19 @@ Result<JobRecord> RedisStore::WriteJob(const JobRecord& job,
   return Unexpected("put_job");
 }
 
-Result<JobRecord> RedisStore::GetJob(const std::string& tenant, const std::string& id) {
-  ASSIGN_OR_RETURN(Reply r, backend_->Call({"HGETALL", backend_->TenantKey(tenant, "job:" + id)}));
+namespace {
+
+// A job hash as read by HGETALL; kNotFound when it was absent.
+Result<JobRecord> JobOrNotFound(const Reply& r, const std::string& tenant, const std::string& id) {
   if (r.elements.empty()) return NotFound("job '" + id + "' not found in tenant '" + tenant + "'");
   return JobFromHash(r, tenant);
+}
+
+}  // namespace
+
+Result<JobRecord> RedisStore::GetJob(const std::string& tenant, const std::string& id) {
+  ASSIGN_OR_RETURN(Reply r, backend_->Call({"HGETALL", backend_->TenantKey(tenant, "job:" + id)}));
+  return JobOrNotFound(r, tenant, id);
 }
 
 Result<Page<JobRecord>> RedisStore::ListJobs(const std::string& tenant, const JobFilter& filter) {
@@ -1197,7 +1206,7 @@ Result<std::vector<std::string>> ScopedTenants(RedisBackend& backend, const Tena
 }  // namespace
 
 Result<std::vector<JobRecord>> RedisStore::DueJobs(TimePoint now, int limit,
-                                                  const TenantScope& scope) {
+                                                   const TenantScope& scope) {
   const int n = Clamp(limit, 1, kMaxPageSize);
   ASSIGN_OR_RETURN(std::vector<std::string> tenants, ScopedTenants(*backend_, scope));
   std::vector<Command> commands;
@@ -1252,18 +1261,7 @@ namespace {
 
 Result<Command> FireCommand(const RedisBackend& backend, const FireRequest& request) {
   RETURN_IF_ERROR(CheckNewRuns(request.tenant, request.job_id, request.runs));
-  // As SqliteStore: cancellations and events are stamped with the request's `now`; requests
-  // built without one fall back to the newest run committed with them, else the expected fire.
-  TimePoint fire_time = request.expected_next_fire.value_or(TimePoint{});
-  if (request.now != TimePoint{}) {
-    fire_time = request.now;
-  } else if (!request.runs.empty()) {
-    fire_time = std::max_element(request.runs.begin(), request.runs.end(),
-                                 [](const RunRecord& a, const RunRecord& b) {
-                                   return a.created_at < b.created_at;
-                                 })
-                    ->created_at;
-  }
+  const TimePoint fire_time = FireTime(request);
   std::vector<std::string> args = {request.job_id,
                                    std::to_string(request.expected_version),
                                    OptMs(request.expected_next_fire),
@@ -1468,9 +1466,7 @@ std::vector<Result<JobRecord>> RedisStore::GetJobs(std::span<const JobRef> jobs)
       },
       [&b](const Reply& reply, const JobRef& j) -> Result<JobRecord> {
         if (reply.is_error()) return b.ErrorStatus(reply);
-        if (reply.elements.empty())
-          return NotFound("job '" + j.job_id + "' not found in tenant '" + j.tenant + "'");
-        return JobFromHash(reply, j.tenant);
+        return JobOrNotFound(reply, j.tenant, j.job_id);
       });
 }
 
@@ -2094,8 +2090,8 @@ Result<LeaderLease> RedisStore::AcquireLeadership(const std::string& node, TimeP
 }
 
 Result<std::optional<LeaderLease>> RedisStore::GetLeader(TimePoint now) {
-  ASSIGN_OR_RETURN(Reply r,
-                   backend_->Call({"HMGET", backend_->SysKey("leader"), "node", "epoch", "expires"}));
+  ASSIGN_OR_RETURN(
+      Reply r, backend_->Call({"HMGET", backend_->SysKey("leader"), "node", "epoch", "expires"}));
   if (r.elements.size() != 3 || r.elements[0].type == Reply::kNil) {
     return std::optional<LeaderLease>();
   }
@@ -2166,36 +2162,36 @@ void RedisStore::Subscribe(std::function<void(const WakeMessage&)> handler) {
     backend_->Subscribe(backend_->SysKey("wake"), {});
     return;
   }
-  backend_->Subscribe(backend_->SysKey("wake"), [handler = std::move(handler)](
-                                                    const std::string& text) {
-    std::vector<std::string> parts;
-    size_t start = 0;
-    while (start <= text.size()) {
-      size_t end = text.find('\n', start);
-      if (end == std::string::npos) end = text.size();
-      parts.push_back(text.substr(start, end - start));
-      start = end + 1;
-    }
-    if (parts.size() < 2 || parts[0].size() != 1) return;
-    WakeMessage m{.origin = parts[1]};
-    switch (parts[0][0]) {
-      case 'r':
-        m.topic = WakeTopic::kRunsReady;
-        break;
-      case 'j':
-        m.topic = WakeTopic::kJobsChanged;
-        break;
-      case 'c':
-        if (parts.size() != 4) return;
-        m.topic = WakeTopic::kCancelRun;
-        m.tenant = parts[2];
-        m.run_id = parts[3];
-        break;
-      default:
-        return;  // a newer version's topic
-    }
-    handler(m);
-  });
+  backend_->Subscribe(backend_->SysKey("wake"),
+                      [handler = std::move(handler)](const std::string& text) {
+                        std::vector<std::string> parts;
+                        size_t start = 0;
+                        while (start <= text.size()) {
+                          size_t end = text.find('\n', start);
+                          if (end == std::string::npos) end = text.size();
+                          parts.push_back(text.substr(start, end - start));
+                          start = end + 1;
+                        }
+                        if (parts.size() < 2 || parts[0].size() != 1) return;
+                        WakeMessage m{.origin = parts[1]};
+                        switch (parts[0][0]) {
+                          case 'r':
+                            m.topic = WakeTopic::kRunsReady;
+                            break;
+                          case 'j':
+                            m.topic = WakeTopic::kJobsChanged;
+                            break;
+                          case 'c':
+                            if (parts.size() != 4) return;
+                            m.topic = WakeTopic::kCancelRun;
+                            m.tenant = parts[2];
+                            m.run_id = parts[3];
+                            break;
+                          default:
+                            return;  // a newer version's topic
+                        }
+                        handler(m);
+                      });
 }
 
 namespace {

@@ -85,7 +85,6 @@ class RedisStore final : public Store {
 
   ~RedisStore() override;
 
-
   // ---- Store (see store.h for the contract of each method) -------------------------------
   Result<JobRecord> CreateJob(const JobRecord& job) override;
   Result<JobRecord> PutJob(const JobRecord& job, std::optional<int64_t> expected_version) override;
@@ -109,8 +108,7 @@ class RedisStore final : public Store {
   Result<std::vector<RunRecord>> ActiveRuns(const std::string& tenant,
                                             const std::string& job_id) override;
   // One pipeline: one script per job.
-  std::vector<Result<std::vector<RunRecord>>> ActiveRunsMany(
-      std::span<const JobRef> jobs) override;
+  std::vector<Result<std::vector<RunRecord>>> ActiveRunsMany(std::span<const JobRef> jobs) override;
   Result<std::vector<RunRecord>> FinishedRunsSince(const std::string& tenant,
                                                    const std::string& job_id,
                                                    TimePoint since) override;

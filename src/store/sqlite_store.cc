@@ -761,18 +761,7 @@ Status ParseRunCursor(const std::string& cursor, int64_t& created_ms, std::strin
 // Fire inside `txn`; on error the caller rolls back what it wrote.
 Result<FireResult> FireInTxn(Txn& txn, const FireRequest& request) {
   RETURN_IF_ERROR(CheckNewRuns(request.tenant, request.job_id, request.runs));
-  // Cancellations and events are stamped with the request's `now`; requests built without one
-  // fall back to the newest run committed with them, else the expected fire.
-  TimePoint fire_time = request.expected_next_fire.value_or(TimePoint{});
-  if (request.now != TimePoint{}) {
-    fire_time = request.now;
-  } else if (!request.runs.empty()) {
-    fire_time = std::max_element(request.runs.begin(), request.runs.end(),
-                                 [](const RunRecord& a, const RunRecord& b) {
-                                   return a.created_at < b.created_at;
-                                 })
-                    ->created_at;
-  }
+  const TimePoint fire_time = FireTime(request);
 
   ASSIGN_OR_RETURN(std::optional<JobRecord> job, LoadJob(txn, request.tenant, request.job_id));
   if (!job) {
@@ -1845,9 +1834,9 @@ Result<LeaderLease> SqliteStore::AcquireLeadership(const std::string& node, Time
     return *current;
   }
   LeaderLease lease{.node = node, .epoch = 1, .expires_at = now + ttl};
-  if (current) lease.epoch = current->node == node && current->expires_at > now
-                                 ? current->epoch
-                                 : current->epoch + 1;
+  if (current)
+    lease.epoch =
+        current->node == node && current->expires_at > now ? current->epoch : current->epoch + 1;
   {
     ASSIGN_OR_RETURN(Stmt st, txn.Prepare("INSERT INTO leader (id, node, epoch, expires_at) "
                                           "VALUES (1, ?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET "
@@ -1887,8 +1876,7 @@ Status SqliteStore::PutAssignment(const std::string& node, int64_t epoch, TimePo
   Txn txn(*conn_, Txn::kWrite);
   RETURN_IF_ERROR(txn.begin_status());
   ASSIGN_OR_RETURN(std::optional<LeaderLease> current, ReadLeader(txn));
-  if (!current || current->node != node || current->epoch != epoch ||
-      current->expires_at <= now) {
+  if (!current || current->node != node || current->epoch != epoch || current->expires_at <= now) {
     return FailedPrecondition("node '" + node + "' does not hold the leader lease of epoch " +
                               std::to_string(epoch));
   }

@@ -1,5 +1,7 @@
 #include "store/store_common.h"
 
+#include <algorithm>
+
 namespace jobsched {
 
 Status CheckNewRuns(const std::string& tenant, const std::string& job_id,
@@ -17,6 +19,17 @@ Status CheckNewRuns(const std::string& tenant, const std::string& job_id,
     if (run.id.empty()) return InvalidArgument("a run id is empty");
   }
   return Status::Ok();
+}
+
+TimePoint FireTime(const FireRequest& request) {
+  if (request.now != TimePoint{}) return request.now;
+  if (!request.runs.empty()) {
+    return std::max_element(
+               request.runs.begin(), request.runs.end(),
+               [](const RunRecord& a, const RunRecord& b) { return a.created_at < b.created_at; })
+        ->created_at;
+  }
+  return request.expected_next_fire.value_or(TimePoint{});
 }
 
 }  // namespace jobsched

@@ -4,6 +4,7 @@
 
 #include <jobsched/job.h>
 #include <jobsched/status.h>
+#include <jobsched/store.h>
 
 #include <span>
 #include <string>
@@ -14,5 +15,9 @@ namespace jobsched {
 // kInvalidArgument naming the offending run otherwise.
 Status CheckNewRuns(const std::string& tenant, const std::string& job_id,
                     std::span<const RunRecord> runs);
+
+// The instant a Fire stamps its cancellations and events with: the request's `now`; for requests
+// built without one, the newest run committed with them, else the expected fire.
+TimePoint FireTime(const FireRequest& request);
 
 }  // namespace jobsched

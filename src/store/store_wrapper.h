@@ -109,7 +109,8 @@ class StoreWrapper : public Store {
     return target_.CompleteMany(completions);
   }
   std::vector<Result<JobRecord>> GetJobs(std::span<const JobRef> jobs) override {
-    if (Status s = Before("GetJobs"); !s.ok()) return std::vector<Result<JobRecord>>(jobs.size(), s);
+    if (Status s = Before("GetJobs"); !s.ok())
+      return std::vector<Result<JobRecord>>(jobs.size(), s);
     return target_.GetJobs(jobs);
   }
   std::vector<Result<std::vector<RunRecord>>> ActiveRunsMany(

@@ -59,13 +59,13 @@ struct HttpReply {
 std::ostream& operator<<(std::ostream& os, const HttpReply& r);
 
 struct NodeOptions {
-  std::string id;           // --node-id, and the name of the node's log and data directory
+  std::string id;                // --node-id, and the name of the node's log and data directory
   bool default_node_id = false;  // no --node-id: the node picks its own
-  std::string store_url;    // --store; "" = the cluster's Redis
-  int concurrency = 8;      // --concurrency
-  int64_t lease_ms = 2000;  // --lease-ms
-  int64_t renew_ms = 500;   // --renew-ms
-  int64_t reaper_ms = 250;  // --reaper-ms
+  std::string store_url;         // --store; "" = the cluster's Redis
+  int concurrency = 8;           // --concurrency
+  int64_t lease_ms = 2000;       // --lease-ms
+  int64_t renew_ms = 500;        // --renew-ms
+  int64_t reaper_ms = 250;       // --reaper-ms
   std::vector<std::string> extra_flags;
 };
 

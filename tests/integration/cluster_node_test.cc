@@ -153,12 +153,13 @@ TEST_F(ClusterActorTest, AStoppedLeaderGivesTheLeaseUpAtOnce) {
 TEST(NodeIdTest, AGivenIdInUseByALiveNodeElsewhereIsRefusedAndADefaultedOneMadeUnique) {
   FakeClock clock(kT0);
   std::shared_ptr<Store> store = SqliteStore::Open({.path = ":memory:"}).value();
+  ASSERT_TRUE(
+      store->Heartbeat({.id = "n1", .host = "elsewhere", .pid = 4242, .heartbeat_at = clock.Now()})
+          .ok());
   ASSERT_TRUE(store
-                  ->Heartbeat({.id = "n1", .host = "elsewhere", .pid = 4242,
-                               .heartbeat_at = clock.Now()})
-                  .ok());
-  ASSERT_TRUE(store
-                  ->Heartbeat({.id = DefaultNodeId(), .host = "elsewhere", .pid = 4242,
+                  ->Heartbeat({.id = DefaultNodeId(),
+                               .host = "elsewhere",
+                               .pid = 4242,
                                .heartbeat_at = clock.Now()})
                   .ok());
 
@@ -181,16 +182,18 @@ TEST(NodeIdTest, AGivenIdInUseByALiveNodeElsewhereIsRefusedAndADefaultedOneMadeU
 TEST(NodeIdTest, ARecordOfThisProcessOrOfAGoneProcessOfThisHostIsARestart) {
   FakeClock clock(kT0);
   std::shared_ptr<Store> store = SqliteStore::Open({.path = ":memory:"}).value();
-  ASSERT_TRUE(store
-                  ->Heartbeat({.id = "me", .host = DefaultNodeId(), .pid = ::getpid(),
-                               .heartbeat_at = clock.Now()})
-                  .ok());
+  ASSERT_TRUE(
+      store
+          ->Heartbeat(
+              {.id = "me", .host = DefaultNodeId(), .pid = ::getpid(), .heartbeat_at = clock.Now()})
+          .ok());
   EXPECT_TRUE(Node::Create({.store = store, .node_id = "me", .clock = &clock}).ok());
   // A pid that cannot be running (above the kernel's pid_max).
-  ASSERT_TRUE(store
-                  ->Heartbeat({.id = "gone", .host = DefaultNodeId(), .pid = 1 << 30,
-                               .heartbeat_at = clock.Now()})
-                  .ok());
+  ASSERT_TRUE(
+      store
+          ->Heartbeat(
+              {.id = "gone", .host = DefaultNodeId(), .pid = 1 << 30, .heartbeat_at = clock.Now()})
+          .ok());
   EXPECT_TRUE(Node::Create({.store = store, .node_id = "gone", .clock = &clock}).ok());
 }
 
@@ -200,7 +203,8 @@ TEST(JobEnvironmentTest, AShellJobIsToldItsRunAttemptFenceAndNode) {
   auto node = Node::Create({.store_url = "sqlite::memory:", .node_id = "n7", .concurrency = 1});
   ASSERT_TRUE(node.ok()) << node.status().ToString();
   ASSERT_TRUE((*node)->Start().ok());
-  auto spec = ParseJobSpec(R"({"id": "env", "handler": {"type": "shell", "command": ["/usr/bin/env"]}})");
+  auto spec =
+      ParseJobSpec(R"({"id": "env", "handler": {"type": "shell", "command": ["/usr/bin/env"]}})");
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
   ASSERT_TRUE((*node)->jobs().Create(*spec).ok());
   auto ids = (*node)->jobs().Trigger("default", "env", {});
