@@ -73,6 +73,9 @@ struct ClaimRequest {
   TimePoint now{};
   Duration lease{15000};
   int max_runs = 1;
+  // Claim runs available up to this instant (claim-ahead: the caller holds such a run until its
+  // available_at). None = now.
+  std::optional<TimePoint> horizon;
 };
 
 struct LeaseRef {
@@ -101,6 +104,10 @@ struct Completion {
   std::optional<int> http_status;
   std::string output;
   std::string error;
+  // When the attempt really began, if not when it was claimed (a run claimed ahead of its time
+  // starts when its time comes): replaces the attempt's recorded start, and the run's when this
+  // is its first attempt.
+  std::optional<TimePoint> started_at;
 };
 
 // Something that changed, in commit order per tenant (the SSE feed and the audit log).
@@ -314,13 +321,14 @@ class Store {
   virtual Result<std::vector<JobRecord>> Dependents(const std::string& tenant,
                                                     const std::string& job_id) = 0;
 
-  // Claims up to max_runs runs for `node`: queued, or retry-waiting, with available_at <= now,
-  // in the given queues; highest priority first, then earliest available_at, then id. An
-  // exclusive run is skipped while another run of its job is running, and a tenant never has
-  // more than its max_concurrent_runs running, nor a queue of a tenant more than its
-  // queue_limits entry. Each claimed run becomes
-  // running with attempt + 1, a new fencing token (increasing across the store), node,
-  // lease_deadline = now + lease, started_at (first attempt), and a new attempt record.
+  // Claims up to max_runs runs for `node`: queued, or retry-waiting, with available_at <= now
+  // (or <= horizon, when given), in the given queues; highest priority first, then earliest
+  // available_at, then id. An exclusive run is skipped while another run of its job is running,
+  // and a tenant never has more than its max_concurrent_runs running, nor a queue of a tenant
+  // more than its queue_limits entry. Each claimed run becomes running with attempt + 1, a new
+  // fencing token (increasing across the store), node, lease_deadline = now + lease, and a new
+  // attempt record that starts at max(now, available_at) (so does the run: started_at, first
+  // attempt).
   virtual Result<std::vector<RunRecord>> ClaimRuns(const ClaimRequest& request) = 0;
 
   // The earliest available_at of a claimable run (queued or retry-waiting), or none.

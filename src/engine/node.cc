@@ -83,6 +83,13 @@ Result<std::unique_ptr<Node>> Node::Create(SchedulerOptions options) {
                          {options.leader_renew, "leader_renew"}}) {
     if (d.count() <= 0) return InvalidArgument(std::string(name) + ": must be positive", name);
   }
+  for (auto [d, name] :
+       {std::pair{options.fire_ahead, "fire_ahead"}, {options.claim_ahead, "claim_ahead"}}) {
+    if (d.count() < 0) return InvalidArgument(std::string(name) + ": must not be negative", name);
+    if (d >= options.lease) {
+      return InvalidArgument(std::string(name) + ": must be shorter than lease", name);
+    }
+  }
   ASSIGN_OR_RETURN(options.node_id, ClaimNodeId(*store, options.clock, options.node_id, defaulted,
                                                 options.node_dead_after));
   return std::unique_ptr<Node>(new Node(std::move(options), std::move(store)));
@@ -103,7 +110,8 @@ Node::Node(SchedulerOptions options, std::shared_ptr<Store> store)
                        .concurrency = options_.concurrency,
                        .queues = options_.queues,
                        .lease = options_.lease,
-                       .renew_interval = options_.renew_interval},
+                       .renew_interval = options_.renew_interval,
+                       .claim_ahead = options_.claim_ahead},
       [this](const RunRecord& run) { dependencies_->OnRunFinished(run); });
   reaper_ = std::make_unique<Reaper>(*store_, *clock_,
                                      ReaperOptions{.interval = options_.reaper_interval},
@@ -124,7 +132,8 @@ Node::Node(SchedulerOptions options, std::shared_ptr<Store> store)
                                      [this] { scheduler_->Wake(); });
   scheduler_ = std::make_unique<SchedulerActor>(
       *store_, *clock_, events_,
-      SchedulerActorOptions{.scope = [this] { return cluster_->Scope(); }},
+      SchedulerActorOptions{.scope = [this] { return cluster_->Scope(); },
+                            .fire_ahead = options_.fire_ahead},
       [this] { WakeProcessors(); }, cancel);
   heartbeater_ = std::make_unique<Heartbeater>(*store_, *clock_,
                                                NodeInfo{.id = options_.node_id,

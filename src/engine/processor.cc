@@ -13,6 +13,7 @@ using SteadyTime = std::chrono::steady_clock::time_point;
 struct Processor::Attempt {
   RunRecord run;
   exec::CancelSource cancel;
+  TimePoint started{};                 // when a worker began it
   TimePoint lease_until{};             // guarded by Processor::mu_
   std::optional<SteadyTime> deadline;  // builtin timeouts; guarded by Processor::mu_
   std::atomic<bool> reporting{false};  // its result is being written: no more renewals
@@ -28,6 +29,12 @@ Processor::Processor(Store& store, const Clock& clock, const Executor& executor,
       options_(std::move(options)),
       on_finished_(std::move(on_finished)) {}
 
+struct Processor::PendingCompletion {
+  std::shared_ptr<Attempt> attempt;
+  Completion completion;
+  EventType event = EventType::kRunSucceeded;
+};
+
 Processor::~Processor() { Stop(Duration(0)); }
 
 void Processor::Start() {
@@ -35,7 +42,12 @@ void Processor::Start() {
     std::lock_guard lock(mu_);
     stopping_workers_ = false;
   }
+  {
+    std::lock_guard lock(commit_mu_);
+    stopping_committer_ = false;
+  }
   for (int i = 0; i < options_.concurrency; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  committer_ = std::thread([this] { CommitLoop(); });
   renewer_.Start(
       "renewer", [this] { return RenewOnce(); }, options_.renew_interval);
   watchdog_.Start(
@@ -55,6 +67,12 @@ void Processor::Stop(Duration grace) {
   work_cv_.notify_all();
   for (std::thread& t : workers_) t.join();
   workers_.clear();
+  {
+    std::lock_guard lock(commit_mu_);
+    stopping_committer_ = true;
+  }
+  commit_cv_.notify_all();
+  if (committer_.joinable()) committer_.join();
   watchdog_.Stop();
   renewer_.Stop();
   // Attempts fenced above (and any that were never started) go back to the store at once.
@@ -64,6 +82,7 @@ void Processor::Stop(Duration grace) {
     for (auto& [key, attempt] : active_) left.push_back(attempt);
     active_.clear();
     queue_.clear();
+    held_.clear();
   }
   if (!left.empty()) {
     auto recovered =
@@ -92,20 +111,49 @@ double Processor::Random01() {
   return std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
 }
 
+int Processor::AheadBudget() const {
+  if (options_.claim_ahead.count() <= 0 || options_.max_ahead <= 0) return 0;
+  // Ahead only while a worker is idle: a run held by a node busy with long attempts would wait
+  // for a worker while another node could start it.
+  if (executing_ + static_cast<int>(queue_.size()) >= options_.concurrency) return 0;
+  double budget = options_.concurrency;
+  if (mean_attempt_ms_ > 0) {
+    budget = std::max(budget, options_.concurrency *
+                                  static_cast<double>(options_.claim_ahead.count()) /
+                                  mean_attempt_ms_);
+  }
+  return static_cast<int>(std::min<double>(budget, options_.max_ahead)) -
+         static_cast<int>(held_.size());
+}
+
 Result<int> Processor::ClaimOnce() {
-  int free_slots;
+  int free_slots, ahead;
   {
     std::lock_guard lock(mu_);
     if (stopping_workers_) return 0;
-    free_slots = options_.concurrency - static_cast<int>(active_.size());
+    free_slots = options_.concurrency - executing_ - static_cast<int>(queue_.size());
+    ahead = AheadBudget();
   }
-  if (free_slots <= 0) return 0;
   const TimePoint now = clock_.Now();
-  ASSIGN_OR_RETURN(std::vector<RunRecord> runs, store_.ClaimRuns({.node = options_.node_id,
-                                                                  .queues = options_.queues,
-                                                                  .now = now,
-                                                                  .lease = options_.lease,
-                                                                  .max_runs = free_slots}));
+  std::vector<RunRecord> runs;
+  if (free_slots > 0) {
+    ASSIGN_OR_RETURN(runs, store_.ClaimRuns({.node = options_.node_id,
+                                             .queues = options_.queues,
+                                             .now = now,
+                                             .lease = options_.lease,
+                                             .max_runs = free_slots}));
+  }
+  // Nothing more is available now: take what becomes available within claim_ahead.
+  if (ahead > 0 && static_cast<int>(runs.size()) < std::max(free_slots, 1)) {
+    ASSIGN_OR_RETURN(std::vector<RunRecord> later,
+                     store_.ClaimRuns({.node = options_.node_id,
+                                       .queues = options_.queues,
+                                       .now = now,
+                                       .lease = options_.lease,
+                                       .max_runs = ahead,
+                                       .horizon = now + options_.claim_ahead}));
+    for (RunRecord& r : later) runs.push_back(std::move(r));
+  }
   PrefetchSpecs(runs);
   {
     std::lock_guard lock(mu_);
@@ -114,7 +162,11 @@ Result<int> Processor::ClaimOnce() {
       attempt->run = std::move(run);
       attempt->lease_until = now + options_.lease;
       active_[attempt->key()] = attempt;
-      queue_.push_back(attempt);
+      if (attempt->run.available_at > now) {
+        held_.emplace(attempt->run.available_at, attempt);
+      } else {
+        queue_.push_back(attempt);
+      }
     }
   }
   work_cv_.notify_all();
@@ -128,39 +180,75 @@ Duration Processor::DispatchLoop() {
     return Duration(500);
   }
   claim_failures_.Succeeded();
+  bool ahead = false;
   {
     std::lock_guard lock(mu_);
-    if (static_cast<int>(active_.size()) >= options_.concurrency)
-      return options_.max_sleep;  // woken by Finish
+    if (executing_ + static_cast<int>(queue_.size()) >= options_.concurrency)
+      return options_.max_sleep;  // woken when a worker is free
+    ahead = AheadBudget() > 0;
   }
   if (*claimed > 0) return Duration(0);
   auto next = store_.NextAvailableTime();
   if (!next.ok() || !next->has_value()) return options_.max_sleep;
-  return std::max(Duration(0), **next - clock_.Now());
+  const Duration until = **next - (ahead ? options_.claim_ahead : Duration(0)) - clock_.Now();
+  // A run that is available but was not claimed (an exclusive run whose job runs elsewhere, a
+  // full quota): look again soon, not at once (a finished attempt here wakes the dispatcher).
+  return until.count() > 0 ? until : Duration(100);
+}
+
+std::shared_ptr<Processor::Attempt> Processor::NextAttempt() {
+  std::unique_lock lock(mu_);
+  while (true) {
+    if (!held_.empty()) {
+      const TimePoint now = clock_.Now();
+      while (!held_.empty() && held_.begin()->first <= now) {
+        queue_.push_back(std::move(held_.begin()->second));
+        held_.erase(held_.begin());
+      }
+    }
+    if (!queue_.empty()) {
+      std::shared_ptr<Attempt> attempt = std::move(queue_.front());
+      queue_.pop_front();
+      ++executing_;
+      return attempt;
+    }
+    if (stopping_workers_) return nullptr;
+    if (held_.empty()) {
+      work_cv_.wait(lock);
+    } else {
+      // Real time, re-checked against the clock (a test's fake clock moves by hand).
+      const Duration until = held_.begin()->first - clock_.Now();
+      work_cv_.wait_for(lock, std::clamp(until, Duration(1), Duration(20)));
+    }
+  }
 }
 
 void Processor::WorkerLoop() {
-  while (true) {
-    std::shared_ptr<Attempt> attempt;
-    {
-      std::unique_lock lock(mu_);
-      work_cv_.wait(lock, [this] { return stopping_workers_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping
-      attempt = std::move(queue_.front());
-      queue_.pop_front();
-    }
+  while (std::shared_ptr<Attempt> attempt = NextAttempt()) {
+    const auto t0 = std::chrono::steady_clock::now();
     try {
       Execute(attempt);
     } catch (const std::exception& e) {
       spdlog::error("worker: attempt of {} failed unexpectedly: {}", attempt->key(), e.what());
     }
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     {
       std::lock_guard lock(mu_);
-      active_.erase(attempt->key());
+      --executing_;
+      mean_attempt_ms_ = mean_attempt_ms_ == 0 ? ms : 0.95 * mean_attempt_ms_ + 0.05 * ms;
     }
-    idle_cv_.notify_all();
+    // Its result is the committer's now; without one (fenced), it ends here.
+    if (!attempt->reporting) Release(attempt);
     dispatcher_.Wake();
   }
+}
+
+void Processor::Release(const std::shared_ptr<Attempt>& attempt) {
+  {
+    std::lock_guard lock(mu_);
+    active_.erase(attempt->key());
+  }
+  idle_cv_.notify_all();
 }
 
 void Processor::PrefetchSpecs(const std::vector<RunRecord>& runs) {
@@ -213,6 +301,7 @@ Result<std::shared_ptr<const JobSpec>> Processor::SpecFor(const RunRecord& run) 
 
 void Processor::Execute(const std::shared_ptr<Attempt>& attempt) {
   const RunRecord& run = attempt->run;
+  attempt->started = clock_.Now();
   spdlog::info("run running run_id={} job_id={} tenant={} node={} attempt={} fence={}", run.id,
                run.job_id, run.tenant, options_.node_id, run.attempt, run.fence);
   events_.Emit({.type = EventType::kRunStarted,
@@ -244,7 +333,7 @@ void Processor::Execute(const std::shared_ptr<Attempt>& attempt) {
   Finish(attempt, spec->get(), outcome);
 }
 
-void Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* spec,
+bool Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* spec,
                        const AttemptOutcome& outcome) {
   const RunRecord& run = attempt->run;
   using Kind = AttemptOutcome::Kind;
@@ -252,18 +341,20 @@ void Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* s
     spdlog::warn(
         "run fenced run_id={} job_id={} tenant={} node={}: lease lost, result not reported", run.id,
         run.job_id, run.tenant, options_.node_id);
-    return;
+    return false;
   }
   const TimePoint now = clock_.Now();
-  Completion c{.tenant = run.tenant,
-               .run_id = run.id,
-               .fence = run.fence,
-               .now = now,
-               .exit_code = outcome.exit_code,
-               .http_status = outcome.http_status,
-               .output = outcome.output,
-               .error = outcome.error};
-  EventType event = EventType::kRunSucceeded;
+  PendingCompletion p{.attempt = attempt,
+                      .completion = {.tenant = run.tenant,
+                                     .run_id = run.id,
+                                     .fence = run.fence,
+                                     .now = now,
+                                     .exit_code = outcome.exit_code,
+                                     .http_status = outcome.http_status,
+                                     .output = outcome.output,
+                                     .error = outcome.error,
+                                     .started_at = attempt->started}};
+  Completion& c = p.completion;
   switch (outcome.kind) {
     case Kind::kSucceeded:
       c.state = RunState::kSucceeded;
@@ -277,33 +368,67 @@ void Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* s
       if (spec != nullptr && real_attempts < run.max_attempts) {
         c.state = RunState::kRetryWait;
         c.retry_at = now + RetryDelay(spec->retry, real_attempts, Random01());
-        event = EventType::kRunRetrying;
+        p.event = EventType::kRunRetrying;
       } else {
         c.state = timed_out ? RunState::kTimedOut : RunState::kFailed;
-        event = timed_out ? EventType::kRunTimedOut : EventType::kRunFailed;
+        p.event = timed_out ? EventType::kRunTimedOut : EventType::kRunFailed;
       }
       break;
     }
     case Kind::kCancelled:
       c.state = RunState::kCancelled;
       c.attempt_outcome = "cancelled";
-      event = EventType::kRunCancelled;
+      p.event = EventType::kRunCancelled;
       break;
     case Kind::kFenced:
-      return;
+      return false;
   }
   attempt->reporting = true;
-  Status s = CompleteGrouped(c);
-  if (!s.ok()) {
+  // The committer writes results in batches; a worker waits only when it is far behind.
+  const size_t max_queued = static_cast<size_t>(std::max(1024, 4 * options_.concurrency));
+  {
+    std::unique_lock lock(commit_mu_);
+    commit_cv_.wait(lock, [&] { return commit_queue_.size() < max_queued || stopping_committer_; });
+    commit_queue_.push_back(std::move(p));
+  }
+  commit_cv_.notify_all();
+  return true;
+}
+
+void Processor::CommitLoop() {
+  std::vector<PendingCompletion> batch;
+  std::vector<Completion> completions;
+  while (true) {
+    {
+      std::unique_lock lock(commit_mu_);
+      commit_cv_.wait(lock, [this] { return !commit_queue_.empty() || stopping_committer_; });
+      if (commit_queue_.empty()) return;  // stopping, and every result written
+      batch.swap(commit_queue_);
+    }
+    commit_cv_.notify_all();  // room for the workers
+    completions.clear();
+    for (const PendingCompletion& p : batch) completions.push_back(p.completion);
+    std::vector<Status> results = store_.CompleteMany(completions);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      Reported(batch[i], i < results.size() ? results[i] : Internal("short reply from CompleteMany"));
+    }
+    batch.clear();
+  }
+}
+
+void Processor::Reported(PendingCompletion& p, const Status& status) {
+  const RunRecord& run = p.attempt->run;
+  const Completion& c = p.completion;
+  if (!status.ok()) {
     spdlog::warn("run result rejected run_id={} job_id={} tenant={} node={} fence={}: {}", run.id,
-                 run.job_id, run.tenant, options_.node_id, run.fence, s.ToString());
+                 run.job_id, run.tenant, options_.node_id, run.fence, status.ToString());
+    Release(p.attempt);
     return;
   }
   spdlog::info("run {} run_id={} job_id={} tenant={} node={} attempt={}{}{}", RunStateName(c.state),
                run.id, run.job_id, run.tenant, options_.node_id, run.attempt,
                c.error.empty() ? "" : " error=", c.error);
-  const TimePoint attempt_start = run.attempts.empty() ? now : run.attempts.back().started_at;
-  events_.Emit({.type = event,
+  events_.Emit({.type = p.event,
                 .tenant = run.tenant,
                 .job_id = run.job_id,
                 .run_id = run.id,
@@ -311,50 +436,16 @@ void Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* s
                 .error = c.error,
                 .queue = run.queue,
                 .scheduled_at = run.scheduled_at,
-                .duration = now - attempt_start});
+                .duration = c.now - p.attempt->started});
   if (c.state == RunState::kRetryWait) {
     dispatcher_.Wake();
   } else if (on_finished_) {
     RunRecord finished = run;
     finished.state = c.state;
-    finished.finished_at = now;
+    finished.finished_at = c.now;
     on_finished_(finished);
   }
-}
-
-struct Processor::PendingCompletion {
-  const Completion* completion;
-  Status result;
-  bool done = false;
-};
-
-Status Processor::CompleteGrouped(const Completion& completion) {
-  PendingCompletion me{.completion = &completion};
-  std::unique_lock lock(commit_mu_);
-  commit_queue_.push_back(&me);
-  while (!me.done) {
-    if (committing_) {
-      commit_cv_.wait(lock);
-      continue;
-    }
-    committing_ = true;
-    std::vector<PendingCompletion*> batch;
-    batch.swap(commit_queue_);
-    lock.unlock();
-    std::vector<Completion> completions;
-    completions.reserve(batch.size());
-    for (const PendingCompletion* p : batch) completions.push_back(*p->completion);
-    std::vector<Status> results = store_.CompleteMany(completions);
-    lock.lock();
-    for (size_t i = 0; i < batch.size(); ++i) {
-      batch[i]->result =
-          i < results.size() ? results[i] : Internal("short reply from CompleteMany");
-      batch[i]->done = true;
-    }
-    committing_ = false;
-    commit_cv_.notify_all();
-  }
-  return me.result;
+  Release(p.attempt);
 }
 
 Duration Processor::RenewOnce() {

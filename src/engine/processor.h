@@ -2,15 +2,24 @@
 //
 // Threads (all owned here): the dispatcher claims runs up to the free worker slots (priority,
 // then due time: the store's claim order) and sleeps until the next run becomes available, a
-// Wake() or 1 s; `concurrency` workers execute attempts and complete them with their fencing
-// token; the renewer renews every running attempt's lease in one batch every renew_interval
-// and self-fences (kills the attempt, reports nothing) when it cannot renew before the lease
-// ends; the watchdog enforces timeouts of builtin handlers.
+// Wake() or 1 s; `concurrency` workers execute attempts; the committer writes their results
+// with their fencing tokens, a batch at a time (a worker does not wait for the write, so a
+// burst of short runs is not paced by store round trips); the renewer renews every attempt's
+// lease in one batch every renew_interval and self-fences (kills the attempt, reports nothing)
+// when it cannot renew before the lease ends; the watchdog enforces timeouts of builtin
+// handlers.
 //
-// Start order: workers, renewer, watchdog, dispatcher. Stop order (Stop): dispatcher first (no
-// new claims), then wait up to `grace` for running attempts, fence the rest and hand their runs
-// back to the store (a new attempt elsewhere, reason lease_lost), then workers, watchdog,
-// renewer.
+// Claim-ahead: while a worker is idle, the dispatcher also claims runs that become available
+// within `claim_ahead`, and a worker starts each of them when its time comes (the attempt's
+// recorded start is that time, corrected by the completion). How many it holds ahead is what
+// its workers can start within the window at the pace they have been running attempts (an
+// average over recent attempts), at least `concurrency`, at most `max_ahead`: a node whose
+// jobs are long holds few, and leaves the rest to idle nodes.
+//
+// Start order: workers, committer, renewer, watchdog, dispatcher. Stop order (Stop): dispatcher
+// first (no new claims), then wait up to `grace` for the attempts (and their results), fence
+// the rest and hand their runs back to the store (a new attempt elsewhere, reason lease_lost),
+// then workers, committer, watchdog, renewer.
 #pragma once
 
 #include <jobsched/store.h>
@@ -46,6 +55,10 @@ struct ProcessorOptions {
   Duration max_sleep{1000};
   // How long a job spec read for execution is reused. Default: 1 s
   Duration spec_cache_ttl{1000};
+  // Claim runs this long before they become available (see above); 0 = off. Default: 250 ms
+  Duration claim_ahead{250};
+  // The most runs held ahead of their time. Default: 10,000
+  int max_ahead = 10000;
 };
 
 class Processor {
@@ -61,12 +74,13 @@ class Processor {
   // New runs may be claimable.
   void Wake() { dispatcher_.Wake(); }
 
-  // One dispatcher pass: claims up to the free worker slots and hands the runs to the workers
-  // (which must be started). Returns the number claimed.
+  // One dispatcher pass: claims up to the free worker slots (and, with a worker idle, the runs
+  // due within claim_ahead) and hands the runs to the workers (which must be started). Returns
+  // the number claimed.
   Result<int> ClaimOnce();
   // One renewer pass. Returns how long to wait before the next.
   Duration RenewOnce();
-  // Attempts claimed and not yet completed.
+  // Attempts claimed and whose result is not yet written.
   int active() const;
   // Stops the attempt of a run this node executes, at once (a cancellation recorded in the
   // store reaches other nodes through their lease renewal). No-op for other runs.
@@ -75,10 +89,21 @@ class Processor {
  private:
   struct Attempt;
 
+  struct PendingCompletion;
+
   void WorkerLoop();
+  // The next attempt whose time has come (held ones wait in held_), or null when stopping.
+  std::shared_ptr<Attempt> NextAttempt();
   void Execute(const std::shared_ptr<Attempt>& attempt);
-  void Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* spec,
+  // Hands the result to the committer; false when there is none to write (fenced).
+  bool Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* spec,
               const AttemptOutcome& outcome);
+  // After the store took (or refused) a result: logs, events, dependencies; frees the attempt.
+  void Reported(PendingCompletion& p, const Status& status);
+  void CommitLoop();
+  void Release(const std::shared_ptr<Attempt>& attempt);
+  // How many runs may be held ahead now (requires mu_).
+  int AheadBudget() const;
   Duration DispatchLoop();
   Duration WatchdogPass();
   Result<std::shared_ptr<const JobSpec>> SpecFor(const RunRecord& run);
@@ -89,9 +114,6 @@ class Processor {
                                             std::chrono::steady_clock::time_point now);
   // Reads the specs of claimed runs that are not cached, in one store call.
   void PrefetchSpecs(const std::vector<RunRecord>& runs);
-  // Group commit: completions that arrive while one batch is being written go into the next
-  // batch, written by one of the waiting workers (one durable write per batch).
-  Status CompleteGrouped(const Completion& completion);
   double Random01();
 
   Store& store_;
@@ -106,18 +128,21 @@ class Processor {
   std::condition_variable work_cv_;                         // a queued attempt or stopping
   std::condition_variable idle_cv_;                         // an attempt finished
   std::map<std::string, std::shared_ptr<Attempt>> active_;  // guarded by mu_; key tenant/run id
-  std::deque<std::shared_ptr<Attempt>> queue_;              // guarded by mu_
+  std::deque<std::shared_ptr<Attempt>> queue_;              // guarded by mu_; due, in claim order
+  std::multimap<TimePoint, std::shared_ptr<Attempt>> held_;  // guarded by mu_; claimed ahead
+  int executing_ = 0;                                        // guarded by mu_; in a worker
+  double mean_attempt_ms_ = 0;  // guarded by mu_; recent worker time per attempt (0: none yet)
   bool stopping_workers_ = false;                           // guarded by mu_
   std::map<std::string,
            std::pair<std::shared_ptr<const JobSpec>, std::chrono::steady_clock::time_point>>
       spec_cache_;                               // guarded by mu_
   std::mt19937_64 rng_{std::random_device{}()};  // guarded by mu_
 
-  struct PendingCompletion;
   std::mutex commit_mu_;
-  std::condition_variable commit_cv_;
-  std::vector<PendingCompletion*> commit_queue_;  // guarded by commit_mu_
-  bool committing_ = false;                       // guarded by commit_mu_
+  std::condition_variable commit_cv_;   // results queued, room in the queue, or stopping
+  std::vector<PendingCompletion> commit_queue_;  // guarded by commit_mu_
+  bool stopping_committer_ = false;              // guarded by commit_mu_
+  std::thread committer_;
 
   std::vector<std::thread> workers_;
   ActorThread dispatcher_;

@@ -119,8 +119,10 @@ Result<int> SchedulerActor::Tick() {
   int created = 0;
   const TimePoint now = clock_.Now();
   const TenantScope scope = options_.scope ? options_.scope() : TenantScope{};
+  deferred_.reset();
   for (int round = 0; round < 64; ++round) {
-    ASSIGN_OR_RETURN(std::vector<JobRecord> due, store_.DueJobs(now, options_.batch, scope));
+    ASSIGN_OR_RETURN(std::vector<JobRecord> due,
+                     store_.DueJobs(now + options_.fire_ahead, options_.batch, scope));
     // The overlap policies need each job's unfinished runs: read them all in one call.
     std::vector<JobRef> refs;
     std::vector<size_t> ref_of(due.size(), SIZE_MAX);
@@ -140,6 +142,11 @@ Result<int> SchedulerActor::Tick() {
         const Result<std::vector<RunRecord>>& a = actives[ref_of[i]];
         if (!a.ok()) return a.status();
         active = &*a;
+        // Early, and its overlap decision depends on runs that may end before its time.
+        if (*job.next_fire > now && !a->empty()) {
+          deferred_ = std::min(deferred_.value_or(*job.next_fire), *job.next_fire);
+          continue;
+        }
       }
       auto req = PlanJob(job, now, active);
       if (!req.ok()) {
@@ -199,7 +206,9 @@ Duration SchedulerActor::Loop() {
   // longer parses, e.g. a zone gone from the tz database) or a backlog beyond one pass. Do not
   // spin on it. (Jobs that fell due during the pass are fired at once.)
   if (**next <= pass_start) return Duration(20);
-  return std::max(Duration(0), **next - clock_.Now());
+  // Jobs left for their time are the earliest within the horizon.
+  if (deferred_) return std::max(Duration(1), *deferred_ - clock_.Now());
+  return std::max(Duration(0), **next - options_.fire_ahead - clock_.Now());
 }
 
 void SchedulerActor::Start() {

@@ -4,6 +4,11 @@
 // number of schedulers may fire the same job and each occurrence yields one run.
 // Between passes it sleeps until the earliest next fire time, woken early by Wake() when a job
 // is added or changed.
+//
+// Fire-ahead: a pass fires the occurrences due within `fire_ahead` of now; their runs become
+// claimable at their time (available_at), so a burst of occurrences is written before it is
+// due. An occurrence whose job has an overlap policy other than allow and still has unfinished
+// runs is not fired early: its overlap decision is taken at its time, as without fire-ahead.
 #pragma once
 
 #include <jobsched/store.h>
@@ -25,6 +30,8 @@ struct SchedulerActorOptions {
   Duration max_sleep{1000};
   // The tenants this scheduler fires (a cluster assigns tenants to nodes). Default: all
   std::function<TenantScope()> scope;
+  // Fire occurrences this long before their time (see above); 0 = at their time. Default: 0
+  Duration fire_ahead{0};
 };
 
 class SchedulerActor {
@@ -35,8 +42,9 @@ class SchedulerActor {
                  std::function<void()> on_fired,
                  std::function<void(const std::string&, const std::string&)> on_cancelled = {});
 
-  // One pass: fires every job due at the clock's now. Returns the runs created (skipped ones
-  // included). Errors: the store's (a job that someone else fired meanwhile is not an error).
+  // One pass: fires every job due at the clock's now (or within fire_ahead of it). Returns the
+  // runs created (skipped ones included). Errors: the store's (a job that someone else fired
+  // meanwhile is not an error).
   Result<int> Tick();
   // Fires one job as read; kFailedPrecondition when it changed meanwhile.
   Result<int> FireJob(const JobRecord& job, TimePoint now);
@@ -61,6 +69,9 @@ class SchedulerActor {
   const std::function<void()> on_fired_;
   const std::function<void(const std::string&, const std::string&)> on_cancelled_;
   FailureLog failures_{"scheduler"};             // only the scheduler thread
+  // The earliest occurrence the last pass left to be fired at its time (only the scheduler
+  // thread, or Tick caller).
+  std::optional<TimePoint> deferred_;
   std::mt19937_64 rng_{std::random_device{}()};  // only the scheduler thread (or Tick caller)
   ActorThread thread_;
 };

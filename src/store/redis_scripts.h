@@ -414,9 +414,10 @@ inline constexpr char kClaim[] = R"lua(
 -- claim: ClaimRuns within one tenant, or ("peek") the runs it would claim, without writing.
 -- KEYS: the prelude's.
 -- ARGV[1] mode "claim" | "peek"; ARGV[2] node; ARGV[3] now ms; ARGV[4] lease deadline ms;
--- ARGV[5] max runs; ARGV[6] number of queues, then the queues (none = every queue).
--- Walks the priorities from 9 down; inside one, the ready entries with available_at <= now of
--- every queue, merged by (available_at, id). An exclusive run is passed over while a run of its
+-- ARGV[5] max runs; ARGV[6] horizon ms (claim runs available up to it; >= now);
+-- ARGV[7] number of queues, then the queues (none = every queue).
+-- Walks the priorities from 9 down; inside one, the ready entries with available_at <= horizon
+-- of every queue, merged by (available_at, id). A claimed attempt starts at max(now, available). An exclusive run is passed over while a run of its
 -- job runs; the tenant's max_concurrent_runs caps the claim, and its queue limits (tenant
 -- fields ql:<queue>) cap each queue (running runs per queue: the counts hash).
 -- Returns claim: the claimed runs (flat hashes), in claim order; peek: a flat list of run id,
@@ -426,10 +427,10 @@ local node, now, deadline, max = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 -- The asked-for queues (or every queue) that have claimable runs at all: the walk below costs
 -- one range read per priority and queue.
 local queues, asked = {}, {}
-if tonumber(ARGV[6]) == 0 then
+if tonumber(ARGV[7]) == 0 then
   asked = redis.call('SMEMBERS', P .. 'queues')
 else
-  for i = 1, tonumber(ARGV[6]) do asked[i] = ARGV[6 + i] end
+  for i = 1, tonumber(ARGV[7]) do asked[i] = ARGV[7 + i] end
 end
 for _, name in ipairs(asked) do
   if redis.call('ZCARD', P .. 'ready:' .. name) > 0 then queues[#queues + 1] = name end
@@ -446,7 +447,7 @@ for q, name in ipairs(queues) do
   end
 end
 local out, taken, jobs = {}, 0, {}
-local horizon = tonumber(now)
+local horizon = tonumber(ARGV[6])
 if horizon >= BAND then horizon = BAND - 1 end
 if slots <= 0 or #queues == 0 or horizon < 0 then return out end
 
@@ -468,16 +469,18 @@ local function take(id, score)
   unindex(r)
   close_attempt(r)
   local attempt = int(tonumber(r.attempt) + 1)
+  local start = now
+  if (tonumber(r.avail) or 0) > tonumber(now) then start = r.avail end
   set(r, 'state', 'running')
   set(r, 'attempt', attempt)
   set(r, 'fence', fence)
   set(r, 'node', node)
   set(r, 'lease', deadline)
-  if not opt(r.started) then set(r, 'started', now) end
+  if not opt(r.started) then set(r, 'started', start) end
   set(r, 'a_num', attempt)
   set(r, 'a_node', node)
   set(r, 'a_fence', fence)
-  set(r, 'a_start', now)
+  set(r, 'a_start', start)
   set(r, 'a_end', '')
   set(r, 'a_outcome', 'running')
   set(r, 'a_error', '')
@@ -565,13 +568,17 @@ inline constexpr char kComplete[] = R"lua(
 -- ARGV[1] run id; ARGV[2] fence; ARGV[3] now ms; ARGV[4] new state (succeeded, failed,
 -- timed_out, cancelled or retry_wait); ARGV[5] retry_at ms (retry_wait only); ARGV[6] attempt
 -- outcome; ARGV[7] exit code ("" = none); ARGV[8] http status ("" = none); ARGV[9] output;
--- ARGV[10] error.
+-- ARGV[10] error; ARGV[11] when the attempt really began ms ("" = as claimed).
 -- Returns {"ok"} | {"stale"} (not running with that fence: nothing recorded).
 local r = hash(run_key(ARGV[1]))
 if not r or r.state ~= 'running' or r.fence ~= ARGV[2] then return {'stale'} end
 -- Checks done; writes.
 local now, state = ARGV[3], ARGV[4]
 unindex(r)
+if ARGV[11] ~= '' and opt(r.a_num) then
+  if not opt(r.attempts) then set(r, 'started', ARGV[11]) end
+  set(r, 'a_start', ARGV[11])
+end
 end_attempt(r, now, ARGV[6], ARGV[10])
 set(r, 'exit', ARGV[7])
 set(r, 'http', ARGV[8])

@@ -1503,6 +1503,7 @@ Result<std::vector<RunRecord>> RedisStore::ClaimRuns(const ClaimRequest& request
                                      Ms(request.now),
                                      Ms(request.now + request.lease),
                                      std::to_string(n),
+                                     Ms(std::max(request.now, request.horizon.value_or(request.now))),
                                      std::to_string(request.queues.size())};
     args.insert(args.end(), request.queues.begin(), request.queues.end());
     return args;
@@ -1637,7 +1638,8 @@ Result<Command> CompleteCommand(const RedisBackend& backend, const Completion& c
   return backend.Eval(Script::kComplete, c.tenant,
                       {c.run_id, std::to_string(c.fence), Ms(c.now), RunStateName(c.state),
                        c.state == RunState::kRetryWait ? Ms(*c.retry_at) : "", outcome,
-                       OptInt(c.exit_code), OptInt(c.http_status), c.output, c.error});
+                       OptInt(c.exit_code), OptInt(c.http_status), c.output, c.error,
+                       c.started_at ? Ms(*c.started_at) : ""});
 }
 
 Status CompleteOutcome(const RedisBackend& backend, const Reply& r) {

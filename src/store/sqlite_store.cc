@@ -835,6 +835,10 @@ Status CompleteInTxn(Txn& txn, const Completion& completion) {
                                           .started_at = run->started_at.value_or(completion.now)});
   }
   AttemptRecord& attempt = run->attempts.back();
+  if (completion.started_at) {
+    if (run->attempts.size() == 1) run->started_at = completion.started_at;
+    attempt.started_at = *completion.started_at;
+  }
   attempt.finished_at = completion.now;
   attempt.outcome = outcome;
   attempt.error = completion.error;
@@ -1272,7 +1276,7 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
   };
   std::map<std::string, TenantSlots> tenant_slots;
   // Walk the priorities present, highest first (one index seek each); inside a priority,
-  // range-scan available_at <= now in (available_at, id, tenant) order. Runs not yet available
+  // range-scan available_at <= horizon in (available_at, id, tenant) order. Runs not yet available
   // are never visited, so a claim costs O(priorities · log n + visited), where visited is k
   // plus the runs passed over for another queue or an exclusive conflict.
   int64_t priority_below = kMaxInt64;
@@ -1312,7 +1316,7 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
                 "AND (?6 IS NULL OR queue IN (SELECT value FROM json_each(?6))) "
                 "ORDER BY available_at, id, tenant LIMIT ?7"));
         st.Int(1, priority)
-            .Time(2, request.now)
+            .Time(2, std::max(request.now, request.horizon.value_or(request.now)))
             .Int(3, after_available)
             .Text(4, after_id)
             .Text(5, after_tenant);
@@ -1412,11 +1416,11 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
         run->fence = fence;
         run->node = request.node;
         run->lease_deadline = request.now + request.lease;
-        if (!run->started_at) run->started_at = request.now;
-        run->attempts.push_back(AttemptRecord{.number = run->attempt,
-                                              .node = request.node,
-                                              .fence = fence,
-                                              .started_at = request.now});
+        // A run claimed ahead of its time starts when its time comes.
+        const TimePoint start = std::max(request.now, run->available_at);
+        if (!run->started_at) run->started_at = start;
+        run->attempts.push_back(AttemptRecord{
+            .number = run->attempt, .node = request.node, .fence = fence, .started_at = start});
         RETURN_IF_ERROR(SaveRun(txn, *run));
         RETURN_IF_ERROR(RunEvent(txn, *run, request.now, {{"fence", fence}}));
         claimed.push_back(std::move(*run));

@@ -937,6 +937,56 @@ TEST_P(StoreContractTest, ClaimStartsAnAttemptWithALease) {
   EXPECT_EQ(events.back().job_id, "j");
 }
 
+TEST_P(StoreContractTest, ClaimAheadTakesRunsUpToTheHorizonStartingAtTheirTime) {
+  Create(MakeJob("default", "j"));
+  Enqueue({MakeRun("default", "j", "now", At(9)), MakeRun("default", "j", "soon", At(11)),
+           MakeRun("default", "j", "later", At(13))});
+  auto claimed = store_->ClaimRuns(
+      {.node = "n1", .now = At(10), .lease = Duration(15000), .max_runs = 10, .horizon = At(12)});
+  ASSERT_TRUE(claimed.ok()) << claimed.status().ToString();
+  ASSERT_THAT(Ids(*claimed), ElementsAre("now", "soon")) << "'later' is past the horizon";
+  // The lease counts from the claim; the attempt (and the run) start when the run is due.
+  EXPECT_EQ((*claimed)[0].started_at, At(10));
+  EXPECT_EQ((*claimed)[1].started_at, At(11));
+  ASSERT_THAT((*claimed)[1].attempts, SizeIs(1));
+  EXPECT_EQ((*claimed)[1].attempts[0].started_at, At(11));
+  EXPECT_EQ((*claimed)[1].lease_deadline, At(25));
+  EXPECT_EQ(Describe(MustGetRun("default", "soon")), Describe((*claimed)[1]));
+
+  // A horizon before now claims what is available now, no less.
+  auto behind = store_->ClaimRuns({.node = "n1", .now = At(13), .max_runs = 10, .horizon = At(1)});
+  ASSERT_TRUE(behind.ok());
+  EXPECT_THAT(Ids(*behind), ElementsAre("later"));
+}
+
+TEST_P(StoreContractTest, CompleteRecordsWhenTheAttemptReallyBegan) {
+  Create(MakeJob("default", "j"));
+  Enqueue({MakeRun("default", "j", "j@1", At(11))});
+  RunRecord run =
+      store_->ClaimRuns({.node = "n1", .now = At(10), .max_runs = 1, .horizon = At(11)})->at(0);
+  Completion failed = Done(run, At(13), RunState::kRetryWait);
+  failed.retry_at = At(20);
+  failed.started_at = TimePoint(At(11) + Duration(7));
+  ASSERT_TRUE(store_->Complete(failed).ok());
+  RunRecord got = MustGetRun("default", "j@1");
+  EXPECT_EQ(got.started_at, At(11) + Duration(7)) << "the run began with its first attempt";
+  ASSERT_THAT(got.attempts, SizeIs(1));
+  EXPECT_EQ(got.attempts[0].started_at, At(11) + Duration(7));
+
+  // A second attempt's real start changes that attempt only.
+  run = Claim("n1", At(20)).at(0);
+  Completion ok = Done(run, At(22));
+  ok.started_at = TimePoint(At(21));
+  ASSERT_TRUE(store_->Complete(ok).ok());
+  got = MustGetRun("default", "j@1");
+  EXPECT_EQ(got.started_at, At(11) + Duration(7));
+  ASSERT_THAT(got.attempts, SizeIs(2));
+  EXPECT_EQ(got.attempts[0].started_at, At(11) + Duration(7));
+  EXPECT_EQ(got.attempts[1].started_at, At(21));
+  EXPECT_EQ(got.attempts[1].finished_at, At(22));
+  EXPECT_EQ(got.state, RunState::kSucceeded);
+}
+
 TEST_P(StoreContractTest, ExclusiveRunWaitsWhileAnotherRunOfItsJobRuns) {
   Create(MakeJob("default", "q"));
   Create(MakeJob("default", "free"));

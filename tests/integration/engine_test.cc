@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -92,6 +93,83 @@ TEST(EngineCronTest, FiresOneRunPerOccurrenceAndASecondTickAtTheSameInstantCreat
     EXPECT_EQ(runs[i].attempts[0].node, "test-node");
   }
   EXPECT_EQ(h.Job("every-minute")->next_fire, kT0 + 4min);
+}
+
+// Fire-ahead and claim-ahead: an occurrence within fire_ahead (500 ms) is fired early, its run
+// is claimed within claim_ahead (250 ms) and held, and the handler begins at the occurrence's
+// time, not before; the records say so.
+TEST(EngineCronTest, AnOccurrenceIsFiredAndClaimedAheadAndItsHandlerBeginsAtItsTime) {
+  EngineHarness h;
+  ASSERT_TRUE(h.ok());
+  std::mutex mu;
+  std::vector<TimePoint> began;
+  h.RegisterProbe("clocked", nullptr, [&](RunContext&) {
+    std::lock_guard lock(mu);
+    began.push_back(h.clock.Now());
+    return Status::Ok();
+  });
+  JobSpec spec = CronSpec("every-minute", "* * * * *");
+  spec.handler.name = "clocked";
+  h.MustCreate(spec);
+  h.StartProcessor();
+  const TimePoint due = kT0 + 1min;
+  const std::string id = RunId("every-minute", due);
+
+  h.Advance(1min - 501ms);
+  EXPECT_EQ(h.Tick(), 0) << "501 ms early is beyond fire_ahead";
+  h.Advance(1ms);
+  EXPECT_EQ(h.Tick(), 1) << "500 ms early is within fire_ahead";
+  auto run = h.Run(id);
+  ASSERT_TRUE(run);
+  EXPECT_EQ(run->state, RunState::kQueued);
+  EXPECT_EQ(run->scheduled_at, due);
+  EXPECT_EQ(run->available_at, due) << "claimable at its time";
+  EXPECT_EQ(h.Job("every-minute")->next_fire, due + 1min);
+  EXPECT_EQ(h.Tick(), 0);
+
+  h.Advance(250ms);  // 250 ms early: within claim_ahead
+  ASSERT_TRUE(h.node().processor().ClaimOnce().ok());  // or the dispatcher's pass claimed it
+  run = h.Run(id);
+  EXPECT_EQ(run->state, RunState::kRunning);
+  ASSERT_EQ(run->attempts.size(), 1u);
+  EXPECT_EQ(run->attempts[0].started_at, due);
+
+  h.Advance(250ms);  // its time
+  ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, id));
+  run = h.Run(id);
+  EXPECT_EQ(run->state, RunState::kSucceeded);
+  EXPECT_EQ(run->started_at, due);
+  std::lock_guard lock(mu);
+  ASSERT_EQ(began.size(), 1u);
+  EXPECT_EQ(began[0], due) << "the handler began at the occurrence, not when it was claimed";
+}
+
+// Under overlap "skip", an occurrence whose job still has an unfinished run is not fired early:
+// the run may end before the occurrence's time, and the decision is taken then.
+TEST(EngineCronTest, AnOverlapDecisionIsTakenAtTheOccurrenceNotAhead) {
+  EngineHarness h;
+  ASSERT_TRUE(h.ok());
+  testing::Gate& gate = h.NewGate();
+  h.RegisterProbe("blocks", &gate);
+  JobSpec spec = CronSpec("every-minute", "* * * * *");
+  spec.handler.name = "blocks";
+  spec.overlap = Overlap::kSkip;
+  h.MustCreate(spec);
+  h.StartProcessor();
+  h.Advance(1min);
+  EXPECT_EQ(h.Tick(), 1);
+  ASSERT_TRUE(h.seen.WaitEntered(1));
+
+  h.Advance(1min - 400ms);
+  EXPECT_EQ(h.Tick(), 0) << "the first run is still running: not fired ahead";
+  EXPECT_EQ(h.Runs("every-minute").size(), 1u);
+  gate.Open();
+  ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, RunId("every-minute", kT0 + 1min)));
+  h.Advance(400ms);  // its time: nothing runs any more, so it is not skipped
+  EXPECT_EQ(h.Tick(), 1);
+  auto run = h.Run(RunId("every-minute", kT0 + 2min));
+  ASSERT_TRUE(run);
+  EXPECT_NE(run->state, RunState::kSkipped);
 }
 
 // DESIGN §4 "One run per occurrence": any number of schedulers firing the same jobs at once
@@ -376,7 +454,13 @@ TEST_F(OverlapTest, ReplaceCancelsThePreviousRunAndRunsTheNewOne) {
 TEST(EngineRetryTest, FixedBackoffWaitsForTheFakeClockAndRecordsEveryAttempt) {
   EngineHarness h;
   ASSERT_TRUE(h.ok());
-  h.RegisterProbe("flaky", nullptr, [](RunContext& ctx) {
+  std::mutex mu;
+  std::vector<TimePoint> began;  // the fake clock as each attempt's handler begins
+  h.RegisterProbe("flaky", nullptr, [&](RunContext& ctx) {
+    {
+      std::lock_guard lock(mu);
+      began.push_back(h.clock.Now());
+    }
     if (ctx.attempt() < 3)
       return Status(StatusCode::kInternal, "boom " + std::to_string(ctx.attempt()));
     return Status::Ok();
@@ -405,16 +489,20 @@ TEST(EngineRetryTest, FixedBackoffWaitsForTheFakeClockAndRecordsEveryAttempt) {
   const TimePoint retry_at = *run->attempts[0].finished_at + 1s;
   EXPECT_EQ(run->available_at, retry_at);
 
-  // Not claimable before retry_at on the fake clock, however much real time passes.
+  // Not started before retry_at on the fake clock, however much real time passes: not claimed
+  // while retry_at is further away than claim-ahead; claimed ahead, it waits for its time.
   auto claimed = h.node().processor().ClaimOnce();
   ASSERT_TRUE(claimed.ok());
   EXPECT_EQ(*claimed, 0);
   h.Advance(999ms);
   claimed = h.node().processor().ClaimOnce();
   ASSERT_TRUE(claimed.ok());
-  EXPECT_EQ(*claimed, 0);
-  EXPECT_EQ(h.Run(id)->state, RunState::kRetryWait);
-  EXPECT_EQ(h.Run(id)->attempt, 1);
+  // Claimed now (by this pass or the dispatcher's): a worker is idle and the run is due within
+  // claim-ahead.
+  run = h.Run(id);
+  EXPECT_EQ(run->state, RunState::kRunning);
+  ASSERT_EQ(run->attempts.size(), 2u);
+  EXPECT_EQ(run->attempts[1].started_at, retry_at) << "it is due to start at retry_at";
 
   h.Advance(1ms);  // now == retry_at
   ASSERT_TRUE(h.events.Wait(EventType::kRunRetrying, id, 2));
@@ -441,6 +529,9 @@ TEST(EngineRetryTest, FixedBackoffWaitsForTheFakeClockAndRecordsEveryAttempt) {
   }
   EXPECT_EQ(run->attempts[1].error, "boom 2");
   EXPECT_EQ(run->attempts[1].started_at, retry_at);
+  std::lock_guard lock(mu);
+  ASSERT_EQ(began.size(), 3u);
+  EXPECT_EQ(began[1], retry_at) << "the second attempt began at retry_at, not before";
 }
 
 TEST(EngineRetryTest, ExponentialBackoffDoublesWithinJitterAndTheLastErrorIsKept) {
