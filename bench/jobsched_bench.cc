@@ -54,6 +54,8 @@ struct Options {
   std::string store;
   int n = 20000;
   int concurrency = 10;
+  int64_t fire_ahead_ms = -1;   // -1: the library's default
+  int64_t claim_ahead_ms = -1;  // -1: the library's default
   int batch = 1000;
   int m = 1000;
   int64_t spread_ms = 5000;
@@ -72,6 +74,14 @@ struct Options {
   // hidden "node" mode (a failover node process)
   std::string node_id;
 };
+
+// The bench node's options: the store, its concurrency and, when given, fire/claim-ahead.
+jobsched::SchedulerOptions BenchNode(const Options& o, const std::string& url) {
+  jobsched::SchedulerOptions n{.store_url = url, .node_id = "bench", .concurrency = o.concurrency};
+  if (o.fire_ahead_ms >= 0) n.fire_ahead = jobsched::Duration(o.fire_ahead_ms);
+  if (o.claim_ahead_ms >= 0) n.claim_ahead = jobsched::Duration(o.claim_ahead_ms);
+  return n;
+}
 
 // A store URL for this run: the one given, or a fresh SQLite file in a temp directory.
 std::string StoreUrl(const Options& o, std::filesystem::path* scratch) {
@@ -208,7 +218,7 @@ int64_t SqliteBytes(const std::string& url) {
 int Throughput(const Options& o) {
   std::filesystem::path scratch;
   const std::string url = StoreUrl(o, &scratch);
-  JobScheduler scheduler({.store_url = url, .node_id = "bench", .concurrency = o.concurrency});
+  JobScheduler scheduler(BenchNode(o, url));
   auto redis = RedisInfo::Connect(url);
   std::atomic<int> done{0};
   std::mutex mu;
@@ -270,8 +280,7 @@ int Throughput(const Options& o) {
 
 int Latency(const Options& o) {
   std::filesystem::path scratch;
-  JobScheduler scheduler(
-      {.store_url = StoreUrl(o, &scratch), .node_id = "bench", .concurrency = o.concurrency});
+  JobScheduler scheduler(BenchNode(o, StoreUrl(o, &scratch)));
   std::mutex mu;
   std::condition_variable cv;
   std::vector<double> lateness;
@@ -345,7 +354,7 @@ void ParallelFor(int n, int threads, Fn fn) {
 int CronScale(const Options& o) {
   std::filesystem::path scratch;
   const std::string url = StoreUrl(o, &scratch);
-  JobScheduler scheduler({.store_url = url, .node_id = "bench", .concurrency = o.concurrency});
+  JobScheduler scheduler(BenchNode(o, url));
   auto redis = RedisInfo::Connect(url);
   // A lateness taken on the node's own clock with sub-millisecond resolution, as the attempt
   // begins (kRunStarted); the run records keep whole milliseconds.
@@ -682,6 +691,10 @@ int main(int argc, char** argv) {
   auto add_common = [&](CLI::App* sub) {
     add_store(sub);
     sub->add_option("--concurrency", o.concurrency, "Worker threads")->capture_default_str();
+    sub->add_option("--fire-ahead-ms", o.fire_ahead_ms,
+                    "Fire occurrences this early (default: the library's)");
+    sub->add_option("--claim-ahead-ms", o.claim_ahead_ms,
+                    "Claim runs this early (default: the library's)");
   };
   CLI::App* tp =
       app.add_subcommand("throughput", "N runs enqueued in bulk, then processed (no-op handler)");

@@ -165,6 +165,8 @@ Status JobService::Delete(const std::string& tenant, const std::string& id, bool
     if (on_run_cancelled_ && r.state == RunState::kRunning) on_run_cancelled_(tenant, r.id);
   }
   spdlog::info("job deleted job_id={} tenant={} kill_running={}", id, tenant, kill_running);
+  // Nodes holding runs of it ahead read its spec again when they start them.
+  if (on_schedule_changed_) on_schedule_changed_();
   events_.Emit({.type = EventType::kJobChanged, .tenant = tenant, .job_id = id});
   return Status::Ok();
 }

@@ -156,6 +156,7 @@ void Node::WakeProcessors() {
 
 void Node::WakeSchedulers() {
   scheduler_->Wake();
+  processor_->ForgetSpecs();
   Status s = store_->Publish({.topic = WakeTopic::kJobsChanged, .origin = options_.node_id});
   if (!s.ok()) spdlog::debug("wake-up not published: {}", s.ToString());
 }
@@ -177,6 +178,7 @@ void Node::OnWakeMessage(const WakeMessage& message) {
       break;
     case WakeTopic::kJobsChanged:
       scheduler_->Wake();
+      processor_->ForgetSpecs();
       break;
     case WakeTopic::kCancelRun:
       processor_->CancelLocal(message.tenant, message.run_id);

@@ -14,6 +14,7 @@ struct Processor::Attempt {
   RunRecord run;
   exec::CancelSource cancel;
   TimePoint started{};                 // when a worker began it
+  std::shared_ptr<const JobSpec> spec;  // read when it was claimed (null: read when it starts)
   TimePoint lease_until{};             // guarded by Processor::mu_
   std::optional<SteadyTime> deadline;  // builtin timeouts; guarded by Processor::mu_
   std::atomic<bool> reporting{false};  // its result is being written: no more renewals
@@ -101,6 +102,12 @@ void Processor::CancelLocal(const std::string& tenant, const std::string& run_id
   if (it != active_.end()) it->second->cancel.Cancel(exec::CancelReason::kCancelled);
 }
 
+void Processor::ForgetSpecs() {
+  std::lock_guard lock(mu_);
+  spec_cache_.clear();
+  for (auto& [when, attempt] : held_) attempt->spec.reset();
+}
+
 int Processor::active() const {
   std::lock_guard lock(mu_);
   return static_cast<int>(active_.size());
@@ -116,12 +123,9 @@ int Processor::AheadBudget() const {
   // Ahead only while a worker is idle: a run held by a node busy with long attempts would wait
   // for a worker while another node could start it.
   if (executing_ + static_cast<int>(queue_.size()) >= options_.concurrency) return 0;
+  // What the workers get through in a second at their recent pace.
   double budget = options_.concurrency;
-  if (mean_attempt_ms_ > 0) {
-    budget = std::max(budget, options_.concurrency *
-                                  static_cast<double>(options_.claim_ahead.count()) /
-                                  mean_attempt_ms_);
-  }
+  if (mean_attempt_ms_ > 0) budget = std::max(budget, options_.concurrency * 1000.0 / mean_attempt_ms_);
   return static_cast<int>(std::min<double>(budget, options_.max_ahead)) -
          static_cast<int>(held_.size());
 }
@@ -156,9 +160,12 @@ Result<int> Processor::ClaimOnce() {
   }
   PrefetchSpecs(runs);
   {
+    const auto steady = std::chrono::steady_clock::now();
     std::lock_guard lock(mu_);
     for (RunRecord& run : runs) {
       auto attempt = std::make_shared<Attempt>();
+      // A run held ahead starts with the spec of its claim, however long the cache keeps it.
+      attempt->spec = CachedSpec(SpecKey(run), steady);
       attempt->run = std::move(run);
       attempt->lease_until = now + options_.lease;
       active_[attempt->key()] = attempt;
@@ -311,7 +318,7 @@ void Processor::Execute(const std::shared_ptr<Attempt>& attempt) {
                 .attempt = run.attempt,
                 .queue = run.queue,
                 .scheduled_at = run.scheduled_at});
-  auto spec = SpecFor(run);
+  auto spec = attempt->spec ? attempt->spec : SpecFor(run);
   if (!spec.ok()) {
     // A job deleted between the claim and the start: the run never started, so it is cancelled.
     const bool deleted = spec.status().code() == StatusCode::kNotFound;
@@ -385,7 +392,9 @@ bool Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* s
   }
   attempt->reporting = true;
   // The committer writes results in batches; a worker waits only when it is far behind.
-  const size_t max_queued = static_cast<size_t>(std::max(1024, 4 * options_.concurrency));
+  // (A burst of runs claimed ahead must not wait here: room for all of them.)
+  const size_t max_queued =
+      static_cast<size_t>(std::max(1024, options_.max_ahead + 4 * options_.concurrency));
   {
     std::unique_lock lock(commit_mu_);
     commit_cv_.wait(lock, [&] { return commit_queue_.size() < max_queued || stopping_committer_; });

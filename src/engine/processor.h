@@ -80,6 +80,9 @@ class Processor {
   Result<int> ClaimOnce();
   // One renewer pass. Returns how long to wait before the next.
   Duration RenewOnce();
+  // Jobs changed: the specs read for execution are read again (a run held ahead whose job was
+  // deleted is then cancelled when its time comes, not executed).
+  void ForgetSpecs();
   // Attempts claimed and whose result is not yet written.
   int active() const;
   // Stops the attempt of a run this node executes, at once (a cancellation recorded in the

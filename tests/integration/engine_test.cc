@@ -987,6 +987,34 @@ TEST(EngineDeleteTest, ARunClaimedButNotStartedWhenItsJobIsDeletedIsCancelled) {
   EXPECT_FALSE(h.seen.Get(id)) << "the handler ran for a deleted job";
 }
 
+// A run claimed ahead of its time is held with its job's spec; a job deleted meanwhile is read
+// again when the run's time comes, and the run is cancelled, not executed.
+TEST(EngineDeleteTest, ARunHeldAheadWhoseJobIsDeletedBeforeItsTimeIsCancelled) {
+  EngineHarness h;
+  ASSERT_TRUE(h.ok());
+  h.RegisterProbe("probe");
+  h.MustCreate(CronSpec("keep", "* * * * *", "probe"));
+  h.MustCreate(CronSpec("gone", "* * * * *", "probe"));
+  h.StartProcessor();
+  const TimePoint due = kT0 + 1min;
+  h.Advance(1min - 500ms);
+  ASSERT_EQ(h.Tick(), 2);
+  h.Advance(250ms);
+  ASSERT_TRUE(h.node().processor().ClaimOnce().ok());
+  for (const char* job : {"keep", "gone"}) {
+    auto run = h.Run(RunId(job, due));
+    ASSERT_TRUE(run);
+    EXPECT_EQ(run->state, RunState::kRunning) << job << " is held ahead";
+  }
+  ASSERT_TRUE(h.node().jobs().Delete("default", "gone", /*kill_running=*/false).ok());
+  h.Advance(250ms);
+  ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, RunId("keep", due)));
+  ASSERT_TRUE(h.events.Wait(EventType::kRunCancelled, RunId("gone", due)));
+  EXPECT_EQ(h.Run(RunId("gone", due))->state, RunState::kCancelled);
+  EXPECT_TRUE(h.seen.Get(RunId("keep", due)));
+  EXPECT_FALSE(h.seen.Get(RunId("gone", due))) << "the deleted job's handler never began";
+}
+
 // ---- Dependencies --------------------------------------------------------------------------
 
 JobSpec DependentSpec(const std::string& id, std::vector<std::string> deps,
