@@ -593,6 +593,38 @@ std::string JobSpecToJson(const JobSpec& spec) {
   return j.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
+namespace {
+
+// Removes from `j` the members equal to those of `defaults`, recursively, except the ones that
+// say what a schedule or handler is.
+void PruneDefaults(Json& j, const Json& defaults) {
+  static constexpr std::string_view kKeep[] = {"id",  "type", "cron",    "at",
+                                               "every_ms", "name", "command", "url"};
+  for (auto it = j.begin(); it != j.end();) {
+    const auto d = defaults.find(it.key());
+    const bool keep = std::find(std::begin(kKeep), std::end(kKeep), it.key()) != std::end(kKeep);
+    if (!keep && d != defaults.end()) {
+      if (*it == *d) {
+        it = j.erase(it);
+        continue;
+      }
+      if (it->is_object() && d->is_object()) PruneDefaults(*it, *d);
+    }
+    ++it;
+  }
+}
+
+}  // namespace
+
+std::string JobSpecToCompactJson(const JobSpec& spec) {
+  JobSpec defaults;
+  defaults.schedule.kind = spec.schedule.kind;
+  defaults.handler.type = spec.handler.type;
+  Json j = Json::parse(JobSpecToJson(spec));
+  PruneDefaults(j, Json::parse(JobSpecToJson(defaults)));
+  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
 std::string AttemptsToJson(const std::vector<AttemptRecord>& attempts) {
   Json list = Json::array();
   for (const AttemptRecord& a : attempts) {

@@ -28,6 +28,11 @@ Status ValidateJobSpec(const JobSpec& spec);
 // The spec as JSON (every field written), which ParseJobSpec reads back to an equal spec.
 std::string JobSpecToJson(const JobSpec& spec);
 
+// The spec as JSON without the fields that hold their default value (the type and target of its
+// schedule and handler are always written): what a store keeps. ParseStoredJobSpec and
+// ParseJobSpec read it back to an equal spec.
+std::string JobSpecToCompactJson(const JobSpec& spec);
+
 // Attempt lists as stored with a run.
 std::string AttemptsToJson(const std::vector<AttemptRecord>& attempts);
 Result<std::vector<AttemptRecord>> AttemptsFromJson(std::string_view json);

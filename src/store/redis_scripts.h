@@ -6,8 +6,9 @@
 // an error, or is refused, has written nothing.
 //
 // Key layout (P = "<prefix>:{t:<tenant>}:", every key carries the tenant's hash tag):
-//   P job:<id>        hash  id spec queue paused version state next_fire dep_since created
-//                           updated deps (space-separated depends_on) l:<label key>=<value>
+//   P job:<id>        hash  id queue paused version state next_fire dep_since created updated
+//                           deps (space-separated depends_on) l:<label key>=<value>; the spec
+//                           (compact JSON) in 60-byte pieces spec spec2 spec3 ...
 //   P jobs            zset  job ids, score 0 (lexicographic: ListJobs)
 //   P due             zset  job id -> next fire ms; only active, unpaused jobs with a next fire
 //   P deps:<id>       set   ids of the jobs whose depends_on names <id> (Dependents)
@@ -298,9 +299,16 @@ if old then
   redis.call('DEL', key)
 end
 local paused, state, next_fire = ARGV[6], ARGV[7], ARGV[8]
-local fields = {'id', id, 'spec', ARGV[4], 'queue', ARGV[5], 'paused', paused,
+local fields = {'id', id, 'queue', ARGV[5], 'paused', paused,
                 'version', int(version), 'state', state, 'next_fire', next_fire,
                 'dep_since', ARGV[9], 'created', created, 'updated', ARGV[11], 'deps', ARGV[12]}
+-- The spec in pieces of at most 60 bytes ("spec", "spec2", ...): a hash whose values all fit
+-- hash-max-listpack-value (64) is stored packed, at a fraction of the memory.
+local spec = ARGV[4]
+for i = 0, math.max(0, math.ceil(#spec / 60) - 1) do
+  fields[#fields + 1] = i == 0 and 'spec' or ('spec' .. (i + 1))
+  fields[#fields + 1] = string.sub(spec, i * 60 + 1, i * 60 + 60)
+end
 for i = 1, tonumber(ARGV[13]) do
   fields[#fields + 1] = 'l:' .. ARGV[12 + 2 * i]
   fields[#fields + 1] = ARGV[13 + 2 * i]

@@ -843,7 +843,14 @@ Result<RunRecord> RunFromHash(const Reply& flat, const std::string& tenant) {
 Result<JobRecord> JobFromHash(const Reply& flat, const std::string& tenant) {
   Fields f(flat);
   const std::string& id = f.Str("id");
-  auto spec = ParseStoredJobSpec(f.Str("spec"), tenant);
+  // The spec is cut in pieces: "spec", then "spec2", "spec3", ... (see put_job).
+  std::string text = f.Str("spec");
+  for (int i = 2;; ++i) {
+    const std::string& piece = f.Str(("spec" + std::to_string(i)).c_str());
+    if (piece.empty()) break;
+    text += piece;
+  }
+  auto spec = ParseStoredJobSpec(text, tenant);
   if (!spec.ok()) {
     return Internal("stored spec of job '" + id + "' in tenant '" + tenant +
                     "' is unreadable: " + spec.status().ToString());
@@ -1090,7 +1097,7 @@ std::vector<std::string> PutJobArgs(const JobRecord& job, const char* mode,
   std::vector<std::string> args = {mode,
                                    expected_version ? std::to_string(*expected_version) : "",
                                    spec.id,
-                                   JobSpecToJson(spec),
+                                   JobSpecToCompactJson(spec),
                                    spec.queue,
                                    spec.paused ? "1" : "0",
                                    JobStateName(job.state),

@@ -919,6 +919,30 @@ TEST_P(RoundTripTest, ParsesBackToAnEqualSpec) {
   EXPECT_EQ(JobSpecToJson(*back), json);
 }
 
+TEST_P(RoundTripTest, TheCompactFormParsesBackToAnEqualSpec) {
+  const JobSpec& spec = GetParam().spec;
+  const std::string compact = JobSpecToCompactJson(spec);
+  for (bool stored : {true, false}) {
+    Result<JobSpec> back =
+        stored ? ParseStoredJobSpec(compact, spec.tenant) : ParseJobSpec(compact, spec.tenant);
+    ASSERT_TRUE(back.ok()) << back.status().ToString() << "\n" << compact;
+    ExpectSpecEq(*back, spec, compact);
+  }
+  EXPECT_LE(compact.size(), JobSpecToJson(spec).size());
+}
+
+TEST(JobSpecToCompactJsonTest, LeavesOutDefaultsButKeepsWhatTheScheduleAndHandlerAre) {
+  JobSpec spec = MinimalSpec();
+  spec.schedule.kind = Schedule::Kind::kCron;
+  spec.schedule.cron = "0 * * * * *";
+  spec.handler = HandlerSpec{.type = HandlerSpec::Type::kBuiltin, .name = "noop"};
+  spec.retry.max_attempts = 3;
+  const Json j = Json::parse(JobSpecToCompactJson(spec));
+  EXPECT_EQ(j, Json::parse(R"({"id": ")" + spec.id + R"(",
+      "schedule": {"cron": "0 * * * * *"}, "handler": {"type": "builtin", "name": "noop"},
+      "retry": {"max_attempts": 3}})")) << j.dump();
+}
+
 TEST_P(RoundTripTest, WritesEveryTopLevelField) {
   const Json j = Json::parse(JobSpecToJson(GetParam().spec));
   for (const char* key :
