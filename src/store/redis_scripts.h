@@ -571,49 +571,55 @@ return out
 )lua";
 
 inline constexpr char kComplete[] = R"lua(
--- complete: Complete (CompleteMany pipelines one call per completion).
+-- complete: Complete and CompleteMany (a batch of one tenant's completions in one call).
 -- KEYS: the prelude's.
--- ARGV[1] run id; ARGV[2] fence; ARGV[3] now ms; ARGV[4] new state (succeeded, failed,
--- timed_out, cancelled or retry_wait); ARGV[5] retry_at ms (retry_wait only); ARGV[6] attempt
--- outcome; ARGV[7] exit code ("" = none); ARGV[8] http status ("" = none); ARGV[9] output;
--- ARGV[10] error; ARGV[11] when the attempt really began ms ("" = as claimed).
--- Returns {"ok"} | {"stale"} (not running with that fence: nothing recorded).
-local r = hash(run_key(ARGV[1]))
-if not r or r.state ~= 'running' or r.fence ~= ARGV[2] then return {'stale'} end
--- Checks done; writes.
-local now, state = ARGV[3], ARGV[4]
-unindex(r)
-if ARGV[11] ~= '' and opt(r.a_num) then
-  if not opt(r.attempts) then set(r, 'started', ARGV[11]) end
-  set(r, 'a_start', ARGV[11])
+-- ARGV[1] number of completions n; then n groups of 11: run id; fence; now ms; new state
+-- (succeeded, failed, timed_out, cancelled or retry_wait); retry_at ms (retry_wait only);
+-- attempt outcome; exit code ("" = none); http status ("" = none); output; error; when the
+-- attempt really began ms ("" = as claimed).
+-- Returns one word per completion, in order: "ok" | "stale" (not running with that fence:
+-- nothing recorded for it).
+local function complete(a)
+  local r = hash(run_key(ARGV[a]))
+  if not r or r.state ~= 'running' or r.fence ~= ARGV[a + 1] then return 'stale' end
+  -- Checks done; writes.
+  local now, state = ARGV[a + 2], ARGV[a + 3]
+  unindex(r)
+  if ARGV[a + 10] ~= '' and opt(r.a_num) then
+    if not opt(r.attempts) then set(r, 'started', ARGV[a + 10]) end
+    set(r, 'a_start', ARGV[a + 10])
+  end
+  end_attempt(r, now, ARGV[a + 5], ARGV[a + 9])
+  set(r, 'exit', ARGV[a + 6])
+  set(r, 'http', ARGV[a + 7])
+  set(r, 'output', ARGV[a + 8])
+  set(r, 'error', ARGV[a + 9])
+  set(r, 'lease', '')
+  set(r, 'state', state)
+  local extra = {'outcome', jstr(ARGV[a + 5])}
+  if state == 'retry_wait' then
+    set(r, 'avail', ARGV[a + 4])
+    extra[#extra + 1] = 'retry_at'
+    extra[#extra + 1] = ARGV[a + 4]
+  else
+    set(r, 'finished', now)
+  end
+  if ARGV[a + 6] ~= '' then
+    extra[#extra + 1] = 'exit_code'
+    extra[#extra + 1] = ARGV[a + 6]
+  end
+  if ARGV[a + 7] ~= '' then
+    extra[#extra + 1] = 'http_status'
+    extra[#extra + 1] = ARGV[a + 7]
+  end
+  index(r)
+  save(r)
+  run_event(r, now, nil, extra)
+  return 'ok'
 end
-end_attempt(r, now, ARGV[6], ARGV[10])
-set(r, 'exit', ARGV[7])
-set(r, 'http', ARGV[8])
-set(r, 'output', ARGV[9])
-set(r, 'error', ARGV[10])
-set(r, 'lease', '')
-set(r, 'state', state)
-local extra = {'outcome', jstr(ARGV[6])}
-if state == 'retry_wait' then
-  set(r, 'avail', ARGV[5])
-  extra[#extra + 1] = 'retry_at'
-  extra[#extra + 1] = ARGV[5]
-else
-  set(r, 'finished', now)
-end
-if ARGV[7] ~= '' then
-  extra[#extra + 1] = 'exit_code'
-  extra[#extra + 1] = ARGV[7]
-end
-if ARGV[8] ~= '' then
-  extra[#extra + 1] = 'http_status'
-  extra[#extra + 1] = ARGV[8]
-end
-index(r)
-save(r)
-run_event(r, now, nil, extra)
-return {'ok'}
+local out = {}
+for k = 0, tonumber(ARGV[1]) - 1 do out[#out + 1] = complete(2 + 11 * k) end
+return out
 )lua";
 
 inline constexpr char kCancelRun[] = R"lua(

@@ -1624,7 +1624,8 @@ Result<std::vector<LeaseStatus>> RedisStore::RenewLeases(std::span<const LeaseRe
 
 namespace {
 
-Result<Command> CompleteCommand(const RedisBackend& backend, const Completion& c) {
+// Appends the 11 arguments of one completion to `args` (see the complete script).
+Status AppendCompletion(const Completion& c, std::vector<std::string>& args) {
   switch (c.state) {
     case RunState::kSucceeded:
     case RunState::kFailed:
@@ -1642,36 +1643,70 @@ Result<Command> CompleteCommand(const RedisBackend& backend, const Completion& c
   if (outcome.empty()) {
     outcome = c.state == RunState::kRetryWait ? "failed" : RunStateName(c.state);
   }
-  return backend.Eval(Script::kComplete, c.tenant,
-                      {c.run_id, std::to_string(c.fence), Ms(c.now), RunStateName(c.state),
-                       c.state == RunState::kRetryWait ? Ms(*c.retry_at) : "", outcome,
-                       OptInt(c.exit_code), OptInt(c.http_status), c.output, c.error,
-                       c.started_at ? Ms(*c.started_at) : ""});
-}
-
-Status CompleteOutcome(const RedisBackend& backend, const Reply& r) {
-  if (r.is_error()) return backend.ErrorStatus(r);
-  const std::string& word = Word(r);
-  if (word == "ok") return Status::Ok();
-  if (word == "stale") return FailedPrecondition(kStaleToken);
-  return Unexpected("complete");
+  args.insert(args.end(),
+              {c.run_id, std::to_string(c.fence), Ms(c.now), RunStateName(c.state),
+               c.state == RunState::kRetryWait ? Ms(*c.retry_at) : "", outcome,
+               OptInt(c.exit_code), OptInt(c.http_status), c.output, c.error,
+               c.started_at ? Ms(*c.started_at) : ""});
+  return Status::Ok();
 }
 
 }  // namespace
 
 Status RedisStore::Complete(const Completion& completion) {
-  ASSIGN_OR_RETURN(Command command, CompleteCommand(*backend_, completion));
-  std::vector<Command> one;
-  one.push_back(std::move(command));
-  ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->Run(std::move(one)));
-  return CompleteOutcome(*backend_, replies.front());
+  return CompleteMany({&completion, 1}).front();
 }
 
 std::vector<Status> RedisStore::CompleteMany(std::span<const Completion> completions) {
-  RedisBackend& b = *backend_;
-  return RunBatch<Status>(
-      b, completions, [&b](const Completion& c) { return CompleteCommand(b, c); },
-      [&b](const Reply& reply, const Completion&) { return CompleteOutcome(b, reply); });
+  // One script call per tenant and batch of up to 256 completions, all in one pipeline.
+  constexpr size_t kBatch = 256;
+  std::vector<Status> out(completions.size(), Status::Ok());
+  std::map<std::string, std::vector<size_t>> by_tenant;
+  for (size_t i = 0; i < completions.size(); ++i) {
+    by_tenant[completions[i].tenant].push_back(i);
+  }
+  std::vector<Command> commands;
+  std::vector<std::vector<size_t>> sent;  // the completions of each command
+  for (const auto& [tenant, items] : by_tenant) {
+    for (size_t from = 0; from < items.size(); from += kBatch) {
+      std::vector<std::string> args = {""};
+      std::vector<size_t> batch;
+      for (size_t k = from; k < std::min(items.size(), from + kBatch); ++k) {
+        Status appended = AppendCompletion(completions[items[k]], args);
+        if (!appended.ok()) {
+          out[items[k]] = appended;
+          continue;
+        }
+        batch.push_back(items[k]);
+      }
+      if (batch.empty()) continue;
+      args[0] = std::to_string(batch.size());
+      commands.push_back(backend_->Eval(Script::kComplete, tenant, std::move(args)));
+      sent.push_back(std::move(batch));
+    }
+  }
+  if (commands.empty()) return out;
+  auto replies = backend_->Run(std::move(commands));
+  for (size_t k = 0; k < sent.size(); ++k) {
+    const Reply* r = replies.ok() ? &(*replies)[k] : nullptr;
+    for (size_t j = 0; j < sent[k].size(); ++j) {
+      Status& s = out[sent[k][j]];
+      if (!replies.ok()) {
+        s = replies.status();
+      } else if (r->is_error()) {
+        s = backend_->ErrorStatus(*r);
+      } else if (r->elements.size() != sent[k].size()) {
+        s = Unexpected("complete");
+      } else if (r->elements[j].str == "ok") {
+        s = Status::Ok();
+      } else if (r->elements[j].str == "stale") {
+        s = FailedPrecondition(kStaleToken);
+      } else {
+        s = Unexpected("complete");
+      }
+    }
+  }
+  return out;
 }
 
 Status RedisStore::CancelRun(const std::string& tenant, const std::string& run_id, TimePoint now) {
