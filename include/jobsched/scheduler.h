@@ -108,6 +108,12 @@ struct SchedulerOptions {
   Duration renew_interval{5000};
   // How often expired leases are looked for (by the leader). Default: 1 s
   Duration reaper_interval{1000};
+  // Heartbeats, and how long without one makes a node dead. Default: 2 s, 10 s
+  Duration heartbeat_interval{2000};
+  Duration node_dead_after{10000};
+  // The leader lease's TTL and how often its holder renews it. Default: 10 s, 3 s
+  Duration leader_ttl{10000};
+  Duration leader_renew{3000};
   // Firing and claiming ahead, so that a burst of occurrences starts on time: occurrences are
   // fired up to `fire_ahead` before their time (their runs become claimable at the time; an
   // occurrence whose overlap decision depends on unfinished runs of its job waits for its
@@ -115,12 +121,6 @@ struct SchedulerOptions {
   // when it comes. 0 turns either off. Default: 500 ms, 250 ms
   Duration fire_ahead{500};
   Duration claim_ahead{250};
-  // Heartbeats, and how long without one makes a node dead. Default: 2 s, 10 s
-  Duration heartbeat_interval{2000};
-  Duration node_dead_after{10000};
-  // The leader lease's TTL and how often its holder renews it. Default: 10 s, 3 s
-  Duration leader_ttl{10000};
-  Duration leader_renew{3000};
   // On stop(): how long running attempts may take to finish before they are stopped and
   // handed back for re-execution. Default: 30 s
   Duration shutdown_grace{30000};

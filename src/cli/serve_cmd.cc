@@ -54,6 +54,8 @@ const Setting kSettings[] = {
     {"node_dead_ms", Setting::kInt, nullptr, &ServeConfig::node_dead_ms},
     {"leader_ttl_ms", Setting::kInt, nullptr, &ServeConfig::leader_ttl_ms},
     {"leader_renew_ms", Setting::kInt, nullptr, &ServeConfig::leader_renew_ms},
+    {"fire_ahead_ms", Setting::kInt, nullptr, &ServeConfig::fire_ahead_ms},
+    {"claim_ahead_ms", Setting::kInt, nullptr, &ServeConfig::claim_ahead_ms},
     {"shutdown_grace_ms", Setting::kInt, nullptr, &ServeConfig::shutdown_grace_ms},
     {"keep_runs_per_job", Setting::kInt, nullptr, &ServeConfig::keep_runs_per_job},
     {"keep_runs_days", Setting::kInt, nullptr, &ServeConfig::keep_runs_days},
@@ -203,6 +205,13 @@ Status ValidateServeConfig(const ServeConfig& c) {
   if (c.leader_renew_ms >= c.leader_ttl_ms)
     return InvalidArgument("leader_renew_ms: must be shorter than leader_ttl_ms",
                            "leader_renew_ms");
+  for (auto [value, name] :
+       {std::pair{c.fire_ahead_ms, "fire_ahead_ms"}, {c.claim_ahead_ms, "claim_ahead_ms"}}) {
+    if (value < 0) return InvalidArgument(std::string(name) + ": must not be negative", name);
+    if (value >= c.lease_ms) {
+      return InvalidArgument(std::string(name) + ": must be shorter than lease_ms", name);
+    }
+  }
   if (c.shutdown_grace_ms < 0)
     return InvalidArgument("shutdown_grace_ms: must not be negative", "shutdown_grace_ms");
   if (c.keep_runs_per_job < 1)
@@ -359,6 +368,8 @@ int RunServe(const ServeConfig& c) {
       .node_dead_after = Duration(c.node_dead_ms),
       .leader_ttl = Duration(c.leader_ttl_ms),
       .leader_renew = Duration(c.leader_renew_ms),
+      .fire_ahead = Duration(c.fire_ahead_ms),
+      .claim_ahead = Duration(c.claim_ahead_ms),
       .shutdown_grace = Duration(c.shutdown_grace_ms),
       .keep_runs_per_job = static_cast<int>(c.keep_runs_per_job),
       .keep_runs_for = std::chrono::days(c.keep_runs_days)};
@@ -433,8 +444,8 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       "--concurrency",    "--queues",          "--log-format",        "--log-level",
       "--tls-cert",       "--tls-key",         "--insecure-listen",   "--lease-ms",
       "--renew-ms",       "--reaper-ms",       "--heartbeat-ms",      "--node-dead-ms",
-      "--leader-ttl-ms",  "--leader-renew-ms", "--shutdown-grace-ms", "--keep-runs-per-job",
-      "--keep-runs-days", "--sample-job"};
+      "--leader-ttl-ms",  "--leader-renew-ms", "--fire-ahead-ms",     "--claim-ahead-ms",
+      "--shutdown-grace-ms", "--keep-runs-per-job", "--keep-runs-days", "--sample-job"};
   const char* kHelp[] = {
       "Store URL: sqlite:PATH, sqlite::memory:, redis://[user:pass@]host:port[/db] (default "
       "sqlite:<data-dir>/jobsched.db)",
@@ -455,6 +466,9 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       "A node without a heartbeat for this long is dead, ms (default 10000)",
       "Leader lease TTL in ms (default 10000)",
       "Leader lease renewal period in ms (default 3000)",
+      "Fire occurrences up to this many ms before their time; 0 = at their time (default 500)",
+      "Claim runs up to this many ms before their time and start them at it; 0 = off "
+      "(default 250)",
       "On SIGTERM, how long running attempts may finish, ms (default 30000)",
       "Runs kept per job (default 100)",
       "Runs younger than this many days are kept (default 7)",

@@ -33,6 +33,8 @@ struct ServeConfig {
   int64_t node_dead_ms = 10000;
   int64_t leader_ttl_ms = 10000;
   int64_t leader_renew_ms = 3000;
+  int64_t fire_ahead_ms = 500;
+  int64_t claim_ahead_ms = 250;
   int64_t shutdown_grace_ms = 30000;
   int64_t keep_runs_per_job = 100;
   int64_t keep_runs_days = 7;

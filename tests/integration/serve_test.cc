@@ -281,6 +281,12 @@ TEST(ServeConfigTest, ErrorsNameTheKey) {
   EXPECT_THAT(ValidateServeConfig({.log_format = "xml"}).message(), HasSubstr("log_format"));
   EXPECT_THAT(ValidateServeConfig({.lease_ms = 1000, .renew_ms = 1000}).message(),
               HasSubstr("renew_ms"));
+  EXPECT_EQ(ValidateServeConfig({.fire_ahead_ms = -1}).message(),
+            "fire_ahead_ms: must not be negative");
+  EXPECT_EQ(ValidateServeConfig({.claim_ahead_ms = 15000}).message(),
+            "claim_ahead_ms: must be shorter than lease_ms");
+  EXPECT_TRUE(ValidateServeConfig({.fire_ahead_ms = 0, .claim_ahead_ms = 0}).ok())
+      << "0 turns fire-ahead and claim-ahead off";
 }
 
 }  // namespace
