@@ -213,13 +213,21 @@ struct Observation {
 
 class Observations {
  public:
-  // A handler began and took its Observation::others_running (before it blocks on anything).
-  void Enter(const std::string& run_id) {
+  // A handler began, at `now` on the test's clock, and took its Observation::others_running
+  // (before it blocks on anything).
+  void Enter(const std::string& run_id, TimePoint now) {
     {
       std::lock_guard lock(mu_);
       entered_.push_back(run_id);
+      began_[run_id].push_back(now);
     }
     cv_.notify_all();
+  }
+  // When each attempt's handler of a run began, on the test's clock, in order.
+  std::vector<TimePoint> Began(const std::string& run_id) const {
+    std::lock_guard lock(mu_);
+    auto it = began_.find(run_id);
+    return it == began_.end() ? std::vector<TimePoint>{} : it->second;
   }
   // Waits until `n` handler invocations began; fails the test after kGuard.
   bool WaitEntered(int n) {
@@ -251,6 +259,7 @@ class Observations {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::string> entered_;           // guarded by mu_
+  std::map<std::string, std::vector<TimePoint>> began_;  // guarded by mu_
   std::map<std::string, Observation> by_run_;  // guarded by mu_
   std::vector<std::string> order_;             // guarded by mu_
 };
@@ -339,7 +348,7 @@ class EngineHarness {
             std::count_if(running->items.begin(), running->items.end(),
                           [&](const RunRecord& r) { return r.id != ctx.run_id(); }));
       }
-      seen.Enter(ctx.run_id());  // after looking around: WaitEntered() covers that too
+      seen.Enter(ctx.run_id(), clock.Now());  // after looking around: WaitEntered() covers that
       const bool opened = gate == nullptr || gate->Wait(ctx);
       Status status = !opened  ? Status(StatusCode::kFailedPrecondition, "cancelled while blocked")
                       : result ? result(ctx)

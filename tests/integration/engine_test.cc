@@ -13,7 +13,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -101,16 +100,8 @@ TEST(EngineCronTest, FiresOneRunPerOccurrenceAndASecondTickAtTheSameInstantCreat
 TEST(EngineCronTest, AnOccurrenceIsFiredAndClaimedAheadAndItsHandlerBeginsAtItsTime) {
   EngineHarness h;
   ASSERT_TRUE(h.ok());
-  std::mutex mu;
-  std::vector<TimePoint> began;
-  h.RegisterProbe("clocked", nullptr, [&](RunContext&) {
-    std::lock_guard lock(mu);
-    began.push_back(h.clock.Now());
-    return Status::Ok();
-  });
-  JobSpec spec = CronSpec("every-minute", "* * * * *");
-  spec.handler.name = "clocked";
-  h.MustCreate(spec);
+  h.RegisterProbe("probe");
+  h.MustCreate(CronSpec("every-minute", "* * * * *", "probe"));
   h.StartProcessor();
   const TimePoint due = kT0 + 1min;
   const std::string id = RunId("every-minute", due);
@@ -139,9 +130,8 @@ TEST(EngineCronTest, AnOccurrenceIsFiredAndClaimedAheadAndItsHandlerBeginsAtItsT
   run = h.Run(id);
   EXPECT_EQ(run->state, RunState::kSucceeded);
   EXPECT_EQ(run->started_at, due);
-  std::lock_guard lock(mu);
-  ASSERT_EQ(began.size(), 1u);
-  EXPECT_EQ(began[0], due) << "the handler began at the occurrence, not when it was claimed";
+  EXPECT_EQ(h.seen.Began(id), std::vector<TimePoint>{due})
+      << "the handler began at the occurrence, not when it was claimed";
 }
 
 // Under overlap "skip", an occurrence whose job still has an unfinished run is not fired early:
@@ -454,13 +444,7 @@ TEST_F(OverlapTest, ReplaceCancelsThePreviousRunAndRunsTheNewOne) {
 TEST(EngineRetryTest, FixedBackoffWaitsForTheFakeClockAndRecordsEveryAttempt) {
   EngineHarness h;
   ASSERT_TRUE(h.ok());
-  std::mutex mu;
-  std::vector<TimePoint> began;  // the fake clock as each attempt's handler begins
-  h.RegisterProbe("flaky", nullptr, [&](RunContext& ctx) {
-    {
-      std::lock_guard lock(mu);
-      began.push_back(h.clock.Now());
-    }
+  h.RegisterProbe("flaky", nullptr, [](RunContext& ctx) {
     if (ctx.attempt() < 3)
       return Status(StatusCode::kInternal, "boom " + std::to_string(ctx.attempt()));
     return Status::Ok();
@@ -529,7 +513,7 @@ TEST(EngineRetryTest, FixedBackoffWaitsForTheFakeClockAndRecordsEveryAttempt) {
   }
   EXPECT_EQ(run->attempts[1].error, "boom 2");
   EXPECT_EQ(run->attempts[1].started_at, retry_at);
-  std::lock_guard lock(mu);
+  const std::vector<TimePoint> began = h.seen.Began(id);
   ASSERT_EQ(began.size(), 3u);
   EXPECT_EQ(began[1], retry_at) << "the second attempt began at retry_at, not before";
 }
