@@ -141,9 +141,8 @@ TEST(EngineCronTest, AnOverlapDecisionIsTakenAtTheOccurrenceNotAhead) {
   ASSERT_TRUE(h.ok());
   testing::Gate& gate = h.NewGate();
   h.RegisterProbe("blocks", &gate);
-  JobSpec spec = CronSpec("every-minute", "* * * * *");
-  spec.handler.name = "blocks";
-  spec.overlap = Overlap::kSkip;
+  JobSpec spec = CronSpec("every-minute", "* * * * *", "blocks");
+  spec.overlap = Overlap::kSkip;  // the default, said out loud
   h.MustCreate(spec);
   h.StartProcessor();
   h.Advance(1min);
