@@ -55,6 +55,8 @@ class RunContext {
   virtual int64_t fence() const = 0;  // the attempt's fencing token (for idempotent effects)
   virtual const std::string& payload() const = 0;  // JSON text
   virtual TimePoint scheduled_at() const = 0;
+  // The node executing this attempt (as shell jobs see JOBSCHED_NODE_ID).
+  virtual const std::string& node_id() const = 0;
   // True once the attempt must stop: timeout, cancellation, or this node lost the lease.
   virtual bool cancelled() const = 0;
   // Waits up to `d`; returns false early (at once) when cancelled.

@@ -37,6 +37,7 @@ class BuiltinContext final : public RunContext {
   int64_t fence() const override { return run_.fence; }
   const std::string& payload() const override { return run_.payload; }
   TimePoint scheduled_at() const override { return run_.scheduled_at; }
+  const std::string& node_id() const override { return run_.node; }
   bool cancelled() const override { return cancel_.cancelled(); }
 
   bool WaitFor(Duration d) const override {

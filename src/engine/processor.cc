@@ -98,12 +98,21 @@ void Processor::Stop(Duration grace) {
 
 void Processor::CancelLocal(const std::string& tenant, const std::string& run_id) {
   std::lock_guard lock(mu_);
-  auto it = active_.find(tenant + "/" + run_id);
-  if (it != active_.end()) it->second->cancel.Cancel(exec::CancelReason::kCancelled);
+  const std::string key = tenant + "/" + run_id;
+  auto it = active_.find(key);
+  if (it != active_.end()) {
+    it->second->cancel.Cancel(exec::CancelReason::kCancelled);
+    return;
+  }
+  // Not here, or its claim is in flight: remembered (a few), so that a claim returning it now
+  // does not start it.
+  if (early_cancels_.size() >= 1024) early_cancels_.clear();
+  early_cancels_.insert(key);
 }
 
 void Processor::ForgetSpecs() {
   std::lock_guard lock(mu_);
+  ++spec_generation_;
   spec_cache_.clear();
   for (auto& [when, attempt] : held_) attempt->spec.reset();
 }
@@ -132,9 +141,11 @@ int Processor::AheadBudget() const {
 
 Result<int> Processor::ClaimOnce() {
   int free_slots, ahead;
+  uint64_t generation;
   {
     std::lock_guard lock(mu_);
     if (stopping_workers_) return 0;
+    generation = spec_generation_;
     free_slots = options_.concurrency - executing_ - static_cast<int>(queue_.size());
     ahead = AheadBudget();
   }
@@ -164,10 +175,14 @@ Result<int> Processor::ClaimOnce() {
     std::lock_guard lock(mu_);
     for (RunRecord& run : runs) {
       auto attempt = std::make_shared<Attempt>();
-      // A run held ahead starts with the spec of its claim, however long the cache keeps it.
-      attempt->spec = CachedSpec(SpecKey(run), steady);
+      // A run held ahead starts with the spec of its claim, however long the cache keeps it
+      // (unless a job changed since the claim began: then it reads its job when it starts).
+      if (generation == spec_generation_) attempt->spec = CachedSpec(SpecKey(run), steady);
       attempt->run = std::move(run);
       attempt->lease_until = now + options_.lease;
+      if (early_cancels_.erase(attempt->key()) > 0) {
+        attempt->cancel.Cancel(exec::CancelReason::kCancelled);
+      }
       active_[attempt->key()] = attempt;
       if (attempt->run.available_at > now) {
         held_.emplace(attempt->run.available_at, attempt);
@@ -262,8 +277,10 @@ void Processor::PrefetchSpecs(const std::vector<RunRecord>& runs) {
   std::vector<JobRef> missing;
   std::vector<std::string> keys;
   const auto now = std::chrono::steady_clock::now();
+  uint64_t generation;
   {
     std::lock_guard lock(mu_);
+    generation = spec_generation_;
     for (const RunRecord& run : runs) {
       std::string key = SpecKey(run);
       if (CachedSpec(key, now) != nullptr) continue;
@@ -275,6 +292,7 @@ void Processor::PrefetchSpecs(const std::vector<RunRecord>& runs) {
   if (missing.size() < 2) return;  // SpecFor reads a single one
   std::vector<Result<JobRecord>> jobs = store_.GetJobs(missing);
   std::lock_guard lock(mu_);
+  if (generation != spec_generation_) return;  // a job changed meanwhile: what was read may be old
   if (spec_cache_.size() + jobs.size() > 10000) spec_cache_.clear();
   for (size_t i = 0; i < jobs.size() && i < keys.size(); ++i) {
     if (!jobs[i].ok()) continue;  // SpecFor reads it again and reports
@@ -294,13 +312,16 @@ std::shared_ptr<const JobSpec> Processor::CachedSpec(const std::string& key,
 Result<std::shared_ptr<const JobSpec>> Processor::SpecFor(const RunRecord& run) {
   const std::string key = SpecKey(run);
   const auto now = std::chrono::steady_clock::now();
+  uint64_t generation;
   {
     std::lock_guard lock(mu_);
     if (auto cached = CachedSpec(key, now)) return cached;
+    generation = spec_generation_;
   }
   ASSIGN_OR_RETURN(JobRecord job, store_.GetJob(run.tenant, run.job_id));
   auto spec = std::make_shared<const JobSpec>(std::move(job.spec));
   std::lock_guard lock(mu_);
+  if (generation != spec_generation_) return spec;  // used once, not cached
   if (spec_cache_.size() > 10000) spec_cache_.clear();
   spec_cache_[key] = {spec, now};
   return spec;
@@ -309,6 +330,15 @@ Result<std::shared_ptr<const JobSpec>> Processor::SpecFor(const RunRecord& run) 
 void Processor::Execute(const std::shared_ptr<Attempt>& attempt) {
   const RunRecord& run = attempt->run;
   attempt->started = clock_.Now();
+  // Cancelled, or its lease lost, while it waited (held for its time, or for a worker): the
+  // handler never begins.
+  if (attempt->cancel.cancelled() || run.cancel_requested) {
+    const bool fenced = attempt->cancel.reason() == exec::CancelReason::kFenced;
+    Finish(attempt, nullptr,
+           {.kind = fenced ? AttemptOutcome::Kind::kFenced : AttemptOutcome::Kind::kCancelled,
+            .error = "cancelled before it started"});
+    return;
+  }
   spdlog::info("run running run_id={} job_id={} tenant={} node={} attempt={} fence={}", run.id,
                run.job_id, run.tenant, options_.node_id, run.attempt, run.fence);
   events_.Emit({.type = EventType::kRunStarted,

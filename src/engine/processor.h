@@ -31,6 +31,7 @@
 #include <memory>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -85,8 +86,9 @@ class Processor {
   void ForgetSpecs();
   // Attempts claimed and whose result is not yet written.
   int active() const;
-  // Stops the attempt of a run this node executes, at once (a cancellation recorded in the
-  // store reaches other nodes through their lease renewal). No-op for other runs.
+  // Stops the attempt of a run this node executes or holds, at once (a cancellation recorded in
+  // the store reaches other nodes through their lease renewal). A run whose claim is in flight
+  // is not started when the claim returns.
   void CancelLocal(const std::string& tenant, const std::string& run_id);
 
  private:
@@ -139,6 +141,8 @@ class Processor {
   std::map<std::string,
            std::pair<std::shared_ptr<const JobSpec>, std::chrono::steady_clock::time_point>>
       spec_cache_;                               // guarded by mu_
+  uint64_t spec_generation_ = 0;                 // guarded by mu_; ForgetSpecs counts up
+  std::set<std::string> early_cancels_;  // guarded by mu_; CancelLocal of runs not (yet) here
   std::mt19937_64 rng_{std::random_device{}()};  // guarded by mu_
 
   std::mutex commit_mu_;

@@ -457,8 +457,8 @@ Json Cluster::EverySecondJob(TimePoint t0, int seconds, const std::string& body)
 
 Json Cluster::ShellHandler(const std::string& body) const {
   const std::string line = "\"$JOBSCHED_RUN_ID $JOBSCHED_ATTEMPT $JOBSCHED_FENCE $PPID";
-  const std::string script = "echo " + line + " start\" >> \"$CHAOS_LOG\"\n{ " + body +
-                             "\n} && echo " + line + " end\" >> \"$CHAOS_LOG\"\n";
+  const std::string script = "echo " + line + " start $(date +%s%3N)\" >> \"$CHAOS_LOG\"\n{ " +
+                             body + "\n} && echo " + line + " end $(date +%s%3N)\" >> \"$CHAOS_LOG\"\n";
   return Json{
       {"type", "shell"},
       {"command", {"/bin/sh", "-c", script}},
@@ -477,7 +477,8 @@ std::vector<HandlerLine> Cluster::HandlerLines() const {
   for (std::string text; std::getline(in, text);) {
     std::istringstream fields(text);
     HandlerLine line;
-    if (fields >> line.run_id >> line.attempt >> line.fence >> line.node_pid >> line.event) {
+    if (fields >> line.run_id >> line.attempt >> line.fence >> line.node_pid >> line.event >>
+        line.at_ms) {
       out.push_back(std::move(line));
     } else {
       ADD_FAILURE() << "malformed handler log line: " << text;

@@ -112,6 +112,7 @@ struct HandlerLine {
   // was killed before the shell started.
   pid_t node_pid = 0;
   std::string event;  // "start" or "end"
+  int64_t at_ms = 0;  // the host's clock as the line was written (ms since the epoch)
 };
 
 class Cluster {

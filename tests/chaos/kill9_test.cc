@@ -129,6 +129,16 @@ TEST(Chaos, Kill9OfABusyNodeLosesNoOccurrenceAndRunsEachOnce) {
     const std::string node = line.node_pid == getpid() ? victim : node_of_pid[line.node_pid];
     EXPECT_EQ(node, a.node) << DescribeRun(r) << ", handler's parent pid " << line.node_pid;
     (line.event == "start" ? starts : ends)[{line.run_id, line.attempt}]++;
+    // Fired and claimed ahead of its time, a run still begins at it. (The nodes' time base is
+    // the Redis clock, the same clock on this host up to the precision of their sync.)
+    if (line.event == "start") {
+      EXPECT_GE(line.at_ms, ToUnixMillis(r.scheduled_at) - 5)
+          << "a handler began before its occurrence: " << DescribeRun(r);
+    }
+  }
+  for (const RunRecord& r : runs) {
+    EXPECT_GE(r.attempts.front().started_at, r.scheduled_at)
+        << "an attempt is recorded as begun before its occurrence: " << DescribeRun(r);
   }
   for (const auto& [key, count] : starts) {
     EXPECT_EQ(count, 1) << key.first << " attempt " << key.second << " started " << count

@@ -207,6 +207,7 @@ class Gate {
 struct Observation {
   int attempt = 0;
   std::string payload;
+  std::string node;  // RunContext::node_id()
   bool cancelled = false;   // RunContext::cancelled() when the handler returned
   int others_running = -1;  // other runs of the job in state running when the handler began
 };
@@ -340,7 +341,7 @@ class EngineHarness {
   void RegisterProbe(const std::string& name, Gate* gate = nullptr,
                      std::function<Status(RunContext&)> result = nullptr) {
     node_->builtins().Register(name, [this, gate, result](RunContext& ctx) {
-      Observation o{.attempt = ctx.attempt(), .payload = ctx.payload()};
+      Observation o{.attempt = ctx.attempt(), .payload = ctx.payload(), .node = ctx.node_id()};
       auto running = store().ListRuns(
           ctx.tenant(), RunFilter{.job_id = ctx.job_id(), .state = RunState::kRunning});
       if (running.ok()) {

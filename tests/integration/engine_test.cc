@@ -132,6 +132,30 @@ TEST(EngineCronTest, AnOccurrenceIsFiredAndClaimedAheadAndItsHandlerBeginsAtItsT
   EXPECT_EQ(run->started_at, due);
   EXPECT_EQ(h.seen.Began(id), std::vector<TimePoint>{due})
       << "the handler began at the occurrence, not when it was claimed";
+  ASSERT_TRUE(h.seen.Get(id));
+  EXPECT_EQ(h.seen.Get(id)->node, "test-node") << "RunContext::node_id";
+}
+
+// A run held for its time and cancelled meanwhile ends cancelled; its handler never begins.
+TEST(EngineCronTest, ARunCancelledWhileHeldForItsTimeNeverBegins) {
+  EngineHarness h;
+  ASSERT_TRUE(h.ok());
+  h.RegisterProbe("probe");
+  h.MustCreate(CronSpec("every-minute", "* * * * *", "probe"));
+  h.StartProcessor();
+  const TimePoint due = kT0 + 1min;
+  const std::string id = RunId("every-minute", due);
+  h.Advance(1min - 250ms);
+  ASSERT_EQ(h.Tick(), 1);
+  ASSERT_TRUE(h.node().processor().ClaimOnce().ok());
+  ASSERT_EQ(h.Run(id)->state, RunState::kRunning) << "held ahead";
+  ASSERT_TRUE(h.node().jobs().CancelRun("default", id).ok());
+  h.Advance(250ms);
+  ASSERT_TRUE(h.events.Wait(EventType::kRunCancelled, id));
+  const auto run = h.Run(id);
+  EXPECT_EQ(run->state, RunState::kCancelled);
+  EXPECT_EQ(run->attempts.back().error, "cancelled before it started");
+  EXPECT_TRUE(h.seen.Began(id).empty()) << "the handler never began";
 }
 
 // Under overlap "skip", an occurrence whose job still has an unfinished run is not fired early:
