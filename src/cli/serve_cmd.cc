@@ -439,13 +439,15 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
     }
     given->push_back({&s, opt});
   };
+  // clang-format off
   const char* kFlags[] = {
-      "--store",          "--listen",          "--data-dir",          "--node-id",
-      "--concurrency",    "--queues",          "--log-format",        "--log-level",
-      "--tls-cert",       "--tls-key",         "--insecure-listen",   "--lease-ms",
-      "--renew-ms",       "--reaper-ms",       "--heartbeat-ms",      "--node-dead-ms",
-      "--leader-ttl-ms",  "--leader-renew-ms", "--fire-ahead-ms",     "--claim-ahead-ms",
-      "--shutdown-grace-ms", "--keep-runs-per-job", "--keep-runs-days", "--sample-job"};
+      "--store",             "--listen",            "--data-dir",        "--node-id",
+      "--concurrency",       "--queues",            "--log-format",      "--log-level",
+      "--tls-cert",          "--tls-key",           "--insecure-listen", "--lease-ms",
+      "--renew-ms",          "--reaper-ms",         "--heartbeat-ms",    "--node-dead-ms",
+      "--leader-ttl-ms",     "--leader-renew-ms",   "--fire-ahead-ms",   "--claim-ahead-ms",
+      "--shutdown-grace-ms", "--keep-runs-per-job", "--keep-runs-days",  "--sample-job"};
+  // clang-format on
   const char* kHelp[] = {
       "Store URL: sqlite:PATH, sqlite::memory:, redis://[user:pass@]host:port[/db] (default "
       "sqlite:<data-dir>/jobsched.db)",

@@ -13,11 +13,11 @@ using SteadyTime = std::chrono::steady_clock::time_point;
 struct Processor::Attempt {
   RunRecord run;
   exec::CancelSource cancel;
-  TimePoint started{};                 // when a worker began it
+  TimePoint started{};                  // when a worker began it
   std::shared_ptr<const JobSpec> spec;  // read when it was claimed (null: read when it starts)
-  TimePoint lease_until{};             // guarded by Processor::mu_
-  std::optional<SteadyTime> deadline;  // builtin timeouts; guarded by Processor::mu_
-  std::atomic<bool> reporting{false};  // its result is being written: no more renewals
+  TimePoint lease_until{};              // guarded by Processor::mu_
+  std::optional<SteadyTime> deadline;   // builtin timeouts; guarded by Processor::mu_
+  std::atomic<bool> reporting{false};   // its result is being written: no more renewals
   std::string key() const { return run.tenant + "/" + run.id; }
 };
 
@@ -134,7 +134,8 @@ int Processor::AheadBudget() const {
   if (executing_ + static_cast<int>(queue_.size()) >= options_.concurrency) return 0;
   // What the workers get through in a second at their recent pace.
   double budget = options_.concurrency;
-  if (mean_attempt_ms_ > 0) budget = std::max(budget, options_.concurrency * 1000.0 / mean_attempt_ms_);
+  if (mean_attempt_ms_ > 0)
+    budget = std::max(budget, options_.concurrency * 1000.0 / mean_attempt_ms_);
   return static_cast<int>(std::min<double>(budget, options_.max_ahead)) -
          static_cast<int>(held_.size());
 }
@@ -253,7 +254,8 @@ void Processor::WorkerLoop() {
     } catch (const std::exception& e) {
       spdlog::error("worker: attempt of {} failed unexpectedly: {}", attempt->key(), e.what());
     }
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     {
       std::lock_guard lock(mu_);
       --executing_;
@@ -449,7 +451,8 @@ void Processor::CommitLoop() {
     for (const PendingCompletion& p : batch) completions.push_back(p.completion);
     std::vector<Status> results = store_.CompleteMany(completions);
     for (size_t i = 0; i < batch.size(); ++i) {
-      Reported(batch[i], i < results.size() ? results[i] : Internal("short reply from CompleteMany"));
+      Reported(batch[i],
+               i < results.size() ? results[i] : Internal("short reply from CompleteMany"));
     }
     batch.clear();
   }

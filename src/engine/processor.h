@@ -130,23 +130,23 @@ class Processor {
   FailureLog claim_failures_{"processor: claims"};  // only the dispatcher thread
 
   mutable std::mutex mu_;
-  std::condition_variable work_cv_;                         // a queued attempt or stopping
-  std::condition_variable idle_cv_;                         // an attempt finished
-  std::map<std::string, std::shared_ptr<Attempt>> active_;  // guarded by mu_; key tenant/run id
-  std::deque<std::shared_ptr<Attempt>> queue_;              // guarded by mu_; due, in claim order
+  std::condition_variable work_cv_;                          // a queued attempt or stopping
+  std::condition_variable idle_cv_;                          // an attempt finished
+  std::map<std::string, std::shared_ptr<Attempt>> active_;   // guarded by mu_; key tenant/run id
+  std::deque<std::shared_ptr<Attempt>> queue_;               // guarded by mu_; due, in claim order
   std::multimap<TimePoint, std::shared_ptr<Attempt>> held_;  // guarded by mu_; claimed ahead
   int executing_ = 0;                                        // guarded by mu_; in a worker
-  double mean_attempt_ms_ = 0;  // guarded by mu_; recent worker time per attempt (0: none yet)
-  bool stopping_workers_ = false;                           // guarded by mu_
+  double mean_attempt_ms_ = 0;     // guarded by mu_; recent worker time per attempt (0: none yet)
+  bool stopping_workers_ = false;  // guarded by mu_
   std::map<std::string,
            std::pair<std::shared_ptr<const JobSpec>, std::chrono::steady_clock::time_point>>
-      spec_cache_;                               // guarded by mu_
-  uint64_t spec_generation_ = 0;                 // guarded by mu_; ForgetSpecs counts up
+      spec_cache_;                       // guarded by mu_
+  uint64_t spec_generation_ = 0;         // guarded by mu_; ForgetSpecs counts up
   std::set<std::string> early_cancels_;  // guarded by mu_; CancelLocal of runs not (yet) here
   std::mt19937_64 rng_{std::random_device{}()};  // guarded by mu_
 
   std::mutex commit_mu_;
-  std::condition_variable commit_cv_;   // results queued, room in the queue, or stopping
+  std::condition_variable commit_cv_;            // results queued, room in the queue, or stopping
   std::vector<PendingCompletion> commit_queue_;  // guarded by commit_mu_
   bool stopping_committer_ = false;              // guarded by commit_mu_
   std::thread committer_;

@@ -68,7 +68,7 @@ class SchedulerActor {
   const SchedulerActorOptions options_;
   const std::function<void()> on_fired_;
   const std::function<void(const std::string&, const std::string&)> on_cancelled_;
-  FailureLog failures_{"scheduler"};             // only the scheduler thread
+  FailureLog failures_{"scheduler"};  // only the scheduler thread
   // The earliest occurrence the last pass left to be fired at its time (only the scheduler
   // thread, or Tick caller).
   std::optional<TimePoint> deferred_;

@@ -1505,13 +1505,14 @@ Result<std::vector<RunRecord>> RedisStore::ClaimRuns(const ClaimRequest& request
   const int max_runs = std::min(request.max_runs, kMaxPageSize);
   ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend_->Tenants(/*fresh=*/false));
   auto claim_args = [&](const char* mode, int n) {
-    std::vector<std::string> args = {mode,
-                                     request.node,
-                                     Ms(request.now),
-                                     Ms(request.now + request.lease),
-                                     std::to_string(n),
-                                     Ms(std::max(request.now, request.horizon.value_or(request.now))),
-                                     std::to_string(request.queues.size())};
+    std::vector<std::string> args = {
+        mode,
+        request.node,
+        Ms(request.now),
+        Ms(request.now + request.lease),
+        std::to_string(n),
+        Ms(std::max(request.now, request.horizon.value_or(request.now))),
+        std::to_string(request.queues.size())};
     args.insert(args.end(), request.queues.begin(), request.queues.end());
     return args;
   };
@@ -1645,9 +1646,8 @@ Status AppendCompletion(const Completion& c, std::vector<std::string>& args) {
   }
   args.insert(args.end(),
               {c.run_id, std::to_string(c.fence), Ms(c.now), RunStateName(c.state),
-               c.state == RunState::kRetryWait ? Ms(*c.retry_at) : "", outcome,
-               OptInt(c.exit_code), OptInt(c.http_status), c.output, c.error,
-               c.started_at ? Ms(*c.started_at) : ""});
+               c.state == RunState::kRetryWait ? Ms(*c.retry_at) : "", outcome, OptInt(c.exit_code),
+               OptInt(c.http_status), c.output, c.error, c.started_at ? Ms(*c.started_at) : ""});
   return Status::Ok();
 }
 

@@ -458,7 +458,8 @@ Json Cluster::EverySecondJob(TimePoint t0, int seconds, const std::string& body)
 Json Cluster::ShellHandler(const std::string& body) const {
   const std::string line = "\"$JOBSCHED_RUN_ID $JOBSCHED_ATTEMPT $JOBSCHED_FENCE $PPID";
   const std::string script = "echo " + line + " start $(date +%s%3N)\" >> \"$CHAOS_LOG\"\n{ " +
-                             body + "\n} && echo " + line + " end $(date +%s%3N)\" >> \"$CHAOS_LOG\"\n";
+                             body + "\n} && echo " + line +
+                             " end $(date +%s%3N)\" >> \"$CHAOS_LOG\"\n";
   return Json{
       {"type", "shell"},
       {"command", {"/bin/sh", "-c", script}},

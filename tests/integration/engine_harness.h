@@ -207,7 +207,7 @@ class Gate {
 struct Observation {
   int attempt = 0;
   std::string payload;
-  std::string node;  // RunContext::node_id()
+  std::string node;         // RunContext::node_id()
   bool cancelled = false;   // RunContext::cancelled() when the handler returned
   int others_running = -1;  // other runs of the job in state running when the handler began
 };
@@ -259,10 +259,10 @@ class Observations {
  private:
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<std::string> entered_;           // guarded by mu_
+  std::vector<std::string> entered_;                     // guarded by mu_
   std::map<std::string, std::vector<TimePoint>> began_;  // guarded by mu_
-  std::map<std::string, Observation> by_run_;  // guarded by mu_
-  std::vector<std::string> order_;             // guarded by mu_
+  std::map<std::string, Observation> by_run_;            // guarded by mu_
+  std::vector<std::string> order_;                       // guarded by mu_
 };
 
 struct HarnessOptions {

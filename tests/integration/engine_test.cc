@@ -118,7 +118,7 @@ TEST(EngineCronTest, AnOccurrenceIsFiredAndClaimedAheadAndItsHandlerBeginsAtItsT
   EXPECT_EQ(h.Job("every-minute")->next_fire, due + 1min);
   EXPECT_EQ(h.Tick(), 0);
 
-  h.Advance(250ms);  // 250 ms early: within claim_ahead
+  h.Advance(250ms);                                    // 250 ms early: within claim_ahead
   ASSERT_TRUE(h.node().processor().ClaimOnce().ok());  // or the dispatcher's pass claimed it
   run = h.Run(id);
   EXPECT_EQ(run->state, RunState::kRunning);

@@ -940,7 +940,8 @@ TEST(JobSpecToCompactJsonTest, LeavesOutDefaultsButKeepsWhatTheScheduleAndHandle
   const Json j = Json::parse(JobSpecToCompactJson(spec));
   EXPECT_EQ(j, Json::parse(R"({"id": ")" + spec.id + R"(",
       "schedule": {"cron": "0 * * * * *"}, "handler": {"type": "builtin", "name": "noop"},
-      "retry": {"max_attempts": 3}})")) << j.dump();
+      "retry": {"max_attempts": 3}})"))
+      << j.dump();
 }
 
 TEST_P(RoundTripTest, WritesEveryTopLevelField) {
