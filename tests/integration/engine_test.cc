@@ -97,15 +97,22 @@ TEST(EngineCronTest, FiresOneRunPerOccurrenceAndASecondTickAtTheSameInstantCreat
 // Fire-ahead and claim-ahead: an occurrence within fire_ahead (500 ms) is fired early, its run
 // is claimed within claim_ahead (250 ms) and held, and the handler begins at the occurrence's
 // time, not before; the records say so.
-TEST(EngineCronTest, AnOccurrenceIsFiredAndClaimedAheadAndItsHandlerBeginsAtItsTime) {
+// An every-minute job whose handler records when it began; the first occurrence is `due`.
+class AheadTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(h.ok());
+    h.RegisterProbe("probe");
+    h.MustCreate(CronSpec("every-minute", "* * * * *", "probe"));
+    h.StartProcessor();
+  }
+
   EngineHarness h;
-  ASSERT_TRUE(h.ok());
-  h.RegisterProbe("probe");
-  h.MustCreate(CronSpec("every-minute", "* * * * *", "probe"));
-  h.StartProcessor();
   const TimePoint due = kT0 + 1min;
   const std::string id = RunId("every-minute", due);
+};
 
+TEST_F(AheadTest, AnOccurrenceIsFiredAndClaimedAheadAndItsHandlerBeginsAtItsTime) {
   h.Advance(1min - 501ms);
   EXPECT_EQ(h.Tick(), 0) << "501 ms early is beyond fire_ahead";
   h.Advance(1ms);
@@ -137,14 +144,7 @@ TEST(EngineCronTest, AnOccurrenceIsFiredAndClaimedAheadAndItsHandlerBeginsAtItsT
 }
 
 // A run held for its time and cancelled meanwhile ends cancelled; its handler never begins.
-TEST(EngineCronTest, ARunCancelledWhileHeldForItsTimeNeverBegins) {
-  EngineHarness h;
-  ASSERT_TRUE(h.ok());
-  h.RegisterProbe("probe");
-  h.MustCreate(CronSpec("every-minute", "* * * * *", "probe"));
-  h.StartProcessor();
-  const TimePoint due = kT0 + 1min;
-  const std::string id = RunId("every-minute", due);
+TEST_F(AheadTest, ARunCancelledWhileHeldForItsTimeNeverBegins) {
   h.Advance(1min - 250ms);
   ASSERT_EQ(h.Tick(), 1);
   ASSERT_TRUE(h.node().processor().ClaimOnce().ok());
