@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <unordered_map>
 
 #include "core/policy.h"
 
@@ -13,11 +14,12 @@ using SteadyTime = std::chrono::steady_clock::time_point;
 struct Processor::Attempt {
   RunRecord run;
   exec::CancelSource cancel;
-  TimePoint started{};                  // when a worker began it
-  std::shared_ptr<const JobSpec> spec;  // read when it was claimed (null: read when it starts)
-  TimePoint lease_until{};              // guarded by Processor::mu_
-  std::optional<SteadyTime> deadline;   // builtin timeouts; guarded by Processor::mu_
-  std::atomic<bool> reporting{false};   // its result is being written: no more renewals
+  TimePoint started{};  // when a worker began it
+  // Read when it was claimed (null: read when it starts); guarded by Processor::mu_
+  std::shared_ptr<const JobSpec> spec;
+  TimePoint lease_until{};             // guarded by Processor::mu_
+  std::optional<SteadyTime> deadline;  // builtin timeouts; guarded by Processor::mu_
+  std::atomic<bool> reporting{false};  // its result is being written: no more renewals
   std::string key() const { return run.tenant + "/" + run.id; }
 };
 
@@ -114,7 +116,8 @@ void Processor::ForgetSpecs() {
   std::lock_guard lock(mu_);
   ++spec_generation_;
   spec_cache_.clear();
-  for (auto& [when, attempt] : held_) attempt->spec.reset();
+  // Held, queued, or starting (an attempt reads its spec as it starts, after run-started).
+  for (auto& [key, attempt] : active_) attempt->spec.reset();
 }
 
 int Processor::active() const {
@@ -170,15 +173,15 @@ Result<int> Processor::ClaimOnce() {
                                        .horizon = now + options_.claim_ahead}));
     for (RunRecord& r : later) runs.push_back(std::move(r));
   }
-  PrefetchSpecs(runs);
+  std::vector<std::shared_ptr<const JobSpec>> specs = PrefetchSpecs(runs);
   {
-    const auto steady = std::chrono::steady_clock::now();
     std::lock_guard lock(mu_);
-    for (RunRecord& run : runs) {
+    for (size_t i = 0; i < runs.size(); ++i) {
+      RunRecord& run = runs[i];
       auto attempt = std::make_shared<Attempt>();
       // A run held ahead starts with the spec of its claim, however long the cache keeps it
       // (unless a job changed since the claim began: then it reads its job when it starts).
-      if (generation == spec_generation_) attempt->spec = CachedSpec(SpecKey(run), steady);
+      if (generation == spec_generation_) attempt->spec = specs[i];
       attempt->run = std::move(run);
       attempt->lease_until = now + options_.lease;
       if (early_cancels_.erase(attempt->key()) > 0) {
@@ -275,31 +278,47 @@ void Processor::Release(const std::shared_ptr<Attempt>& attempt) {
   idle_cv_.notify_all();
 }
 
-void Processor::PrefetchSpecs(const std::vector<RunRecord>& runs) {
+std::vector<std::shared_ptr<const JobSpec>> Processor::PrefetchSpecs(
+    const std::vector<RunRecord>& runs) {
+  std::vector<std::shared_ptr<const JobSpec>> specs(runs.size());
   std::vector<JobRef> missing;
-  std::vector<std::string> keys;
+  std::vector<std::string> keys;                     // of `missing`
+  std::unordered_map<std::string, size_t> position;  // key -> index in `missing`
+  std::vector<size_t> waiting;                       // runs whose spec is in `missing`
   const auto now = std::chrono::steady_clock::now();
   uint64_t generation;
   {
     std::lock_guard lock(mu_);
     generation = spec_generation_;
-    for (const RunRecord& run : runs) {
-      std::string key = SpecKey(run);
-      if (CachedSpec(key, now) != nullptr) continue;
-      if (std::find(keys.begin(), keys.end(), key) != keys.end()) continue;
-      keys.push_back(std::move(key));
-      missing.push_back({run.tenant, run.job_id});
+    for (size_t i = 0; i < runs.size(); ++i) {
+      std::string key = SpecKey(runs[i]);
+      // Taken now, with the same `now` as the check: an entry about to expire is still used.
+      if ((specs[i] = CachedSpec(key, now))) continue;
+      waiting.push_back(i);
+      if (position.emplace(key, keys.size()).second) {
+        keys.push_back(std::move(key));
+        missing.push_back({runs[i].tenant, runs[i].job_id});
+      }
     }
   }
-  if (missing.size() < 2) return;  // SpecFor reads a single one
+  if (missing.empty()) return specs;
   std::vector<Result<JobRecord>> jobs = store_.GetJobs(missing);
+  std::vector<std::shared_ptr<const JobSpec>> read(jobs.size());
   std::lock_guard lock(mu_);
-  if (generation != spec_generation_) return;  // a job changed meanwhile: what was read may be old
+  // A job changed meanwhile: what was read may be old. The runs without a spec read theirs
+  // when they start.
+  if (generation != spec_generation_) return specs;
   if (spec_cache_.size() + jobs.size() > 10000) spec_cache_.clear();
-  for (size_t i = 0; i < jobs.size() && i < keys.size(); ++i) {
-    if (!jobs[i].ok()) continue;  // SpecFor reads it again and reports
-    spec_cache_[keys[i]] = {std::make_shared<const JobSpec>(std::move(jobs[i]->spec)), now};
+  for (size_t k = 0; k < jobs.size() && k < keys.size(); ++k) {
+    if (!jobs[k].ok()) continue;  // SpecFor reads it again and reports
+    read[k] = std::make_shared<const JobSpec>(std::move(jobs[k]->spec));
+    spec_cache_[keys[k]] = {read[k], now};
   }
+  for (size_t i : waiting) {
+    const size_t k = position[SpecKey(runs[i])];
+    if (k < read.size()) specs[i] = read[k];
+  }
+  return specs;
 }
 
 std::string Processor::SpecKey(const RunRecord& run) { return run.tenant + "/" + run.job_id; }
@@ -350,7 +369,12 @@ void Processor::Execute(const std::shared_ptr<Attempt>& attempt) {
                 .attempt = run.attempt,
                 .queue = run.queue,
                 .scheduled_at = run.scheduled_at});
-  auto spec = attempt->spec ? attempt->spec : SpecFor(run);
+  std::shared_ptr<const JobSpec> claimed_spec;
+  {
+    std::lock_guard lock(mu_);
+    claimed_spec = attempt->spec;
+  }
+  auto spec = claimed_spec ? claimed_spec : SpecFor(run);
   if (!spec.ok()) {
     // A job deleted between the claim and the start: the run never started, so it is cancelled.
     const bool deleted = spec.status().code() == StatusCode::kNotFound;

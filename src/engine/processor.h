@@ -117,8 +117,9 @@ class Processor {
   static std::string SpecKey(const RunRecord& run);
   std::shared_ptr<const JobSpec> CachedSpec(const std::string& key,
                                             std::chrono::steady_clock::time_point now);
-  // Reads the specs of claimed runs that are not cached, in one store call.
-  void PrefetchSpecs(const std::vector<RunRecord>& runs);
+  // The specs of claimed runs, one per run (null: read it when it starts): from the cache, and
+  // those not cached read in one store call.
+  std::vector<std::shared_ptr<const JobSpec>> PrefetchSpecs(const std::vector<RunRecord>& runs);
   double Random01();
 
   Store& store_;
