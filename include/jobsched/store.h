@@ -76,6 +76,9 @@ struct ClaimRequest {
   // Claim runs available up to this instant (claim-ahead: the caller holds such a run until its
   // available_at). None = now.
   std::optional<TimePoint> horizon;
+
+  // The latest available_at claimed: the horizon, never before now.
+  TimePoint until() const { return std::max(now, horizon.value_or(now)); }
 };
 
 struct LeaseRef {

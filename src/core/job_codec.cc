@@ -523,7 +523,10 @@ Result<JobSpec> ParseStoredJobSpec(std::string_view json, const std::string& ten
   return ParseSpecShape(json, tenant);
 }
 
-std::string JobSpecToJson(const JobSpec& spec) {
+namespace {
+
+// The spec as a JSON value, every field written (JobSpecToJson).
+Json SpecJson(const JobSpec& spec) {
   Json schedule = Json::object();
   const Schedule& s = spec.schedule;
   switch (s.kind) {
@@ -590,10 +593,8 @@ std::string JobSpecToJson(const JobSpec& spec) {
       {"labels", spec.labels},
       {"paused", spec.paused},
   };
-  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
+  return j;
 }
-
-namespace {
 
 // Removes from `j` the members equal to those of `defaults`, recursively, except the ones that
 // say what a schedule or handler is.
@@ -616,12 +617,16 @@ void PruneDefaults(Json& j, const Json& defaults) {
 
 }  // namespace
 
+std::string JobSpecToJson(const JobSpec& spec) {
+  return SpecJson(spec).dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
 std::string JobSpecToCompactJson(const JobSpec& spec) {
   JobSpec defaults;
   defaults.schedule.kind = spec.schedule.kind;
   defaults.handler.type = spec.handler.type;
-  Json j = Json::parse(JobSpecToJson(spec));
-  PruneDefaults(j, Json::parse(JobSpecToJson(defaults)));
+  Json j = SpecJson(spec);
+  PruneDefaults(j, SpecJson(defaults));
   return j.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 

@@ -32,9 +32,9 @@ Processor::Processor(Store& store, const Clock& clock, const Executor& executor,
       options_(std::move(options)),
       on_finished_(std::move(on_finished)) {}
 
+// A result queued for the committer, beside its Completion (commit_completions_).
 struct Processor::PendingCompletion {
   std::shared_ptr<Attempt> attempt;
-  Completion completion;
   EventType event = EventType::kRunSucceeded;
 };
 
@@ -173,7 +173,7 @@ Result<int> Processor::ClaimOnce() {
                                        .horizon = now + options_.claim_ahead}));
     for (RunRecord& r : later) runs.push_back(std::move(r));
   }
-  std::vector<std::shared_ptr<const JobSpec>> specs = PrefetchSpecs(runs);
+  std::vector<std::shared_ptr<const JobSpec>> specs = PrefetchSpecs(runs, generation);
   {
     std::lock_guard lock(mu_);
     for (size_t i = 0; i < runs.size(); ++i) {
@@ -279,23 +279,22 @@ void Processor::Release(const std::shared_ptr<Attempt>& attempt) {
 }
 
 std::vector<std::shared_ptr<const JobSpec>> Processor::PrefetchSpecs(
-    const std::vector<RunRecord>& runs) {
+    const std::vector<RunRecord>& runs, uint64_t generation) {
   std::vector<std::shared_ptr<const JobSpec>> specs(runs.size());
   std::vector<JobRef> missing;
   std::vector<std::string> keys;                     // of `missing`
   std::unordered_map<std::string, size_t> position;  // key -> index in `missing`
-  std::vector<size_t> waiting;                       // runs whose spec is in `missing`
+  std::vector<std::pair<size_t, size_t>> waiting;    // (run, its index in `missing`)
   const auto now = std::chrono::steady_clock::now();
-  uint64_t generation;
   {
     std::lock_guard lock(mu_);
-    generation = spec_generation_;
     for (size_t i = 0; i < runs.size(); ++i) {
       std::string key = SpecKey(runs[i]);
       // Taken now, with the same `now` as the check: an entry about to expire is still used.
       if ((specs[i] = CachedSpec(key, now))) continue;
-      waiting.push_back(i);
-      if (position.emplace(key, keys.size()).second) {
+      auto [at, added] = position.emplace(key, keys.size());
+      waiting.emplace_back(i, at->second);
+      if (added) {
         keys.push_back(std::move(key));
         missing.push_back({runs[i].tenant, runs[i].job_id});
       }
@@ -305,8 +304,8 @@ std::vector<std::shared_ptr<const JobSpec>> Processor::PrefetchSpecs(
   std::vector<Result<JobRecord>> jobs = store_.GetJobs(missing);
   std::vector<std::shared_ptr<const JobSpec>> read(jobs.size());
   std::lock_guard lock(mu_);
-  // A job changed meanwhile: what was read may be old. The runs without a spec read theirs
-  // when they start.
+  // A job changed since the claim began: what was read may be old. The runs without a spec read
+  // theirs when they start.
   if (generation != spec_generation_) return specs;
   if (spec_cache_.size() + jobs.size() > 10000) spec_cache_.clear();
   for (size_t k = 0; k < jobs.size() && k < keys.size(); ++k) {
@@ -314,8 +313,7 @@ std::vector<std::shared_ptr<const JobSpec>> Processor::PrefetchSpecs(
     read[k] = std::make_shared<const JobSpec>(std::move(jobs[k]->spec));
     spec_cache_[keys[k]] = {read[k], now};
   }
-  for (size_t i : waiting) {
-    const size_t k = position[SpecKey(runs[i])];
+  for (const auto& [i, k] : waiting) {
     if (k < read.size()) specs[i] = read[k];
   }
   return specs;
@@ -396,7 +394,7 @@ void Processor::Execute(const std::shared_ptr<Attempt>& attempt) {
   Finish(attempt, spec->get(), outcome);
 }
 
-bool Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* spec,
+void Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* spec,
                        const AttemptOutcome& outcome) {
   const RunRecord& run = attempt->run;
   using Kind = AttemptOutcome::Kind;
@@ -404,20 +402,19 @@ bool Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* s
     spdlog::warn(
         "run fenced run_id={} job_id={} tenant={} node={}: lease lost, result not reported", run.id,
         run.job_id, run.tenant, options_.node_id);
-    return false;
+    return;
   }
   const TimePoint now = clock_.Now();
-  PendingCompletion p{.attempt = attempt,
-                      .completion = {.tenant = run.tenant,
-                                     .run_id = run.id,
-                                     .fence = run.fence,
-                                     .now = now,
-                                     .exit_code = outcome.exit_code,
-                                     .http_status = outcome.http_status,
-                                     .output = outcome.output,
-                                     .error = outcome.error,
-                                     .started_at = attempt->started}};
-  Completion& c = p.completion;
+  PendingCompletion p{.attempt = attempt};
+  Completion c{.tenant = run.tenant,
+               .run_id = run.id,
+               .fence = run.fence,
+               .now = now,
+               .exit_code = outcome.exit_code,
+               .http_status = outcome.http_status,
+               .output = outcome.output,
+               .error = outcome.error,
+               .started_at = attempt->started};
   switch (outcome.kind) {
     case Kind::kSucceeded:
       c.state = RunState::kSucceeded;
@@ -444,7 +441,7 @@ bool Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* s
       p.event = EventType::kRunCancelled;
       break;
     case Kind::kFenced:
-      return false;
+      return;
   }
   attempt->reporting = true;
   // The committer writes results in batches; a worker waits only when it is far behind.
@@ -455,9 +452,9 @@ bool Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* s
     std::unique_lock lock(commit_mu_);
     commit_cv_.wait(lock, [&] { return commit_queue_.size() < max_queued || stopping_committer_; });
     commit_queue_.push_back(std::move(p));
+    commit_completions_.push_back(std::move(c));
   }
   commit_cv_.notify_all();
-  return true;
 }
 
 void Processor::CommitLoop() {
@@ -469,22 +466,21 @@ void Processor::CommitLoop() {
       commit_cv_.wait(lock, [this] { return !commit_queue_.empty() || stopping_committer_; });
       if (commit_queue_.empty()) return;  // stopping, and every result written
       batch.swap(commit_queue_);
+      completions.swap(commit_completions_);
     }
     commit_cv_.notify_all();  // room for the workers
-    completions.clear();
-    for (const PendingCompletion& p : batch) completions.push_back(p.completion);
     std::vector<Status> results = store_.CompleteMany(completions);
     for (size_t i = 0; i < batch.size(); ++i) {
-      Reported(batch[i],
+      Reported(batch[i], completions[i],
                i < results.size() ? results[i] : Internal("short reply from CompleteMany"));
     }
     batch.clear();
+    completions.clear();
   }
 }
 
-void Processor::Reported(PendingCompletion& p, const Status& status) {
+void Processor::Reported(const PendingCompletion& p, const Completion& c, const Status& status) {
   const RunRecord& run = p.attempt->run;
-  const Completion& c = p.completion;
   if (!status.ok()) {
     spdlog::warn("run result rejected run_id={} job_id={} tenant={} node={} fence={}: {}", run.id,
                  run.job_id, run.tenant, options_.node_id, run.fence, status.ToString());

@@ -100,11 +100,11 @@ class Processor {
   // The next attempt whose time has come (held ones wait in held_), or null when stopping.
   std::shared_ptr<Attempt> NextAttempt();
   void Execute(const std::shared_ptr<Attempt>& attempt);
-  // Hands the result to the committer; false when there is none to write (fenced).
-  bool Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* spec,
+  // Hands the result to the committer and marks the attempt `reporting`; nothing when fenced.
+  void Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* spec,
               const AttemptOutcome& outcome);
   // After the store took (or refused) a result: logs, events, dependencies; frees the attempt.
-  void Reported(PendingCompletion& p, const Status& status);
+  void Reported(const PendingCompletion& p, const Completion& c, const Status& status);
   void CommitLoop();
   void Release(const std::shared_ptr<Attempt>& attempt);
   // How many runs may be held ahead now (requires mu_).
@@ -118,8 +118,10 @@ class Processor {
   std::shared_ptr<const JobSpec> CachedSpec(const std::string& key,
                                             std::chrono::steady_clock::time_point now);
   // The specs of claimed runs, one per run (null: read it when it starts): from the cache, and
-  // those not cached read in one store call.
-  std::vector<std::shared_ptr<const JobSpec>> PrefetchSpecs(const std::vector<RunRecord>& runs);
+  // those not cached read in one store call (and cached, unless a job changed since
+  // `generation`, the spec generation as the claim began).
+  std::vector<std::shared_ptr<const JobSpec>> PrefetchSpecs(const std::vector<RunRecord>& runs,
+                                                            uint64_t generation);
   double Random01();
 
   Store& store_;
@@ -149,6 +151,7 @@ class Processor {
   std::mutex commit_mu_;
   std::condition_variable commit_cv_;            // results queued, room in the queue, or stopping
   std::vector<PendingCompletion> commit_queue_;  // guarded by commit_mu_
+  std::vector<Completion> commit_completions_;   // guarded by commit_mu_; one per entry above
   bool stopping_committer_ = false;              // guarded by commit_mu_
   std::thread committer_;
 

@@ -1505,14 +1505,13 @@ Result<std::vector<RunRecord>> RedisStore::ClaimRuns(const ClaimRequest& request
   const int max_runs = std::min(request.max_runs, kMaxPageSize);
   ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend_->Tenants(/*fresh=*/false));
   auto claim_args = [&](const char* mode, int n) {
-    std::vector<std::string> args = {
-        mode,
-        request.node,
-        Ms(request.now),
-        Ms(request.now + request.lease),
-        std::to_string(n),
-        Ms(std::max(request.now, request.horizon.value_or(request.now))),
-        std::to_string(request.queues.size())};
+    std::vector<std::string> args = {mode,
+                                     request.node,
+                                     Ms(request.now),
+                                     Ms(request.now + request.lease),
+                                     std::to_string(n),
+                                     Ms(request.until()),
+                                     std::to_string(request.queues.size())};
     args.insert(args.end(), request.queues.begin(), request.queues.end());
     return args;
   };

@@ -1316,7 +1316,7 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
                 "AND (?6 IS NULL OR queue IN (SELECT value FROM json_each(?6))) "
                 "ORDER BY available_at, id, tenant LIMIT ?7"));
         st.Int(1, priority)
-            .Time(2, std::max(request.now, request.horizon.value_or(request.now)))
+            .Time(2, request.until())
             .Int(3, after_available)
             .Text(4, after_id)
             .Text(5, after_tenant);
