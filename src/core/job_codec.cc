@@ -599,8 +599,8 @@ Json SpecJson(const JobSpec& spec) {
 // Removes from `j` the members equal to those of `defaults`, recursively, except the ones that
 // say what a schedule or handler is.
 void PruneDefaults(Json& j, const Json& defaults) {
-  static constexpr std::string_view kKeep[] = {"id",       "type", "cron",    "at",
-                                               "every_ms", "name", "command", "url"};
+  static constexpr std::string_view kKeep[] = {"type", "cron",    "at", "every_ms",
+                                               "name", "command", "url"};
   for (auto it = j.begin(); it != j.end();) {
     const auto d = defaults.find(it.key());
     const bool keep = std::find(std::begin(kKeep), std::end(kKeep), it.key()) != std::end(kKeep);

@@ -6,12 +6,20 @@
 // an error, or is refused, has written nothing.
 //
 // Key layout (P = "<prefix>:{t:<tenant>}:", every key carries the tenant's hash tag):
-//   P job:<id>        hash  id queue paused version state next_fire dep_since created updated
-//                           deps (space-separated depends_on) l:<label key>=<value>; the spec
-//                           (compact JSON) in 60-byte pieces spec spec2 spec3 ...
-//   P jobs            zset  job ids, score 0 (lexicographic: ListJobs)
-//   P due             zset  job id -> next fire ms; only active, unpaused jobs with a next fire
-//   P deps:<id>       set   ids of the jobs whose depends_on names <id> (Dependents)
+//   P job:<id>        hash  s (state) v (version) c (created) nf (next fire, "" = none), and only
+//                           when they differ from their default: u (updated; c) ds
+//                           (dependency_since; c) q (queue; default) p (paused "1") d
+//                           (space-separated depends_on); l:<label key>=<value>; the spec
+//                           (compact JSON without its id) in 60-byte pieces j j2 j3 ...
+//   P jobs            chunked index (below) of job ids (ListJobs, in id order)
+//   P due             chunked index of "<next fire ms, 16 digits>:<job id>": the active, unpaused
+//                           jobs with a next fire (DueJobs, NextFireTime)
+//                     A chunked index is an ordered set of strings kept as small sorted sets, so
+//                     that Redis stores each packed (a listpack: ~15-30 bytes a member, where
+//                     one sorted set of a million members is a skiplist at ~115): the
+//                     directory P<name> (zset, score 0) holds each chunk's lower bound, "" for
+//                     the first; chunk P<name>:<bound> (zset, score 0, lexicographic) holds the
+//                     members >= its bound and below the next bound, at most CHUNK of them.
 //   P job_counts      hash  job state -> number of jobs (CountJobs)
 //   P tenant          hash  id max_jobs max_concurrent_runs created updated, ql:<queue>=limit
 //                           (PutTenant; the quotas the scripts enforce)
@@ -94,12 +102,82 @@ local function job_count(state, sign)
     redis.call('HDEL', P .. 'job_counts', state)
   end
 end
-local function update_due(id, state, paused, next_fire)
-  if state == 'active' and paused == '0' and next_fire ~= '' then
-    redis.call('ZADD', P .. 'due', tonumber(next_fire), id)
-  else
-    redis.call('ZREM', P .. 'due', id)
+-- A job hash read by a script: the defaults of the fields left out (see the key layout).
+local function job_hash(key)
+  local j = hash(key)
+  if not j then return nil end
+  j.nf, j.q, j.p, j.d = j.nf or '', j.q or 'default', j.p or '0', j.d or ''
+  j.u, j.ds = j.u or j.c, j.ds or j.c
+  return j
+end
+-- The job's hash as a script returns it (HGETALL and its id, which the hash leaves to its key).
+local function job_reply(id)
+  local h = redis.call('HGETALL', P .. 'job:' .. id)
+  if #h > 0 then
+    h[#h + 1] = 'id'
+    h[#h + 1] = id
   end
+  return h
+end
+
+-- ---- Chunked indexes (see the key layout) ----
+local CHUNK = 96
+-- The lower bound of the chunk of index `name` where member m belongs (nil: no chunk yet).
+local function chunk_of(name, m)
+  return redis.call('ZREVRANGEBYLEX', P .. name, '[' .. m, '-', 'LIMIT', 0, 1)[1]
+end
+local function cx_add(name, m)
+  local b = chunk_of(name, m)
+  if not b then
+    b = ''
+    redis.call('ZADD', P .. name, 0, '')
+  end
+  local key = P .. name .. ':' .. b
+  if redis.call('ZADD', key, 0, m) == 0 or redis.call('ZCARD', key) <= CHUNK then return end
+  -- Full: its upper half becomes a chunk of its own.
+  local upper = redis.call('ZRANGE', key, CHUNK / 2, -1)
+  local args = {}
+  for _, u in ipairs(upper) do
+    args[#args + 1] = 0
+    args[#args + 1] = u
+  end
+  redis.call('ZADD', P .. name .. ':' .. upper[1], unpack(args))
+  redis.call('ZREMRANGEBYRANK', key, CHUNK / 2, -1)
+  redis.call('ZADD', P .. name, 0, upper[1])
+end
+local function cx_rem(name, m)
+  local b = chunk_of(name, m)
+  if not b then return end
+  local key = P .. name .. ':' .. b
+  -- An emptied chunk (its key is gone) leaves the directory; the first stays.
+  if redis.call('ZREM', key, m) == 1 and b ~= '' and redis.call('EXISTS', key) == 0 then
+    redis.call('ZREM', P .. name, b)
+  end
+end
+-- Calls fn(member) on the members of index `name` in order, from m (included when incl, else
+-- excluded; "" = from the first), until fn returns false.
+local function cx_each(name, m, incl, fn)
+  local b = chunk_of(name, m)
+  local lo = m == '' and '-' or ((incl and '[' or '(') .. m)
+  while b do
+    for _, x in ipairs(redis.call('ZRANGEBYLEX', P .. name .. ':' .. b, lo, '+')) do
+      if fn(x) == false then return end
+    end
+    b = redis.call('ZRANGEBYLEX', P .. name, '(' .. b, '+', 'LIMIT', 0, 1)[1]
+    lo = '-'
+  end
+end
+
+local function due_member(id, next_fire)
+  return string.format('%016d', math.max(0, tonumber(next_fire))) .. ':' .. id
+end
+-- Moves job id in the due index from where (old) put it to where (state, paused, next_fire)
+-- put it: only an active, unpaused job with a next fire is due.
+local function update_due(id, old, state, paused, next_fire)
+  local was = old and old.s == 'active' and old.p == '0' and old.nf ~= ''
+  local is = state == 'active' and paused == '0' and next_fire ~= ''
+  if was and not (is and next_fire == old.nf) then cx_rem('due', due_member(id, old.nf)) end
+  if is and not (was and next_fire == old.nf) then cx_add('due', due_member(id, next_fire)) end
 end
 local function job_event(id, time, etype, state, version)
   emit(time, etype, id, '', jobj({'state', jstr(state), 'version', version}))
@@ -269,44 +347,56 @@ inline constexpr char kPutJob[] = R"lua(
 -- put_job: CreateJob ("create") and PutJob ("put").
 -- KEYS: the prelude's.
 -- ARGV[1] mode: "create" (the job must not exist) or "put" (create or replace);
--- ARGV[2] expected version ("" = none); ARGV[3] job id; ARGV[4] spec JSON; ARGV[5] queue;
--- ARGV[6] paused "0"/"1"; ARGV[7] state; ARGV[8] next_fire ms ("" = none);
--- ARGV[9] dependency_since ms; ARGV[10] created_at ms; ARGV[11] updated_at ms;
+-- ARGV[2] expected version ("" = none); ARGV[3] job id; ARGV[4] spec (compact JSON without
+-- its id); ARGV[5] queue; ARGV[6] paused "0"/"1"; ARGV[7] state; ARGV[8] next_fire ms ("" =
+-- none); ARGV[9] dependency_since ms; ARGV[10] created_at ms; ARGV[11] updated_at ms;
 -- ARGV[12] depends_on, space-separated; ARGV[13] number of labels n, then n key, value pairs.
--- Returns {"ok", the job hash (flat)} | {"exists"} | {"not_found"} | {"precondition", version}
---   | {"exhausted", max_jobs}.
+-- Returns {"ok", the job (flat, as job_reply)} | {"exists"} | {"not_found"}
+--   | {"precondition", version} | {"exhausted", max_jobs}.
 local mode, expected, id = ARGV[1], ARGV[2], ARGV[3]
 local key = P .. 'job:' .. id
-local old = hash(key)
+local old = job_hash(key)
 if mode == 'create' and old then return {'exists'} end
 if expected ~= '' then
   if not old then return {'not_found'} end
-  if old.version ~= expected then return {'precondition', old.version} end
+  if old.v ~= expected then return {'precondition', old.v} end
 end
 if not old then
   local max_jobs = tonumber(redis.call('HGET', P .. 'tenant', 'max_jobs') or '0') or 0
-  if max_jobs > 0 and redis.call('ZCARD', P .. 'jobs') >= max_jobs then
-    return {'exhausted', int(max_jobs)}
+  if max_jobs > 0 then
+    local n = 0
+    for _, c in ipairs(redis.call('HVALS', P .. 'job_counts')) do n = n + tonumber(c) end
+    if n >= max_jobs then return {'exhausted', int(max_jobs)} end
   end
 end
 -- Checks done; writes.
 local version, created = 1, ARGV[10]
 if old then
-  version = tonumber(old.version) + 1
-  created = old.created
-  job_count(old.state, -1)
-  for dep in string.gmatch(old.deps or '', '%S+') do redis.call('SREM', P .. 'deps:' .. dep, id) end
+  version = tonumber(old.v) + 1
+  created = old.c
+  job_count(old.s, -1)
+  for dep in string.gmatch(old.d, '%S+') do redis.call('SREM', P .. 'deps:' .. dep, id) end
   redis.call('DEL', key)
 end
 local paused, state, next_fire = ARGV[6], ARGV[7], ARGV[8]
-local fields = {'id', id, 'queue', ARGV[5], 'paused', paused,
-                'version', int(version), 'state', state, 'next_fire', next_fire,
-                'dep_since', ARGV[9], 'created', created, 'updated', ARGV[11], 'deps', ARGV[12]}
--- The spec in pieces of at most 60 bytes ("spec", "spec2", ...): a hash whose values all fit
+-- Fields at their default are left out (job_hash puts them back): a job is a few hundred bytes.
+local fields = {'s', state, 'v', int(version), 'c', created, 'nf', next_fire}
+local function field(name, value, default)
+  if value ~= default then
+    fields[#fields + 1] = name
+    fields[#fields + 1] = value
+  end
+end
+field('u', ARGV[11], created)
+field('ds', ARGV[9], created)
+field('q', ARGV[5], 'default')
+field('p', paused, '0')
+field('d', ARGV[12], '')
+-- The spec in pieces of at most 60 bytes ("j", "j2", ...): a hash whose values all fit
 -- hash-max-listpack-value (64) is stored packed, at a fraction of the memory.
 local spec = ARGV[4]
 for i = 0, math.max(0, math.ceil(#spec / 60) - 1) do
-  fields[#fields + 1] = i == 0 and 'spec' or ('spec' .. (i + 1))
+  fields[#fields + 1] = i == 0 and 'j' or ('j' .. (i + 1))
   fields[#fields + 1] = string.sub(spec, i * 60 + 1, i * 60 + 60)
 end
 for i = 1, tonumber(ARGV[13]) do
@@ -314,8 +404,8 @@ for i = 1, tonumber(ARGV[13]) do
   fields[#fields + 1] = ARGV[13 + 2 * i]
 end
 redis.call('HSET', key, unpack(fields))
-redis.call('ZADD', P .. 'jobs', 0, id)
-update_due(id, state, paused, next_fire)
+if not old then cx_add('jobs', id) end
+update_due(id, old, state, paused, next_fire)
 job_count(state, 1)
 for dep in string.gmatch(ARGV[12], '%S+') do redis.call('SADD', P .. 'deps:' .. dep, id) end
 if old then
@@ -323,7 +413,7 @@ if old then
 else
   job_event(id, ARGV[10], 'job.created', state, int(version))
 end
-return {'ok', redis.call('HGETALL', key)}
+return {'ok', job_reply(id)}
 )lua";
 
 inline constexpr char kDeleteJob[] = R"lua(
@@ -333,7 +423,7 @@ inline constexpr char kDeleteJob[] = R"lua(
 -- Returns {"ok"} | {"not_found"}.
 local id, now, kill = ARGV[1], ARGV[2], ARGV[3] == '1'
 local key = P .. 'job:' .. id
-local job = hash(key)
+local job = job_hash(key)
 if not job then return {'not_found'} end
 -- Checks done; writes.
 local runs = {}
@@ -346,11 +436,11 @@ for _, r in ipairs(runs) do
   if r.state ~= 'running' or kill then cancel(r, now, 'job deleted') end
 end
 redis.call('DEL', key)
-redis.call('ZREM', P .. 'jobs', id)
-redis.call('ZREM', P .. 'due', id)
-job_count(job.state, -1)
-for dep in string.gmatch(job.deps or '', '%S+') do redis.call('SREM', P .. 'deps:' .. dep, id) end
-job_event(id, now, 'job.deleted', job.state, job.version)
+cx_rem('jobs', id)
+update_due(id, job, '', '', '')
+job_count(job.s, -1)
+for dep in string.gmatch(job.d, '%S+') do redis.call('SREM', P .. 'deps:' .. dep, id) end
+job_event(id, now, 'job.deleted', job.s, job.v)
 return {'ok'}
 )lua";
 
@@ -365,25 +455,23 @@ inline constexpr char kFire[] = R"lua(
 -- Returns {"ok", created, existed} | {"not_found"} | {"precondition", version, next_fire}.
 local id = ARGV[1]
 local key = P .. 'job:' .. id
-local job = hash(key)
+local job = job_hash(key)
 if not job then return {'not_found'} end
-if job.version ~= ARGV[2] or job.next_fire ~= ARGV[3] then
-  return {'precondition', job.version, job.next_fire}
-end
+if job.v ~= ARGV[2] or job.nf ~= ARGV[3] then return {'precondition', job.v, job.nf} end
 local runs, i = {}, 9
 for n = 1, tonumber(ARGV[8]) do runs[n], i = read_record(i) end
 local cancels = {}
 for n = 1, tonumber(ARGV[i]) do cancels[n] = ARGV[i + n] end
 -- Checks done; writes.
 local time = ARGV[7]
-local state = ARGV[5] ~= '' and ARGV[5] or job.state
-local dep_since = ARGV[6] ~= '' and ARGV[6] or job.dep_since
-redis.call('HSET', key, 'next_fire', ARGV[4], 'state', state, 'dep_since', dep_since)
-update_due(id, state, job.paused, ARGV[4])
-if state ~= job.state then
-  job_count(job.state, -1)
+local state = ARGV[5] ~= '' and ARGV[5] or job.s
+redis.call('HSET', key, 'nf', ARGV[4], 's', state)
+if ARGV[6] ~= '' and ARGV[6] ~= job.ds then redis.call('HSET', key, 'ds', ARGV[6]) end
+update_due(id, job, state, job.p, ARGV[4])
+if state ~= job.s then
+  job_count(job.s, -1)
   job_count(state, 1)
-  job_event(id, time, 'job.updated', state, job.version)
+  job_event(id, time, 'job.updated', state, job.v)
 end
 local created, existed = 0, 0
 for _, r in ipairs(runs) do
@@ -722,28 +810,25 @@ inline constexpr char kListJobs[] = R"lua(
 -- ARGV[1] cursor: the last id of the previous page ("" = from the start); ARGV[2] limit;
 -- ARGV[3] queue ("" = any); ARGV[4] state ("" = any); ARGV[5] label key ("" = any);
 -- ARGV[6] label value; ARGV[7] scan budget (jobs examined at most).
--- Returns {jobs, resume}: up to limit + 1 matching jobs (flat hashes) in id order, and the last
--- id examined if the budget ran out before ("" otherwise).
+-- Returns {jobs, resume}: up to limit + 1 matching jobs (flat, as job_reply) in id order, and
+-- the last id examined if the budget ran out before ("" otherwise).
 local limit, budget = tonumber(ARGV[2]), tonumber(ARGV[7])
 local queue, state, lkey, lval = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local start = ARGV[1] == '' and '-' or '(' .. ARGV[1]
-local out, scanned = {}, 0
-while true do
-  local ids = redis.call('ZRANGEBYLEX', P .. 'jobs', start, '+', 'LIMIT', 0, 128)
-  if #ids == 0 then return {out, ''} end
-  for _, id in ipairs(ids) do
-    local key = P .. 'job:' .. id
-    local f = redis.call('HMGET', key, 'queue', 'state', 'l:' .. lkey)
-    if f[1] and (queue == '' or f[1] == queue) and (state == '' or f[2] == state) and
-        (lkey == '' or f[3] == lval) then
-      out[#out + 1] = redis.call('HGETALL', key)
-      if #out > limit then return {out, ''} end
-    end
-    scanned = scanned + 1
-    if scanned >= budget then return {out, id} end
+local out, scanned, resume = {}, 0, ''
+cx_each('jobs', ARGV[1], false, function(id)
+  local f = redis.call('HMGET', P .. 'job:' .. id, 's', 'q', 'l:' .. lkey)
+  if f[1] and (queue == '' or (f[2] or 'default') == queue) and (state == '' or f[1] == state) and
+      (lkey == '' or f[3] == lval) then
+    out[#out + 1] = job_reply(id)
+    if #out > limit then return false end
   end
-  start = '(' .. ids[#ids]
-end
+  scanned = scanned + 1
+  if scanned >= budget then
+    resume = id
+    return false
+  end
+end)
+return {out, resume}
 )lua";
 
 inline constexpr char kListRuns[] = R"lua(
@@ -778,14 +863,15 @@ end
 )lua";
 
 inline constexpr char kReadIndex[] = R"lua(
--- read_index: the records an index names (read only): DueJobs, Dependents, ActiveRuns,
+-- read_index: the records an index names (read only): Dependents, ActiveRuns,
 -- FinishedRunsSince.
 -- KEYS: the prelude's.
 -- ARGV[1] kind: "set" (every member) or "zrange" (members scored in [ARGV[4], ARGV[5]],
 -- ZRANGEBYSCORE syntax, at most ARGV[6]; -1 = all); ARGV[2] the index key after the tenant
--- prefix ("due", "deps:<id>", "active:<id>", "finished:<id>"); ARGV[3] the record key after the
+-- prefix ("deps:<id>", "active:<id>", "finished:<id>"); ARGV[3] the record key after the
 -- tenant prefix, without the id ("job:" or "run:").
--- Returns the records (flat hashes) in index order; members whose record is gone are left out.
+-- Returns the records (flat hashes; jobs as job_reply) in index order; members whose record is
+-- gone are left out.
 local idx = P .. ARGV[2]
 local ids
 if ARGV[1] == 'set' then
@@ -795,9 +881,35 @@ else
 end
 local out = {}
 for _, id in ipairs(ids) do
-  local h = redis.call('HGETALL', P .. ARGV[3] .. id)
+  local h = ARGV[3] == 'job:' and job_reply(id) or redis.call('HGETALL', P .. ARGV[3] .. id)
   if #h > 0 then out[#out + 1] = h end
 end
+return out
+)lua";
+
+inline constexpr char kDue[] = R"lua(
+-- due: DueJobs ("jobs") and NextFireTime ("first") of one tenant (read only).
+-- KEYS: the prelude's.
+-- ARGV[1] "jobs": ARGV[2] now ms, ARGV[3] limit. Returns the jobs (flat, as job_reply) whose
+-- next fire is <= now, by (next fire, id), at most limit.
+-- ARGV[1] "first": returns the earliest next fire ms of the tenant's due jobs, or false.
+local out = {}
+if ARGV[1] == 'first' then
+  local first = false
+  cx_each('due', '', true, function(m)
+    first = tonumber(string.sub(m, 1, 16))
+    return false
+  end)
+  return first
+end
+local now, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+if limit <= 0 then return out end
+cx_each('due', '', true, function(m)
+  if tonumber(string.sub(m, 1, 16)) > now then return false end
+  local h = job_reply(string.sub(m, 18))
+  if #h > 0 then out[#out + 1] = h end
+  return #out < limit
+end)
 return out
 )lua";
 

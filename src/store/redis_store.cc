@@ -312,6 +312,7 @@ enum class Script {
   kListJobs,
   kListRuns,
   kReadIndex,
+  kDue,
   kAppendEvent,
   kPutTenant,
   kPutApiKey,
@@ -341,6 +342,7 @@ constexpr ScriptSource kScripts[] = {
     {Script::kListJobs, redis_scripts::kListJobs, true},
     {Script::kListRuns, redis_scripts::kListRuns, true},
     {Script::kReadIndex, redis_scripts::kReadIndex, true},
+    {Script::kDue, redis_scripts::kDue, true},
     {Script::kAppendEvent, redis_scripts::kAppendEvent, true},
     {Script::kPutTenant, redis_scripts::kPutTenant, true},
     {Script::kPutApiKey, redis_scripts::kPutApiKey, false},
@@ -416,7 +418,33 @@ class RedisBackend {
     for (const std::string& text_i : texts_) load.push_back({"SCRIPT", "LOAD", text_i});
     ASSIGN_OR_RETURN(std::vector<Reply> shas, RunAll(std::move(load)));
     for (size_t i = 0; i < kScriptCount; ++i) shas_[i] = shas[i].str;
-    return Status::Ok();
+    return CheckLayout();
+  }
+
+  // The version of the key layout (redis_scripts.h) the data under the prefix was written
+  // with: data of another layout is refused, not misread. An empty store gets this one.
+  Status CheckLayout() {
+    static constexpr char kLayout[] = "2";
+    ASSIGN_OR_RETURN(std::vector<Reply> r,
+                     RunAll({{"GET", SysKey("layout")}, {"EXISTS", SysKey("tenants")}}));
+    std::string found = r[0].str;
+    if (r[0].type == Reply::kNil) {
+      // Written before the layout had a version (1), or nothing written yet.
+      if (r[1].integer != 0) {
+        found = "1";
+      } else {
+        // NX: of nodes starting together on an empty store, one sets it (all read it back).
+        ASSIGN_OR_RETURN(std::vector<Reply> set, RunAll({{"SET", SysKey("layout"), kLayout, "NX"},
+                                                         {"GET", SysKey("layout")}}));
+        found = set[1].str;
+      }
+    }
+    if (found == kLayout) return Status::Ok();
+    return FailedPrecondition(where_ + " holds jobsched data of key layout " + found +
+                              " under the prefix '" + options_.key_prefix +
+                              "'; this version reads layout " + kLayout +
+                              ": recreate the jobs under this version (jobs apply) or use "
+                              "another key prefix");
   }
 
   // "<prefix>:{t:<tenant>}:" + suffix; "<prefix>:{sys}:" + name.
@@ -840,13 +868,14 @@ Result<RunRecord> RunFromHash(const Reply& flat, const std::string& tenant) {
   return r;
 }
 
-Result<JobRecord> JobFromHash(const Reply& flat, const std::string& tenant) {
+// A job hash (see the key layout in redis_scripts.h) with the id of its key; the scripts
+// return it with an "id" field added (job_reply).
+Result<JobRecord> JobFromHash(const Reply& flat, const std::string& tenant, const std::string& id) {
   Fields f(flat);
-  const std::string& id = f.Str("id");
-  // The spec is cut in pieces: "spec", then "spec2", "spec3", ... (see put_job).
-  std::string text = f.Str("spec");
+  // The spec is cut in pieces: "j", then "j2", "j3", ... (see put_job); its id is the key's.
+  std::string text = f.Str("j");
   for (int i = 2;; ++i) {
-    const std::string& piece = f.Str(("spec" + std::to_string(i)).c_str());
+    const std::string& piece = f.Str(("j" + std::to_string(i)).c_str());
     if (piece.empty()) break;
     text += piece;
   }
@@ -857,21 +886,32 @@ Result<JobRecord> JobFromHash(const Reply& flat, const std::string& tenant) {
   }
   JobRecord job;
   job.spec = std::move(spec).value();
-  job.version = f.Int("version");
-  auto state = ParseJobState(f.Str("state"));
+  job.spec.id = id;
+  job.version = f.Int("v");
+  auto state = ParseJobState(f.Str("s"));
   if (state.ok()) {
     job.state = *state;
   } else {
-    f.Fail("state", f.Str("state"));
+    f.Fail("s", f.Str("s"));
   }
-  job.next_fire = f.OptTime("next_fire");
-  job.dependency_since = f.Time("dep_since");
-  job.created_at = f.Time("created");
-  job.updated_at = f.Time("updated");
+  job.next_fire = f.OptTime("nf");
+  // Fields left out hold their default: the creation time.
+  job.created_at = f.Time("c");
+  job.dependency_since = f.OptTime("ds").value_or(job.created_at);
+  job.updated_at = f.OptTime("u").value_or(job.created_at);
   if (!f.status().ok()) {
     return Internal("job '" + id + "' in tenant '" + tenant + "': " + f.status().message());
   }
   return job;
+}
+
+// A job as a script returns it: the hash with its "id" appended (job_reply).
+Result<JobRecord> JobFromHash(const Reply& flat, const std::string& tenant) {
+  const size_t n = flat.elements.size();
+  if (n < 2 || flat.elements[n - 2].str != "id") {
+    return Internal("redis: a job reply without its id");
+  }
+  return JobFromHash(flat, tenant, flat.elements[n - 1].str);
 }
 
 Status Unexpected(std::string_view what) {
@@ -1094,10 +1134,13 @@ std::vector<std::string> PutJobArgs(const JobRecord& job, const char* mode,
     if (!deps.empty()) deps += ' ';
     deps += d;
   }
+  // The spec without its id: the key holds it.
+  JobSpec stored = spec;
+  stored.id.clear();
   std::vector<std::string> args = {mode,
                                    expected_version ? std::to_string(*expected_version) : "",
                                    spec.id,
-                                   JobSpecToCompactJson(spec),
+                                   JobSpecToCompactJson(stored),
                                    spec.queue,
                                    spec.paused ? "1" : "0",
                                    JobStateName(job.state),
@@ -1158,7 +1201,7 @@ namespace {
 // A job hash as read by HGETALL; kNotFound when it was absent.
 Result<JobRecord> JobOrNotFound(const Reply& r, const std::string& tenant, const std::string& id) {
   if (r.elements.empty()) return NotFound("job '" + id + "' not found in tenant '" + tenant + "'");
-  return JobFromHash(r, tenant);
+  return JobFromHash(r, tenant, id);
 }
 
 }  // namespace
@@ -1218,8 +1261,7 @@ Result<std::vector<JobRecord>> RedisStore::DueJobs(TimePoint now, int limit,
   ASSIGN_OR_RETURN(std::vector<std::string> tenants, ScopedTenants(*backend_, scope));
   std::vector<Command> commands;
   for (const std::string& t : tenants) {
-    commands.push_back(backend_->Eval(
-        Script::kReadIndex, t, {"zrange", "due", "job:", "-inf", Ms(now), std::to_string(n)}));
+    commands.push_back(backend_->Eval(Script::kDue, t, {"jobs", Ms(now), std::to_string(n)}));
   }
   ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(commands)));
   std::vector<JobRecord> due;
@@ -1261,7 +1303,18 @@ Result<std::optional<TimePoint>> EarliestScore(RedisBackend& backend, std::strin
 }  // namespace
 
 Result<std::optional<TimePoint>> RedisStore::NextFireTime(const TenantScope& scope) {
-  return EarliestScore(*backend_, "due", scope);
+  ASSIGN_OR_RETURN(std::vector<std::string> tenants, ScopedTenants(*backend_, scope));
+  std::vector<Command> commands;
+  for (const std::string& t : tenants)
+    commands.push_back(backend_->Eval(Script::kDue, t, {"first"}));
+  ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(commands)));
+  std::optional<TimePoint> earliest;
+  for (const Reply& r : replies) {
+    if (r.type == Reply::kNil) continue;
+    if (r.type != Reply::kInteger) return Unexpected("due first");
+    if (!earliest || FromUnixMillis(r.integer) < *earliest) earliest = FromUnixMillis(r.integer);
+  }
+  return earliest;
 }
 
 namespace {

@@ -9,7 +9,9 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <mutex>
+#include <random>
 #include <set>
 #include <sstream>
 #include <string>
@@ -320,6 +322,32 @@ TEST(RedisStoreServer, EveryKeyCarriesATenantOrSystemHashTag) {
   }
 }
 
+TEST(RedisStoreServer, DataOfAnotherKeyLayoutIsRefusedNotMisread) {
+  {
+    auto store = MustOpen();
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->CreateJob(Job("default", "j")).ok());
+  }
+  EXPECT_EQ(kRedis->Command({"GET", "js:{sys}:layout"}), "2");
+  auto reopened = MustOpen(/*flush=*/false);
+  ASSERT_NE(reopened, nullptr);
+  EXPECT_TRUE(reopened->GetJob("default", "j").ok());
+
+  // Data from before the layout had a version, and from a layout this version does not read.
+  kRedis->Command({"DEL", "js:{sys}:layout"});
+  for (const char* layout : {"1", "3"}) {
+    RedisOptions options{.host = "127.0.0.1", .port = kRedis->port()};
+    auto store = RedisStore::Open(options);
+    ASSERT_FALSE(store.ok()) << layout;
+    EXPECT_EQ(store.status().code(), StatusCode::kFailedPrecondition);
+    EXPECT_THAT(store.status().message(), HasSubstr(std::string("key layout ") + layout));
+    EXPECT_THAT(store.status().message(), HasSubstr("prefix 'js'"));
+    kRedis->Command({"SET", "js:{sys}:layout", "3"});
+  }
+  // Another prefix on the same server is a store of its own.
+  EXPECT_NE(MustOpen(false, {.key_prefix = "other"}), nullptr);
+}
+
 TEST(RedisStoreServer, KeyPrefixesSeparateStoresOnOneServer) {
   auto a = MustOpen(true, {.key_prefix = "blue"});
   auto b = MustOpen(false, {.key_prefix = "green"});
@@ -365,6 +393,83 @@ TEST(RedisStoreServer, SelectiveListsPageThroughLongHistories) {
     EXPECT_THAT(found, ElementsAre("j@0"));
     EXPECT_EQ(pages, 1) << "a short first page, then the page with the match";
   }
+}
+
+TEST(RedisStoreServer, ManyJobsStayPackedAndListAndFireInOrder) {
+  // The job indexes are kept in chunks small enough for Redis to store packed; through splits
+  // (1,000 jobs), updates and deletions they must list every job in id order and give the due
+  // jobs by (next fire, id), as one sorted set would.
+  auto store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  std::mt19937 rng(7);
+  std::map<std::string, JobRecord> jobs;  // the model
+  std::vector<std::string> ids;
+  for (int i = 0; i < 1000; ++i)
+    ids.push_back("job-" + std::to_string(rng() % 1000000) + "-" + std::to_string(i));
+  for (const std::string& id : ids) {
+    JobRecord job = Job("default", id);
+    job.next_fire = kT0 + Duration(static_cast<int64_t>(rng() % 50));  // many share an instant
+    ASSERT_TRUE(store->CreateJob(job).ok()) << id;
+    jobs[id] = job;
+  }
+  std::shuffle(ids.begin(), ids.end(), rng);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const std::string& id = ids[i];
+    if (i % 3 == 0) {
+      ASSERT_TRUE(store->DeleteJob("default", id, kT0, false).ok()) << id;
+      jobs.erase(id);
+    } else if (i % 5 == 0) {
+      JobRecord job = jobs[id];
+      job.spec.paused = i % 2 == 0;
+      job.next_fire = i % 7 == 0 ? std::nullopt : std::optional(kT0 + Duration(100 + i));
+      ASSERT_TRUE(store->PutJob(job, std::nullopt).ok()) << id;
+      jobs[id] = job;
+    }
+  }
+
+  std::vector<std::string> listed;
+  JobFilter filter{.limit = 37};
+  while (true) {
+    auto page = store->ListJobs("default", filter);
+    ASSERT_TRUE(page.ok()) << page.status().ToString();
+    for (const JobRecord& job : page->items) listed.push_back(job.spec.id);
+    if (!page->next_cursor) break;
+    filter.cursor = *page->next_cursor;
+  }
+  std::vector<std::string> expected_ids;
+  std::vector<std::pair<TimePoint, std::string>> due;
+  for (const auto& [id, job] : jobs) {
+    expected_ids.push_back(id);
+    if (!job.spec.paused && job.next_fire) due.emplace_back(*job.next_fire, id);
+  }
+  EXPECT_EQ(listed, expected_ids);
+
+  std::sort(due.begin(), due.end());
+  ASSERT_GT(due.size(), 300u);
+  auto fired = store->DueJobs(kT0 + Duration(40), 1000, {});
+  ASSERT_TRUE(fired.ok()) << fired.status().ToString();
+  std::vector<std::string> got, want;
+  for (const JobRecord& job : *fired) got.push_back(job.spec.id);
+  for (const auto& [at, id] : due) {
+    if (at <= kT0 + Duration(40)) want.push_back(id);
+  }
+  EXPECT_EQ(got, want);
+  auto first = store->DueJobs(kT0 + Duration(10000), 5, {});
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(first->size(), 5u);
+  for (size_t i = 0; i < 5; ++i) EXPECT_EQ((*first)[i].spec.id, due[i].second);
+  EXPECT_EQ(store->NextFireTime({}).value(), due.front().first);
+
+  for (const std::string& key : Lines(kRedis->Command({"KEYS", "js:{t:default}:*"}))) {
+    if (key.ends_with(":events") || key.ends_with(":job_counts")) continue;
+    EXPECT_EQ(kRedis->Command({"OBJECT", "ENCODING", key}), "listpack") << key;
+  }
+
+  for (const auto& [id, job] : jobs) ASSERT_TRUE(store->DeleteJob("default", id, kT0, false).ok());
+  EXPECT_TRUE(store->ListJobs("default", {}).value().items.empty());
+  EXPECT_TRUE(store->DueJobs(kT0 + Duration(100000), 10, {}).value().empty());
+  EXPECT_EQ(store->NextFireTime({}).value(), std::nullopt);
+  EXPECT_EQ(kRedis->Command({"ZCARD", "js:{t:default}:jobs"}), "1") << "only the first chunk";
 }
 
 // ---- Several stores (as several nodes) ------------------------------------------------------
