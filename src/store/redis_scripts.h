@@ -134,15 +134,18 @@ local function cx_add(name, m)
   end
   local key = P .. name .. ':' .. b
   if redis.call('ZADD', key, 0, m) == 0 or redis.call('ZCARD', key) <= CHUNK then return end
-  -- Full: its upper half becomes a chunk of its own.
-  local upper = redis.call('ZRANGE', key, CHUNK / 2, -1)
+  -- Full: its upper half becomes a chunk of its own; or, when m is its last member (members
+  -- added in order), m alone, so that chunks filled in order stay full.
+  local from = CHUNK / 2
+  if redis.call('ZRANK', key, m) == CHUNK then from = CHUNK end
+  local upper = redis.call('ZRANGE', key, from, -1)
   local args = {}
   for _, u in ipairs(upper) do
     args[#args + 1] = 0
     args[#args + 1] = u
   end
   redis.call('ZADD', P .. name .. ':' .. upper[1], unpack(args))
-  redis.call('ZREMRANGEBYRANK', key, CHUNK / 2, -1)
+  redis.call('ZREMRANGEBYRANK', key, from, -1)
   redis.call('ZADD', P .. name, 0, upper[1])
 end
 local function cx_rem(name, m)
