@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -23,6 +24,7 @@ namespace jobsched::cli {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class ServeProcessTest : public ::testing::Test {
  protected:
@@ -120,6 +122,63 @@ TEST_F(ServeProcessTest, FirstStartWritesAnAdminKeyServesTheSampleJobAndStopsOnS
   ::kill(pid_, SIGTERM);
   EXPECT_EQ(WaitExit(), 0);
   EXPECT_THAT(Log(), HasSubstr("received SIGTERM"));
+}
+
+// The page as Chromium (headless, a profile of its own under `profile`) has it once its script
+// ran: the DOM after the page's fetches, with a few seconds of the page's own time.
+std::string BrowserDom(const std::string& url, const std::filesystem::path& profile) {
+  const std::string command = "chromium --headless --no-sandbox --disable-gpu --user-data-dir='" +
+                              profile.string() + "' --virtual-time-budget=3000 --dump-dom '" + url +
+                              "' 2>/dev/null";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return "";
+  std::string dom;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) dom.append(buf, n);
+  const int status = ::pclose(pipe);
+  EXPECT_EQ(status, 0) << "chromium failed (status " << status << "): is it installed?";
+  return dom;
+}
+
+TEST_F(ServeProcessTest, DashboardInARealBrowserShowsJobsAndRunsWithTheKeyOfItsLink) {
+  Start({"--listen", "127.0.0.1:0", "--data-dir", (dir_ / "data").string(), "--sample-job"});
+  const int port = WaitForPort();
+  ASSERT_GT(port, 0);
+  std::string key;
+  std::ifstream(dir_ / "data" / "admin.key") >> key;
+  ASSERT_FALSE(key.empty());
+
+  // One run of the sample job, finished before the page is opened.
+  httplib::Client client("127.0.0.1", port);
+  const httplib::Headers auth{{"Authorization", "Bearer " + key}};
+  auto trigger =
+      client.Post("/v1/tenants/default/jobs/sample/trigger", auth, "", "application/json");
+  ASSERT_TRUE(trigger);
+  ASSERT_LT(trigger->status, 300) << trigger->body;
+  bool succeeded = false;
+  for (int i = 0; i < 300 && !succeeded; ++i) {
+    auto runs = client.Get("/v1/tenants/default/runs?job_id=sample&state=succeeded", auth);
+    ASSERT_TRUE(runs);
+    succeeded = !nlohmann::json::parse(runs->body)["items"].empty();
+    if (!succeeded) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(succeeded) << Log();
+
+  const std::string base = "http://127.0.0.1:" + std::to_string(port) + "/";
+  const std::string dom = BrowserDom(base + "#key=" + key, dir_ / "browser");
+  EXPECT_THAT(dom, HasSubstr("<td>sample</td><td class=\"active\">active</td>")) << dom;
+  EXPECT_THAT(dom, HasSubstr("<td class=\"succeeded\">succeeded</td>")) << dom;
+  EXPECT_THAT(dom, HasSubstr("<td>*/10 * * * * *</td>"));
+  EXPECT_THAT(dom, HasSubstr("<span id=\"error\"></span>"));
+
+  // The key stays with the browser profile: the same page without the fragment still works.
+  EXPECT_THAT(BrowserDom(base, dir_ / "browser"), HasSubstr("<td>sample</td>"));
+
+  // A wrong key: no rows, and the server's reason on the page.
+  const std::string refused =
+      BrowserDom(base + "#key=js_wrong_0000000000000000000000000000", dir_ / "browser2");
+  EXPECT_THAT(refused, Not(HasSubstr("<td>sample</td>")));
+  EXPECT_THAT(refused, ::testing::MatchesRegex(".*<span id=\"error\">[^<]+</span>.*"));
 }
 
 TEST_F(ServeProcessTest, SecondStartKeepsTheKeyAndAGivenAdminKeyIsAccepted) {
