@@ -946,6 +946,75 @@ redis.call('HSET', key, unpack(fields))
 return 'ok'
 )lua";
 
+// ---- Layouts --------------------------------------------------------------------------------
+
+inline constexpr char kMigrateJobs[] = R"lua(
+-- migrate_jobs: moves a batch of one tenant's jobs from key layout 1 to this one (see
+-- CheckLayout in redis_store.cc); the first call moves the tenant's old `jobs` index aside.
+-- Layout 1 had job hashes of long field names (id queue paused version state next_fire
+-- dep_since created updated deps, the spec in spec spec2 ..., l:<label>) and `jobs` (ids) and
+-- `due` (id -> next fire ms) as plain sorted sets. Runs and everything else are unchanged.
+-- P layout holds "1" while the tenant's jobs move and "2" once they have.
+-- KEYS: the prelude's. ARGV[1] batch size.
+-- Returns the number of jobs left to move (0: the tenant is done).
+local old = P .. 'jobs.v1'
+local mark = redis.call('GET', P .. 'layout')
+if mark == '2' then return 0 end
+if not mark then
+  if redis.call('EXISTS', P .. 'jobs') == 1 then redis.call('RENAME', P .. 'jobs', old) end
+  redis.call('DEL', P .. 'due')
+  redis.call('SET', P .. 'layout', '1')
+end
+local popped = redis.call('ZPOPMIN', old, tonumber(ARGV[1]))
+for i = 1, #popped, 2 do
+  local id = popped[i]
+  local key = P .. 'job:' .. id
+  local h = hash(key)
+  if h and not h.s then
+    local spec = h.spec or ''
+    for n = 2, 1000 do
+      local piece = h['spec' .. n]
+      if not piece then break end
+      spec = spec .. piece
+    end
+    local c = h.created
+    local fields = {'s', h.state, 'v', h.version, 'c', c, 'nf', h.next_fire or ''}
+    local function field(name, value, default)
+      if value and value ~= default then
+        fields[#fields + 1] = name
+        fields[#fields + 1] = value
+      end
+    end
+    field('u', h.updated, c)
+    field('ds', h.dep_since, c)
+    field('q', h.queue, 'default')
+    field('p', h.paused, '0')
+    field('d', h.deps, '')
+    -- The spec keeps its id (the reader takes the key's).
+    for n = 0, math.max(0, math.ceil(#spec / 60) - 1) do
+      fields[#fields + 1] = n == 0 and 'j' or ('j' .. (n + 1))
+      fields[#fields + 1] = string.sub(spec, n * 60 + 1, n * 60 + 60)
+    end
+    for k, v in pairs(h) do
+      if string.sub(k, 1, 2) == 'l:' then
+        fields[#fields + 1] = k
+        fields[#fields + 1] = v
+      end
+    end
+    redis.call('DEL', key)
+    redis.call('HSET', key, unpack(fields))
+  end
+  local j = job_hash(key)
+  if j then
+    cx_add('jobs', id)
+    update_due(id, nil, j.s, j.p, j.nf)
+  end
+end
+local left = redis.call('ZCARD', old)
+if left == 0 then redis.call('SET', P .. 'layout', '2') end
+return left
+)lua";
+
 // ---- Store-wide (no prelude) ----------------------------------------------------------------
 
 inline constexpr char kPutApiKey[] = R"lua(

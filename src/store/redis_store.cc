@@ -315,6 +315,7 @@ enum class Script {
   kDue,
   kAppendEvent,
   kPutTenant,
+  kMigrateJobs,
   kPutApiKey,
   kDeleteApiKey,
   kAcquireLeader,
@@ -345,6 +346,7 @@ constexpr ScriptSource kScripts[] = {
     {Script::kDue, redis_scripts::kDue, true},
     {Script::kAppendEvent, redis_scripts::kAppendEvent, true},
     {Script::kPutTenant, redis_scripts::kPutTenant, true},
+    {Script::kMigrateJobs, redis_scripts::kMigrateJobs, true},
     {Script::kPutApiKey, redis_scripts::kPutApiKey, false},
     {Script::kDeleteApiKey, redis_scripts::kDeleteApiKey, false},
     {Script::kAcquireLeader, redis_scripts::kAcquireLeader, false},
@@ -422,29 +424,45 @@ class RedisBackend {
   }
 
   // The version of the key layout (redis_scripts.h) the data under the prefix was written
-  // with: data of another layout is refused, not misread. An empty store gets this one.
+  // with. An empty store gets this one; data of layout 1 (from before the layout had a
+  // version) is moved to this one; data of another layout is refused, not misread.
   Status CheckLayout() {
     static constexpr char kLayout[] = "2";
     ASSIGN_OR_RETURN(std::vector<Reply> r,
                      RunAll({{"GET", SysKey("layout")}, {"EXISTS", SysKey("tenants")}}));
     std::string found = r[0].str;
     if (r[0].type == Reply::kNil) {
-      // Written before the layout had a version (1), or nothing written yet.
       if (r[1].integer != 0) {
-        found = "1";
-      } else {
-        // NX: of nodes starting together on an empty store, one sets it (all read it back).
-        ASSIGN_OR_RETURN(std::vector<Reply> set, RunAll({{"SET", SysKey("layout"), kLayout, "NX"},
-                                                         {"GET", SysKey("layout")}}));
-        found = set[1].str;
+        RETURN_IF_ERROR(MigrateFromLayout1());
       }
+      // NX: of nodes starting together, one sets it (all read it back).
+      ASSIGN_OR_RETURN(std::vector<Reply> set, RunAll({{"SET", SysKey("layout"), kLayout, "NX"},
+                                                       {"GET", SysKey("layout")}}));
+      found = set[1].str;
     }
     if (found == kLayout) return Status::Ok();
     return FailedPrecondition(where_ + " holds jobsched data of key layout " + found +
                               " under the prefix '" + options_.key_prefix +
                               "'; this version reads layout " + kLayout +
-                              ": recreate the jobs under this version (jobs apply) or use "
-                              "another key prefix");
+                              ": run the version that wrote it, or use another key prefix");
+  }
+
+  // Layout 1 -> 2: every tenant's jobs, in batches (one script call each; a call that did not
+  // happen is done by the next start). Nodes of the older version must be stopped first.
+  Status MigrateFromLayout1() {
+    ASSIGN_OR_RETURN(Reply tenants, Call({"SMEMBERS", SysKey("tenants")}));
+    spdlog::warn("{}: moving the jobs of {} tenant(s) under the prefix '{}' to key layout 2",
+                 where_, tenants.elements.size(), options_.key_prefix);
+    for (const Reply& t : tenants.elements) {
+      for (;;) {
+        ASSIGN_OR_RETURN(Reply left, Call(Eval(Script::kMigrateJobs, t.str, {"500"})));
+        if (left.type != Reply::kInteger)
+          return Internal("redis: unexpected reply to migrate_jobs");
+        if (left.integer == 0) break;
+      }
+    }
+    spdlog::info("{}: jobs moved to key layout 2", where_);
+    return Status::Ok();
   }
 
   // "<prefix>:{t:<tenant>}:" + suffix; "<prefix>:{sys}:" + name.

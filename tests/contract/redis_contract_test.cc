@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "contract/store_contract_test.h"
+#include "core/job_codec.h"
 #include "store/redis_store.h"
 #include "support/redis_server.h"
 
@@ -344,28 +345,137 @@ TEST(RedisStoreServer, JobsAddedInOrderFillTheirChunks) {
   EXPECT_EQ(due->back().spec.id, "seq-0299");
 }
 
-TEST(RedisStoreServer, DataOfAnotherKeyLayoutIsRefusedNotMisread) {
-  {
-    auto store = MustOpen();
-    ASSERT_NE(store, nullptr);
-    ASSERT_TRUE(store->CreateJob(Job("default", "j")).ok());
+// A job as key layout 1 stored it (before the layout had a version): a hash of long field
+// names with the spec, id included, in 60-byte pieces; `jobs` and `due` plain sorted sets.
+std::vector<std::vector<std::string>> Layout1Job(const JobRecord& job) {
+  const std::string p = "js:{t:" + job.spec.tenant + "}:";
+  std::string deps;
+  for (const std::string& d : job.spec.depends_on) deps += (deps.empty() ? "" : " ") + d;
+  const auto ms = [](TimePoint t) { return std::to_string(ToUnixMillis(t)); };
+  std::vector<std::string> hset = {"HSET",      p + "job:" + job.spec.id,
+                                   "id",        job.spec.id,
+                                   "queue",     job.spec.queue,
+                                   "paused",    job.spec.paused ? "1" : "0",
+                                   "version",   std::to_string(job.version),
+                                   "state",     std::string(JobStateName(job.state)),
+                                   "next_fire", job.next_fire ? ms(*job.next_fire) : "",
+                                   "dep_since", ms(job.dependency_since),
+                                   "created",   ms(job.created_at),
+                                   "updated",   ms(job.updated_at),
+                                   "deps",      deps};
+  const std::string spec = JobSpecToCompactJson(job.spec);
+  for (size_t i = 0; i * 60 < spec.size(); ++i) {
+    hset.push_back(i == 0 ? "spec" : "spec" + std::to_string(i + 1));
+    hset.push_back(spec.substr(i * 60, 60));
   }
-  EXPECT_EQ(kRedis->Command({"GET", "js:{sys}:layout"}), "2");
-  auto reopened = MustOpen(/*flush=*/false);
-  ASSERT_NE(reopened, nullptr);
-  EXPECT_TRUE(reopened->GetJob("default", "j").ok());
+  for (const auto& [k, v] : job.spec.labels) {
+    hset.push_back("l:" + k);
+    hset.push_back(v);
+  }
+  std::vector<std::vector<std::string>> out = {
+      hset, {"ZADD", p + "jobs", "0", job.spec.id}, {"SADD", "js:{sys}:tenants", job.spec.tenant}};
+  if (job.next_fire && !job.spec.paused) {
+    out.push_back({"ZADD", p + "due", ms(*job.next_fire), job.spec.id});
+  }
+  for (const std::string& d : job.spec.depends_on) {
+    out.push_back({"SADD", p + "deps:" + d, job.spec.id});
+  }
+  return out;
+}
 
-  // Data from before the layout had a version, and from a layout this version does not read.
-  kRedis->Command({"DEL", "js:{sys}:layout"});
-  for (const char* layout : {"1", "3"}) {
-    RedisOptions options{.host = "127.0.0.1", .port = kRedis->port()};
-    auto store = RedisStore::Open(options);
-    ASSERT_FALSE(store.ok()) << layout;
-    EXPECT_EQ(store.status().code(), StatusCode::kFailedPrecondition);
-    EXPECT_THAT(store.status().message(), HasSubstr(std::string("key layout ") + layout));
-    EXPECT_THAT(store.status().message(), HasSubstr("prefix 'js'"));
-    kRedis->Command({"SET", "js:{sys}:layout", "3"});
+TEST(RedisStoreServer, JobsOfKeyLayout1AreMovedToThisLayoutAtOpen) {
+  ASSERT_TRUE(kRedis->FlushAll());
+  std::vector<std::vector<std::string>> commands;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 1200; ++i) {  // three batches of the move
+    JobRecord job = Job("default", "j" + std::to_string(i));
+    job.next_fire = kT0 + Duration(i % 7);
+    job.version = 3;
+    job.updated_at = kT0 + Duration(5);
+    for (auto& c : Layout1Job(job)) commands.push_back(std::move(c));
+    ids.push_back(job.spec.id);
   }
+  JobRecord rich = Job("team-a", "report");
+  rich.spec.queue = "reports";
+  rich.spec.paused = true;
+  rich.spec.labels = {{"team", "finance"}};
+  rich.spec.depends_on = {"extract"};
+  rich.spec.payload = "{\"text\":\"" + std::string(150, 'x') + "\"}";  // a spec of 4 pieces
+  rich.dependency_since = kT0 + Duration(2);
+  for (auto& c : Layout1Job(rich)) commands.push_back(std::move(c));
+  for (auto& c : Layout1Job(Job("team-a", "extract"))) commands.push_back(std::move(c));
+  kRedis->Commands(commands);
+
+  auto store = MustOpen(/*flush=*/false);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(kRedis->Command({"GET", "js:{sys}:layout"}), "2");
+
+  auto got = store->GetJob("team-a", "report");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->spec.id, "report");
+  EXPECT_EQ(got->spec.queue, "reports");
+  EXPECT_TRUE(got->spec.paused);
+  EXPECT_EQ(got->spec.labels, rich.spec.labels);
+  EXPECT_EQ(got->spec.depends_on, rich.spec.depends_on);
+  EXPECT_EQ(got->spec.payload, rich.spec.payload);
+  EXPECT_EQ(got->dependency_since, rich.dependency_since);
+  EXPECT_EQ(got->next_fire, rich.next_fire);
+  EXPECT_EQ(store->Dependents("team-a", "extract").value().size(), 1u);
+  EXPECT_EQ(store->ListJobs("team-a", {.label_key = "team", .label_value = "finance"})
+                .value()
+                .items.size(),
+            1u);
+
+  // Every job in id order, each with its version and times.
+  const auto all_ids = [](Store& st) {
+    std::vector<std::string> out;
+    JobFilter filter{.limit = 500};
+    for (;;) {
+      auto page = st.ListJobs("default", filter);
+      EXPECT_TRUE(page.ok()) << page.status().ToString();
+      if (!page.ok()) return out;
+      for (const JobRecord& job : page->items) {
+        out.push_back(job.spec.id);
+        if (job.spec.id != "new") {
+          EXPECT_EQ(job.version, 3);
+          EXPECT_EQ(job.updated_at, kT0 + Duration(5));
+        }
+      }
+      if (!page->next_cursor) return out;
+      filter.cursor = *page->next_cursor;
+    }
+  };
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(all_ids(*store), ids);
+  // Due at kT0: the 172 jobs j<7k> and team-a's extract; not the paused report.
+  auto due = store->DueJobs(kT0, 1000, {});
+  ASSERT_TRUE(due.ok());
+  EXPECT_EQ(due->size(), 173u);
+  for (const JobRecord& job : *due) EXPECT_EQ(job.next_fire, kT0) << job.spec.id;
+  EXPECT_EQ(store->NextFireTime({}).value(), kT0);
+  for (const std::string key : {"js:{t:default}:jobs.v1", "js:{t:team-a}:jobs.v1"}) {
+    EXPECT_EQ(kRedis->Command({"EXISTS", key}), "0");
+  }
+
+  // A job written after the move is read like the moved ones; a second open moves nothing.
+  ASSERT_TRUE(store->CreateJob(Job("default", "new")).ok());
+  auto again = MustOpen(/*flush=*/false);
+  ASSERT_NE(again, nullptr);
+  ids.push_back("new");
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(all_ids(*again), ids);
+}
+
+TEST(RedisStoreServer, DataOfAnUnknownKeyLayoutIsRefusedNotMisread) {
+  auto store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateJob(Job("default", "j")).ok());
+  kRedis->Command({"SET", "js:{sys}:layout", "3"});
+  auto reopened = RedisStore::Open({.host = "127.0.0.1", .port = kRedis->port()});
+  ASSERT_FALSE(reopened.ok());
+  EXPECT_EQ(reopened.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(reopened.status().message(), HasSubstr("key layout 3"));
+  EXPECT_THAT(reopened.status().message(), HasSubstr("prefix 'js'"));
   // Another prefix on the same server is a store of its own.
   EXPECT_NE(MustOpen(false, {.key_prefix = "other"}), nullptr);
 }
