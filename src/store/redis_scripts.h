@@ -40,9 +40,10 @@
 //   P counts          hash  "<queue>|<state>" -> runs, "<queue>|<state>|d" -> summed duration ms
 //   P jcounts:<job>   hash  the same for one job (CountRuns)
 //   P events          stream  entry id "<seq>-0", fields time type job run data (capped)
-// Store-wide ("<prefix>:{sys}:"): event_seq and fence (counters), tenants (set of tenants with
-// data), node:<id> (hash) and nodes (zset id -> heartbeat ms), keys (hash key id -> secret
-// hash) and key:<secret hash> (hash).
+//   P layout, P jobs.v1  string, zset  only in a store that held layout 1 data: migrate_jobs
+// Store-wide ("<prefix>:{sys}:"): layout (the version of this layout: "2"), event_seq and fence
+// (counters), tenants (set of tenants with data), node:<id> (hash) and nodes (zset id ->
+// heartbeat ms), keys (hash key id -> secret hash) and key:<secret hash> (hash).
 #pragma once
 
 namespace jobsched::redis_scripts {
