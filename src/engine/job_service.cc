@@ -141,9 +141,30 @@ Result<bool> JobService::SetPaused(const std::string& tenant, const std::string&
     if (!stored.ok() && stored.status().code() == StatusCode::kFailedPrecondition) continue;
     if (!stored.ok()) return stored.status();
     Changed(*stored);
+    if (paused) CancelFiredAhead(*stored);
     return true;
   }
   return Unavailable("job '" + id + "' keeps changing; try again");
+}
+
+void JobService::CancelFiredAhead(const JobRecord& job) {
+  auto active = store_.ActiveRuns(job.spec.tenant, job.spec.id);
+  if (!active.ok()) {
+    spdlog::warn("job paused, but its runs fired ahead were not read: {} job_id={} tenant={}",
+                 active.status().message(), job.spec.id, job.spec.tenant);
+    return;
+  }
+  for (const RunRecord& run : *active) {
+    if (run.state != RunState::kQueued || run.reason != RunReason::kSchedule || run.attempt > 0 ||
+        run.scheduled_at <= job.updated_at) {
+      continue;
+    }
+    Status s = store_.CancelRun(run.tenant, run.id, job.updated_at);
+    if (!s.ok() && s.code() != StatusCode::kFailedPrecondition) {
+      spdlog::warn("job paused, but its run {} fired ahead was not cancelled: {}", run.id,
+                   s.message());
+    }
+  }
 }
 
 Result<bool> JobService::Pause(const std::string& tenant, const std::string& id) {

@@ -45,6 +45,9 @@ class JobService {
   void Changed(const JobRecord& job);
   // Pause (true) or resume (false), with a CAS retry; whether the state changed.
   Result<bool> SetPaused(const std::string& tenant, const std::string& id, bool paused);
+  // Cancels the job's runs fired ahead (fire_ahead) whose occurrence is after the pause: not
+  // yet due, they would not have been fired. Best effort (logged): a failure leaves them queued.
+  void CancelFiredAhead(const JobRecord& job);
 
   Store& store_;
   const Clock& clock_;

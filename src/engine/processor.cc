@@ -15,6 +15,7 @@ struct Processor::Attempt {
   RunRecord run;
   exec::CancelSource cancel;
   TimePoint started{};  // when a worker began it
+  bool held = false;    // claimed ahead of its available_at (claim_ahead)
   // Read when it was claimed (null: read when it starts); guarded by Processor::mu_
   std::shared_ptr<const JobSpec> spec;
   TimePoint lease_until{};             // guarded by Processor::mu_
@@ -189,6 +190,7 @@ Result<int> Processor::ClaimOnce() {
       }
       active_[attempt->key()] = attempt;
       if (attempt->run.available_at > now) {
+        attempt->held = true;
         held_.emplace(attempt->run.available_at, attempt);
       } else {
         queue_.push_back(attempt);
@@ -380,6 +382,14 @@ void Processor::Execute(const std::shared_ptr<Attempt>& attempt) {
            {.kind = deleted ? AttemptOutcome::Kind::kCancelled : AttemptOutcome::Kind::kFailed,
             .error = deleted ? "job deleted before the run started"
                              : "cannot read job: " + spec.status().message()});
+    return;
+  }
+  // An occurrence claimed ahead of its time whose job was paused meanwhile: the pause came
+  // before the occurrence, which would not have been fired at all (the spec is read again
+  // after any change of its job).
+  if (attempt->held && run.reason == RunReason::kSchedule && (*spec)->paused) {
+    Finish(attempt, nullptr,
+           {.kind = AttemptOutcome::Kind::kCancelled, .error = "job paused before its occurrence"});
     return;
   }
   if ((*spec)->handler.type == HandlerSpec::Type::kBuiltin && (*spec)->timeout.count() > 0) {

@@ -158,6 +158,58 @@ TEST_F(AheadTest, ARunCancelledWhileHeldForItsTimeNeverBegins) {
   EXPECT_TRUE(h.seen.Began(id).empty()) << "the handler never began";
 }
 
+// A job paused before its occurrence does not run it, though the occurrence was fired ahead
+// (its run queued) or even claimed ahead (held) when the pause came.
+TEST_F(AheadTest, AJobPausedBeforeAnOccurrenceFiredAheadDoesNotRunIt) {
+  h.Advance(1min - 400ms);
+  ASSERT_EQ(h.Tick(), 1);
+  ASSERT_EQ(h.Run(id)->state, RunState::kQueued) << "fired ahead";
+  ASSERT_TRUE(h.node().jobs().Pause("default", "every-minute").value());
+  EXPECT_EQ(h.Run(id)->state, RunState::kCancelled);
+  h.Advance(400ms);
+  EXPECT_EQ(h.Tick(), 0);
+  EXPECT_FALSE(h.node().processor().ClaimOnce().value() > 0);
+  EXPECT_TRUE(h.seen.Began(id).empty()) << "the handler never began";
+
+  // Resumed: the next occurrences run as before.
+  ASSERT_TRUE(h.node().jobs().Resume("default", "every-minute").value());
+  h.Advance(1min);
+  EXPECT_GE(h.Tick(), 1);
+  ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, RunId("every-minute", due + 1min)));
+}
+
+TEST_F(AheadTest, AJobPausedWhileItsOccurrenceIsHeldDoesNotRunIt) {
+  h.Advance(1min - 250ms);
+  ASSERT_EQ(h.Tick(), 1);
+  ASSERT_TRUE(h.node().processor().ClaimOnce().ok());
+  ASSERT_EQ(h.Run(id)->state, RunState::kRunning) << "held ahead";
+  ASSERT_TRUE(h.node().jobs().Pause("default", "every-minute").value());
+  h.Advance(250ms);
+  ASSERT_TRUE(h.events.Wait(EventType::kRunCancelled, id));
+  const auto run = h.Run(id);
+  EXPECT_EQ(run->state, RunState::kCancelled);
+  EXPECT_EQ(run->attempts.back().error, "job paused before its occurrence");
+  EXPECT_TRUE(h.seen.Began(id).empty()) << "the handler never began";
+}
+
+// A run that was due when its job was paused (fired at its time, waiting for a worker) is not
+// affected: the pause stops what comes next.
+TEST(EngineCronTest, ARunAlreadyDueWhenItsJobIsPausedStillRuns) {
+  EngineHarness h;
+  ASSERT_TRUE(h.ok());
+  h.RegisterProbe("probe");
+  h.MustCreate(CronSpec("every-minute", "* * * * *", "probe"));
+  const std::string id = RunId("every-minute", kT0 + 1min);
+  h.Advance(1min);
+  ASSERT_EQ(h.Tick(), 1);
+  ASSERT_EQ(h.Run(id)->state, RunState::kQueued);
+  ASSERT_TRUE(h.node().jobs().Pause("default", "every-minute").value());
+  EXPECT_EQ(h.Run(id)->state, RunState::kQueued);
+  h.StartProcessor();
+  ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, id));
+  EXPECT_EQ(h.seen.Began(id).size(), 1u);
+}
+
 // Under overlap "skip", an occurrence whose job still has an unfinished run is not fired early:
 // the run may end before the occurrence's time, and the decision is taken then.
 TEST(EngineCronTest, AnOverlapDecisionIsTakenAtTheOccurrenceNotAhead) {
