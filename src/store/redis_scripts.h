@@ -23,7 +23,8 @@
 //   P job_counts      hash  job state -> number of jobs (CountJobs)
 //   P tenant          hash  id max_jobs max_concurrent_runs created updated, ql:<queue>=limit
 //                           (PutTenant; the quotas the scripts enforce)
-//   P run:<id>        hash  the run (field names: see RunArgs in redis_store.cc); the attempts
+//   P run:<id>        hash  the run (field names: see RunArgs in redis_store.cc; an empty field
+//                           is left out: missing reads as empty); the attempts
 //                           before the current one are netstrings in `attempts`, the current
 //                           one is in a_num a_node a_fence a_start a_end a_outcome a_error
 //   P runs            zset  "<created ms, 16 digits>:<run id>", score 0 (ListRuns, newest first)
@@ -190,6 +191,7 @@ end
 -- ---- Runs ----
 local function run_key(id) return P .. 'run:' .. id end
 local function set(r, k, v)
+  if v == '' and r[k] == nil then return end  -- missing already reads as empty
   r[k] = v
   r._dirty[k] = true
 end
@@ -322,9 +324,10 @@ local function insert_run(r)
   if redis.call('EXISTS', key) == 1 then return false end
   -- Skipped is terminal: it needs a finished_at for retention.
   if r.state == 'skipped' and not opt(r.finished) then r.finished = r.created end
+  -- Empty fields are left out (a missing field reads as empty, here and in RunFromHash).
   local args = {}
   for k, v in pairs(r) do
-    if k ~= '_dirty' then
+    if k ~= '_dirty' and v ~= '' then
       args[#args + 1] = k
       args[#args + 1] = v
     end
