@@ -23,8 +23,8 @@
 //   P job_counts      hash  job state -> number of jobs (CountJobs)
 //   P tenant          hash  id max_jobs max_concurrent_runs created updated, ql:<queue>=limit
 //                           (PutTenant; the quotas the scripts enforce)
-//   P run:<id>        hash  the run (field names: see RunArgs in redis_store.cc; an empty field
-//                           is left out: missing reads as empty); the attempts
+//   P run:<id>        hash  the run (field names: see RunArgs in redis_store.cc; empty fields,
+//                           and cancel excl lost at 0, are left out); the attempts
 //                           before the current one are netstrings in `attempts`, the current
 //                           one is in a_num a_node a_fence a_start a_end a_outcome a_error
 //   P runs            zset  "<created ms, 16 digits>:<run id>", score 0 (ListRuns, newest first)
@@ -318,16 +318,18 @@ local function end_attempt(r, now, outcome, err)
   set(r, 'a_outcome', outcome)
   set(r, 'a_error', err)
 end
+local ZERO_OMITTED = {cancel = true, excl = true, lost = true}
 -- Inserts a new run (a record from read_record) with its event; false if its id exists.
 local function insert_run(r)
   local key = run_key(r.id)
   if redis.call('EXISTS', key) == 1 then return false end
   -- Skipped is terminal: it needs a finished_at for retention.
   if r.state == 'skipped' and not opt(r.finished) then r.finished = r.created end
-  -- Empty fields are left out (a missing field reads as empty, here and in RunFromHash).
+  -- Empty fields, and the flags and counters that are 0, are left out (missing reads as empty or
+  -- 0, here and in RunFromHash).
   local args = {}
   for k, v in pairs(r) do
-    if k ~= '_dirty' and v ~= '' then
+    if k ~= '_dirty' and v ~= '' and not (v == '0' and ZERO_OMITTED[k]) then
       args[#args + 1] = k
       args[#args + 1] = v
     end
