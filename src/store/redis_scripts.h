@@ -319,6 +319,17 @@ local function end_attempt(r, now, outcome, err)
   set(r, 'a_error', err)
 end
 local ZERO_OMITTED = {cancel = true, excl = true, lost = true}
+-- A run table as its hash, flat (as HGETALL returns it).
+local function flat(r)
+  local out = {}
+  for k, v in pairs(r) do
+    if k ~= '_dirty' then
+      out[#out + 1] = k
+      out[#out + 1] = v
+    end
+  end
+  return out
+end
 -- Inserts a new run (a record from read_record) with its event; false if its id exists.
 local function insert_run(r)
   local key = run_key(r.id)
@@ -592,7 +603,7 @@ local function take(id, score)
   index(r)
   save(r)
   run_event(r, now, nil, {'fence', fence})
-  out[#out + 1] = redis.call('HGETALL', run_key(id))
+  out[#out + 1] = flat(r)
   return true
 end
 
