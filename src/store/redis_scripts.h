@@ -108,9 +108,32 @@ end
 local function job_hash(key)
   local j = hash(key)
   if not j then return nil end
-  j.nf, j.q, j.p, j.d = j.nf or '', j.q or 'default', j.p or '0', j.d or ''
-  j.u, j.ds = j.u or j.c, j.ds or j.c
+  j.nf, j.q, j.p, j.d, j.ds = j.nf or '', j.q or 'default', j.p or '0', j.d or '', j.ds or j.c
   return j
+end
+-- A job's hash fields, as a flat list (labels are the caller's to add). Those at their default
+-- are left out (job_hash puts them back; nil counts as the default); the spec is cut in pieces
+-- of at most 60 bytes ("j", "j2", ...): a hash whose values all fit hash-max-listpack-value
+-- (64) is stored packed, at a fraction of the memory.
+local function job_fields(state, version, created, next_fire, updated, dep_since, queue, paused,
+                          deps, spec)
+  local fields = {'s', state, 'v', version, 'c', created, 'nf', next_fire}
+  local function field(name, value, default)
+    if value and value ~= default then
+      fields[#fields + 1] = name
+      fields[#fields + 1] = value
+    end
+  end
+  field('u', updated, created)
+  field('ds', dep_since, created)
+  field('q', queue, 'default')
+  field('p', paused, '0')
+  field('d', deps, '')
+  for i = 0, math.max(0, math.ceil(#spec / 60) - 1) do
+    fields[#fields + 1] = i == 0 and 'j' or ('j' .. (i + 1))
+    fields[#fields + 1] = string.sub(spec, i * 60 + 1, i * 60 + 60)
+  end
+  return fields
 end
 -- The job's hash as a script returns it (HGETALL and its id, which the hash leaves to its key).
 local function job_reply(id)
@@ -399,26 +422,8 @@ if old then
   redis.call('DEL', key)
 end
 local paused, state, next_fire = ARGV[6], ARGV[7], ARGV[8]
--- Fields at their default are left out (job_hash puts them back): a job is a few hundred bytes.
-local fields = {'s', state, 'v', int(version), 'c', created, 'nf', next_fire}
-local function field(name, value, default)
-  if value ~= default then
-    fields[#fields + 1] = name
-    fields[#fields + 1] = value
-  end
-end
-field('u', ARGV[11], created)
-field('ds', ARGV[9], created)
-field('q', ARGV[5], 'default')
-field('p', paused, '0')
-field('d', ARGV[12], '')
--- The spec in pieces of at most 60 bytes ("j", "j2", ...): a hash whose values all fit
--- hash-max-listpack-value (64) is stored packed, at a fraction of the memory.
-local spec = ARGV[4]
-for i = 0, math.max(0, math.ceil(#spec / 60) - 1) do
-  fields[#fields + 1] = i == 0 and 'j' or ('j' .. (i + 1))
-  fields[#fields + 1] = string.sub(spec, i * 60 + 1, i * 60 + 60)
-end
+local fields = job_fields(state, int(version), created, next_fire, ARGV[11], ARGV[9], ARGV[5],
+                          paused, ARGV[12], ARGV[4])
 for i = 1, tonumber(ARGV[13]) do
   fields[#fields + 1] = 'l:' .. ARGV[12 + 2 * i]
   fields[#fields + 1] = ARGV[13 + 2 * i]
@@ -994,24 +999,9 @@ for i = 1, #popped, 2 do
       if not piece then break end
       spec = spec .. piece
     end
-    local c = h.created
-    local fields = {'s', h.state, 'v', h.version, 'c', c, 'nf', h.next_fire or ''}
-    local function field(name, value, default)
-      if value and value ~= default then
-        fields[#fields + 1] = name
-        fields[#fields + 1] = value
-      end
-    end
-    field('u', h.updated, c)
-    field('ds', h.dep_since, c)
-    field('q', h.queue, 'default')
-    field('p', h.paused, '0')
-    field('d', h.deps, '')
     -- The spec keeps its id (the reader takes the key's).
-    for n = 0, math.max(0, math.ceil(#spec / 60) - 1) do
-      fields[#fields + 1] = n == 0 and 'j' or ('j' .. (n + 1))
-      fields[#fields + 1] = string.sub(spec, n * 60 + 1, n * 60 + 60)
-    end
+    local fields = job_fields(h.state, h.version, h.created, h.next_fire or '', h.updated,
+                              h.dep_since, h.queue, h.paused, h.deps, spec)
     for k, v in pairs(h) do
       if string.sub(k, 1, 2) == 'l:' then
         fields[#fields + 1] = k
