@@ -74,12 +74,106 @@ local function jobj(kv)
   return '{' .. table.concat(parts, ',') .. '}'
 end
 
--- Appends an event to the tenant's stream; returns its seq.
+-- Deferred writes. A script that changes many runs at once (enqueue, claim, complete) calls
+-- defer() first and flush() before it returns: in between, the changes of set and sorted-set
+-- membership (sadd, srem, zadd, zrem), of the counters (tally) and the events (emit) are
+-- gathered and written by flush(), one command per key instead of one per run. A deferring
+-- script must not read back, before flush(), what it deferred.
+local BUF
+local function defer() BUF = {keys = {}, order = {}, counts = {}, corder = {}, events = {}} end
+-- Sets member m of key to `value` (a score, true: present; false: absent): now, or when deferring
+-- at flush. The last change of a member wins, as it would one after the other.
+local function member(kind, key, m, value)
+  if not BUF then
+    if kind == 'z' then
+      if value then redis.call('ZADD', key, value, m) else redis.call('ZREM', key, m) end
+    elseif value then
+      redis.call('SADD', key, m)
+    else
+      redis.call('SREM', key, m)
+    end
+    return
+  end
+  local k = BUF.keys[key]
+  if not k then
+    k = {kind = kind, v = {}, order = {}}
+    BUF.keys[key] = k
+    BUF.order[#BUF.order + 1] = key
+  end
+  if k.v[m] == nil then k.order[#k.order + 1] = m end
+  k.v[m] = value
+end
+local function zadd(key, score, m) member('z', key, m, score) end
+local function zrem(key, m) member('z', key, m, false) end
+local function sadd(key, m) member('s', key, m, true) end
+local function srem(key, m) member('s', key, m, false) end
+-- Adds n to field f of counter hash key, and d to f|d (a summed duration); a count that reaches
+-- 0 leaves the hash with its duration.
+local function count_apply(key, f, n, d)
+  if redis.call('HINCRBY', key, f, n) <= 0 then
+    redis.call('HDEL', key, f, f .. '|d')
+  elseif d ~= 0 then
+    redis.call('HINCRBY', key, f .. '|d', d)
+  end
+end
+local function count(key, f, n, d)
+  if not BUF then return count_apply(key, f, n, d) end
+  local id = key .. '\0' .. f
+  local c = BUF.counts[id]
+  if not c then
+    c = {key = key, f = f, n = 0, d = 0}
+    BUF.counts[id] = c
+    BUF.corder[#BUF.corder + 1] = id
+  end
+  c.n, c.d = c.n + n, c.d + d
+end
+local function xadd(seq, e)
+  redis.call('XADD', P .. 'events', 'MAXLEN', '~', EVENT_CAP, int(seq) .. '-0', 'time', e[1],
+             'type', e[2], 'job', e[3], 'run', e[4], 'data', e[5])
+end
+-- Appends an event to the tenant's stream; returns its seq (nil when deferring).
 local function emit(time, etype, job, run, data)
+  if BUF then
+    BUF.events[#BUF.events + 1] = {time, etype, job, run, data}
+    return nil
+  end
   local seq = redis.call('INCR', KEYS[2])
-  redis.call('XADD', P .. 'events', 'MAXLEN', '~', EVENT_CAP, int(seq) .. '-0', 'time', time,
-             'type', etype, 'job', job, 'run', run, 'data', data)
+  xadd(seq, {time, etype, job, run, data})
   return seq
+end
+-- Writes what was deferred: membership (one command per key and change, at most 1,000
+-- arguments), counters, then the events, with a block of sequence numbers taken at once.
+local function flush()
+  local function send(cmd, key, args)
+    for i = 1, #args, 1000 do
+      redis.call(cmd, key, unpack(args, i, math.min(#args, i + 999)))
+    end
+  end
+  for _, key in ipairs(BUF.order) do
+    local k = BUF.keys[key]
+    local add, rem = {}, {}
+    for _, m in ipairs(k.order) do
+      local v = k.v[m]
+      if v == false then
+        rem[#rem + 1] = m
+      else
+        if k.kind == 'z' then add[#add + 1] = v end
+        add[#add + 1] = m
+      end
+    end
+    if #add > 0 then send(k.kind == 'z' and 'ZADD' or 'SADD', key, add) end
+    if #rem > 0 then send(k.kind == 'z' and 'ZREM' or 'SREM', key, rem) end
+  end
+  for _, id in ipairs(BUF.corder) do
+    local c = BUF.counts[id]
+    if c.n ~= 0 or c.d ~= 0 then count_apply(c.key, c.f, c.n, c.d) end
+  end
+  local events = BUF.events
+  BUF = nil
+  if #events > 0 then
+    local last = redis.call('INCRBY', KEYS[2], #events)
+    for i, e in ipairs(events) do xadd(last - #events + i, e) end
+  end
 end
 
 -- A hash as a table (nil when absent), with the set of fields changed since (see set, save).
@@ -213,19 +307,36 @@ end
 
 -- ---- Runs ----
 local function run_key(id) return P .. 'run:' .. id end
+-- A run table is the whole hash (hash()), or, where a script reads only some fields (HMGET), a
+-- partial one (_partial): a field it did not read may be in the hash although nil in the table.
 local function set(r, k, v)
-  if v == '' and r[k] == nil then return end  -- missing already reads as empty
+  if v == '' and r[k] == nil and not r._partial then return end  -- missing reads as empty
   r[k] = v
   r._dirty[k] = true
 end
+-- Writes the changed fields; a field set to empty is left out (deleted).
 local function save(r)
-  local args = {}
+  local args, gone = {}, {}
   for k in pairs(r._dirty) do
-    args[#args + 1] = k
-    args[#args + 1] = r[k]
+    if r[k] == '' then
+      gone[#gone + 1] = k
+    else
+      args[#args + 1] = k
+      args[#args + 1] = r[k]
+    end
   end
   if #args > 0 then redis.call('HSET', run_key(r.id), unpack(args)) end
+  if #gone > 0 then redis.call('HDEL', run_key(r.id), unpack(gone)) end
   r._dirty = {}
+end
+-- A partial run table of the fields `names` of run id (nil when the run does not exist).
+local function fields(id, names)
+  local v = redis.call('HMGET', run_key(id), unpack(names))
+  local r = {_dirty = {}, _partial = true}
+  for i, name in ipairs(names) do r[name] = v[i] or nil end
+  if not r.state then return nil end
+  r.id = id
+  return r
 end
 -- The member of the history indexes: ordered by (created_at, id) as bytes.
 local function lex(created, id)
@@ -251,54 +362,50 @@ local function duration(r)
 end
 -- Counts r in (sign 1) or out of (sign -1) its (queue, state) group, tenant-wide and per job.
 local function tally(r, sign)
-  local f = r.queue .. '|' .. r.state
-  local d = duration(r)
-  for _, key in ipairs({P .. 'counts', P .. 'jcounts:' .. r.job}) do
-    if redis.call('HINCRBY', key, f, sign) <= 0 then
-      redis.call('HDEL', key, f, f .. '|d')
-    elseif d ~= 0 then
-      redis.call('HINCRBY', key, f .. '|d', sign * d)
-    end
-  end
+  local f, d = r.queue .. '|' .. r.state, duration(r)
+  count(P .. 'counts', f, sign, sign * d)
+  count(P .. 'jcounts:' .. r.job, f, sign, sign * d)
 end
 -- Removes r from the indexes of its current state; index(r) adds it to those of its (new) state.
 -- A state change is unindex(r), the changes, index(r), save(r).
 local function unindex(r)
   local s, id = r.state, r.id
   if CLAIMABLE[s] then
-    redis.call('ZREM', P .. 'ready:' .. r.queue, id)
-    redis.call('ZREM', P .. 'pending', id)
-    redis.call('SREM', P .. 'active:' .. r.job, id)
+    zrem(P .. 'ready:' .. r.queue, id)
+    zrem(P .. 'pending', id)
+    srem(P .. 'active:' .. r.job, id)
   elseif s == 'running' then
-    redis.call('ZREM', P .. 'leases', id)
-    redis.call('SREM', P .. 'running:' .. r.job, id)
-    redis.call('SREM', P .. 'active:' .. r.job, id)
+    zrem(P .. 'leases', id)
+    srem(P .. 'running:' .. r.job, id)
+    srem(P .. 'active:' .. r.job, id)
   elseif FINISHED[s] then
-    redis.call('ZREM', P .. 'finished:' .. r.job, id)
+    zrem(P .. 'finished:' .. r.job, id)
   end
   tally(r, -1)
 end
 local function index(r)
   local s, id = r.state, r.id
   if CLAIMABLE[s] then
-    redis.call('ZADD', P .. 'ready:' .. r.queue, ready_score(r), id)
-    redis.call('ZADD', P .. 'pending', tonumber(r.avail), id)
-    redis.call('SADD', P .. 'active:' .. r.job, id)
-    redis.call('SADD', P .. 'queues', r.queue)
+    zadd(P .. 'ready:' .. r.queue, ready_score(r), id)
+    zadd(P .. 'pending', tonumber(r.avail), id)
+    sadd(P .. 'active:' .. r.job, id)
+    sadd(P .. 'queues', r.queue)
   elseif s == 'running' then
-    redis.call('ZADD', P .. 'leases', tonumber(r.lease), id)
-    redis.call('SADD', P .. 'running:' .. r.job, id)
-    redis.call('SADD', P .. 'active:' .. r.job, id)
+    zadd(P .. 'leases', tonumber(r.lease), id)
+    sadd(P .. 'running:' .. r.job, id)
+    sadd(P .. 'active:' .. r.job, id)
   elseif FINISHED[s] then
-    redis.call('ZADD', P .. 'finished:' .. r.job, tonumber(r.finished), id)
+    zadd(P .. 'finished:' .. r.job, tonumber(r.finished), id)
   end
   tally(r, 1)
 end
--- "run.<state>" (or etype) with {"state", "attempt", "node"} plus extra (key, raw JSON pairs).
+-- "run.<state>" (or etype) with {"state", "attempt", "node"} plus extra (key, raw JSON pairs;
+-- the keys are plain words).
 local function run_event(r, time, etype, extra)
-  local kv = {'state', jstr(r.state), 'attempt', r.attempt, 'node', jstr(r.node or '')}
-  for i = 1, #extra do kv[#kv + 1] = extra[i] end
-  emit(time, etype or ('run.' .. r.state), r.job, r.id, jobj(kv))
+  local data = '{"state":"' .. r.state .. '","attempt":' .. r.attempt .. ',"node":' ..
+               jstr(r.node or '')
+  for i = 1, #extra, 2 do data = data .. ',"' .. extra[i] .. '":' .. extra[i + 1] end
+  emit(time, etype or ('run.' .. r.state), r.job, r.id, data .. '}')
 end
 -- queued / retry-waiting -> cancelled; running -> cancel requested; other states: no change.
 local function cancel(r, now, why)
@@ -527,7 +634,9 @@ for _, r in ipairs(runs) do
   seen[r.id] = true
 end
 -- Checks done; writes.
+defer()
 for _, r in ipairs(runs) do insert_run(r) end
+flush()
 return {'ok'}
 )lua";
 
@@ -571,11 +680,15 @@ local out, taken, jobs = {}, 0, {}
 local horizon = tonumber(ARGV[6])
 if horizon >= BAND then horizon = BAND - 1 end
 if slots <= 0 or #queues == 0 or horizon < 0 then return out end
+defer()
 
+-- Fencing tokens: a block of them is taken at the first claim (unused ones are left unused).
+local fence_next, fence_last = 1, 0
 -- Checks one candidate and, when it passes, claims it (every write of a claim is here, after
--- that run's checks; a run passed over writes nothing).
+-- that run's checks; a run passed over writes nothing). The index changes are deferred.
 local function take(id, score)
-  local r = hash(run_key(id))
+  local r = fields(id, {'state', 'excl', 'job', 'queue', 'attempt', 'avail', 'started', 'finished',
+                        'a_num', 'prio'})
   if not r or not CLAIMABLE[r.state] then return false end
   if r.excl == '1' and (jobs[r.job] or redis.call('SCARD', P .. 'running:' .. r.job) > 0) then
     return false
@@ -586,7 +699,14 @@ local function take(id, score)
     out[#out + 1] = int(score)
     return true
   end
-  local fence = int(redis.call('INCR', KEYS[3]))
+  -- An earlier attempt to close into `attempts`: the whole run is read.
+  if r.a_num then r = hash(run_key(id)) end
+  if fence_next > fence_last then
+    fence_last = redis.call('INCRBY', KEYS[3], slots - taken)
+    fence_next = fence_last - (slots - taken) + 1
+  end
+  local fence = int(fence_next)
+  fence_next = fence_next + 1
   unindex(r)
   close_attempt(r)
   local attempt = int(tonumber(r.attempt) + 1)
@@ -608,7 +728,7 @@ local function take(id, score)
   index(r)
   save(r)
   run_event(r, now, nil, {'fence', fence})
-  out[#out + 1] = flat(r)
+  out[#out + 1] = r._partial and redis.call('HGETALL', run_key(id)) or flat(r)
   return true
 end
 
@@ -616,7 +736,8 @@ for p = 9, 0, -1 do
   if taken >= slots then break end
   local lo = (9 - p) * BAND
   local hi = lo + horizon
-  -- Entries passed over (and, when peeking, taken) stay in front of a queue's range: skip them.
+  -- Entries passed over, and those taken (their removal is deferred), stay in front of a
+  -- queue's range: skip them.
   local skip = {}
   for q = 1, #queues do skip[q] = 0 end
   local more = true
@@ -646,7 +767,7 @@ for p = 9, 0, -1 do
       elseif take(c.id, c.s) then
         taken = taken + 1
         if free[c.q] ~= nil then free[c.q] = free[c.q] - 1 end
-        if peek then skip[c.q] = skip[c.q] + 1 end
+        skip[c.q] = skip[c.q] + 1
       else
         skip[c.q] = skip[c.q] + 1
       end
@@ -658,6 +779,7 @@ for p = 9, 0, -1 do
     end
   end
 end
+flush()
 return out
 )lua";
 
@@ -693,7 +815,8 @@ inline constexpr char kComplete[] = R"lua(
 -- Returns one word per completion, in order: "ok" | "stale" (not running with that fence:
 -- nothing recorded for it).
 local function complete(a)
-  local r = hash(run_key(ARGV[a]))
+  local r = fields(ARGV[a], {'state', 'fence', 'job', 'queue', 'started', 'finished', 'a_num',
+                             'attempts', 'attempt', 'node', 'prio'})
   if not r or r.state ~= 'running' or r.fence ~= ARGV[a + 1] then return 'stale' end
   -- Checks done; writes.
   local now, state = ARGV[a + 2], ARGV[a + 3]
@@ -731,7 +854,9 @@ local function complete(a)
   return 'ok'
 end
 local out = {}
+defer()
 for k = 0, tonumber(ARGV[1]) - 1 do out[#out + 1] = complete(2 + 11 * k) end
+flush()
 return out
 )lua";
 
