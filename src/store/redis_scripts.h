@@ -118,12 +118,16 @@ local function count_apply(key, f, n, d)
 end
 local function count(key, f, n, d)
   if not BUF then return count_apply(key, f, n, d) end
-  local id = key .. '\0' .. f
-  local c = BUF.counts[id]
+  local fs = BUF.counts[key]
+  if not fs then
+    fs = {}
+    BUF.counts[key] = fs
+  end
+  local c = fs[f]
   if not c then
     c = {key = key, f = f, n = 0, d = 0}
-    BUF.counts[id] = c
-    BUF.corder[#BUF.corder + 1] = id
+    fs[f] = c
+    BUF.corder[#BUF.corder + 1] = c
   end
   c.n, c.d = c.n + n, c.d + d
 end
@@ -164,8 +168,7 @@ local function flush()
     if #add > 0 then send(k.kind == 'z' and 'ZADD' or 'SADD', key, add) end
     if #rem > 0 then send(k.kind == 'z' and 'ZREM' or 'SREM', key, rem) end
   end
-  for _, id in ipairs(BUF.corder) do
-    local c = BUF.counts[id]
+  for _, c in ipairs(BUF.corder) do
     if c.n ~= 0 or c.d ~= 0 then count_apply(c.key, c.f, c.n, c.d) end
   end
   local events = BUF.events
@@ -360,42 +363,69 @@ local function duration(r)
   if not opt(r.started) or not opt(r.finished) then return 0 end
   return tonumber(r.finished) - tonumber(r.started)
 end
+-- The keys of the run indexes, built once per script (and per job and queue).
+local K_PENDING, K_LEASES, K_COUNTS, K_QUEUES = P .. 'pending', P .. 'leases', P .. 'counts',
+                                                P .. 'queues'
+local job_keys, queue_keys = {}, {}
+local function jk(job)
+  local k = job_keys[job]
+  if not k then
+    k = {active = P .. 'active:' .. job, running = P .. 'running:' .. job,
+         finished = P .. 'finished:' .. job, counts = P .. 'jcounts:' .. job}
+    job_keys[job] = k
+  end
+  return k
+end
+local function ready_key(queue)
+  local k = queue_keys[queue]
+  if not k then
+    k = {ready = P .. 'ready:' .. queue, groups = {}}
+    queue_keys[queue] = k
+  end
+  return k
+end
 -- Counts r in (sign 1) or out of (sign -1) its (queue, state) group, tenant-wide and per job.
 local function tally(r, sign)
-  local f, d = r.queue .. '|' .. r.state, duration(r)
-  count(P .. 'counts', f, sign, sign * d)
-  count(P .. 'jcounts:' .. r.job, f, sign, sign * d)
+  local groups = ready_key(r.queue).groups
+  local f = groups[r.state]
+  if not f then
+    f = r.queue .. '|' .. r.state
+    groups[r.state] = f
+  end
+  local d = duration(r)
+  count(K_COUNTS, f, sign, sign * d)
+  count(jk(r.job).counts, f, sign, sign * d)
 end
 -- Removes r from the indexes of its current state; index(r) adds it to those of its (new) state.
 -- A state change is unindex(r), the changes, index(r), save(r).
 local function unindex(r)
-  local s, id = r.state, r.id
+  local s, id, j = r.state, r.id, jk(r.job)
   if CLAIMABLE[s] then
-    zrem(P .. 'ready:' .. r.queue, id)
-    zrem(P .. 'pending', id)
-    srem(P .. 'active:' .. r.job, id)
+    zrem(ready_key(r.queue).ready, id)
+    zrem(K_PENDING, id)
+    srem(j.active, id)
   elseif s == 'running' then
-    zrem(P .. 'leases', id)
-    srem(P .. 'running:' .. r.job, id)
-    srem(P .. 'active:' .. r.job, id)
+    zrem(K_LEASES, id)
+    srem(j.running, id)
+    srem(j.active, id)
   elseif FINISHED[s] then
-    zrem(P .. 'finished:' .. r.job, id)
+    zrem(j.finished, id)
   end
   tally(r, -1)
 end
 local function index(r)
-  local s, id = r.state, r.id
+  local s, id, j = r.state, r.id, jk(r.job)
   if CLAIMABLE[s] then
-    zadd(P .. 'ready:' .. r.queue, ready_score(r), id)
-    zadd(P .. 'pending', tonumber(r.avail), id)
-    sadd(P .. 'active:' .. r.job, id)
-    sadd(P .. 'queues', r.queue)
+    zadd(ready_key(r.queue).ready, ready_score(r), id)
+    zadd(K_PENDING, tonumber(r.avail), id)
+    sadd(j.active, id)
+    sadd(K_QUEUES, r.queue)
   elseif s == 'running' then
-    zadd(P .. 'leases', tonumber(r.lease), id)
-    sadd(P .. 'running:' .. r.job, id)
-    sadd(P .. 'active:' .. r.job, id)
+    zadd(K_LEASES, tonumber(r.lease), id)
+    sadd(j.running, id)
+    sadd(j.active, id)
   elseif FINISHED[s] then
-    zadd(P .. 'finished:' .. r.job, tonumber(r.finished), id)
+    zadd(j.finished, tonumber(r.finished), id)
   end
   tally(r, 1)
 end
