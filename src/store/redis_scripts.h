@@ -59,7 +59,8 @@ inline constexpr char kPrelude[] = R"lua(
 -- KEYS[3]: "<prefix>:{sys}:fence", the store-wide fencing-token counter (INCR per claim).
 local P = KEYS[1]
 local BAND = 17592186044416
-local EVENT_CAP = @EVENT_CAP@
+local EVENT_CAP = '@EVENT_CAP@'  -- a string: passed to XADD as it is
+local K_EVENTS = P .. 'events'
 local CLAIMABLE = {queued = true, retry_wait = true}
 local FINISHED = {succeeded = true, failed = true, timed_out = true}
 local TERMINAL = {succeeded = true, failed = true, timed_out = true, cancelled = true, skipped = true}
@@ -132,7 +133,7 @@ local function count(key, f, n, d)
   c.n, c.d = c.n + n, c.d + d
 end
 local function xadd(seq, e)
-  redis.call('XADD', P .. 'events', 'MAXLEN', '~', EVENT_CAP, int(seq) .. '-0', 'time', e[1],
+  redis.call('XADD', K_EVENTS, 'MAXLEN', '~', EVENT_CAP, int(seq) .. '-0', 'time', e[1],
              'type', e[2], 'job', e[3], 'run', e[4], 'data', e[5])
 end
 -- Appends an event to the tenant's stream; returns its seq (nil when deferring).
@@ -417,15 +418,15 @@ local function index(r)
   local s, id, j = r.state, r.id, jk(r.job)
   if CLAIMABLE[s] then
     zadd(ready_key(r.queue).ready, ready_score(r), id)
-    zadd(K_PENDING, tonumber(r.avail), id)
+    zadd(K_PENDING, r.avail, id)
     sadd(j.active, id)
     sadd(K_QUEUES, r.queue)
   elseif s == 'running' then
-    zadd(K_LEASES, tonumber(r.lease), id)
+    zadd(K_LEASES, r.lease, id)
     sadd(j.running, id)
     sadd(j.active, id)
   elseif FINISHED[s] then
-    zadd(j.finished, tonumber(r.finished), id)
+    zadd(j.finished, r.finished, id)
   end
   tally(r, 1)
 end
@@ -956,30 +957,48 @@ return out
 )lua";
 
 inline constexpr char kPruneJob[] = R"lua(
--- prune_job: PruneRuns for one job's history.
+-- prune_job: PruneRuns for one job's history, oldest first, a bounded part per call.
 -- KEYS: the prelude's.
--- ARGV[1] job id; ARGV[2] older_than ms; ARGV[3] runs to keep (the newest).
--- Deletes the terminal runs finished before older_than that are not among the newest kept.
--- Returns the number of runs deleted.
+-- ARGV[1] job id; ARGV[2] older_than ms; ARGV[3] runs to keep (the newest); ARGV[4] runs at the
+-- old end to pass over (those kept by the earlier calls of this pass); ARGV[5] at most this many
+-- runs looked at.
+-- Deletes the terminal runs finished before older_than that are not among the newest kept. The
+-- history is in creation order and a run finishes after it is created, so the walk ends at the
+-- first run created at or after older_than: a pass reads the old runs, never the young ones (a
+-- busy job's week of history is not read every minute).
+-- Returns {deleted, kept (passed over), more (1: call again, passing over kept more)}.
 local job, older, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local skip, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
 local idx = P .. 'runs:' .. job
-local deleted = 0
-for _, m in ipairs(redis.call('ZREVRANGEBYLEX', idx, '+', '-', 'LIMIT', keep, -1)) do
-  local id = string.sub(m, 18)
-  local r = hash(run_key(id))
-  if not r then
-    redis.call('ZREM', idx, m)
-    redis.call('ZREM', P .. 'runs', m)
-  elseif TERMINAL[r.state] and opt(r.finished) and tonumber(r.finished) < older then
-    unindex(r)
-    redis.call('DEL', run_key(id))
-    redis.call('ZREM', idx, m)
-    redis.call('ZREM', P .. 'runs', m)
-    deleted = deleted + 1
+local old = redis.call('ZCARD', idx) - keep - skip
+local deleted, kept, more = 0, 0, 0
+if old > 0 then
+  local n = math.min(old, limit)
+  local members = redis.call('ZRANGEBYLEX', idx, '-', '+', 'LIMIT', skip, n)
+  more = old > n and 1 or 0
+  for _, m in ipairs(members) do
+    if tonumber(string.sub(m, 1, 16)) >= older then
+      more = 0  -- this run and every later one are young
+      break
+    end
+    local id = string.sub(m, 18)
+    local r = fields(id, {'state', 'job', 'queue', 'started', 'finished'})
+    if not r then
+      redis.call('ZREM', idx, m)
+      redis.call('ZREM', P .. 'runs', m)
+    elseif TERMINAL[r.state] and opt(r.finished) and tonumber(r.finished) < older then
+      unindex(r)
+      redis.call('DEL', run_key(id))
+      redis.call('ZREM', idx, m)
+      redis.call('ZREM', P .. 'runs', m)
+      deleted = deleted + 1
+    else
+      kept = kept + 1
+    end
   end
 end
 if redis.call('ZCARD', idx) == 0 then redis.call('SREM', P .. 'runjobs', job) end
-return deleted
+return {deleted, kept, more}
 )lua";
 
 // ---- Reads ----------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ constexpr int kMaxPageSize = 1000;
 constexpr int kScanBudget = 10000;
 // (Tenant, job) histories pruned per pipeline.
 constexpr size_t kPruneBatch = 200;
+// Runs of one job's history one prune_job call looks at, at most.
+constexpr int64_t kPruneLook = 500;
 constexpr int64_t kBand = int64_t{1} << 44;  // the ready score's band per priority (scripts)
 constexpr char kStaleToken[] = "stale_token";
 
@@ -1841,24 +1843,44 @@ Result<int64_t> RedisStore::PruneRuns(TimePoint older_than, int keep_per_job) {
   for (const std::string& t : tenants)
     lists.push_back({"SMEMBERS", backend_->TenantKey(t, "runjobs")});
   ASSIGN_OR_RETURN(std::vector<Reply> jobs, backend_->RunAll(std::move(lists)));
-  int64_t deleted = 0;
-  std::vector<Command> batch;
-  auto flush = [&]() -> Status {
-    if (batch.empty()) return Status::Ok();
-    ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(batch)));
-    batch.clear();
-    for (const Reply& r : replies) deleted += r.integer;
-    return Status::Ok();
+  // Each job's history is pruned oldest first, kPruneLook runs per script call (a call holds
+  // Redis for its duration), in rounds of up to kPruneBatch pipelined calls; a job whose call
+  // says there is more comes back in the next round, past the runs it kept.
+  struct Pass {
+    size_t tenant;
+    std::string job;
+    int64_t skip = 0;
   };
+  std::vector<Pass> passes;
   for (size_t t = 0; t < tenants.size(); ++t) {
-    for (const Reply& job : jobs[t].elements) {
-      batch.push_back(
-          backend_->Eval(Script::kPruneJob, tenants[t],
-                         {job.str, Ms(older_than), std::to_string(std::max(keep_per_job, 0))}));
-      if (batch.size() >= kPruneBatch) RETURN_IF_ERROR(flush());
-    }
+    for (const Reply& job : jobs[t].elements) passes.push_back({t, job.str});
   }
-  RETURN_IF_ERROR(flush());
+  int64_t deleted = 0;
+  while (!passes.empty()) {
+    std::vector<Pass> again;
+    for (size_t from = 0; from < passes.size(); from += kPruneBatch) {
+      const size_t to = std::min(passes.size(), from + kPruneBatch);
+      std::vector<Command> batch;
+      for (size_t i = from; i < to; ++i) {
+        batch.push_back(backend_->Eval(
+            Script::kPruneJob, tenants[passes[i].tenant],
+            {passes[i].job, Ms(older_than), std::to_string(std::max(keep_per_job, 0)),
+             std::to_string(passes[i].skip), std::to_string(kPruneLook)}));
+      }
+      ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(batch)));
+      for (size_t i = from; i < to; ++i) {
+        const Reply& r = replies[i - from];
+        if (r.elements.size() != 3) return Internal("prune_job: unexpected reply");
+        deleted += r.elements[0].integer;
+        if (r.elements[2].integer == 1) {
+          Pass next = passes[i];
+          next.skip += r.elements[1].integer;
+          again.push_back(std::move(next));
+        }
+      }
+    }
+    passes = std::move(again);
+  }
   return deleted;
 }
 

@@ -527,6 +527,56 @@ TEST(RedisStoreServer, SelectiveListsPageThroughLongHistories) {
   }
 }
 
+// Calls of `command` the server has counted (INFO commandstats), inner calls of scripts too.
+int64_t CommandCalls(const std::string& command) {
+  const std::string text = kRedis->Command({"INFO", "commandstats"});
+  const std::string key = "cmdstat_" + command + ":calls=";
+  const size_t at = text.find(key);
+  return at == std::string::npos ? 0 : std::stoll(text.substr(at + key.size()));
+}
+
+TEST(RedisStoreServer, PruningReadsOnlyTheOldPartOfAHistory) {
+  // 3,000 terminal runs created (and finished) 1 ms apart, and one queued run among the old.
+  auto store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateJob(Job("default", "j")).ok());
+  std::vector<RunRecord> runs;
+  for (int i = 0; i < 3000; ++i) {
+    RunRecord r = NewRun("default", "j", "j@" + std::to_string(i));
+    r.state = RunState::kSkipped;
+    r.created_at = r.scheduled_at = r.available_at = kT0 + Duration(i);
+    runs.push_back(std::move(r));
+  }
+  RunRecord queued = NewRun("default", "j", "q");
+  queued.created_at = queued.available_at = kT0 + Duration(600);
+  runs.push_back(queued);
+  ASSERT_TRUE(store->EnqueueRuns("default", "j", runs).ok());
+  const auto reads = [] { return CommandCalls("hgetall") + CommandCalls("hmget"); };
+
+  // All of it is younger than the cut: nothing is deleted, and no run is read.
+  const int64_t before = reads();
+  auto none = store->PruneRuns(kT0 - std::chrono::hours(1), 100);
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_EQ(*none, 0);
+  EXPECT_EQ(reads() - before, 0) << "young runs were read";
+
+  // Runs finished before kT0 + 1250 ms go, over several calls (each looks at 500 runs at most),
+  // past the queued run, which stays; the walk ends at the first young run.
+  const int64_t start = reads();
+  auto pruned = store->PruneRuns(kT0 + Duration(1250), 100);
+  ASSERT_TRUE(pruned.ok()) << pruned.status().ToString();
+  EXPECT_EQ(*pruned, 1250);
+  EXPECT_LE(reads() - start, 1252) << "runs read beyond the old part";
+  EXPECT_EQ(store->GetRun("default", "j@1249").status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(store->GetRun("default", "j@1250").ok());
+  EXPECT_TRUE(store->GetRun("default", "q").ok());
+  auto counts = store->CountRuns("default", "j");
+  ASSERT_TRUE(counts.ok());
+  int64_t counted = 0;
+  for (const RunCount& c : *counts) counted += c.count;
+  EXPECT_EQ(counted, 3001 - 1250) << "the counters follow the deletions";
+}
+
 TEST(RedisStoreServer, ManyJobsStayPackedAndListAndFireInOrder) {
   // The job indexes are kept in chunks small enough for Redis to store packed; through splits
   // (1,000 jobs), updates and deletions they must list every job in id order and give the due
