@@ -5,6 +5,7 @@
 //   jobsched-bench latency --store sqlite:/tmp/b.db --m 1000 --spread-ms 5000 --lead-ms 2000
 //   jobsched-bench cron-scale --store redis://127.0.0.1:6391 --k 2000 --window-s 10 --warm-s 3
 //   jobsched-bench failover --store redis://127.0.0.1:6391 --runs 3
+//   jobsched-bench prune --store sqlite:/tmp/b.db --n 200000
 //
 // Percentiles are nearest-rank (as the BullMQ harness computes them).
 #include <hiredis/hiredis.h>
@@ -456,6 +457,58 @@ int CronScale(const Options& o) {
   return rc;
 }
 
+// ---------------------------------------------------------------------------- prune
+
+// The janitor's pass over one job's history of N runs: once when every run is younger than the
+// retention (nothing to delete: what a pass costs every minute on a busy job), once when all
+// but the newest 100 are old.
+int Prune(const Options& o) {
+  std::filesystem::path scratch;
+  const std::string url = StoreUrl(o, &scratch);
+  auto store = jobsched::OpenStore(url);
+  if (!store.ok()) throw std::runtime_error(store.status().ToString());
+  const TimePoint now = std::chrono::floor<Duration>(SystemClock::now());
+  jobsched::JobRecord job;
+  job.spec.id = "bench-prune";
+  job.spec.handler = {.type = jobsched::HandlerSpec::Type::kBuiltin, .name = "noop"};
+  job.created_at = job.updated_at = job.dependency_since = now;
+  if (auto made = (*store)->CreateJob(job); !made.ok())
+    throw std::runtime_error(made.status().ToString());
+  for (int i = 0; i < o.n; i += o.batch) {
+    std::vector<jobsched::RunRecord> runs;
+    for (int k = i; k < std::min(o.n, i + o.batch); ++k) {
+      jobsched::RunRecord r;
+      r.id = "bench-prune@" + std::to_string(k);
+      r.job_id = job.spec.id;
+      r.tenant = job.spec.tenant;
+      r.state = jobsched::RunState::kSkipped;  // terminal from the start: finished when created
+      r.created_at = r.scheduled_at = r.available_at = r.finished_at.emplace(now + Duration(k));
+      runs.push_back(std::move(r));
+    }
+    if (auto s = (*store)->EnqueueRuns(job.spec.tenant, job.spec.id, runs); !s.ok())
+      throw std::runtime_error(s.ToString());
+  }
+  auto timed = [&](TimePoint older_than) {
+    const auto t0 = SteadyClock::now();
+    auto deleted = (*store)->PruneRuns(older_than, 100);
+    if (!deleted.ok()) throw std::runtime_error(deleted.status().ToString());
+    return std::make_pair(Seconds(SteadyClock::now() - t0) * 1000, *deleted);
+  };
+  const auto [young_ms, young_deleted] = timed(now - std::chrono::hours(24 * 7));
+  const auto [old_ms, old_deleted] = timed(now + Duration(o.n) + std::chrono::hours(1));
+  std::cout << Json{{"bench", "prune"},
+                    {"store", StoreName(o)},
+                    {"n", o.n},
+                    {"young_pass_ms", young_ms},
+                    {"young_deleted", young_deleted},
+                    {"old_pass_ms", old_ms},
+                    {"old_deleted", old_deleted}}
+                   .dump()
+            << std::endl;
+  if (!scratch.empty()) std::filesystem::remove_all(scratch);
+  return 0;
+}
+
 // ---------------------------------------------------------------------------- failover
 
 constexpr const char* kLongHandler = "bench-long";
@@ -735,6 +788,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   fo->add_option("--timeout-s", o.timeout_s, "Give up on a pickup after this long")
       ->capture_default_str();
+  CLI::App* pr = app.add_subcommand(
+      "prune", "One job's history of N runs: the janitor's pass when all are young, then old");
+  add_store(pr);
+  pr->add_option("--n", o.n, "Runs")->capture_default_str();
+  pr->add_option("--batch", o.batch, "Runs per enqueue")->capture_default_str();
   CLI::App* node = app.add_subcommand("node", "(internal) a failover node process");
   node->group("");  // hidden
   add_store(node);
@@ -745,6 +803,7 @@ int main(int argc, char** argv) {
     if (lat->parsed()) return Latency(o);
     if (cron->parsed()) return CronScale(o);
     if (fo->parsed()) return Failover(o);
+    if (pr->parsed()) return Prune(o);
     if (node->parsed()) return NodeMain(o);
   } catch (const std::exception& e) {
     std::cerr << "jobsched-bench: " << e.what() << "\n";

@@ -1554,20 +1554,51 @@ Result<std::vector<RunRecord>> SqliteStore::RecoverLostRuns(TimePoint now, const
 // One pass over all runs (a window per job over runs_by_job): O(runs), for the janitor's
 // occasional sweep, not for a hot path.
 Result<int64_t> SqliteStore::PruneRuns(TimePoint older_than, int keep_per_job) {
+  // Job by job (runs_by_job: tenant, job_id, created_at, id), from the oldest run: a run
+  // finishes after it is created, so the runs to delete are created before older_than and
+  // before the oldest of the newest keep_per_job. The young part of a history is not read.
   Txn txn(*conn_, Txn::kWrite);
   RETURN_IF_ERROR(txn.begin_status());
-  ASSIGN_OR_RETURN(
-      Stmt st,
-      txn.Prepare("DELETE FROM runs WHERE rowid IN ("
-                  " SELECT rid FROM ("
-                  "  SELECT rowid AS rid, state, finished_at, ROW_NUMBER() OVER ("
-                  "   PARTITION BY tenant, job_id ORDER BY created_at DESC, id DESC) AS rn"
-                  "  FROM runs)"
-                  " WHERE rn > ?2 AND finished_at < ?1 AND state IN ('succeeded', 'failed', "
-                  " 'timed_out', 'cancelled', 'skipped'))"));
-  st.Time(1, older_than).Int(2, std::max(keep_per_job, 0));
-  RETURN_IF_ERROR(st.Run());
-  const int64_t deleted = st.Changes();
+  const int64_t older = ToUnixMillis(older_than);
+  const int keep = std::max(keep_per_job, 0);
+  int64_t deleted = 0;
+  std::string tenant, job;  // the last job pruned ("", "" before the first)
+  for (;;) {
+    {
+      ASSIGN_OR_RETURN(Stmt next, txn.Prepare("SELECT tenant, job_id FROM runs "
+                                              "WHERE (tenant, job_id) > (?1, ?2) "
+                                              "ORDER BY tenant, job_id LIMIT 1"));
+      next.Text(1, tenant).Text(2, job);
+      ASSIGN_OR_RETURN(bool found, next.Step());
+      if (!found) break;
+      tenant = next.GetText(0);
+      job = next.GetText(1);
+    }
+    // Delete below (older, "") and, when the job keeps runs, below the oldest one it keeps.
+    int64_t bound_created = older;
+    std::string bound_id;
+    if (keep > 0) {
+      ASSIGN_OR_RETURN(Stmt kept, txn.Prepare("SELECT created_at, id FROM runs "
+                                              "WHERE tenant = ?1 AND job_id = ?2 "
+                                              "ORDER BY created_at DESC, id DESC "
+                                              "LIMIT 1 OFFSET ?3"));
+      kept.Text(1, tenant).Text(2, job).Int(3, keep - 1);
+      ASSIGN_OR_RETURN(bool full, kept.Step());
+      if (!full) continue;  // no more runs than it keeps
+      if (kept.GetInt(0) < bound_created) {
+        bound_created = kept.GetInt(0);
+        bound_id = kept.GetText(1);
+      }
+    }
+    ASSIGN_OR_RETURN(
+        Stmt del,
+        txn.Prepare("DELETE FROM runs WHERE tenant = ?1 AND job_id = ?2 "
+                    "AND (created_at, id) < (?3, ?4) AND finished_at < ?5 "
+                    "AND state IN ('succeeded', 'failed', 'timed_out', 'cancelled', 'skipped')"));
+    del.Text(1, tenant).Text(2, job).Int(3, bound_created).Text(4, bound_id).Int(5, older);
+    RETURN_IF_ERROR(del.Run());
+    deleted += del.Changes();
+  }
   RETURN_IF_ERROR(txn.Commit());
   return deleted;
 }
