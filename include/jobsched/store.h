@@ -439,7 +439,9 @@ class Store {
   // Calls `handler` (on a store thread; it must not block) for every wake-up published by any
   // process. At most one handler: a new one replaces it, and an empty one removes it (returning
   // once a call in progress has ended). A no-op for stores that only one process uses.
-  // Delivery is best effort: a lost message costs a fallback poll.
+  // Delivery is best effort: a lost message costs a fallback poll. When a subscription that
+  // failed is back, the handler gets a kJobsChanged and a kRunsReady with an empty origin: the
+  // messages published meanwhile are lost, so whatever they would have refreshed is stale.
   virtual void Subscribe(std::function<void(const WakeMessage&)> handler) { (void)handler; }
 
   // kAlreadyExists if the id exists.

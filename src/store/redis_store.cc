@@ -390,8 +390,10 @@ class RedisBackend {
   const RedisOptions& options() const { return options_; }
 
   // Sets the handler of the messages on `channel` (an empty one removes it, after a call in
-  // progress) and starts the subscriber thread the first time.
-  void Subscribe(std::string channel, std::function<void(const std::string&)> handler) {
+  // progress) and starts the subscriber thread the first time; `resync`: the messages handed
+  // over when the subscription comes back after a failure.
+  void Subscribe(std::string channel, std::function<void(const std::string&)> handler,
+                 std::vector<std::string> resync = {}) {
     const bool set = static_cast<bool>(handler);
     {
       std::lock_guard lock(handler_mu_);
@@ -399,7 +401,9 @@ class RedisBackend {
     }
     std::lock_guard lock(sub_mu_);
     if (!set || sub_thread_.joinable() || sub_stopping_) return;
-    sub_thread_ = std::thread([this, channel = std::move(channel)] { SubscribeLoop(channel); });
+    sub_thread_ = std::thread([this, channel = std::move(channel), resync = std::move(resync)] {
+      SubscribeLoop(channel, resync);
+    });
   }
 
   // Connects once, checks the server version and loads the scripts.
@@ -597,10 +601,12 @@ class RedisBackend {
   }
 
   // Subscribes on its own connection and hands each message to `handler` until stopped;
-  // reconnects with backoff (100 ms doubling to 2 s) when the connection fails.
-  void SubscribeLoop(const std::string& channel) {
+  // reconnects with backoff (100 ms doubling to 2 s) when the connection fails. Subscribed again,
+  // it hands over each of `resync` first: what was published meanwhile is lost.
+  void SubscribeLoop(const std::string& channel, const std::vector<std::string>& resync) {
     Duration backoff(100);
     bool failing = false;
+    bool subscribed_before = false;
     while (true) {
       {
         std::lock_guard lock(sub_mu_);
@@ -627,6 +633,15 @@ class RedisBackend {
             failing = false;
           }
           backoff = Duration(100);
+          if (reply->elements.size() == 3 && reply->elements[0].str == "subscribe") {
+            if (subscribed_before) {
+              std::lock_guard handler_lock(handler_mu_);
+              for (const std::string& text : resync) {
+                if (handler_) handler_(text);
+              }
+            }
+            subscribed_before = true;
+          }
           if (reply->elements.size() == 3 && reply->elements[0].str == "message") {
             std::lock_guard handler_lock(handler_mu_);
             if (handler_) handler_(reply->elements[2].str);
@@ -2327,7 +2342,10 @@ void RedisStore::Subscribe(std::function<void(const WakeMessage&)> handler) {
                             return;  // a newer version's topic
                         }
                         handler(m);
-                      });
+                      },
+                      // Wake-ups lost while the subscription was down: as if every job had
+                      // changed and runs were ready (from no node: "" is no node's id).
+                      {"j\n", "r\n"});
 }
 
 namespace {

@@ -245,6 +245,46 @@ TEST(RedisStoreServer, WakeUpsPublishedByOneStoreReachAnotherStoresSubscriber) {
   EXPECT_TRUE(got.empty());
 }
 
+TEST(RedisStoreServer, ASubscriptionBackAfterAFailureReportsTheWakeUpsItMayHaveLost) {
+  auto publisher = MustOpen();
+  auto subscriber = MustOpen(/*flush=*/false);
+  ASSERT_NE(publisher, nullptr);
+  ASSERT_NE(subscriber, nullptr);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<WakeMessage> got;
+  subscriber->Subscribe([&](const WakeMessage& m) {
+    std::lock_guard lock(mu);
+    got.push_back(m);
+    cv.notify_all();
+  });
+  std::unique_lock lock(mu);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (got.empty() && std::chrono::steady_clock::now() < deadline) {
+    lock.unlock();
+    ASSERT_TRUE(publisher->Publish({.topic = WakeTopic::kRunsReady, .origin = "n1"}).ok());
+    lock.lock();
+    cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return !got.empty(); });
+  }
+  ASSERT_FALSE(got.empty()) << "the subscription did not start";
+  got.clear();
+  lock.unlock();
+  // The subscriber's connection is cut; a job changes while it is down (the message is lost).
+  kRedis->Command({"CLIENT", "KILL", "TYPE", "pubsub"});
+  ASSERT_TRUE(publisher->Publish({.topic = WakeTopic::kJobsChanged, .origin = "n1"}).ok());
+  lock.lock();
+  const auto from_nowhere = [&](WakeTopic topic) {
+    return std::any_of(got.begin(), got.end(), [&](const WakeMessage& m) {
+      return m.topic == topic && m.origin.empty();
+    });
+  };
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] {
+    return from_nowhere(WakeTopic::kJobsChanged) && from_nowhere(WakeTopic::kRunsReady);
+  })) << "back, the subscription reported no lost wake-ups (" << got.size() << " messages)";
+  lock.unlock();
+  subscriber->Subscribe({});
+}
+
 TEST(RedisStoreServer, OutOfMemoryIsUnavailableAndWritesNothing) {
   auto store = MustOpen();
   ASSERT_NE(store, nullptr);
