@@ -19,7 +19,8 @@
 //                     one sorted set of a million members is a skiplist at ~115): the
 //                     directory P<name> (zset, score 0) holds each chunk's lower bound, "" for
 //                     the first; chunk P<name>:<bound> (zset, score 0, lexicographic) holds the
-//                     members >= its bound and below the next bound, at most CHUNK of them.
+//                     members >= its bound and below the next bound, at most CHUNK of them
+//                     (a full chunk splits; one left with a quarter merges with a neighbour).
 //   P job_counts      hash  job state -> number of jobs (CountJobs)
 //   P tenant          hash  id max_jobs max_concurrent_runs created updated, ql:<queue>=limit
 //                           (PutTenant; the quotas the scripts enforce)
@@ -271,13 +272,36 @@ local function cx_add(name, m)
   redis.call('ZREMRANGEBYRANK', key, from, -1)
   redis.call('ZADD', P .. name, 0, upper[1])
 end
+-- Moves the members of chunk `from` of index `name` into chunk `to`; `from` leaves the directory.
+local function cx_merge(name, to, from)
+  local key = P .. name .. ':' .. from
+  local args = {}
+  for _, x in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    args[#args + 1] = 0
+    args[#args + 1] = x
+  end
+  if #args > 0 then redis.call('ZADD', P .. name .. ':' .. to, unpack(args)) end
+  redis.call('DEL', key)
+  redis.call('ZREM', P .. name, from)
+end
+-- A chunk left with at most CHUNK / 4 members takes in the next chunk, or else goes into the
+-- previous one, when the two fit in one chunk: an index that shrinks keeps few, full chunks
+-- (and an emptied chunk leaves the directory; the first one stays).
 local function cx_rem(name, m)
   local b = chunk_of(name, m)
   if not b then return end
   local key = P .. name .. ':' .. b
-  -- An emptied chunk (its key is gone) leaves the directory; the first stays.
-  if redis.call('ZREM', key, m) == 1 and b ~= '' and redis.call('EXISTS', key) == 0 then
-    redis.call('ZREM', P .. name, b)
+  if redis.call('ZREM', key, m) == 0 then return end
+  local n = redis.call('ZCARD', key)
+  if n > CHUNK / 4 then return end
+  local next_b = redis.call('ZRANGEBYLEX', P .. name, '(' .. b, '+', 'LIMIT', 0, 1)[1]
+  if next_b and n + redis.call('ZCARD', P .. name .. ':' .. next_b) <= CHUNK then
+    cx_merge(name, b, next_b)
+  elseif b ~= '' then
+    local prev = redis.call('ZREVRANGEBYLEX', P .. name, '(' .. b, '-', 'LIMIT', 0, 1)[1]
+    if prev and n + redis.call('ZCARD', P .. name .. ':' .. prev) <= CHUNK then
+      cx_merge(name, prev, b)
+    end
   end
 end
 -- Calls fn(member) on the members of index `name` in order, from m (included when incl, else

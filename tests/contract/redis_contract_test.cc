@@ -694,6 +694,51 @@ TEST(RedisStoreServer, ManyJobsStayPackedAndListAndFireInOrder) {
   EXPECT_EQ(kRedis->Command({"ZCARD", "js:{t:default}:jobs"}), "1") << "only the first chunk";
 }
 
+TEST(RedisStoreServer, AnIndexThatShrinksKeepsFewFullChunks) {
+  // 1,000 jobs fill 11 chunks of each index; with 9 of every 10 deleted, the chunks left with a
+  // quarter or less merge with their neighbours.
+  auto store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  std::vector<std::string> kept;
+  for (int i = 0; i < 1000; ++i) {
+    char id[16];
+    std::snprintf(id, sizeof id, "job-%04d", i);
+    ASSERT_TRUE(store->CreateJob(Job("default", id)).ok()) << id;
+    if (i % 10 == 0) kept.push_back(id);
+  }
+  EXPECT_EQ(kRedis->Command({"ZCARD", "js:{t:default}:jobs"}), "11");
+  for (int i = 0; i < 1000; ++i) {
+    if (i % 10 == 0) continue;
+    char id[16];
+    std::snprintf(id, sizeof id, "job-%04d", i);
+    ASSERT_TRUE(store->DeleteJob("default", id, kT0, false).ok()) << id;
+  }
+  for (const char* index : {"jobs", "due"}) {
+    const std::string dir = std::string("js:{t:default}:") + index;
+    EXPECT_LE(std::stoi(kRedis->Command({"ZCARD", dir})), 4) << index << ": 100 entries";
+    int members = 0;
+    for (const std::string& bound : Lines(kRedis->Command({"ZRANGE", dir, "0", "-1"}))) {
+      members += std::stoi(kRedis->Command({"ZCARD", dir + ":" + bound}));
+    }
+    EXPECT_EQ(members, 100) << index;
+  }
+  std::vector<std::string> listed;
+  JobFilter filter{.limit = 30};
+  while (true) {
+    auto page = store->ListJobs("default", filter);
+    ASSERT_TRUE(page.ok()) << page.status().ToString();
+    for (const JobRecord& job : page->items) listed.push_back(job.spec.id);
+    if (!page->next_cursor) break;
+    filter.cursor = *page->next_cursor;
+  }
+  EXPECT_EQ(listed, kept);
+  auto due = store->DueJobs(kT0, 1000, {});
+  ASSERT_TRUE(due.ok());
+  std::vector<std::string> fired;
+  for (const JobRecord& job : *due) fired.push_back(job.spec.id);
+  EXPECT_EQ(fired, kept);
+}
+
 // ---- Several stores (as several nodes) ------------------------------------------------------
 
 TEST(RedisStoreNodes, TwoStoresClaimEachRunOnceAcrossTenants) {
