@@ -186,34 +186,44 @@ TEST(RedisStoreServer, ServerTimeIsTheServersClock) {
   EXPECT_LT(std::chrono::abs(skew), std::chrono::seconds(5)) << "same machine, same clock";
 }
 
-TEST(RedisStoreServer, WakeUpsPublishedByOneStoreReachAnotherStoresSubscriber) {
-  auto publisher = MustOpen();
-  auto subscriber = MustOpen(/*flush=*/false);
-  ASSERT_NE(publisher, nullptr);
-  ASSERT_NE(subscriber, nullptr);
+// Two stores on the test server, one subscribed to the wake-ups the other publishes: `got`
+// records what arrives (under `mu`, notifying `cv`).
+struct WakePair {
+  std::unique_ptr<RedisStore> publisher = MustOpen();
+  std::unique_ptr<RedisStore> subscriber = MustOpen(/*flush=*/false);
   std::mutex mu;
   std::condition_variable cv;
   std::vector<WakeMessage> got;
-  subscriber->Subscribe([&](const WakeMessage& m) {
-    std::lock_guard lock(mu);
-    got.push_back(m);
-    cv.notify_all();
-  });
-  // The subscription starts on its own thread: publish until the first message arrives.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  {
+
+  // Subscribes, and publishes until the first wake-up arrives (the subscription starts on its
+  // own thread). True once one has; `got` is then cleared.
+  bool Start() {
+    if (!publisher || !subscriber) return false;
+    subscriber->Subscribe([this](const WakeMessage& m) {
+      std::lock_guard lock(mu);
+      got.push_back(m);
+      cv.notify_all();
+    });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     std::unique_lock lock(mu);
     while (got.empty() && std::chrono::steady_clock::now() < deadline) {
       lock.unlock();
-      ASSERT_TRUE(publisher->Publish({.topic = WakeTopic::kRunsReady, .origin = "n1"}).ok());
+      EXPECT_TRUE(publisher->Publish({.topic = WakeTopic::kRunsReady, .origin = "n1"}).ok());
       lock.lock();
       cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return !got.empty(); });
     }
-    ASSERT_FALSE(got.empty()) << "no wake-up arrived";
+    if (got.empty()) return false;
     EXPECT_EQ(got.front().topic, WakeTopic::kRunsReady);
     EXPECT_EQ(got.front().origin, "n1");
     got.clear();
+    return true;
   }
+};
+
+TEST(RedisStoreServer, WakeUpsPublishedByOneStoreReachAnotherStoresSubscriber) {
+  WakePair pair;
+  ASSERT_TRUE(pair.Start()) << "no wake-up arrived";
+  auto& [publisher, subscriber, mu, cv, got] = pair;
   ASSERT_TRUE(publisher
                   ->Publish({.topic = WakeTopic::kCancelRun,
                              .origin = "n2",
@@ -246,33 +256,13 @@ TEST(RedisStoreServer, WakeUpsPublishedByOneStoreReachAnotherStoresSubscriber) {
 }
 
 TEST(RedisStoreServer, ASubscriptionBackAfterAFailureReportsTheWakeUpsItMayHaveLost) {
-  auto publisher = MustOpen();
-  auto subscriber = MustOpen(/*flush=*/false);
-  ASSERT_NE(publisher, nullptr);
-  ASSERT_NE(subscriber, nullptr);
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<WakeMessage> got;
-  subscriber->Subscribe([&](const WakeMessage& m) {
-    std::lock_guard lock(mu);
-    got.push_back(m);
-    cv.notify_all();
-  });
-  std::unique_lock lock(mu);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (got.empty() && std::chrono::steady_clock::now() < deadline) {
-    lock.unlock();
-    ASSERT_TRUE(publisher->Publish({.topic = WakeTopic::kRunsReady, .origin = "n1"}).ok());
-    lock.lock();
-    cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return !got.empty(); });
-  }
-  ASSERT_FALSE(got.empty()) << "the subscription did not start";
-  got.clear();
-  lock.unlock();
+  WakePair pair;
+  ASSERT_TRUE(pair.Start()) << "the subscription did not start";
+  auto& [publisher, subscriber, mu, cv, got] = pair;
   // The subscriber's connection is cut; a job changes while it is down (the message is lost).
   kRedis->Command({"CLIENT", "KILL", "TYPE", "pubsub"});
   ASSERT_TRUE(publisher->Publish({.topic = WakeTopic::kJobsChanged, .origin = "n1"}).ok());
-  lock.lock();
+  std::unique_lock lock(mu);
   const auto from_nowhere = [&](WakeTopic topic) {
     return std::any_of(got.begin(), got.end(), [&](const WakeMessage& m) {
       return m.topic == topic && m.origin.empty();
@@ -533,18 +523,25 @@ TEST(RedisStoreServer, KeyPrefixesSeparateStoresOnOneServer) {
   }
 }
 
+// Runs j@0 .. j@<n-1> of job "j" of tenant "default" in `state`, created (scheduled, available)
+// at kT0 + i ms.
+std::vector<RunRecord> RunsOneMsApart(int n, RunState state) {
+  std::vector<RunRecord> runs;
+  for (int i = 0; i < n; ++i) {
+    RunRecord r = NewRun("default", "j", "j@" + std::to_string(i));
+    r.state = state;
+    r.created_at = r.scheduled_at = r.available_at = kT0 + Duration(i);
+    runs.push_back(std::move(r));
+  }
+  return runs;
+}
+
 TEST(RedisStoreServer, SelectiveListsPageThroughLongHistories) {
   // A page examines at most 10000 runs: past that it ends short, with a cursor to go on from.
   auto store = MustOpen();
   ASSERT_NE(store, nullptr);
   ASSERT_TRUE(store->CreateJob(Job("default", "j")).ok());
-  std::vector<RunRecord> runs;
-  for (int i = 0; i < 12000; ++i) {
-    RunRecord r = NewRun("default", "j", "j@" + std::to_string(i));
-    r.created_at = r.available_at = kT0 + Duration(i);
-    runs.push_back(std::move(r));
-  }
-  ASSERT_TRUE(store->EnqueueRuns("default", "j", runs).ok());
+  ASSERT_TRUE(store->EnqueueRuns("default", "j", RunsOneMsApart(12000, RunState::kQueued)).ok());
   // The oldest run runs; 11999 newer ones are queued.
   auto claimed = store->ClaimRuns({.node = "n", .now = kT0 + Duration(100000)});
   ASSERT_TRUE(claimed.ok());
@@ -580,13 +577,7 @@ TEST(RedisStoreServer, PruningReadsOnlyTheOldPartOfAHistory) {
   auto store = MustOpen();
   ASSERT_NE(store, nullptr);
   ASSERT_TRUE(store->CreateJob(Job("default", "j")).ok());
-  std::vector<RunRecord> runs;
-  for (int i = 0; i < 3000; ++i) {
-    RunRecord r = NewRun("default", "j", "j@" + std::to_string(i));
-    r.state = RunState::kSkipped;
-    r.created_at = r.scheduled_at = r.available_at = kT0 + Duration(i);
-    runs.push_back(std::move(r));
-  }
+  std::vector<RunRecord> runs = RunsOneMsApart(3000, RunState::kSkipped);
   RunRecord queued = NewRun("default", "j", "q");
   queued.created_at = queued.available_at = kT0 + Duration(600);
   runs.push_back(queued);
@@ -615,6 +606,20 @@ TEST(RedisStoreServer, PruningReadsOnlyTheOldPartOfAHistory) {
   int64_t counted = 0;
   for (const RunCount& c : *counts) counted += c.count;
   EXPECT_EQ(counted, 3001 - 1250) << "the counters follow the deletions";
+}
+
+// The ids of tenant "default"'s jobs, listed page by page (`limit` a page).
+std::vector<std::string> ListedJobIds(Store& store, int limit) {
+  std::vector<std::string> listed;
+  JobFilter filter{.limit = limit};
+  while (true) {
+    auto page = store.ListJobs("default", filter);
+    EXPECT_TRUE(page.ok()) << page.status().ToString();
+    if (!page.ok()) return listed;
+    for (const JobRecord& job : page->items) listed.push_back(job.spec.id);
+    if (!page->next_cursor) return listed;
+    filter.cursor = *page->next_cursor;
+  }
 }
 
 TEST(RedisStoreServer, ManyJobsStayPackedAndListAndFireInOrder) {
@@ -649,15 +654,7 @@ TEST(RedisStoreServer, ManyJobsStayPackedAndListAndFireInOrder) {
     }
   }
 
-  std::vector<std::string> listed;
-  JobFilter filter{.limit = 37};
-  while (true) {
-    auto page = store->ListJobs("default", filter);
-    ASSERT_TRUE(page.ok()) << page.status().ToString();
-    for (const JobRecord& job : page->items) listed.push_back(job.spec.id);
-    if (!page->next_cursor) break;
-    filter.cursor = *page->next_cursor;
-  }
+  std::vector<std::string> listed = ListedJobIds(*store, 37);
   std::vector<std::string> expected_ids;
   std::vector<std::pair<TimePoint, std::string>> due;
   for (const auto& [id, job] : jobs) {
@@ -722,16 +719,7 @@ TEST(RedisStoreServer, AnIndexThatShrinksKeepsFewFullChunks) {
     }
     EXPECT_EQ(members, 100) << index;
   }
-  std::vector<std::string> listed;
-  JobFilter filter{.limit = 30};
-  while (true) {
-    auto page = store->ListJobs("default", filter);
-    ASSERT_TRUE(page.ok()) << page.status().ToString();
-    for (const JobRecord& job : page->items) listed.push_back(job.spec.id);
-    if (!page->next_cursor) break;
-    filter.cursor = *page->next_cursor;
-  }
-  EXPECT_EQ(listed, kept);
+  EXPECT_EQ(ListedJobIds(*store, 30), kept);
   auto due = store->DueJobs(kT0, 1000, {});
   ASSERT_TRUE(due.ok());
   std::vector<std::string> fired;
