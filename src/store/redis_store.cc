@@ -2008,6 +2008,19 @@ Result<std::vector<Event>> RedisStore::ReadEvents(const std::string& tenant, int
   return events;
 }
 
+namespace {
+
+// The seq of the entry an "XREVRANGE <stream> + - COUNT 1" returned (0: the stream is empty).
+Result<int64_t> LastSeqOf(const Reply& reply) {
+  if (reply.elements.empty() || reply.elements[0].elements.empty()) return int64_t{0};
+  const std::string& id = reply.elements[0].elements[0].str;
+  int64_t seq = 0;
+  if (!ParseInt(std::string_view(id).substr(0, id.find('-')), seq)) return Unexpected("XREVRANGE");
+  return seq;
+}
+
+}  // namespace
+
 Status RedisStore::PruneEvents(int64_t keep) {
   ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend_->Tenants(/*fresh=*/true));
   if (tenants.empty()) return Status::Ok();
@@ -2017,32 +2030,24 @@ Status RedisStore::PruneEvents(int64_t keep) {
       commands.push_back({"DEL", backend_->TenantKey(t, "events")});
     return backend_->RunAll(std::move(commands)).status();
   }
-  // The keep-th newest seq over every stream; then each stream drops what is older. Events
-  // appended meanwhile are newer: kept.
-  commands.push_back({"MULTI"});
+  // Sequence numbers are store-wide and given in order, so the newest `keep` events are those
+  // numbered above last - keep: each stream drops what is numbered at or below it (events
+  // appended meanwhile are newer: kept). Only the streams' lengths and last entries are read,
+  // never the events. (Events a tenant's own cap trimmed still count: the store may then keep
+  // fewer than `keep`.)
   for (const std::string& t : tenants) {
-    commands.push_back(
-        {"XREVRANGE", backend_->TenantKey(t, "events"), "+", "-", "COUNT", std::to_string(keep)});
+    commands.push_back({"XLEN", backend_->TenantKey(t, "events")});
+    commands.push_back({"XREVRANGE", backend_->TenantKey(t, "events"), "+", "-", "COUNT", "1"});
   }
-  commands.push_back({"EXEC"});
   ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(commands)));
-  std::vector<int64_t> seqs;
-  for (const Reply& stream : replies.back().elements) {
-    for (const Reply& entry : stream.elements) {
-      int64_t seq = 0;
-      if (entry.elements.empty()) return Unexpected("XREVRANGE");
-      const std::string& id = entry.elements[0].str;
-      if (!ParseInt(std::string_view(id).substr(0, id.find('-')), seq)) {
-        return Unexpected("XREVRANGE");
-      }
-      seqs.push_back(seq);
-    }
+  int64_t total = 0, last = 0;
+  for (size_t i = 0; i + 1 < replies.size(); i += 2) {
+    total += replies[i].integer;
+    ASSIGN_OR_RETURN(int64_t seq, LastSeqOf(replies[i + 1]));
+    last = std::max(last, seq);
   }
-  // Fewer than `keep` events in all: nothing to prune. Else the keep-th newest overall is among
-  // the keep newest of its own stream, so it is in `seqs`.
-  if (static_cast<int64_t>(seqs.size()) < keep) return Status::Ok();
-  std::nth_element(seqs.begin(), seqs.begin() + (keep - 1), seqs.end(), std::greater<>());
-  const std::string min_id = std::to_string(seqs[keep - 1]) + "-0";
+  if (total <= keep) return Status::Ok();
+  const std::string min_id = std::to_string(last - keep + 1) + "-0";
   commands.clear();
   for (const std::string& t : tenants) {
     commands.push_back({"XTRIM", backend_->TenantKey(t, "events"), "MINID", min_id});
@@ -2059,12 +2064,7 @@ Result<int64_t> RedisStore::LastEventSeq() {
   ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(commands)));
   int64_t last = 0;
   for (const Reply& r : replies) {
-    if (r.elements.empty() || r.elements[0].elements.empty()) continue;
-    const std::string& id = r.elements[0].elements[0].str;
-    int64_t seq = 0;
-    if (!ParseInt(std::string_view(id).substr(0, id.find('-')), seq)) {
-      return Unexpected("XREVRANGE");
-    }
+    ASSIGN_OR_RETURN(int64_t seq, LastSeqOf(r));
     last = std::max(last, seq);
   }
   return last;

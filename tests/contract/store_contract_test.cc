@@ -1434,6 +1434,26 @@ TEST_P(StoreContractTest, EventsCarryJsonData) {
   EXPECT_NE(running.data.find("\"attempt\":1"), std::string::npos) << running.data;
 }
 
+TEST_P(StoreContractTest, PruneEventsKeepsTheNewestAcrossTenants) {
+  // 30 events in three tenants, each tenant's appended in runs of different lengths.
+  const std::vector<std::string> order = {"a", "a", "b", "c", "c", "c", "a", "b", "b", "a"};
+  for (int i = 0; i < 30; ++i) {
+    ASSERT_TRUE(store_->AppendEvent({.tenant = order[i % order.size()], .time = At(i),
+                                     .type = "audit"}).ok());
+  }
+  std::vector<Event> all = AllEvents();
+  ASSERT_THAT(all, SizeIs(30));
+  ASSERT_TRUE(store_->PruneEvents(12).ok());
+  std::vector<Event> kept = AllEvents();
+  ASSERT_THAT(kept, SizeIs(12));
+  for (size_t i = 0; i < kept.size(); ++i) {
+    EXPECT_EQ(kept[i].seq, all[18 + i].seq) << i;
+    EXPECT_EQ(kept[i].tenant, all[18 + i].tenant) << i;
+  }
+  ASSERT_TRUE(store_->PruneEvents(12).ok());
+  EXPECT_THAT(AllEvents(), SizeIs(12)) << "nothing more to prune";
+}
+
 TEST_P(StoreContractTest, PruneEventsKeepsTheNewest) {
   for (int i = 0; i < 10; ++i) {
     ASSERT_TRUE(store_->AppendEvent({.tenant = "t", .time = At(i), .type = "audit"}).ok());
