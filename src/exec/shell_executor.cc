@@ -22,6 +22,8 @@
 #include <utility>
 #include <vector>
 
+#include "exec/group_guard.h"
+
 namespace jobsched::exec {
 namespace {
 
@@ -839,6 +841,7 @@ Result<ShellResult> Runner::Run() {
     ScopedSignalMask mask(pipe_set);
     Status spawned = Spawn(*path, env_strings);
     if (spawned.ok() && pid_ > 0) {
+      GuardGroup(pid_);  // its background processes die with this process too
       Supervise();
       // The program has ended (a zombie holding the group id): sweep what is left of its group
       // so nothing outlives it and the output pipe reaches EOF.
@@ -848,6 +851,7 @@ Result<ShellResult> Runner::Run() {
       while ((waited = waitpid(pid_, &status, 0)) < 0 && errno == EINTR) {
       }
       if (waited < 0) spawned = ErrnoStatus("waitpid", errno);
+      UnguardGroup(pid_);
       stdin_.Reset();
       Drain();
       if (spawned.ok()) Finish(status);

@@ -296,6 +296,36 @@ TEST_F(ShellExecutorTest, AJobDiesWhenTheProcessRunningItIsKilled) {
   EXPECT_EQ(WTERMSIG(*status), SIGKILL);
 }
 
+TEST_F(ShellExecutorTest, ABackgroundProcessOfAJobDiesWhenTheProcessRunningItIsKilled) {
+  // The job's own process dies with its parent (the kernel sees to it); what it started in the
+  // background is killed by the job guard, a watcher that outlives the parent.
+  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  const std::string fifo = MakeReadyFifo();
+  const std::string pidfile = Path("background.pid");
+  ShellRequest req;
+  req.argv = {"/bin/sh", "-c",
+              std::string(kChild) + " sleep-forever /dev/null & echo $! > " + pidfile +
+                  "; exec " + std::string(kChild) + " sleep-forever " + fifo};
+  const pid_t node = fork();
+  ASSERT_GE(node, 0);
+  if (node == 0) {  // a node running the job on one of its threads
+    CancelSource cancel;
+    (void)RunShell(req, cancel);
+    _exit(0);
+  }
+  ASSERT_TRUE(WaitReady()) << "the job never started";
+  std::optional<pid_t> background = ReadPidFile(pidfile);
+  ASSERT_TRUE(background.has_value());
+  ASSERT_EQ(kill(node, SIGKILL), 0);
+  int node_status = 0;
+  ASSERT_EQ(waitpid(node, &node_status, 0), node);
+  std::optional<int> status = ReapOrphan(*background);
+  ASSERT_TRUE(status.has_value()) << "background process " << *background
+                                  << " outlived the process that ran its job";
+  EXPECT_TRUE(WIFSIGNALED(*status));
+  EXPECT_EQ(WTERMSIG(*status), SIGKILL);
+}
+
 TEST_F(ShellExecutorTest, GroupMembersLeftBehindByANormalExitAreKilled) {
   ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
   std::string pidfile = Path("orphan.pid");
