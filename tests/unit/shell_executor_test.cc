@@ -115,6 +115,9 @@ class ShellExecutorTest : public ::testing::Test {
     }
   }
 
+  // Defined below: runs a script as a job in a process that is then SIGKILLed.
+  std::optional<int> StatusAfterTheNodeIsKilled(const std::string& script);
+
   std::string dir_;
   std::vector<int> fifo_fds_;
 };
@@ -270,28 +273,36 @@ TEST_F(ShellExecutorTest, TimeoutKillsTheWholeProcessGroup) {
   EXPECT_TRUE(WIFSIGNALED(*status));
 }
 
-TEST_F(ShellExecutorTest, AJobDiesWhenTheProcessRunningItIsKilled) {
-  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+// Runs `script` (sh -c; the FIFO's path in $1) as a job in a forked "node" process, waits until
+// it wrote a pid to $2 and the ready line to the FIFO, SIGKILLs the node and returns the wait
+// status of the process whose pid was written (re-parented to this subreaper): nullopt if it
+// outlived the node by 30 s.
+std::optional<int> ShellExecutorTest::StatusAfterTheNodeIsKilled(const std::string& script) {
+  EXPECT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
   const std::string fifo = MakeReadyFifo();
-  const std::string pidfile = Path("job.pid");
+  const std::string pidfile = Path("watched.pid");
   ShellRequest req;
-  req.argv = {"/bin/sh", "-c",
-              "echo $$ > " + pidfile + "; exec " + std::string(kChild) + " sleep-forever " + fifo};
+  req.argv = {"/bin/sh", "-c", script, "job", fifo, pidfile};
   const pid_t node = fork();
-  ASSERT_GE(node, 0);
   if (node == 0) {  // a node running the job on one of its threads
     CancelSource cancel;
     (void)RunShell(req, cancel);
     _exit(0);
   }
-  ASSERT_TRUE(WaitReady()) << "the job never started";
-  std::optional<pid_t> job = ReadPidFile(pidfile);
-  ASSERT_TRUE(job.has_value());
-  ASSERT_EQ(kill(node, SIGKILL), 0);
+  EXPECT_GT(node, 0);
+  if (node <= 0 || !WaitReady()) return std::nullopt;
+  std::optional<pid_t> watched = ReadPidFile(pidfile);
+  EXPECT_EQ(kill(node, SIGKILL), 0);
   int node_status = 0;
-  ASSERT_EQ(waitpid(node, &node_status, 0), node);
-  std::optional<int> status = ReapOrphan(*job);
-  ASSERT_TRUE(status.has_value()) << "job " << *job << " outlived the process that ran it";
+  EXPECT_EQ(waitpid(node, &node_status, 0), node);
+  if (!watched) return std::nullopt;
+  return ReapOrphan(*watched);
+}
+
+TEST_F(ShellExecutorTest, AJobDiesWhenTheProcessRunningItIsKilled) {
+  std::optional<int> status = StatusAfterTheNodeIsKilled(
+      "echo $$ > \"$2\"; exec " + std::string(kChild) + " sleep-forever \"$1\"");
+  ASSERT_TRUE(status.has_value()) << "the job outlived the process that ran it";
   EXPECT_TRUE(WIFSIGNALED(*status));
   EXPECT_EQ(WTERMSIG(*status), SIGKILL);
 }
@@ -299,29 +310,10 @@ TEST_F(ShellExecutorTest, AJobDiesWhenTheProcessRunningItIsKilled) {
 TEST_F(ShellExecutorTest, ABackgroundProcessOfAJobDiesWhenTheProcessRunningItIsKilled) {
   // The job's own process dies with its parent (the kernel sees to it); what it started in the
   // background is killed by the job guard, a watcher that outlives the parent.
-  ASSERT_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
-  const std::string fifo = MakeReadyFifo();
-  const std::string pidfile = Path("background.pid");
-  ShellRequest req;
-  req.argv = {"/bin/sh", "-c",
-              std::string(kChild) + " sleep-forever /dev/null & echo $! > " + pidfile +
-                  "; exec " + std::string(kChild) + " sleep-forever " + fifo};
-  const pid_t node = fork();
-  ASSERT_GE(node, 0);
-  if (node == 0) {  // a node running the job on one of its threads
-    CancelSource cancel;
-    (void)RunShell(req, cancel);
-    _exit(0);
-  }
-  ASSERT_TRUE(WaitReady()) << "the job never started";
-  std::optional<pid_t> background = ReadPidFile(pidfile);
-  ASSERT_TRUE(background.has_value());
-  ASSERT_EQ(kill(node, SIGKILL), 0);
-  int node_status = 0;
-  ASSERT_EQ(waitpid(node, &node_status, 0), node);
-  std::optional<int> status = ReapOrphan(*background);
-  ASSERT_TRUE(status.has_value()) << "background process " << *background
-                                  << " outlived the process that ran its job";
+  std::optional<int> status = StatusAfterTheNodeIsKilled(
+      std::string(kChild) + " sleep-forever /dev/null & echo $! > \"$2\"; exec " +
+                 std::string(kChild) + " sleep-forever \"$1\"");
+  ASSERT_TRUE(status.has_value()) << "the job's background process outlived the node";
   EXPECT_TRUE(WIFSIGNALED(*status));
   EXPECT_EQ(WTERMSIG(*status), SIGKILL);
 }
