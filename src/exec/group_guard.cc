@@ -1,6 +1,7 @@
 #include "exec/group_guard.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
@@ -26,7 +27,7 @@ while read -r op pg; do
     -) case "$groups" in *" $pg "*) groups="${groups%% $pg *} ${groups#* $pg }" ;; esac ;;
   esac
 done
-for pg in $groups; do kill -9 "-$pg" 2>/dev/null; done
+for pg in $groups; do kill -9 "-$pg"; done
 )sh";
 
 class Guard {
@@ -59,7 +60,10 @@ class Guard {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, sv[1], STDIN_FILENO);
-    // Nothing else of this process's: an inherited socket or pipe would stay open in the watcher.
+    // Nothing else of this process's: an inherited socket or pipe (its output's too, which a
+    // supervisor may read to the end) would stay open in the watcher.
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
     posix_spawn_file_actions_addclosefrom_np(&actions, STDERR_FILENO + 1);
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);

@@ -262,6 +262,7 @@ struct SpawnPlan {
   int output_fd = -1;
   int report_fd = -1;
   int cgroup_procs_fd = -1;
+  int go_fd = -1;    // one byte once the parent has guarded the group (group_guard.h)
   pid_t parent = 0;  // the process that forks: the job dies with it
   RlimitSetting rlimits[3];
   int rlimit_count = 0;
@@ -315,6 +316,15 @@ void PlanRlimits(const ResourceLimits& limits, SpawnPlan* plan) {
   // job is not started at all.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != p.parent) _exit(127);
+  // Nothing of the job runs before its group is guarded: what it starts in the background is
+  // then killed with the parent, however early the parent dies.
+  {
+    char go = 0;
+    ssize_t n;
+    while ((n = read(p.go_fd, &go, 1)) < 0 && errno == EINTR) {
+    }
+    if (n != 1) _exit(127);
+  }
   if (p.cgroup_procs_fd >= 0 && write(p.cgroup_procs_fd, "0", 1) != 1) {
     report(kStageCgroupJoin, errno);
   }
@@ -563,8 +573,9 @@ Status Runner::Spawn(const std::string& path, const std::vector<std::string>& en
   for (const std::string& entry : env_strings) envp.push_back(const_cast<char*>(entry.c_str()));
   envp.push_back(nullptr);
 
-  UniqueFd stdin_read, output_write, report_read, report_write;
+  UniqueFd stdin_read, output_write, report_read, report_write, go_read, go_write;
   RETURN_IF_ERROR(MakePipe(&stdin_read, &stdin_));
+  RETURN_IF_ERROR(MakePipe(&go_read, &go_write));
   RETURN_IF_ERROR(MakePipe(&output_, &output_write));
   RETURN_IF_ERROR(MakePipe(&report_read, &report_write));
   RETURN_IF_ERROR(SetNonBlocking(stdin_.get()));
@@ -578,6 +589,7 @@ Status Runner::Spawn(const std::string& path, const std::vector<std::string>& en
   plan.stdin_fd = stdin_read.get();
   plan.output_fd = output_write.get();
   plan.report_fd = report_write.get();
+  plan.go_fd = go_read.get();
   plan.cgroup_procs_fd = cgroup_.procs_fd();
   plan.parent = getpid();
   PlanRlimits(req_.limits, &plan);
@@ -593,6 +605,12 @@ Status Runner::Spawn(const std::string& path, const std::vector<std::string>& en
   }
   // Also done by the child; doing it here too closes the race with an early kill(-pid).
   setpgid(pid_, pid_);
+  GuardGroup(pid_);
+  const char go = 1;
+  while (write(go_write.get(), &go, 1) < 0 && errno == EINTR) {
+  }
+  go_read.Reset();
+  go_write.Reset();
   stdin_read.Reset();
   output_write.Reset();
   report_write.Reset();
@@ -619,6 +637,7 @@ Status Runner::Spawn(const std::string& path, const std::vector<std::string>& en
     int status;
     while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
     }
+    UnguardGroup(pid_);
     pid_ = -1;
     return Status::Ok();
   }
@@ -841,7 +860,6 @@ Result<ShellResult> Runner::Run() {
     ScopedSignalMask mask(pipe_set);
     Status spawned = Spawn(*path, env_strings);
     if (spawned.ok() && pid_ > 0) {
-      GuardGroup(pid_);  // its background processes die with this process too
       Supervise();
       // The program has ended (a zombie holding the group id): sweep what is left of its group
       // so nothing outlives it and the output pipe reaches EOF.

@@ -139,9 +139,18 @@ std::optional<int> ReapOrphan(pid_t pid) {
   int ready = poll(&pfd, 1, 30000);
   close(fd);
   if (ready != 1) return std::nullopt;
+  // Dead; it is ours to reap once re-parented, which follows its own parent's death (a job's
+  // background process may die before the job's process does).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   int status = 0;
-  if (waitpid(pid, &status, 0) != pid) return std::nullopt;
-  return status;
+  for (;;) {
+    const pid_t got = waitpid(pid, &status, WNOHANG);
+    if (got == pid) return status;
+    if ((got < 0 && errno != ECHILD) || std::chrono::steady_clock::now() > deadline) {
+      return std::nullopt;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
 }
 
 TEST_F(ShellExecutorTest, ExitCodeIsRecorded) {
