@@ -2298,14 +2298,18 @@ namespace {
 
 constexpr char kWakeTopics[] = {'r', 'j', 'c'};  // WakeTopic order
 
-}  // namespace
-
 // Message: topic letter, origin, [tenant, run id], separated by '\n' (ids never hold one).
-Status RedisStore::Publish(const WakeMessage& message) {
+std::string WakeText(const WakeMessage& message) {
   std::string text(1, kWakeTopics[static_cast<size_t>(message.topic)]);
   text += '\n' + message.origin;
   if (message.topic == WakeTopic::kCancelRun) text += '\n' + message.tenant + '\n' + message.run_id;
-  return backend_->Call({"PUBLISH", backend_->SysKey("wake"), std::move(text)}).status();
+  return text;
+}
+
+}  // namespace
+
+Status RedisStore::Publish(const WakeMessage& message) {
+  return backend_->Call({"PUBLISH", backend_->SysKey("wake"), WakeText(message)}).status();
 }
 
 void RedisStore::Subscribe(std::function<void(const WakeMessage&)> handler) {
@@ -2345,7 +2349,8 @@ void RedisStore::Subscribe(std::function<void(const WakeMessage&)> handler) {
                       },
                       // Wake-ups lost while the subscription was down: as if every job had
                       // changed and runs were ready (from no node: "" is no node's id).
-                      {"j\n", "r\n"});
+                      {WakeText({.topic = WakeTopic::kJobsChanged}),
+                       WakeText({.topic = WakeTopic::kRunsReady})});
 }
 
 namespace {

@@ -107,6 +107,23 @@ class AheadTest : public ::testing::Test {
     h.StartProcessor();
   }
 
+  // Fires the occurrence and claims it 250 ms ahead of its time: held by the processor.
+  void HoldTheOccurrence() {
+    h.Advance(1min - 250ms);
+    ASSERT_EQ(h.Tick(), 1);
+    ASSERT_TRUE(h.node().processor().ClaimOnce().ok());
+    ASSERT_EQ(h.Run(id)->state, RunState::kRunning) << "held ahead";
+  }
+  // At its time, the held run ends cancelled with `error`, its handler never begun.
+  void ExpectCancelledAtItsTimeUnbegun(const std::string& error) {
+    h.Advance(250ms);
+    ASSERT_TRUE(h.events.Wait(EventType::kRunCancelled, id));
+    const auto run = h.Run(id);
+    EXPECT_EQ(run->state, RunState::kCancelled);
+    EXPECT_EQ(run->attempts.back().error, error);
+    EXPECT_TRUE(h.seen.Began(id).empty()) << "the handler never began";
+  }
+
   EngineHarness h;
   const TimePoint due = kT0 + 1min;
   const std::string id = RunId("every-minute", due);
@@ -145,17 +162,9 @@ TEST_F(AheadTest, AnOccurrenceIsFiredAndClaimedAheadAndItsHandlerBeginsAtItsTime
 
 // A run held for its time and cancelled meanwhile ends cancelled; its handler never begins.
 TEST_F(AheadTest, ARunCancelledWhileHeldForItsTimeNeverBegins) {
-  h.Advance(1min - 250ms);
-  ASSERT_EQ(h.Tick(), 1);
-  ASSERT_TRUE(h.node().processor().ClaimOnce().ok());
-  ASSERT_EQ(h.Run(id)->state, RunState::kRunning) << "held ahead";
+  ASSERT_NO_FATAL_FAILURE(HoldTheOccurrence());
   ASSERT_TRUE(h.node().jobs().CancelRun("default", id).ok());
-  h.Advance(250ms);
-  ASSERT_TRUE(h.events.Wait(EventType::kRunCancelled, id));
-  const auto run = h.Run(id);
-  EXPECT_EQ(run->state, RunState::kCancelled);
-  EXPECT_EQ(run->attempts.back().error, "cancelled before it started");
-  EXPECT_TRUE(h.seen.Began(id).empty()) << "the handler never began";
+  ExpectCancelledAtItsTimeUnbegun("cancelled before it started");
 }
 
 // A job paused before its occurrence does not run it, though the occurrence was fired ahead
@@ -179,17 +188,9 @@ TEST_F(AheadTest, AJobPausedBeforeAnOccurrenceFiredAheadDoesNotRunIt) {
 }
 
 TEST_F(AheadTest, AJobPausedWhileItsOccurrenceIsHeldDoesNotRunIt) {
-  h.Advance(1min - 250ms);
-  ASSERT_EQ(h.Tick(), 1);
-  ASSERT_TRUE(h.node().processor().ClaimOnce().ok());
-  ASSERT_EQ(h.Run(id)->state, RunState::kRunning) << "held ahead";
+  ASSERT_NO_FATAL_FAILURE(HoldTheOccurrence());
   ASSERT_TRUE(h.node().jobs().Pause("default", "every-minute").value());
-  h.Advance(250ms);
-  ASSERT_TRUE(h.events.Wait(EventType::kRunCancelled, id));
-  const auto run = h.Run(id);
-  EXPECT_EQ(run->state, RunState::kCancelled);
-  EXPECT_EQ(run->attempts.back().error, "job paused before its occurrence");
-  EXPECT_TRUE(h.seen.Began(id).empty()) << "the handler never began";
+  ExpectCancelledAtItsTimeUnbegun("job paused before its occurrence");
 }
 
 // A run that was due when its job was paused (fired at its time, waiting for a worker) is not
