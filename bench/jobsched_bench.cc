@@ -72,6 +72,8 @@ struct Options {
   int64_t kill_after_ms = -1;  // -1: uniform random [1000, 1000 + renew interval)
   int64_t pre_delay_ms = -1;   // -1: uniform random [0, renew interval)
   double timeout_s = 120;
+  // throughput: Redis's per-command statistics of the processing phase, on standard error
+  bool command_stats = false;
   // hidden "node" mode (a failover node process)
   std::string node_id;
 };
@@ -171,9 +173,6 @@ class RedisInfo {
   int64_t UsedMemory() { return static_cast<int64_t>(Field("memory", "used_memory")); }
   double CpuSeconds() { return Field("cpu", "used_cpu_user") + Field("cpu", "used_cpu_sys"); }
 
- private:
-  explicit RedisInfo(redisContext* c) : c_(c) {}
-
   std::string Command(const std::vector<std::string>& args) {
     std::vector<const char*> argv;
     std::vector<size_t> lens;
@@ -190,6 +189,9 @@ class RedisInfo {
     if (error) throw std::runtime_error("redis: " + out);
     return out;
   }
+
+ private:
+  explicit RedisInfo(redisContext* c) : c_(c) {}
 
   double Field(const std::string& section, const std::string& name) {
     const std::string text = Command({"INFO", section});
@@ -242,6 +244,7 @@ int Throughput(const Options& o) {
     scheduler.trigger("bench-noop", payloads);
   }
   const auto e1 = SteadyClock::now();
+  if (redis && o.command_stats) redis->Command({"CONFIG", "RESETSTAT"});
   const double redis_p0 = redis ? redis->CpuSeconds() : 0;
   const double cpu_p0 = ProcessCpuSeconds();
   scheduler.start();
@@ -252,6 +255,7 @@ int Throughput(const Options& o) {
   const auto p1 = SteadyClock::now();
   const double cpu_p1 = ProcessCpuSeconds();
   const double redis_p1 = redis ? redis->CpuSeconds() : 0;
+  if (redis && o.command_stats) std::cerr << redis->Command({"INFO", "commandstats"});
   scheduler.stop();
   Json out{{"bench", "throughput"},
            {"store", StoreName(o)},
@@ -759,6 +763,8 @@ int main(int argc, char** argv) {
   add_common(tp);
   tp->add_option("--n", o.n, "Runs")->capture_default_str();
   tp->add_option("--batch", o.batch, "Runs per bulk trigger")->capture_default_str();
+  tp->add_flag("--command-stats", o.command_stats,
+               "Print Redis's INFO commandstats of the processing phase on standard error");
   CLI::App* lat =
       app.add_subcommand("latency", "M one-time jobs due over a window: lateness of start");
   add_common(lat);

@@ -377,17 +377,19 @@ local function by_created(a, b)
   if ca ~= cb then return ca < cb end
   return a.id < b.id
 end
-local function ready_score(r)
-  local p = tonumber(r.prio) or 5
+local function ready_score_of(prio, avail)
+  local p = tonumber(prio) or 5
   if p < 0 then p = 0 elseif p > 9 then p = 9 end
-  local a = tonumber(r.avail) or 0
+  local a = tonumber(avail) or 0
   if a < 0 then a = 0 elseif a >= BAND then a = BAND - 1 end
   return (9 - p) * BAND + a
 end
-local function duration(r)
-  if not opt(r.started) or not opt(r.finished) then return 0 end
-  return tonumber(r.finished) - tonumber(r.started)
+local function ready_score(r) return ready_score_of(r.prio, r.avail) end
+local function duration_of(started, finished)
+  if not opt(started) or not opt(finished) then return 0 end
+  return tonumber(finished) - tonumber(started)
 end
+local function duration(r) return duration_of(r.started, r.finished) end
 -- The keys of the run indexes, built once per script (and per job and queue).
 local K_PENDING, K_LEASES, K_COUNTS, K_QUEUES = P .. 'pending', P .. 'leases', P .. 'counts',
                                                 P .. 'queues'
@@ -409,18 +411,19 @@ local function ready_key(queue)
   end
   return k
 end
--- Counts r in (sign 1) or out of (sign -1) its (queue, state) group, tenant-wide and per job.
-local function tally(r, sign)
-  local groups = ready_key(r.queue).groups
-  local f = groups[r.state]
+-- Counts a run in (sign 1) or out of (sign -1) its (queue, state) group, tenant-wide and per
+-- job, with its duration d.
+local function tally_of(queue, state, job, sign, d)
+  local groups = ready_key(queue).groups
+  local f = groups[state]
   if not f then
-    f = r.queue .. '|' .. r.state
-    groups[r.state] = f
+    f = queue .. '|' .. state
+    groups[state] = f
   end
-  local d = duration(r)
   count(K_COUNTS, f, sign, sign * d)
-  count(jk(r.job).counts, f, sign, sign * d)
+  count(jk(job).counts, f, sign, sign * d)
 end
+local function tally(r, sign) tally_of(r.queue, r.state, r.job, sign, duration(r)) end
 -- Removes r from the indexes of its current state; index(r) adds it to those of its (new) state.
 -- A state change is unindex(r), the changes, index(r), save(r).
 local function unindex(r)
@@ -504,17 +507,6 @@ local function end_attempt(r, now, outcome, err)
   set(r, 'a_error', err)
 end
 local ZERO_OMITTED = {cancel = true, excl = true, lost = true}
--- A run table as its hash, flat (as HGETALL returns it).
-local function flat(r)
-  local out = {}
-  for k, v in pairs(r) do
-    if k ~= '_dirty' then
-      out[#out + 1] = k
-      out[#out + 1] = v
-    end
-  end
-  return out
-end
 -- Inserts a new run (a record from read_record) with its event; false if its id exists.
 local function insert_run(r)
   local key = run_key(r.id)
@@ -717,8 +709,14 @@ if tonumber(ARGV[7]) == 0 then
 else
   for i = 1, tonumber(ARGV[7]) do asked[i] = ARGV[7 + i] end
 end
+-- The highest priority with a ready entry (the bands above it are empty).
+local top = -1
 for _, name in ipairs(asked) do
-  if redis.call('ZCARD', P .. 'ready:' .. name) > 0 then queues[#queues + 1] = name end
+  local first = redis.call('ZRANGE', P .. 'ready:' .. name, 0, 0, 'WITHSCORES')
+  if first[1] then
+    queues[#queues + 1] = name
+    top = math.max(top, 9 - math.floor(tonumber(first[2]) / BAND))
+  end
 end
 local slots = max
 local quota = tonumber(redis.call('HGET', P .. 'tenant', 'max_concurrent_runs') or '0') or 0
@@ -739,29 +737,19 @@ defer()
 
 -- Fencing tokens: a block of them is taken at the first claim (unused ones are left unused).
 local fence_next, fence_last = 1, 0
--- Checks one candidate and, when it passes, claims it (every write of a claim is here, after
--- that run's checks; a run passed over writes nothing). The index changes are deferred.
-local function take(id, score)
-  local r = fields(id, {'state', 'excl', 'job', 'queue', 'attempt', 'avail', 'started', 'finished',
-                        'a_num', 'prio'})
-  if not r or not CLAIMABLE[r.state] then return false end
-  if r.excl == '1' and (jobs[r.job] or redis.call('SCARD', P .. 'running:' .. r.job) > 0) then
-    return false
-  end
-  jobs[r.job] = true
-  if peek then
-    out[#out + 1] = id
-    out[#out + 1] = int(score)
-    return true
-  end
-  -- An earlier attempt to close into `attempts`: the whole run is read.
-  if r.a_num then r = hash(run_key(id)) end
+local function take_fence()
   if fence_next > fence_last then
     fence_last = redis.call('INCRBY', KEYS[3], slots - taken)
     fence_next = fence_last - (slots - taken) + 1
   end
-  local fence = int(fence_next)
   fence_next = fence_next + 1
+  return int(fence_next - 1)
+end
+local node_json = jstr(node)
+-- Claims run r (the whole hash) whose earlier attempt is closed into `attempts` first: the
+-- general state change (unindex, changes, index, save).
+local function take_again(r)
+  local fence = take_fence()
   unindex(r)
   close_attempt(r)
   local attempt = int(tonumber(r.attempt) + 1)
@@ -783,14 +771,82 @@ local function take(id, score)
   index(r)
   save(r)
   run_event(r, now, nil, {'fence', fence})
-  out[#out + 1] = r._partial and redis.call('HGETALL', run_key(id)) or flat(r)
+  out[#out + 1] = redis.call('HGETALL', run_key(r.id))
+end
+-- Checks one candidate and, when it passes, claims it (every write of a claim is here, after
+-- that run's checks; a run passed over writes nothing). The index changes are deferred. The
+-- common case, a run's first claim, is written out in full here: the same changes as
+-- take_again's, without its tables (the per-run cost of a claim is mostly Lua's own work).
+local function take(id, score)
+  local key = run_key(id)
+  local v = redis.call('HMGET', key, 'state', 'excl', 'job', 'queue', 'attempt', 'avail',
+                       'started', 'finished', 'a_num', 'prio', 'a_end', 'a_error')
+  local state, job = v[1], v[3]
+  if not state or not CLAIMABLE[state] then return false end
+  if v[2] == '1' and (jobs[job] or redis.call('SCARD', P .. 'running:' .. job) > 0) then
+    return false
+  end
+  jobs[job] = true
+  if peek then
+    out[#out + 1] = id
+    out[#out + 1] = int(tonumber(score))
+    return true
+  end
+  if v[9] then
+    take_again(hash(key))
+    return true
+  end
+  local fence = take_fence()
+  local queue, started, finished = v[4], v[7] or nil, v[8] or nil
+  local attempt = int(tonumber(v[5]) + 1)
+  local start = now
+  if (tonumber(v[6]) or 0) > tonumber(now) then start = v[6] end
+  local j = jk(job)
+  zrem(ready_key(queue).ready, id)
+  zrem(K_PENDING, id)
+  zadd(K_LEASES, deadline, id)
+  sadd(j.running, id)
+  sadd(j.active, id)
+  tally_of(queue, state, job, -1, duration_of(started, finished))
+  local hs = {'state', 'running', 'attempt', attempt, 'fence', fence, 'node', node, 'lease',
+              deadline, 'a_num', attempt, 'a_node', node, 'a_fence', fence, 'a_start', start,
+              'a_outcome', 'running'}
+  if not opt(started) then
+    started = start
+    hs[21], hs[22] = 'started', start
+  end
+  tally_of(queue, 'running', job, 1, duration_of(started, finished))
+  redis.call('HSET', key, unpack(hs))
+  if v[11] or v[12] then redis.call('HDEL', key, 'a_end', 'a_error') end
+  emit(now, 'run.running', job, id, '{"state":"running","attempt":' .. attempt .. ',"node":' ..
+       node_json .. ',"fence":' .. fence .. '}')
+  out[#out + 1] = redis.call('HGETALL', key)
   return true
 end
 
-for p = 9, 0, -1 do
-  if taken >= slots then break end
-  local lo = (9 - p) * BAND
-  local hi = lo + horizon
+-- One queue: its range is in claim order already (equal scores by id); candidates are taken
+-- as they come.
+local function walk_one(lo, hi)
+  local key, step = P .. 'ready:' .. queues[1], peek and 2 or 1
+  local skip = 0
+  while taken < slots and (free[1] == nil or free[1] > 0) do
+    local want = slots - taken + 16
+    local got = peek and redis.call('ZRANGEBYSCORE', key, lo, hi, 'WITHSCORES', 'LIMIT', skip, want)
+                or redis.call('ZRANGEBYSCORE', key, lo, hi, 'LIMIT', skip, want)
+    for j = 1, #got, step do
+      if taken >= slots or (free[1] ~= nil and free[1] <= 0) then return end
+      if take(got[j], peek and got[j + 1]) then
+        taken = taken + 1
+        if free[1] ~= nil then free[1] = free[1] - 1 end
+      end
+      -- Entries passed over, and those taken (their removal is deferred), stay in front.
+      skip = skip + 1
+    end
+    if #got < want * step then return end
+  end
+end
+-- Several queues: their ranges merged by (score, id).
+local function walk_many(lo, hi)
   -- Entries passed over, and those taken (their removal is deferred), stay in front of a
   -- queue's range: skip them.
   local skip = {}
@@ -834,6 +890,12 @@ for p = 9, 0, -1 do
     end
   end
 end
+
+for p = top, 0, -1 do
+  if taken >= slots then break end
+  local lo = (9 - p) * BAND
+  if #queues == 1 then walk_one(lo, lo + horizon) else walk_many(lo, lo + horizon) end
+end
 flush()
 return out
 )lua";
@@ -869,7 +931,9 @@ inline constexpr char kComplete[] = R"lua(
 -- attempt really began ms ("" = as claimed).
 -- Returns one word per completion, in order: "ok" | "stale" (not running with that fence:
 -- nothing recorded for it).
-local function complete(a)
+-- A completion of a run with no attempt recorded (not claimed by claim): the general state
+-- change (unindex, changes, index, save).
+local function complete_general(a)
   local r = fields(ARGV[a], {'state', 'fence', 'job', 'queue', 'started', 'finished', 'a_num',
                              'attempts', 'attempt', 'node', 'prio'})
   if not r or r.state ~= 'running' or r.fence ~= ARGV[a + 1] then return 'stale' end
@@ -906,6 +970,76 @@ local function complete(a)
   index(r)
   save(r)
   run_event(r, now, nil, extra)
+  return 'ok'
+end
+-- Field k to set to x (hs: HSET arguments), or, when x is empty, to delete (hd: HDEL's).
+local function put(hs, hd, k, x)
+  if x == '' then
+    hd[#hd + 1] = k
+  else
+    hs[#hs + 1] = k
+    hs[#hs + 1] = x
+  end
+end
+local node_json = {}
+-- The common case, a run with its attempt recorded, written out in full: the same changes as
+-- complete_general's, without its tables (the per-run cost is mostly Lua's own work).
+local function complete(a)
+  local id = ARGV[a]
+  local key = run_key(id)
+  local v = redis.call('HMGET', key, 'state', 'fence', 'job', 'queue', 'started', 'finished',
+                       'a_num', 'attempts', 'attempt', 'node', 'prio')
+  if v[1] ~= 'running' or v[2] ~= ARGV[a + 1] then return 'stale' end
+  if not v[7] then return complete_general(a) end
+  -- Checks done; writes.
+  local job, queue, started, finished, attempt = v[3], v[4], v[5] or nil, v[6] or nil, v[9]
+  local node = v[10] or ''
+  local now, state, outcome, err = ARGV[a + 2], ARGV[a + 3], ARGV[a + 5], ARGV[a + 9]
+  local exit, http, began = ARGV[a + 6], ARGV[a + 7], ARGV[a + 10]
+  local j = jk(job)
+  zrem(K_LEASES, id)
+  srem(j.running, id)
+  tally_of(queue, 'running', job, -1, duration_of(started, finished))
+  local hs, hd = {'state', state, 'a_end', now, 'a_outcome', outcome}, {'lease'}
+  if began ~= '' then
+    if not opt(v[8]) then
+      started = began
+      put(hs, hd, 'started', began)
+    end
+    put(hs, hd, 'a_start', began)
+  end
+  put(hs, hd, 'a_error', err)
+  put(hs, hd, 'exit', exit)
+  put(hs, hd, 'http', http)
+  put(hs, hd, 'output', ARGV[a + 8])
+  put(hs, hd, 'error', err)
+  local nj = node_json[node]
+  if not nj then
+    nj = jstr(node)
+    node_json[node] = nj
+  end
+  local data = '{"state":"' .. state .. '","attempt":' .. attempt .. ',"node":' .. nj ..
+               ',"outcome":' .. jstr(outcome)
+  if state == 'retry_wait' then
+    local avail = ARGV[a + 4]
+    put(hs, hd, 'avail', avail)
+    data = data .. ',"retry_at":' .. avail
+    zadd(ready_key(queue).ready, ready_score_of(v[11], avail), id)
+    zadd(K_PENDING, avail, id)
+    sadd(j.active, id)
+    sadd(K_QUEUES, queue)
+  else
+    finished = now
+    put(hs, hd, 'finished', now)
+    srem(j.active, id)
+    if FINISHED[state] then zadd(j.finished, now, id) end
+  end
+  if exit ~= '' then data = data .. ',"exit_code":' .. exit end
+  if http ~= '' then data = data .. ',"http_status":' .. http end
+  tally_of(queue, state, job, 1, duration_of(started, finished))
+  redis.call('HSET', key, unpack(hs))
+  redis.call('HDEL', key, unpack(hd))
+  emit(now, 'run.' .. state, job, id, data .. '}')
   return 'ok'
 end
 local out = {}
