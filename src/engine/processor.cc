@@ -144,27 +144,38 @@ int Processor::AheadBudget() const {
          static_cast<int>(held_.size());
 }
 
+int Processor::PrefetchBudget() const {
+  if (options_.prefetch_window.count() <= 0 || mean_attempt_ms_ <= 0) return 0;
+  const double n = options_.concurrency * static_cast<double>(options_.prefetch_window.count()) /
+                   std::max(mean_attempt_ms_, 1e-3);
+  return static_cast<int>(std::min<double>(n, 4.0 * options_.concurrency));
+}
+
 Result<int> Processor::ClaimOnce() {
-  int free_slots, ahead;
+  int want, ahead;
   uint64_t generation;
   {
     std::lock_guard lock(mu_);
     if (stopping_workers_) return 0;
     generation = spec_generation_;
-    free_slots = options_.concurrency - executing_ - static_cast<int>(queue_.size());
+    const int free_slots = options_.concurrency - executing_ - static_cast<int>(queue_.size());
+    const int prefetch = PrefetchBudget();
+    // A free worker claims at once; a full one tops its prefetch up when half of it is used.
+    want = free_slots + prefetch;
+    if (free_slots <= 0 && want < std::max(1, (prefetch + 1) / 2)) want = 0;
     ahead = AheadBudget();
   }
   const TimePoint now = clock_.Now();
   std::vector<RunRecord> runs;
-  if (free_slots > 0) {
+  if (want > 0) {
     ASSIGN_OR_RETURN(runs, store_.ClaimRuns({.node = options_.node_id,
                                              .queues = options_.queues,
                                              .now = now,
                                              .lease = options_.lease,
-                                             .max_runs = free_slots}));
+                                             .max_runs = want}));
   }
   // Nothing more is available now: take what becomes available within claim_ahead.
-  if (ahead > 0 && static_cast<int>(runs.size()) < std::max(free_slots, 1)) {
+  if (ahead > 0 && static_cast<int>(runs.size()) < std::max(want, 1)) {
     ASSIGN_OR_RETURN(std::vector<RunRecord> later,
                      store_.ClaimRuns({.node = options_.node_id,
                                        .queues = options_.queues,

@@ -16,6 +16,13 @@
 // average over recent attempts), at least `concurrency`, at most `max_ahead`: a node whose
 // jobs are long holds few, and leaves the rest to idle nodes.
 //
+// Prefetch: with attempts this short, the dispatcher also claims, beyond the free workers, what
+// they get through in `prefetch_window` at their recent pace (at most 4 x concurrency) and queues
+// it for the next free worker, topping the queue up when half of it is used: a worker does not
+// wait a store round trip for its next run, and each claim carries more runs. Attempts of 10 ms
+// or more prefetch at most one run per worker, of 100 ms or more none; the recorded start of a
+// prefetched run is when its worker began it (corrected by the completion).
+//
 // Start order: workers, committer, renewer, watchdog, dispatcher. Stop order (Stop): dispatcher
 // first (no new claims), then wait up to `grace` for the attempts (and their results), fence
 // the rest and hand their runs back to the store (a new attempt elsewhere, reason lease_lost),
@@ -60,6 +67,9 @@ struct ProcessorOptions {
   Duration claim_ahead{250};
   // The most runs held ahead of their time. Default: 10,000
   int max_ahead = 10000;
+  // Prefetch (see above): claim beyond the free workers what they get through in this long at
+  // their recent pace; 0 = off. Default: 10 ms
+  Duration prefetch_window{10};
 };
 
 class Processor {
@@ -109,6 +119,8 @@ class Processor {
   void Release(const std::shared_ptr<Attempt>& attempt);
   // How many runs may be held ahead now (requires mu_).
   int AheadBudget() const;
+  // Runs to claim beyond the free workers now (see Prefetch above). Caller holds mu_.
+  int PrefetchBudget() const;
   Duration DispatchLoop();
   Duration WatchdogPass();
   Result<std::shared_ptr<const JobSpec>> SpecFor(const RunRecord& run);

@@ -1075,6 +1075,54 @@ TEST(EngineDeleteTest, ARunHeldAheadWhoseJobIsDeletedBeforeItsTimeIsCancelled) {
   EXPECT_FALSE(h.seen.Get(RunId("gone", due))) << "the deleted job's handler never began";
 }
 
+// ---- Prefetch --------------------------------------------------------------------------------
+
+// Workers busy with the runs of job "blocked" (harness concurrency: 2), after `warmup` attempts
+// of job "warmup" whose handler is `warm`; returns the runs of "blocked" running in the store
+// after one more dispatcher pass (the test's own), with `blocked_runs` of them triggered.
+int RunningBeyondBusyWorkers(std::function<Status(RunContext&)> warm, int warmup,
+                             int blocked_runs) {
+  EngineHarness h;
+  if (!h.ok()) return -1;
+  testing::Gate& gate = h.NewGate();
+  h.RegisterProbe("warm", nullptr, std::move(warm));
+  h.RegisterProbe("blocked", &gate);
+  h.MustCreate(BuiltinSpec("warmup", "warm"));
+  h.MustCreate(BuiltinSpec("blocked", "blocked"));
+  h.StartProcessor();
+  h.Trigger("warmup", std::vector<std::string>(warmup, "null"));
+  if (!h.events.WaitForJob(EventType::kRunSucceeded, "warmup", warmup)) return -1;
+  h.Trigger("blocked", std::vector<std::string>(blocked_runs, "null"));
+  if (!h.seen.WaitEntered(warmup + 2)) return -1;  // both workers are in a blocked handler
+  auto pass = h.node().processor().ClaimOnce();
+  EXPECT_TRUE(pass.ok()) << pass.status().ToString();
+  auto running = h.store().ListRuns(
+      "default", RunFilter{.job_id = "blocked", .state = RunState::kRunning, .limit = 1000});
+  EXPECT_TRUE(running.ok()) << running.status().ToString();
+  gate.Open();
+  EXPECT_TRUE(h.events.WaitForJob(EventType::kRunSucceeded, "blocked", blocked_runs));
+  return running.ok() ? static_cast<int>(running->items.size()) : -1;
+}
+
+// After short attempts, runs are claimed for the busy workers before they are free (what they
+// get through in the prefetch window at their pace, at most 4 x concurrency per pass)...
+TEST(EnginePrefetchTest, AfterShortAttemptsRunsAreClaimedBeyondTheBusyWorkers) {
+  const int running = RunningBeyondBusyWorkers(nullptr, 20, 40);
+  EXPECT_GT(running, 2) << "nothing was claimed beyond the two busy workers";
+  // Two passes at most (the dispatcher's and the test's) of 4 x 2 runs each.
+  EXPECT_LE(running, 2 + 2 * 8);
+}
+
+// ... and after long ones (100 ms: 10 ms of prefetch is a tenth of one), a run waits in the
+// store for a free worker, where another node can take it.
+TEST(EnginePrefetchTest, AfterLongAttemptsNothingIsClaimedBeyondTheBusyWorkers) {
+  const auto slow = [](RunContext&) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the work: not a synchronisation
+    return Status::Ok();
+  };
+  EXPECT_EQ(RunningBeyondBusyWorkers(slow, 2, 6), 2);
+}
+
 // ---- Dependencies --------------------------------------------------------------------------
 
 JobSpec DependentSpec(const std::string& id, std::vector<std::string> deps,
