@@ -148,7 +148,7 @@ int Processor::PrefetchBudget() const {
   if (options_.prefetch_window.count() <= 0 || mean_attempt_ms_ <= 0) return 0;
   const double n = options_.concurrency * static_cast<double>(options_.prefetch_window.count()) /
                    std::max(mean_attempt_ms_, 1e-3);
-  return static_cast<int>(std::min<double>(n, 4.0 * options_.concurrency));
+  return static_cast<int>(std::min<double>(n, 8.0 * options_.concurrency));
 }
 
 Result<int> Processor::ClaimOnce() {

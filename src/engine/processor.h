@@ -17,11 +17,12 @@
 // jobs are long holds few, and leaves the rest to idle nodes.
 //
 // Prefetch: with attempts this short, the dispatcher also claims, beyond the free workers, what
-// they get through in `prefetch_window` at their recent pace (at most 4 x concurrency) and queues
+// they get through in `prefetch_window` at their recent pace (at most 8 x concurrency) and queues
 // it for the next free worker, topping the queue up when half of it is used: a worker does not
 // wait a store round trip for its next run, and each claim carries more runs. Attempts of 10 ms
-// or more prefetch at most one run per worker, of 100 ms or more none; the recorded start of a
-// prefetched run is when its worker began it (corrected by the completion).
+// prefetch one run per worker, of 100 ms one per ten workers (a run left in the store is there
+// for an idle node); the recorded start of a prefetched run is when its worker began it
+// (corrected by the completion).
 //
 // Start order: workers, committer, renewer, watchdog, dispatcher. Stop order (Stop): dispatcher
 // first (no new claims), then wait up to `grace` for the attempts (and their results), fence

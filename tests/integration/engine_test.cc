@@ -1105,12 +1105,12 @@ int RunningBeyondBusyWorkers(std::function<Status(RunContext&)> warm, int warmup
 }
 
 // After short attempts, runs are claimed for the busy workers before they are free (what they
-// get through in the prefetch window at their pace, at most 4 x concurrency per pass)...
+// get through in the prefetch window at their pace, at most 8 x concurrency per pass)...
 TEST(EnginePrefetchTest, AfterShortAttemptsRunsAreClaimedBeyondTheBusyWorkers) {
   const int running = RunningBeyondBusyWorkers(nullptr, 20, 40);
   EXPECT_GT(running, 2) << "nothing was claimed beyond the two busy workers";
-  // Two passes at most (the dispatcher's and the test's) of 4 x 2 runs each.
-  EXPECT_LE(running, 2 + 2 * 8);
+  // Two passes at most (the dispatcher's and the test's) of 8 x 2 runs each.
+  EXPECT_LE(running, 2 + 2 * 16);
 }
 
 // ... and after long ones (100 ms: 10 ms of prefetch is a tenth of one), a run waits in the
