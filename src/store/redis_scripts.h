@@ -780,7 +780,7 @@ end
 local function take(id, score)
   local key = run_key(id)
   local v = redis.call('HMGET', key, 'state', 'excl', 'job', 'queue', 'attempt', 'avail',
-                       'started', 'finished', 'a_num', 'prio', 'a_end', 'a_error')
+                       'started', 'finished', 'a_num', 'a_end', 'a_error')
   local state, job = v[1], v[3]
   if not state or not CLAIMABLE[state] then return false end
   if v[2] == '1' and (jobs[job] or redis.call('SCARD', P .. 'running:' .. job) > 0) then
@@ -817,7 +817,7 @@ local function take(id, score)
   end
   tally_of(queue, 'running', job, 1, duration_of(started, finished))
   redis.call('HSET', key, unpack(hs))
-  if v[11] or v[12] then redis.call('HDEL', key, 'a_end', 'a_error') end
+  if v[10] or v[11] then redis.call('HDEL', key, 'a_end', 'a_error') end
   emit(now, 'run.running', job, id, '{"state":"running","attempt":' .. attempt .. ',"node":' ..
        node_json .. ',"fence":' .. fence .. '}')
   out[#out + 1] = redis.call('HGETALL', key)
