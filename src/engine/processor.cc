@@ -536,7 +536,11 @@ Duration Processor::RenewOnce() {
   {
     std::lock_guard lock(mu_);
     for (auto& [key, attempt] : active_) {
-      if (!attempt->reporting) attempts.push_back(attempt);
+      // A fenced attempt's run was given up: its lease must end (for the reaper) even if the
+      // store is back before the attempt's handler has returned.
+      if (!attempt->reporting && attempt->cancel.reason() != exec::CancelReason::kFenced) {
+        attempts.push_back(attempt);
+      }
     }
   }
   if (attempts.empty()) return options_.renew_interval;

@@ -111,6 +111,54 @@ TEST(SelfFencingTest, UnrenewableLeaseStopsTheAttemptReportsNothingAndTheRunIsRe
   n.processor().Stop(Duration(0));
 }
 
+// A self-fenced attempt whose handler has not returned yet when the store comes back is not
+// renewed: its lease ends and the reaper hands the run on (a renewal would keep the given-up
+// run "running" for another lease).
+TEST(SelfFencingTest, AFencedAttemptIsNotRenewedWhenTheStoreIsBackBeforeItsHandlerReturns) {
+  FakeClock clock(*ParseRfc3339("2024-01-01T00:00:00Z"));
+  auto sqlite = SqliteStore::Open({.path = ":memory:"});
+  ASSERT_TRUE(sqlite.ok());
+  auto faulty = std::make_shared<FaultyStore>(**sqlite);
+  auto node = Node::Create({.store = faulty,
+                            .node_id = "n1",
+                            .concurrency = 1,
+                            .lease = Duration(10000),
+                            .renew_interval = Duration(3000),
+                            .clock = &clock});
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  Node& n = **node;
+  Signal started, fenced, release;
+  n.builtins().Register("stubborn", [&](RunContext& ctx) {
+    started.Set();
+    while (ctx.WaitFor(Duration(5))) {
+    }
+    fenced.Set();
+    release.WaitFor(std::chrono::seconds(20));  // a handler slow to wind down
+    return Status::Ok();
+  });
+  JobSpec spec{.id = "long"};
+  spec.handler = {.type = HandlerSpec::Type::kBuiltin, .name = "stubborn"};
+  ASSERT_TRUE(n.jobs().Create(spec).ok());
+  auto ids = n.jobs().Trigger("default", "long", {});
+  ASSERT_TRUE(ids.ok());
+  n.processor().Start();
+  ASSERT_TRUE(started.WaitFor(std::chrono::seconds(20)));
+
+  faulty->down = true;
+  clock.Advance(Duration(9000));
+  n.processor().RenewOnce();  // self-fences: the lease ends within the margin
+  ASSERT_TRUE(fenced.WaitFor(std::chrono::seconds(20)));
+  faulty->down = false;
+  n.processor().RenewOnce();  // the store is back, the handler still in its wind-down
+
+  clock.Advance(Duration(2000));  // past the lease taken at the claim
+  auto recovered = n.reaper().Tick();
+  ASSERT_TRUE(recovered.ok()) << recovered.status().ToString();
+  EXPECT_EQ(*recovered, 1) << "the fenced attempt's lease was renewed";
+  release.Set();
+  n.processor().Stop(Duration(0));
+}
+
 TEST(SelfFencingTest, RenewalWellBeforeTheLeaseEndsDoesNotFence) {
   FakeClock clock(*ParseRfc3339("2024-01-01T00:00:00Z"));
   auto sqlite = SqliteStore::Open({.path = ":memory:"});
