@@ -393,13 +393,14 @@ int RunServe(const ServeConfig& c) {
     return fail("cannot create the admin key", s);
   }
   if (Status s = (*node)->Start(); !s.ok()) return fail("cannot start the node", s);
-  if (Status s = (*server)->Start(); !s.ok()) {
-    (*node)->Stop();
-    return fail("cannot listen on " + c.listen, s);
-  }
+  // Before the API listens: a client that sees it listening finds the sample job.
   if (c.sample_job) {
     if (Status s = UpsertSampleJob(**node); !s.ok())
       spdlog::warn("sample job not created: {}", s.message());
+  }
+  if (Status s = (*server)->Start(); !s.ok()) {
+    (*node)->Stop();
+    return fail("cannot listen on " + c.listen, s);
   }
   spdlog::info("jobsched serve ready: node {} store {} listen {}", (*node)->options().node_id,
                options.store_url, c.listen);

@@ -104,6 +104,11 @@ TEST_F(ServeProcessTest, FirstStartWritesAnAdminKeyServesTheSampleJobAndStopsOnS
   std::string key;
   std::ifstream(key_path) >> key;
   EXPECT_THAT(Log(), HasSubstr(key_path.string()));
+  // The sample job exists before the API listens (a client that saw the port finds it).
+  const std::string log = Log();
+  const size_t created = log.find("job created job_id=sample");
+  ASSERT_NE(created, std::string::npos) << log;
+  EXPECT_LT(created, log.find("listening on")) << log;
 
   httplib::Client client("127.0.0.1", port);
   auto ready = client.Get("/readyz");
