@@ -76,6 +76,9 @@ struct ClaimRequest {
   // Claim runs available up to this instant (claim-ahead: the caller holds such a run until its
   // available_at). None = now.
   std::optional<TimePoint> horizon;
+  // Claim only runs available after this instant (claim-ahead of runs not yet available, not of
+  // those a free worker would take). None = no lower bound.
+  std::optional<TimePoint> after;
 
   // The latest available_at claimed: the horizon, never before now.
   TimePoint until() const { return std::max(now, horizon.value_or(now)); }

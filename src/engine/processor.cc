@@ -182,7 +182,10 @@ Result<int> Processor::ClaimOnce() {
                                        .now = now,
                                        .lease = options_.lease,
                                        .max_runs = ahead,
-                                       .horizon = now + options_.claim_ahead}));
+                                       .horizon = now + options_.claim_ahead,
+                                       // not a run available now that appeared meanwhile:
+                                       // that one is for a free worker, here or elsewhere
+                                       .after = now}));
     for (RunRecord& r : later) runs.push_back(std::move(r));
   }
   std::vector<std::shared_ptr<const JobSpec>> specs = PrefetchSpecs(runs, generation);

@@ -691,8 +691,9 @@ inline constexpr char kClaim[] = R"lua(
 -- claim: ClaimRuns within one tenant, or ("peek") the runs it would claim, without writing.
 -- KEYS: the prelude's.
 -- ARGV[1] mode "claim" | "peek"; ARGV[2] node; ARGV[3] now ms; ARGV[4] lease deadline ms;
--- ARGV[5] max runs; ARGV[6] horizon ms (claim runs available up to it; >= now);
--- ARGV[7] number of queues, then the queues (none = every queue).
+-- ARGV[5] max runs; ARGV[6] horizon ms (claim runs available up to it; >= now); ARGV[7] after
+-- ms (claim only runs available after it; "" = no bound); ARGV[8] number of queues, then the
+-- queues (none = every queue).
 -- Walks the priorities from 9 down; inside one, the ready entries with available_at <= horizon
 -- of every queue, merged by (available_at, id). A claimed attempt starts at max(now, available). An exclusive run is passed over while a run of its
 -- job runs; the tenant's max_concurrent_runs caps the claim, and its queue limits (tenant
@@ -704,10 +705,10 @@ local node, now, deadline, max = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 -- The asked-for queues (or every queue) that have claimable runs at all: the walk below costs
 -- one range read per priority and queue.
 local queues, asked = {}, {}
-if tonumber(ARGV[7]) == 0 then
+if tonumber(ARGV[8]) == 0 then
   asked = redis.call('SMEMBERS', P .. 'queues')
 else
-  for i = 1, tonumber(ARGV[7]) do asked[i] = ARGV[7 + i] end
+  for i = 1, tonumber(ARGV[8]) do asked[i] = ARGV[8 + i] end
 end
 -- The highest priority with a ready entry (the bands above it are empty).
 local top = -1
@@ -732,7 +733,9 @@ end
 local out, taken, jobs = {}, 0, {}
 local horizon = tonumber(ARGV[6])
 if horizon >= BAND then horizon = BAND - 1 end
-if slots <= 0 or #queues == 0 or horizon < 0 then return out end
+-- The lowest available time claimed: after + 1 ms (scores are whole ms), or 0.
+local from = ARGV[7] == '' and 0 or math.max(0, tonumber(ARGV[7]) + 1)
+if slots <= 0 or #queues == 0 or horizon < from then return out end
 defer()
 
 -- Fencing tokens: a block of them is taken at the first claim (unused ones are left unused).
@@ -894,7 +897,11 @@ end
 for p = top, 0, -1 do
   if taken >= slots then break end
   local lo = (9 - p) * BAND
-  if #queues == 1 then walk_one(lo, lo + horizon) else walk_many(lo, lo + horizon) end
+  if #queues == 1 then
+    walk_one(lo + from, lo + horizon)
+  else
+    walk_many(lo + from, lo + horizon)
+  end
 end
 flush()
 return out

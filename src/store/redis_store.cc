@@ -1599,6 +1599,7 @@ Result<std::vector<RunRecord>> RedisStore::ClaimRuns(const ClaimRequest& request
                                      Ms(request.now + request.lease),
                                      std::to_string(n),
                                      Ms(request.until()),
+                                     request.after ? Ms(*request.after) : "",
                                      std::to_string(request.queues.size())};
     args.insert(args.end(), request.queues.begin(), request.queues.end());
     return args;

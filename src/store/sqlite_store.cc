@@ -1314,6 +1314,7 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
                 "INDEXED BY runs_ready WHERE state IN ('queued', 'retry_wait') AND priority = ?1 "
                 "AND available_at <= ?2 AND (available_at, id, tenant) > (?3, ?4, ?5) "
                 "AND (?6 IS NULL OR queue IN (SELECT value FROM json_each(?6))) "
+                "AND available_at > ?8 "
                 "ORDER BY available_at, id, tenant LIMIT ?7"));
         st.Int(1, priority)
             .Time(2, request.until())
@@ -1327,6 +1328,7 @@ Result<std::vector<RunRecord>> SqliteStore::ClaimRuns(const ClaimRequest& reques
         }
         batch_limit = max_runs - static_cast<int>(claimed.size()) + 8;
         st.Int(7, batch_limit);
+        st.Int(8, request.after ? ToUnixMillis(*request.after) : kMinInt64);
         for (;;) {
           ASSIGN_OR_RETURN(bool row, st.Step());
           if (!row) break;

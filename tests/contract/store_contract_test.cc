@@ -959,6 +959,25 @@ TEST_P(StoreContractTest, ClaimAheadTakesRunsUpToTheHorizonStartingAtTheirTime) 
   EXPECT_THAT(Ids(*behind), ElementsAre("later"));
 }
 
+TEST_P(StoreContractTest, ClaimAfterTakesOnlyRunsNotYetAvailable) {
+  Create(MakeJob("default", "j"));
+  Enqueue({MakeRun("default", "j", "due", At(9)), MakeRun("default", "j", "now", At(10)),
+           MakeRun("default", "j", "soon", At(11)), MakeRun("default", "j", "later", At(13))});
+  auto claimed = store_->ClaimRuns(
+      {.node = "n1", .now = At(10), .max_runs = 10, .horizon = At(12), .after = At(10)});
+  ASSERT_TRUE(claimed.ok()) << claimed.status().ToString();
+  EXPECT_THAT(Ids(*claimed), ElementsAre("soon")) << "'due' and 'now' are available at 10";
+  // The runs left are claimed as usual.
+  auto rest = store_->ClaimRuns({.node = "n1", .now = At(10), .max_runs = 10});
+  ASSERT_TRUE(rest.ok());
+  EXPECT_THAT(Ids(*rest), ElementsAre("due", "now"));
+  // A bound at or past the horizon claims nothing.
+  auto none = store_->ClaimRuns(
+      {.node = "n1", .now = At(10), .max_runs = 10, .horizon = At(14), .after = At(14)});
+  ASSERT_TRUE(none.ok());
+  EXPECT_THAT(*none, IsEmpty());
+}
+
 TEST_P(StoreContractTest, CompleteRecordsWhenTheAttemptReallyBegan) {
   Create(MakeJob("default", "j"));
   Enqueue({MakeRun("default", "j", "j@1", At(11))});

@@ -270,7 +270,6 @@ struct HarnessOptions {
   int concurrency = 2;
   int keep_runs_per_job = 100;
   Duration keep_runs_for{int64_t{7} * 24 * 3600 * 1000};
-  Duration claim_ahead{250};  // the node's default
 };
 
 inline JobSpec BuiltinSpec(const std::string& id, const std::string& handler = "noop") {
@@ -298,7 +297,6 @@ class EngineHarness {
     o.concurrency = options.concurrency;
     o.keep_runs_per_job = options.keep_runs_per_job;
     o.keep_runs_for = options.keep_runs_for;
-    o.claim_ahead = options.claim_ahead;
     o.clock = &clock;
     auto node = Node::Create(std::move(o));
     if (!node.ok()) {

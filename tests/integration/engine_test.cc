@@ -13,13 +13,17 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "engine/node.h"
 #include "engine_harness.h"
+#include "store/sqlite_store.h"
+#include "store/store_wrapper.h"
 
 namespace jobsched {
 namespace {
@@ -1080,11 +1084,9 @@ TEST(EngineDeleteTest, ARunHeldAheadWhoseJobIsDeletedBeforeItsTimeIsCancelled) {
 // Workers busy with the runs of job "blocked" (harness concurrency: 2), after `warmup` attempts
 // of job "warmup" whose handler is `warm`; returns the runs of "blocked" running in the store
 // after one more dispatcher pass (the test's own), with `blocked_runs` of them triggered.
-// Claim-ahead is off: with a worker idle it also takes runs available now, up to a second of
-// work, when they appear between its two claims (what is measured here is prefetch alone).
 int RunningBeyondBusyWorkers(std::function<Status(RunContext&)> warm, int warmup,
                              int blocked_runs) {
-  EngineHarness h({.claim_ahead = Duration(0)});
+  EngineHarness h;
   if (!h.ok()) return -1;
   testing::Gate& gate = h.NewGate();
   h.RegisterProbe("warm", nullptr, std::move(warm));
@@ -1123,6 +1125,43 @@ TEST(EnginePrefetchTest, AfterLongAttemptsNothingIsClaimedBeyondTheBusyWorkers) 
     return Status::Ok();
   };
   EXPECT_EQ(RunningBeyondBusyWorkers(slow, 2, 6), 2);
+}
+
+// Runs that become available between the two claims of one dispatcher pass (the free
+// workers' claim, then claim-ahead's) are left for a free worker, here or on another node:
+// claim-ahead takes only runs not yet available. (Before, the second claim took them too, up
+// to what the workers get through in a second.)
+class RaceStore final : public StoreWrapper {
+ public:
+  using StoreWrapper::StoreWrapper;
+  Result<std::vector<RunRecord>> ClaimRuns(const ClaimRequest& r) override {
+    if (r.horizon && between) std::exchange(between, nullptr)();
+    return StoreWrapper::ClaimRuns(r);
+  }
+  std::function<void()> between;  // called once, before the first claim-ahead claim
+};
+
+TEST(EngineClaimAheadTest, RunsThatBecomeAvailableDuringAPassAreLeftForAFreeWorker) {
+  FakeClock clock(kT0);
+  auto sqlite = SqliteStore::Open({.path = ":memory:"});
+  ASSERT_TRUE(sqlite.ok());
+  auto store = std::make_shared<RaceStore>(**sqlite);
+  auto node = Node::Create({.store = store, .node_id = "n1", .concurrency = 2, .clock = &clock});
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  Node& n = **node;
+  ASSERT_TRUE(n.jobs().Create(BuiltinSpec("j")).ok());
+  store->between = [&] { ASSERT_TRUE(n.jobs().Trigger("default", "j", {"1", "2", "3"}).ok()); };
+
+  auto claimed = n.processor().ClaimOnce();  // the processor's threads are not started
+  ASSERT_TRUE(claimed.ok()) << claimed.status().ToString();
+  EXPECT_EQ(*claimed, 0);
+  auto running = n.store().ListRuns("default", RunFilter{.state = RunState::kRunning});
+  ASSERT_TRUE(running.ok());
+  EXPECT_TRUE(running->items.empty()) << "claim-ahead took runs available now";
+  // The next pass claims them for its two free workers.
+  claimed = n.processor().ClaimOnce();
+  ASSERT_TRUE(claimed.ok());
+  EXPECT_EQ(*claimed, 2);
 }
 
 // ---- Dependencies --------------------------------------------------------------------------
