@@ -44,19 +44,33 @@ class Signal {
   bool set_ = false;
 };
 
-TEST(SelfFencingTest, UnrenewableLeaseStopsTheAttemptReportsNothingAndTheRunIsRecovered) {
-  FakeClock clock(*ParseRfc3339("2024-01-01T00:00:00Z"));
-  auto sqlite = SqliteStore::Open({.path = ":memory:"});
-  ASSERT_TRUE(sqlite.ok());
-  auto faulty = std::make_shared<FaultyStore>(**sqlite);
-  auto node = Node::Create({.store = faulty,
-                            .node_id = "n1",
-                            .concurrency = 1,
-                            .lease = Duration(10000),
-                            .renew_interval = Duration(3000),
-                            .clock = &clock});
-  ASSERT_TRUE(node.ok()) << node.status().ToString();
-  Node& n = **node;
+// A node of concurrency 1 (lease 10 s, renewed every 3 s) with a fake clock, on a store that
+// the test makes unreachable.
+class SelfFencingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto sqlite = SqliteStore::Open({.path = ":memory:"});
+    ASSERT_TRUE(sqlite.ok()) << sqlite.status().ToString();
+    sqlite_ = std::move(*sqlite);
+    faulty = std::make_shared<FaultyStore>(*sqlite_);
+    auto node = Node::Create({.store = faulty,
+                              .node_id = "n1",
+                              .concurrency = 1,
+                              .lease = Duration(10000),
+                              .renew_interval = Duration(3000),
+                              .clock = &clock});
+    ASSERT_TRUE(node.ok()) << node.status().ToString();
+    node_ = std::move(*node);
+  }
+
+  FakeClock clock{*ParseRfc3339("2024-01-01T00:00:00Z")};
+  std::unique_ptr<SqliteStore> sqlite_;
+  std::shared_ptr<FaultyStore> faulty;
+  std::unique_ptr<Node> node_;  // last: gone before the store and the clock
+};
+
+TEST_F(SelfFencingTest, UnrenewableLeaseStopsTheAttemptReportsNothingAndTheRunIsRecovered) {
+  Node& n = *node_;
 
   Signal started, stopped;
   std::atomic<bool> saw_cancel{false};
@@ -114,19 +128,8 @@ TEST(SelfFencingTest, UnrenewableLeaseStopsTheAttemptReportsNothingAndTheRunIsRe
 // A self-fenced attempt whose handler has not returned yet when the store comes back is not
 // renewed: its lease ends and the reaper hands the run on (a renewal would keep the given-up
 // run "running" for another lease).
-TEST(SelfFencingTest, AFencedAttemptIsNotRenewedWhenTheStoreIsBackBeforeItsHandlerReturns) {
-  FakeClock clock(*ParseRfc3339("2024-01-01T00:00:00Z"));
-  auto sqlite = SqliteStore::Open({.path = ":memory:"});
-  ASSERT_TRUE(sqlite.ok());
-  auto faulty = std::make_shared<FaultyStore>(**sqlite);
-  auto node = Node::Create({.store = faulty,
-                            .node_id = "n1",
-                            .concurrency = 1,
-                            .lease = Duration(10000),
-                            .renew_interval = Duration(3000),
-                            .clock = &clock});
-  ASSERT_TRUE(node.ok()) << node.status().ToString();
-  Node& n = **node;
+TEST_F(SelfFencingTest, AFencedAttemptIsNotRenewedWhenTheStoreIsBackBeforeItsHandlerReturns) {
+  Node& n = *node_;
   Signal started, fenced, release;
   n.builtins().Register("stubborn", [&](RunContext& ctx) {
     started.Set();
@@ -159,19 +162,8 @@ TEST(SelfFencingTest, AFencedAttemptIsNotRenewedWhenTheStoreIsBackBeforeItsHandl
   n.processor().Stop(Duration(0));
 }
 
-TEST(SelfFencingTest, RenewalWellBeforeTheLeaseEndsDoesNotFence) {
-  FakeClock clock(*ParseRfc3339("2024-01-01T00:00:00Z"));
-  auto sqlite = SqliteStore::Open({.path = ":memory:"});
-  ASSERT_TRUE(sqlite.ok());
-  auto faulty = std::make_shared<FaultyStore>(**sqlite);
-  auto node = Node::Create({.store = faulty,
-                            .node_id = "n1",
-                            .concurrency = 1,
-                            .lease = Duration(10000),
-                            .renew_interval = Duration(3000),
-                            .clock = &clock});
-  ASSERT_TRUE(node.ok());
-  Node& n = **node;
+TEST_F(SelfFencingTest, RenewalWellBeforeTheLeaseEndsDoesNotFence) {
+  Node& n = *node_;
   Signal started, release;
   std::atomic<bool> saw_cancel{false};
   n.builtins().Register("hold", [&](RunContext& ctx) {
