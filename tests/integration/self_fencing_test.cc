@@ -63,6 +63,17 @@ class SelfFencingTest : public ::testing::Test {
     node_ = std::move(*node);
   }
 
+  // Job "long" with builtin `handler`, triggered once; its run's id ("" after a failure).
+  std::string TriggerLongJob(const std::string& handler) {
+    JobSpec spec{.id = "long"};
+    spec.handler = {.type = HandlerSpec::Type::kBuiltin, .name = handler};
+    auto created = node_->jobs().Create(spec);
+    EXPECT_TRUE(created.ok()) << created.status().ToString();
+    auto ids = node_->jobs().Trigger("default", "long", {});
+    EXPECT_TRUE(ids.ok() && !ids->empty()) << ids.status().ToString();
+    return ids.ok() && !ids->empty() ? ids->front() : "";
+  }
+
   FakeClock clock{*ParseRfc3339("2024-01-01T00:00:00Z")};
   std::unique_ptr<SqliteStore> sqlite_;
   std::shared_ptr<FaultyStore> faulty;
@@ -82,12 +93,8 @@ TEST_F(SelfFencingTest, UnrenewableLeaseStopsTheAttemptReportsNothingAndTheRunIs
     stopped.Set();
     return Status::Ok();
   });
-  JobSpec spec{.id = "long"};
-  spec.handler = {.type = HandlerSpec::Type::kBuiltin, .name = "hold"};
-  ASSERT_TRUE(n.jobs().Create(spec).ok());
-  auto ids = n.jobs().Trigger("default", "long", {});
-  ASSERT_TRUE(ids.ok());
-  const std::string run_id = ids->front();
+  const std::string run_id = TriggerLongJob("hold");
+  ASSERT_FALSE(run_id.empty());
 
   n.processor().Start();
   ASSERT_TRUE(started.WaitFor(std::chrono::seconds(20)));
@@ -139,11 +146,7 @@ TEST_F(SelfFencingTest, AFencedAttemptIsNotRenewedWhenTheStoreIsBackBeforeItsHan
     release.WaitFor(std::chrono::seconds(20));  // a handler slow to wind down
     return Status::Ok();
   });
-  JobSpec spec{.id = "long"};
-  spec.handler = {.type = HandlerSpec::Type::kBuiltin, .name = "stubborn"};
-  ASSERT_TRUE(n.jobs().Create(spec).ok());
-  auto ids = n.jobs().Trigger("default", "long", {});
-  ASSERT_TRUE(ids.ok());
+  ASSERT_FALSE(TriggerLongJob("stubborn").empty());
   n.processor().Start();
   ASSERT_TRUE(started.WaitFor(std::chrono::seconds(20)));
 
@@ -172,10 +175,7 @@ TEST_F(SelfFencingTest, RenewalWellBeforeTheLeaseEndsDoesNotFence) {
     saw_cancel = ctx.cancelled();
     return Status::Ok();
   });
-  JobSpec spec{.id = "long"};
-  spec.handler = {.type = HandlerSpec::Type::kBuiltin, .name = "hold"};
-  ASSERT_TRUE(n.jobs().Create(spec).ok());
-  ASSERT_TRUE(n.jobs().Trigger("default", "long", {}).ok());
+  ASSERT_FALSE(TriggerLongJob("hold").empty());
   n.processor().Start();
   ASSERT_TRUE(started.WaitFor(std::chrono::seconds(20)));
   // A short outage early in the lease: renewal fails, but there is time left.
