@@ -8,6 +8,7 @@
 #include <charconv>
 
 #include "core/time_util.h"
+#include "core/zone.h"
 
 namespace jobsched {
 namespace {
@@ -459,11 +460,8 @@ Result<CronSchedule> CronSchedule::Parse(std::string_view expr, std::string_view
   s.expr_ = std::string(expr);
   s.tz_name_ = tz.empty() ? "UTC" : std::string(tz);
   if (s.tz_name_ != "UTC") {
-    try {
-      s.zone_ = date::locate_zone(s.tz_name_);
-    } catch (const std::exception&) {
-      return InvalidArgument("timezone: unknown time zone '" + s.tz_name_ + "'");
-    }
+    s.zone_ = Zone::Locate(s.tz_name_);
+    if (s.zone_ == nullptr) return InvalidArgument("timezone: unknown time zone '" + s.tz_name_ + "'");
   }
 
   std::string_view text = Trim(expr);
@@ -502,14 +500,14 @@ std::optional<int64_t> CronSchedule::NextZoned(int64_t after) const {
   const int64_t limit = std::min(after + kSearchSpan, kEndOfTime);
   while (after < limit) {
     // The offset period holding the first candidate instant, after + 1.
-    const date::sys_info info = zone_->get_info(date::sys_seconds(seconds(after + 1)));
+    const date::sys_info info = zone_->Info(date::sys_seconds(seconds(after + 1)));
     const int64_t offset = info.offset.count();
     const int64_t begin = info.begin.time_since_epoch().count();
     const int64_t end = std::min(info.end.time_since_epoch().count(), limit);
 
     int64_t local_after = after + offset;
     if (fields_.fixed_time && begin > -kEndOfTime) {
-      const int64_t prev_offset = zone_->get_info(info.begin - seconds(1)).offset.count();
+      const int64_t prev_offset = zone_->Info(info.begin - seconds(1)).offset.count();
       if (prev_offset < offset && begin == after + 1) {
         // Spring forward right at the first candidate: fixed times inside the gap fire at the
         // first instant after it.

@@ -20,11 +20,9 @@
 #include <string>
 #include <string_view>
 
-namespace date {
-class time_zone;
-}
-
 namespace jobsched {
+
+class Zone;
 
 class CronSchedule {
  public:
@@ -81,7 +79,7 @@ class CronSchedule {
 
   std::string expr_;
   std::string tz_name_;
-  const date::time_zone* zone_ = nullptr;  // nullptr = UTC
+  const Zone* zone_ = nullptr;  // nullptr = UTC
   std::optional<Duration> every_;
   Fields fields_;
 };

@@ -471,6 +471,37 @@ const NextCase kDstSaoPauloCases[] = {
       "2019-02-17T02:30:00Z", "2019-02-18T02:00:00Z"}},
 };
 
+// Past the last transition a zone file lists (2037 in Debian's), the rule at the file's end
+// continues: New York keeps its second-Sunday-of-March and first-Sunday-of-November changes
+// (2038-03-14, 2040-03-11 and 2040-11-04 at 02:00 local), Sydney its October-April daylight time
+// across the new year, Lord Howe its 30-minute change (2040-10-07 02:00 +10:30 -> 02:30 +11).
+// Without the rule the last listed offset (New York: EST, from 2037-11-01) would continue.
+const NextCase kBeyondListedTransitionsCases[] = {
+    {"NyWinterAfterLastListedTransition", "0 9 * * *", "America/New_York", "2037-12-01T00:00:00Z",
+     {"2037-12-01T14:00:00Z", "2037-12-02T14:00:00Z"}},
+    {"NyFirstTransitionOfTheRule", "30 2 * * *", "America/New_York", "2038-03-13T12:00:00Z",
+     {"2038-03-14T07:00:00Z", "2038-03-15T06:30:00Z"}},
+    {"NySummer2040", "0 9 * * *", "America/New_York", "2040-07-01T00:00:00Z",
+     {"2040-07-01T13:00:00Z", "2040-07-02T13:00:00Z"}},
+    {"NySpring2040FixedInGap", "30 2 * * *", "America/New_York", "2040-03-10T12:00:00Z",
+     {"2040-03-11T07:00:00Z", "2040-03-12T06:30:00Z"}},
+    {"NyFall2040FixedFirstPassOnly", "30 1 * * *", "America/New_York", "2040-11-03T12:00:00Z",
+     {"2040-11-04T05:30:00Z", "2040-11-05T06:30:00Z"}},
+    {"NyFall2040IntervalBothPasses", "*/30 1 * * *", "America/New_York", "2040-11-03T12:00:00Z",
+     {"2040-11-04T05:00:00Z", "2040-11-04T05:30:00Z", "2040-11-04T06:00:00Z",
+      "2040-11-04T06:30:00Z", "2040-11-05T06:00:00Z"}},
+    {"SydneySummer2045", "0 9 * * *", "Australia/Sydney", "2045-01-15T00:00:00Z",
+     {"2045-01-15T22:00:00Z", "2045-01-16T22:00:00Z"}},
+    {"SydneyWinter2045", "0 9 * * *", "Australia/Sydney", "2045-07-01T00:00:00Z",
+     {"2045-07-01T23:00:00Z", "2045-07-02T23:00:00Z"}},
+    {"SydneyFall2045FixedFirstPassOnly", "30 2 * * *", "Australia/Sydney", "2045-04-01T00:00:00Z",
+     {"2045-04-01T15:30:00Z", "2045-04-02T16:30:00Z"}},
+    {"LordHoweSpring2040FixedInGap", "15 2 * * *", "Australia/Lord_Howe", "2040-10-06T00:00:00Z",
+     {"2040-10-06T15:30:00Z", "2040-10-07T15:15:00Z"}},
+    {"KolkataFarFuture", "30 2 * * *", "Asia/Kolkata", "2300-01-01T00:00:00Z",
+     {"2300-01-01T21:00:00Z", "2300-01-02T21:00:00Z"}},
+};
+
 // clang-format on
 
 INSTANTIATE_TEST_SUITE_P(Basics, CronNextTest, ::testing::ValuesIn(kBasicsCases), CaseName);
@@ -483,6 +514,8 @@ INSTANTIATE_TEST_SUITE_P(DstLondon, CronNextTest, ::testing::ValuesIn(kDstLondon
 INSTANTIATE_TEST_SUITE_P(DstLordHowe, CronNextTest, ::testing::ValuesIn(kDstLordHoweCases),
                          CaseName);
 INSTANTIATE_TEST_SUITE_P(DstDublin, CronNextTest, ::testing::ValuesIn(kDstDublinCases), CaseName);
+INSTANTIATE_TEST_SUITE_P(BeyondListedTransitions, CronNextTest,
+                         ::testing::ValuesIn(kBeyondListedTransitionsCases), CaseName);
 INSTANTIATE_TEST_SUITE_P(Kolkata, CronNextTest, ::testing::ValuesIn(kKolkataCases), CaseName);
 INSTANTIATE_TEST_SUITE_P(FarZones, CronNextTest, ::testing::ValuesIn(kFarZonesCases), CaseName);
 INSTANTIATE_TEST_SUITE_P(DstSaoPaulo, CronNextTest, ::testing::ValuesIn(kDstSaoPauloCases),
