@@ -44,7 +44,7 @@ bench: setup build
 fuzz: setup
 	$(MAKE) --no-print-directory build-fuzz/CMakeCache.txt BUILD=build-fuzz \
 	  CMAKE_ARGS="-DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo -DJOBSCHED_FUZZ=ON -DJOBSCHED_TESTS=OFF -DJOBSCHED_BENCH=OFF"
-	cmake --build build-fuzz -j$(JOBS) --target cron_fuzz time_fuzz
+	cmake --build build-fuzz -j$(JOBS) --target cron_fuzz time_fuzz spec_fuzz config_fuzz
 	scripts/run-fuzz build-fuzz $(FUZZ_SECONDS)
 
 format:

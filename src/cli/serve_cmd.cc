@@ -10,9 +10,13 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 
 #include "api/auth.h"
 #include "api/server.h"
@@ -117,9 +121,18 @@ Status SetFromText(const Setting& s, const std::string& text, const std::string&
 }  // namespace
 
 Status LoadServeConfigFile(const std::string& path, ServeConfig& c) {
+  std::ifstream in(path, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in && !in.eof()) {
+    return InvalidArgument("config " + path + ": cannot read the file: " + std::strerror(errno));
+  }
+  return ParseServeConfig(text, path, c);
+}
+
+Status ParseServeConfig(std::string_view text, const std::string& path, ServeConfig& c) {
   toml::table table;
   try {
-    table = toml::parse_file(path);
+    table = toml::parse(text, path);
   } catch (const toml::parse_error& e) {
     return InvalidArgument("config " + path + ": line " + std::to_string(e.source().begin.line) +
                            ": " + std::string(e.description()));

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace CLI {
@@ -44,6 +45,8 @@ struct ServeConfig {
 // Reads a TOML config file: the keys of ServeConfig (no unknown keys; types checked). Errors are
 // kInvalidArgument naming the file, the key and the line.
 Status LoadServeConfigFile(const std::string& path, ServeConfig& config);
+// The same, for the text of a config file; `path` names it in errors.
+Status ParseServeConfig(std::string_view text, const std::string& path, ServeConfig& config);
 // Applies JOBSCHED_STORE, JOBSCHED_LISTEN, ... (every key, upper case). Errors name the variable.
 Status ApplyServeEnv(ServeConfig& config);
 // Checks values (log format and level, concurrency, durations).

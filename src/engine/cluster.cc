@@ -74,7 +74,7 @@ Status ClusterActor::Tick() {
   for (const auto& [tenant, owner] : assignment.owners) {
     if (owner == options_.node_id) continue;
     auto it = std::find_if(nodes->begin(), nodes->end(),
-                           [&](const NodeInfo& n) { return n.id == owner; });
+                           [&, &owner = owner](const NodeInfo& n) { return n.id == owner; });
     if (it != nodes->end() && NodeAlive(*it, now, options_.node_dead_after)) {
       scope.excluded.push_back(tenant);
     }

@@ -24,6 +24,12 @@ struct Processor::Attempt {
   std::string key() const { return run.tenant + "/" + run.id; }
 };
 
+// A result queued for the committer, beside its Completion (commit_completions_).
+struct Processor::PendingCompletion {
+  std::shared_ptr<Attempt> attempt;
+  EventType event = EventType::kRunSucceeded;
+};
+
 Processor::Processor(Store& store, const Clock& clock, const Executor& executor, EventBus& events,
                      ProcessorOptions options, std::function<void(const RunRecord&)> on_finished)
     : store_(store),
@@ -32,12 +38,6 @@ Processor::Processor(Store& store, const Clock& clock, const Executor& executor,
       events_(events),
       options_(std::move(options)),
       on_finished_(std::move(on_finished)) {}
-
-// A result queued for the committer, beside its Completion (commit_completions_).
-struct Processor::PendingCompletion {
-  std::shared_ptr<Attempt> attempt;
-  EventType event = EventType::kRunSucceeded;
-};
 
 Processor::~Processor() { Stop(Duration(0)); }
 

@@ -337,6 +337,12 @@ TEST(ServeConfigTest, ErrorsNameTheKey) {
     EXPECT_THAT(s.message(), HasSubstr(k.message)) << k.toml;
   }
   std::filesystem::remove(path);
+  {
+    ServeConfig c;
+    Status s = LoadServeConfigFile(path.string(), c);  // removed: cannot be read
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+    EXPECT_THAT(s.message(), HasSubstr("config " + path.string() + ": cannot read the file"));
+  }
   ::setenv("JOBSCHED_LEASE_MS", "soon", 1);
   ServeConfig c;
   Status s = ApplyServeEnv(c);
