@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <random>
 #include <set>
 #include <string>
 #include <tuple>
@@ -1766,6 +1767,141 @@ TEST(MalformedRequestTableTest, HasAtLeastFortyDistinctCases) {
   std::set<std::string> names;
   for (const BadRequest& c : cases)
     EXPECT_TRUE(names.insert(c.name).second) << "duplicate name " << c.name;
+}
+
+
+// ---- Randomly mutated requests ---------------------------------------------------------------
+
+// Valid requests of every kind the API takes input in (bodies, path ids, query parameters),
+// mutated at random (a fixed seed: a failure reproduces): whatever a request becomes, the
+// server answers it, never with a 5xx, and every error is the JSON error of its status. Job
+// specs name builtin handlers and the operator key may not create shell jobs, so no mutation
+// can start a program.
+TEST(MutatedRequestTest, AreAnsweredWithoutServerErrors) {
+  spdlog::set_level(spdlog::level::err);
+  ApiHarness h;
+  ASSERT_TRUE(h.ok());
+  h.MustCreate("acme", Builtin("existing"));
+
+  struct Template {
+    const char* method;
+    const char* path;  // {id}: a job or run id, mutated
+    Who who;
+    std::string body;
+    std::vector<std::string> query;  // "name=value" pairs; some are kept, each maybe mutated
+  };
+  const std::string spec = R"({"id": "m1", "schedule": {"cron": "*/5 * * * *", "timezone": )"
+                           R"("Europe/Berlin"}, "handler": {"type": "builtin", "name": "noop"}, )"
+                           R"("payload": {"a": [1, 2.5, "x"]}, "priority": 7, "retry": )"
+                           R"({"max_attempts": 3, "backoff": "exponential", "initial_delay_ms": )"
+                           R"(1000}, "timeout_ms": 5000, "labels": {"team": "data"}})";
+  const std::vector<Template> templates = {
+      {"POST", "/v1/tenants/acme/jobs", Who::kOperator, spec, {}},
+      {"PUT", "/v1/tenants/acme/jobs/{id}", Who::kOperator, spec, {}},
+      {"POST", "/v1/tenants/acme/jobs/{id}/trigger", Who::kOperator,
+       R"({"payloads": [{"k": 1}, null, "s"]})", {}},
+      {"POST", "/v1/tenants/acme/jobs/{id}/pause", Who::kOperator, "", {}},
+      {"POST", "/v1/tenants/acme/jobs/{id}/resume", Who::kOperator, "", {}},
+      {"DELETE", "/v1/tenants/acme/jobs/{id}", Who::kOperator, "", {"kill_running=true"}},
+      {"GET", "/v1/tenants/acme/jobs", Who::kViewer, "",
+       {"limit=10", "cursor=existing", "state=active", "queue=default", "label=team:data"}},
+      {"GET", "/v1/tenants/acme/jobs/{id}", Who::kViewer, "", {}},
+      {"GET", "/v1/tenants/acme/jobs/{id}/runs", Who::kViewer, "", {"limit=5", "state=queued"}},
+      {"GET", "/v1/tenants/acme/runs", Who::kViewer, "", {"limit=5", "cursor=x", "state=failed"}},
+      {"GET", "/v1/tenants/acme/runs/{id}", Who::kViewer, "", {}},
+      {"POST", "/v1/tenants/acme/runs/{id}/cancel", Who::kOperator, "", {}},
+      {"GET", "/v1/tenants/acme/stats", Who::kViewer, "", {}},
+      {"GET", "/v1/cron/next", Who::kViewer, "",
+       {"expr=0%209%20*%20*%20MON-FRI", "tz=America/New_York", "from=2026-01-01T00:00:00Z", "n=5"}},
+      {"POST", "/v1/keys", Who::kAdmin, R"({"name": "k", "role": "viewer", "tenant": "acme"})", {}},
+      {"DELETE", "/v1/keys/{id}", Who::kAdmin, "", {}},
+      {"PUT", "/v1/tenants/mutated", Who::kAdmin,
+       R"({"max_jobs": 100, "max_concurrent_runs": 4, "queue_limits": {"default": 2}})", {}},
+  };
+  const std::vector<std::string> tokens = {
+      "{", "}", "[", "]", ",", ":", "\"", "\\", "null", "true", "-1", "0", "1e999", "-0.5",
+      "18446744073709551616", "\"\"", "\\u0000", "\\ud800", "\xff", "\xc3", "%", "%00", "%zz",
+      "..", "/", "?", "&", "=", "#", " ", "\t", "\n", "@", "*", "{}", "[]", std::string(300, 'a')};
+
+  std::mt19937 rng(20261128);
+  auto pick = [&](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng); };
+  auto mutate = [&](std::string s, int max_edits) {
+    const int edits = 1 + static_cast<int>(pick(static_cast<size_t>(max_edits)));
+    for (int e = 0; e < edits; ++e) {
+      const size_t at = s.empty() ? 0 : pick(s.size() + 1);
+      switch (pick(5)) {
+        case 0:  // insert a token
+          s.insert(at, tokens[pick(tokens.size())]);
+          break;
+        case 1:  // delete a span
+          if (!s.empty()) s.erase(std::min(at, s.size() - 1), 1 + pick(8));
+          break;
+        case 2:  // replace a byte with any byte
+          if (!s.empty()) s[std::min(at, s.size() - 1)] = static_cast<char>(pick(256));
+          break;
+        case 3:  // cut the end
+          s.resize(at);
+          break;
+        default:  // duplicate a span
+          if (!s.empty()) {
+            const size_t from = std::min(at, s.size() - 1);
+            s.insert(at, s.substr(from, 1 + pick(16)));
+          }
+      }
+    }
+    return s;
+  };
+  // Keeps what can go in a request target: bytes below 0x21 and above 0x7e percent-encoded.
+  auto target = [](const std::string& s) {
+    static const char kHex[] = "0123456789ABCDEF";
+    std::string out;
+    for (unsigned char c : s) {
+      if (c > 0x20 && c < 0x7f) {
+        out += static_cast<char>(c);
+      } else {
+        out += '%';
+        out += kHex[c >> 4];
+        out += kHex[c & 15];
+      }
+    }
+    return out;
+  };
+
+  constexpr int kRequests = 3000;
+  int answered = 0, refused = 0;
+  for (int i = 0; i < kRequests; ++i) {
+    const Template& t = templates[pick(templates.size())];
+    std::string path = t.path;
+    if (const size_t at = path.find("{id}"); at != std::string::npos) {
+      const char* ids[] = {"existing", "m1", "nosuch", "existing@1"};
+      std::string id = ids[pick(4)];
+      if (pick(2) == 0) id = mutate(id, 3);
+      path.replace(at, 4, target(id));
+    }
+    std::string query;
+    for (const std::string& q : t.query) {
+      if (pick(3) == 0) continue;
+      query += query.empty() ? "?" : "&";
+      query += pick(2) == 0 ? target(mutate(q, 3)) : q;
+    }
+    const std::string body = t.body.empty() || pick(5) == 0 ? t.body : mutate(t.body, 6);
+    const Response r = h.Send(t.method, path + query, t.who, body);
+    const std::string what = std::string(t.method) + " " + path + query + " body " + body;
+    ASSERT_NE(r.status, -1) << what << ": " << r;
+    EXPECT_LT(r.status, 500) << what << ": " << r;
+    if (r.status >= 400) {
+      ++refused;
+      EXPECT_TRUE(IsErrorBody(r)) << what << ": " << r;
+      EXPECT_EQ(r.ErrorCode(), CodeForStatus(r.status)) << what << ": " << r;
+    }
+    ++answered;
+  }
+  EXPECT_EQ(answered, kRequests);
+  // Most mutations break their request; the rest are valid requests (not all refused).
+  EXPECT_GT(refused, kRequests / 2);
+  EXPECT_LT(refused, kRequests);
+  EXPECT_EQ(h.Get("/healthz", Who::kNone).status, 200);
+  EXPECT_EQ(h.Get("/v1/tenants/acme/jobs", Who::kViewer).status, 200);
 }
 
 }  // namespace
