@@ -461,7 +461,8 @@ Result<CronSchedule> CronSchedule::Parse(std::string_view expr, std::string_view
   s.tz_name_ = tz.empty() ? "UTC" : std::string(tz);
   if (s.tz_name_ != "UTC") {
     s.zone_ = Zone::Locate(s.tz_name_);
-    if (s.zone_ == nullptr) return InvalidArgument("timezone: unknown time zone '" + s.tz_name_ + "'");
+    if (s.zone_ == nullptr)
+      return InvalidArgument("timezone: unknown time zone '" + s.tz_name_ + "'");
   }
 
   std::string_view text = Trim(expr);

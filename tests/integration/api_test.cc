@@ -1769,7 +1769,6 @@ TEST(MalformedRequestTableTest, HasAtLeastFortyDistinctCases) {
     EXPECT_TRUE(names.insert(c.name).second) << "duplicate name " << c.name;
 }
 
-
 // ---- Randomly mutated requests ---------------------------------------------------------------
 
 // Valid requests of every kind the API takes input in (bodies, path ids, query parameters),
@@ -1795,6 +1794,7 @@ TEST(MutatedRequestTest, AreAnsweredWithoutServerErrors) {
                            R"("payload": {"a": [1, 2.5, "x"]}, "priority": 7, "retry": )"
                            R"({"max_attempts": 3, "backoff": "exponential", "initial_delay_ms": )"
                            R"(1000}, "timeout_ms": 5000, "labels": {"team": "data"}})";
+  // clang-format off
   const std::vector<Template> templates = {
       {"POST", "/v1/tenants/acme/jobs", Who::kOperator, spec, {}},
       {"PUT", "/v1/tenants/acme/jobs/{id}", Who::kOperator, spec, {}},
@@ -1822,6 +1822,7 @@ TEST(MutatedRequestTest, AreAnsweredWithoutServerErrors) {
       "{", "}", "[", "]", ",", ":", "\"", "\\", "null", "true", "-1", "0", "1e999", "-0.5",
       "18446744073709551616", "\"\"", "\\u0000", "\\ud800", "\xff", "\xc3", "%", "%00", "%zz",
       "..", "/", "?", "&", "=", "#", " ", "\t", "\n", "@", "*", "{}", "[]", std::string(300, 'a')};
+  // clang-format on
 
   std::mt19937 rng(20261128);
   auto pick = [&](size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng); };

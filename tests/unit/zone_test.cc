@@ -28,7 +28,10 @@ TEST(ZoneFooterRule, IsNoneWhereTheFileHasNone) {
   // No final newline, no opening newline, or bytes that are not a rule.
   EXPECT_EQ(Zone::FooterRule("TZif2"s + std::string(40, '\0') + "\nEST5"), "");
   EXPECT_EQ(Zone::FooterRule("TZif2EST5\n"), "");
-  EXPECT_EQ(Zone::FooterRule("TZif2"s + std::string(40, '\0') + "\nEST\x01" "5\n"), "");
+  EXPECT_EQ(Zone::FooterRule("TZif2"s + std::string(40, '\0') +
+                             "\nEST\x01"
+                             "5\n"),
+            "");
 }
 
 TEST(ZoneLocate, GivesEachKnownZoneOnceAndNoneForUnknownNames) {
