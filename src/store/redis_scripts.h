@@ -43,8 +43,9 @@
 //   P jcounts:<job>   hash  the same for one job (CountRuns)
 //   P events          stream  entry id "<seq>-0", fields time type job run data (capped)
 //   P layout, P jobs.v1  string, zset  only in a store that held layout 1 data: migrate_jobs
-// Store-wide ("<prefix>:{sys}:"): layout (the version of this layout: "2"), event_seq and fence
-// (counters), tenants (set of tenants with data), node:<id> (hash) and nodes (zset id ->
+// Store-wide ("<prefix>:{sys}:"): layout (the version of this layout: "3"), event_seq and fence
+// (counters), ready (zset: tenant -> the first score of its pending, for the tenants with
+// claimable runs; kept by the tenant scripts), tenants (set of tenants with data), node:<id> (hash) and nodes (zset id ->
 // heartbeat ms), keys (hash key id -> secret hash) and key:<secret hash> (hash).
 #pragma once
 
@@ -58,10 +59,15 @@ inline constexpr char kPrelude[] = R"lua(
 --          and carries its hash tag: all of them live in one slot.
 -- KEYS[2]: "<prefix>:{sys}:event_seq", the store-wide event sequence (INCR per event).
 -- KEYS[3]: "<prefix>:{sys}:fence", the store-wide fencing-token counter (INCR per claim).
+-- KEYS[4]: "<prefix>:{sys}:ready", the tenants with claimable runs -> the earliest available ms
+--          of their runs (the first score of their `pending`): kept by every change of `pending`
+--          (sync_ready), so that claims look only at tenants with work.
 local P = KEYS[1]
+local TENANT = string.match(P, '{t:([^{}]*)}:$')
 local BAND = 17592186044416
 local EVENT_CAP = '@EVENT_CAP@'  -- a string: passed to XADD as it is
 local K_EVENTS = P .. 'events'
+local K_PENDING = P .. 'pending'
 local CLAIMABLE = {queued = true, retry_wait = true}
 local FINISHED = {succeeded = true, failed = true, timed_out = true}
 local TERMINAL = {succeeded = true, failed = true, timed_out = true, cancelled = true, skipped = true}
@@ -82,6 +88,18 @@ end
 -- gathered and written by flush(), one command per key instead of one per run. A deferring
 -- script must not read back, before flush(), what it deferred.
 local BUF
+-- The tenant's entry in KEYS[4] made to agree with its `pending` index: after a change of
+-- `pending` made at once, or at flush() when deferred.
+local PENDING_CHANGED = false
+local function sync_ready()
+  PENDING_CHANGED = false
+  local first = redis.call('ZRANGE', K_PENDING, 0, 0, 'WITHSCORES')
+  if first[1] then
+    redis.call('ZADD', KEYS[4], first[2], TENANT)
+  else
+    redis.call('ZREM', KEYS[4], TENANT)
+  end
+end
 local function defer() BUF = {keys = {}, order = {}, counts = {}, corder = {}, events = {}} end
 -- Sets member m of key to `value` (a score, true: present; false: absent): now, or when deferring
 -- at flush. The last change of a member wins, as it would one after the other.
@@ -89,6 +107,7 @@ local function member(kind, key, m, value)
   if not BUF then
     if kind == 'z' then
       if value then redis.call('ZADD', key, value, m) else redis.call('ZREM', key, m) end
+      if key == K_PENDING then sync_ready() end
     elseif value then
       redis.call('SADD', key, m)
     else
@@ -96,6 +115,7 @@ local function member(kind, key, m, value)
     end
     return
   end
+  if key == K_PENDING then PENDING_CHANGED = true end
   local k = BUF.keys[key]
   if not k then
     k = {kind = kind, v = {}, order = {}}
@@ -173,6 +193,7 @@ local function flush()
   for _, c in ipairs(BUF.corder) do
     if c.n ~= 0 or c.d ~= 0 then count_apply(c.key, c.f, c.n, c.d) end
   end
+  if PENDING_CHANGED then sync_ready() end
   local events = BUF.events
   BUF = nil
   if #events > 0 then
@@ -391,8 +412,7 @@ local function duration_of(started, finished)
 end
 local function duration(r) return duration_of(r.started, r.finished) end
 -- The keys of the run indexes, built once per script (and per job and queue).
-local K_PENDING, K_LEASES, K_COUNTS, K_QUEUES = P .. 'pending', P .. 'leases', P .. 'counts',
-                                                P .. 'queues'
+local K_LEASES, K_COUNTS, K_QUEUES = P .. 'leases', P .. 'counts', P .. 'queues'
 local job_keys, queue_keys = {}, {}
 local function jk(job)
   local k = job_keys[job]
@@ -1054,6 +1074,14 @@ defer()
 for k = 0, tonumber(ARGV[1]) - 1 do out[#out + 1] = complete(2 + 11 * k) end
 flush()
 return out
+)lua";
+
+inline constexpr char kSyncReady[] = R"lua(
+-- sync_ready: the tenant's entry in the ready index (KEYS[4]) made to agree with its pending
+-- index (building the index of a store of key layout 2).
+-- KEYS: the prelude's. Returns 1.
+sync_ready()
+return 1
 )lua";
 
 inline constexpr char kCancelRun[] = R"lua(

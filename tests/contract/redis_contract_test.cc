@@ -264,13 +264,13 @@ TEST(RedisStoreServer, ASubscriptionBackAfterAFailureReportsTheWakeUpsItMayHaveL
   ASSERT_TRUE(publisher->Publish({.topic = WakeTopic::kJobsChanged, .origin = "n1"}).ok());
   std::unique_lock lock(mu);
   const auto from_nowhere = [&](WakeTopic topic) {
-    return std::any_of(got.begin(), got.end(), [&](const WakeMessage& m) {
-      return m.topic == topic && m.origin.empty();
-    });
+    return std::any_of(got.begin(), got.end(),
+                       [&](const WakeMessage& m) { return m.topic == topic && m.origin.empty(); });
   };
-  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] {
-    return from_nowhere(WakeTopic::kJobsChanged) && from_nowhere(WakeTopic::kRunsReady);
-  })) << "back, the subscription reported no lost wake-ups (" << got.size() << " messages)";
+  ASSERT_TRUE(cv.wait_for(
+      lock, std::chrono::seconds(10),
+      [&] { return from_nowhere(WakeTopic::kJobsChanged) && from_nowhere(WakeTopic::kRunsReady); }))
+      << "back, the subscription reported no lost wake-ups (" << got.size() << " messages)";
   lock.unlock();
   subscriber->Subscribe({});
 }
@@ -438,7 +438,7 @@ TEST(RedisStoreServer, JobsOfKeyLayout1AreMovedToThisLayoutAtOpen) {
 
   auto store = MustOpen(/*flush=*/false);
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(kRedis->Command({"GET", "js:{sys}:layout"}), "2");
+  EXPECT_EQ(kRedis->Command({"GET", "js:{sys}:layout"}), "3");
 
   auto got = store->GetJob("team-a", "report");
   ASSERT_TRUE(got.ok()) << got.status().ToString();
@@ -500,11 +500,11 @@ TEST(RedisStoreServer, DataOfAnUnknownKeyLayoutIsRefusedNotMisread) {
   auto store = MustOpen();
   ASSERT_NE(store, nullptr);
   ASSERT_TRUE(store->CreateJob(Job("default", "j")).ok());
-  kRedis->Command({"SET", "js:{sys}:layout", "3"});
+  kRedis->Command({"SET", "js:{sys}:layout", "4"});
   auto reopened = RedisStore::Open({.host = "127.0.0.1", .port = kRedis->port()});
   ASSERT_FALSE(reopened.ok());
   EXPECT_EQ(reopened.status().code(), StatusCode::kFailedPrecondition);
-  EXPECT_THAT(reopened.status().message(), HasSubstr("key layout 3"));
+  EXPECT_THAT(reopened.status().message(), HasSubstr("key layout 4"));
   EXPECT_THAT(reopened.status().message(), HasSubstr("prefix 'js'"));
   // Another prefix on the same server is a store of its own.
   EXPECT_NE(MustOpen(false, {.key_prefix = "other"}), nullptr);
@@ -798,6 +798,222 @@ TEST(RedisStoreNodes, ClaimsAcrossTenantsFollowPriorityThenTime) {
   ids.clear();
   for (const RunRecord& r : *rest) ids.push_back(r.id);
   EXPECT_THAT(ids, ElementsAre("a-mid", "a-low"));
+}
+
+// Of many tenants, a claim runs its scripts only in those with a run available in its window:
+// tenants that had work and have none now (a run queued, then cancelled), and one whose run is
+// available only later, cost a read of their pending index, not a script each.
+TEST(RedisStoreNodes, ClaimsRunScriptsOnlyInTenantsWithAvailableRuns) {
+  auto store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  for (int t = 0; t < 30; ++t) {
+    const std::string tenant = "idle" + std::to_string(t);
+    ASSERT_TRUE(store->CreateJob(Job(tenant, "j")).ok());
+    ASSERT_TRUE(store->EnqueueRuns(tenant, "j", std::vector{NewRun(tenant, "j", "old")}).ok());
+    ASSERT_TRUE(store->CancelRun(tenant, "old", kT0).ok());
+  }
+  for (const char* tenant : {"a", "b", "later"})
+    ASSERT_TRUE(store->CreateJob(Job(tenant, "j")).ok());
+  RunRecord later = NewRun("later", "j", "later-1");
+  later.available_at = kT0 + std::chrono::hours(1);
+  ASSERT_TRUE(store->EnqueueRuns("later", "j", std::vector{later}).ok());
+  ASSERT_TRUE(store->EnqueueRuns("a", "j", std::vector{NewRun("a", "j", "a-1")}).ok());
+  ASSERT_TRUE(store->EnqueueRuns("b", "j", std::vector{NewRun("b", "j", "b-1")}).ok());
+
+  const int64_t scripts = CommandCalls("evalsha");
+  auto claimed = store->ClaimRuns({.node = "n", .now = kT0 + Duration(1000), .max_runs = 10});
+  ASSERT_TRUE(claimed.ok()) << claimed.status().ToString();
+  std::vector<std::string> ids;
+  for (const RunRecord& r : *claimed) ids.push_back(r.tenant + "/" + r.id);
+  EXPECT_THAT(ids, ElementsAre("a/a-1", "b/b-1"));
+  // A peek and a claim in each of a and b (33 tenants: at least 33 peeks before).
+  EXPECT_LE(CommandCalls("evalsha") - scripts, 4);
+
+  // With `after`, a run available before the bound does not count: nothing to claim, no script.
+  ASSERT_TRUE(store->EnqueueRuns("a", "j", std::vector{NewRun("a", "j", "a-2")}).ok());
+  const int64_t again = CommandCalls("evalsha");
+  auto none = store->ClaimRuns({.node = "n",
+                                .now = kT0 + Duration(1000),
+                                .max_runs = 10,
+                                .horizon = kT0 + Duration(5000),
+                                .after = kT0 + Duration(1000)});
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_TRUE(none->empty());
+  EXPECT_EQ(CommandCalls("evalsha") - again, 0);
+  // The run an hour ahead is claimed once the window reaches it.
+  auto ahead = store->ClaimRuns({.node = "n",
+                                 .now = kT0 + Duration(1000),
+                                 .max_runs = 10,
+                                 .horizon = kT0 + std::chrono::hours(1),
+                                 .after = kT0 + Duration(1000)});
+  ASSERT_TRUE(ahead.ok()) << ahead.status().ToString();
+  ids.clear();
+  for (const RunRecord& r : *ahead) ids.push_back(r.tenant + "/" + r.id);
+  EXPECT_THAT(ids, ElementsAre("later/later-1"));
+}
+
+// The ready index ({sys}:ready: tenant -> the first score of its pending index) agrees with
+// every tenant's pending index after every kind of change, made at random: runs queued by hand
+// and by fires, claimed, completed (succeeded, failed, waiting to retry), cancelled, recovered
+// from lost leases, and the jobs deleted (their waiting runs cancelled) and created again.
+TEST(RedisStoreNodes, TheReadyIndexFollowsEveryChangeOfTheClaimableRuns) {
+  auto store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  const std::vector<std::string> tenants = {"t0", "t1", "t2", "t3"};
+  const std::vector<std::string> jobs = {"j0", "j1"};
+  for (const std::string& t : tenants)
+    for (const std::string& j : jobs) ASSERT_TRUE(store->CreateJob(Job(t, j)).ok());
+  std::mt19937 rng(20261128);
+  const auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+  TimePoint now = kT0;
+  std::vector<RunRecord> running;  // as claimed (tenant, id, fence)
+  std::vector<std::pair<std::string, std::string>> made;  // (tenant, run id)
+  int next_id = 0;
+  const auto new_run = [&](const std::string& t, const std::string& j) {
+    RunRecord run = NewRun(t, j, "r" + std::to_string(next_id++), pick(10));
+    run.scheduled_at = run.created_at = now;
+    run.available_at = now + Duration(pick(4) * 500);
+    made.emplace_back(t, run.id);
+    return run;
+  };
+  std::map<std::string, int> ops;
+  for (int step = 0; step < 600; ++step) {
+    const std::string& t = tenants[pick(4)];
+    const std::string& j = jobs[pick(2)];
+    std::string op;
+    switch (pick(8)) {
+      case 0: {
+        op = "enqueue";
+        std::vector<RunRecord> runs;
+        for (int k = pick(3) + 1; k > 0; --k) runs.push_back(new_run(t, j));
+        ASSERT_TRUE(store->EnqueueRuns(t, j, runs).ok());
+        break;
+      }
+      case 1: {
+        op = "fire";
+        auto job = store->GetJob(t, j);
+        ASSERT_TRUE(job.ok()) << job.status().ToString();
+        auto fired = store->Fire({.tenant = t,
+                                  .job_id = j,
+                                  .expected_version = job->version,
+                                  .expected_next_fire = job->next_fire,
+                                  .next_fire = now + Duration(1000),
+                                  .runs = {new_run(t, j)},
+                                  .now = now});
+        ASSERT_TRUE(fired.ok()) << fired.status().ToString();
+        break;
+      }
+      case 2:
+      case 3: {
+        op = "claim";
+        auto claimed = store->ClaimRuns({.node = "n",
+                                         .now = now,
+                                         .lease = Duration(3000),
+                                         .max_runs = pick(4) + 1,
+                                         .horizon = now + Duration(pick(2) * 1000)});
+        ASSERT_TRUE(claimed.ok()) << claimed.status().ToString();
+        running.insert(running.end(), claimed->begin(), claimed->end());
+        break;
+      }
+      case 4: {
+        if (running.empty()) continue;
+        op = "complete";
+        const size_t k = pick(static_cast<int>(running.size()));
+        const RunRecord run = running[k];
+        running.erase(running.begin() + static_cast<std::ptrdiff_t>(k));
+        Completion c{.tenant = run.tenant, .run_id = run.id, .fence = run.fence, .now = now};
+        switch (pick(3)) {
+          case 0:
+            c.state = RunState::kRetryWait;
+            c.retry_at = now + Duration(pick(4) * 500);
+            c.attempt_outcome = "failed";
+            break;
+          case 1:
+            c.state = RunState::kFailed;
+            c.attempt_outcome = "failed";
+            break;
+          default:
+            c.attempt_outcome = "succeeded";
+        }
+        // Stale once the lease was lost and the run recovered: refused, and changes nothing.
+        (void)store->Complete(c);
+        break;
+      }
+      case 5: {
+        if (made.empty()) continue;
+        op = "cancel";
+        const auto& [tenant, id] = made[pick(static_cast<int>(made.size()))];
+        (void)store->CancelRun(tenant, id, now);  // may be terminal already
+        break;
+      }
+      case 6: {
+        op = "recover";
+        now += Duration(pick(3) * 1000);
+        ASSERT_TRUE(store->RecoverLostRuns(now, "", 2, 100).ok());
+        break;
+      }
+      default: {
+        op = "delete";
+        ASSERT_TRUE(store->DeleteJob(t, j, now, /*kill_running=*/false).ok());
+        ASSERT_TRUE(store->CreateJob(Job(t, j)).ok());
+        break;
+      }
+    }
+    ++ops[op];
+    now += Duration(pick(200));
+    std::optional<int64_t> earliest;
+    for (const std::string& tenant : tenants) {
+      const std::vector<std::string> first = Lines(
+          kRedis->Command({"ZRANGE", "js:{t:" + tenant + "}:pending", "0", "0", "WITHSCORES"}));
+      const std::string indexed = kRedis->Command({"ZSCORE", "js:{sys}:ready", tenant});
+      if (first.empty()) {
+        ASSERT_EQ(indexed, "(nil)") << "step " << step << " (" << op << "), tenant " << tenant;
+      } else {
+        ASSERT_EQ(first.size(), 2u);
+        ASSERT_EQ(indexed, first[1]) << "step " << step << " (" << op << "), tenant " << tenant;
+        const int64_t score = std::stoll(first[1]);
+        if (!earliest || score < *earliest) earliest = score;
+      }
+    }
+    auto next = store->NextAvailableTime();
+    ASSERT_TRUE(next.ok());
+    EXPECT_EQ(*next, earliest ? std::optional(FromUnixMillis(*earliest)) : std::nullopt)
+        << "step " << step;
+  }
+  // Every kind of change happened, many times.
+  for (const char* op : {"enqueue", "fire", "claim", "complete", "cancel", "recover", "delete"})
+    EXPECT_GE(ops[op], 20) << op;
+}
+
+// A store of key layout 2 (before the ready index) gets its index built at the next open, and
+// its waiting runs are claimed as before.
+TEST(RedisStoreServer, AStoreOfKeyLayout2GetsItsReadyIndex) {
+  {
+    auto store = MustOpen();
+    ASSERT_NE(store, nullptr);
+    for (const char* t : {"a", "b", "c"}) {
+      ASSERT_TRUE(store->CreateJob(Job(t, "j")).ok());
+      RunRecord run = NewRun(t, "j", std::string(t) + "-1");
+      run.available_at = kT0 + Duration(t[0] - 'a');
+      ASSERT_TRUE(store->EnqueueRuns(t, "j", std::vector{run}).ok());
+    }
+    ASSERT_TRUE(store->CancelRun("c", "c-1", kT0).ok());
+  }
+  kRedis->Command({"DEL", "js:{sys}:ready"});
+  kRedis->Command({"SET", "js:{sys}:layout", "2"});
+
+  auto store = MustOpen(/*flush=*/false);
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(kRedis->Command({"GET", "js:{sys}:layout"}), "3");
+  EXPECT_EQ(Lines(kRedis->Command({"ZRANGE", "js:{sys}:ready", "0", "-1"})),
+            (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(store->NextAvailableTime().value(), kT0);
+  auto claimed = store->ClaimRuns({.node = "n", .now = kT0 + Duration(10), .max_runs = 10});
+  ASSERT_TRUE(claimed.ok()) << claimed.status().ToString();
+  std::vector<std::string> ids;
+  for (const RunRecord& r : *claimed) ids.push_back(r.id);
+  EXPECT_THAT(ids, ElementsAre("a-1", "b-1"));
+  EXPECT_EQ(kRedis->Command({"ZCARD", "js:{sys}:ready"}), "0");
 }
 
 TEST(RedisStoreNodes, ATenantCreatedElsewhereIsSeenAfterTheTenantListTtl) {
