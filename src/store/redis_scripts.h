@@ -21,6 +21,9 @@
 //                     the first; chunk P<name>:<bound> (zset, score 0, lexicographic) holds the
 //                     members >= its bound and below the next bound, at most CHUNK of them
 //                     (a full chunk splits; one left with a quarter merges with a neighbour).
+//                     The first chunk is never empty while another holds members (an emptied
+//                     first chunk takes in the next one): its first member is the index's
+//                     first, read without a script (NextFireTime, DueJobs).
 //   P job_counts      hash  job state -> number of jobs (CountJobs)
 //   P tenant          hash  id max_jobs max_concurrent_runs created updated, ql:<queue>=limit
 //                           (PutTenant; the quotas the scripts enforce)
@@ -1280,20 +1283,12 @@ return out
 )lua";
 
 inline constexpr char kDue[] = R"lua(
--- due: DueJobs ("jobs") and NextFireTime ("first") of one tenant (read only).
+-- due: DueJobs of one tenant (read only). (NextFireTime reads the first chunk of `due` without
+-- a script.)
 -- KEYS: the prelude's.
 -- ARGV[1] "jobs": ARGV[2] now ms, ARGV[3] limit. Returns the jobs (flat, as job_reply) whose
 -- next fire is <= now, by (next fire, id), at most limit.
--- ARGV[1] "first": returns the earliest next fire ms of the tenant's due jobs, or false.
 local out = {}
-if ARGV[1] == 'first' then
-  local first = false
-  cx_each('due', '', true, function(m)
-    first = tonumber(string.sub(m, 1, 16))
-    return false
-  end)
-  return first
-end
 local now, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
 if limit <= 0 then return out end
 cx_each('due', '', true, function(m)

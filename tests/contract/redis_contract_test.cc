@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <numeric>
 #include <random>
 #include <set>
 #include <sstream>
@@ -608,6 +609,44 @@ TEST(RedisStoreServer, PruningReadsOnlyTheOldPartOfAHistory) {
   EXPECT_EQ(counted, 3001 - 1250) << "the counters follow the deletions";
 }
 
+// A pass of the janitor runs a script only for the histories with something to prune: of 200
+// jobs, those with a short history (no more runs than are kept) or a young one (every run
+// created after the cut) cost two plain reads each.
+TEST(RedisStoreServer, PruningRunsScriptsOnlyForHistoriesWithOldRuns) {
+  auto store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  for (int j = 0; j < 200; ++j) {
+    const std::string id = "j" + std::to_string(j);
+    ASSERT_TRUE(store->CreateJob(Job("default", id)).ok());
+    std::vector<RunRecord> runs;
+    for (int k = 0; k < 3; ++k) {
+      RunRecord run = NewRun("default", id, id + "@" + std::to_string(k));
+      run.state = RunState::kSkipped;
+      // j0 and j1: old runs; the others: runs created at the cut and later.
+      run.created_at = run.scheduled_at = run.available_at = kT0 + Duration(j < 2 ? k : 1000 + k);
+      run.finished_at = run.created_at;
+      runs.push_back(run);
+    }
+    ASSERT_TRUE(store->EnqueueRuns("default", id, runs).ok());
+  }
+  const TimePoint cut = kT0 + Duration(1000);
+  // Keeping 3 a job: nothing to prune anywhere, no script.
+  int64_t scripts = CommandCalls("evalsha");
+  auto kept = store->PruneRuns(cut, 3);
+  ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+  EXPECT_EQ(*kept, 0);
+  EXPECT_EQ(CommandCalls("evalsha") - scripts, 0);
+  // Keeping 1: j0 and j1 lose their 2 older runs; the young histories are not touched.
+  scripts = CommandCalls("evalsha");
+  auto pruned = store->PruneRuns(cut, 1);
+  ASSERT_TRUE(pruned.ok()) << pruned.status().ToString();
+  EXPECT_EQ(*pruned, 4);
+  EXPECT_EQ(CommandCalls("evalsha") - scripts, 2);
+  EXPECT_EQ(store->GetRun("default", "j0@1").status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(store->GetRun("default", "j0@2").ok());
+  EXPECT_TRUE(store->GetRun("default", "j7@0").ok());
+}
+
 // The ids of tenant "default"'s jobs, listed page by page (`limit` a page).
 std::vector<std::string> ListedJobIds(Store& store, int limit) {
   std::vector<std::string> listed;
@@ -983,6 +1022,110 @@ TEST(RedisStoreNodes, TheReadyIndexFollowsEveryChangeOfTheClaimableRuns) {
   // Every kind of change happened, many times.
   for (const char* op : {"enqueue", "fire", "claim", "complete", "cancel", "recover", "delete"})
     EXPECT_GE(ops[op], 20) << op;
+}
+
+// NextFireTime reads the first chunk of each tenant's due index without a script, and DueJobs
+// runs the due script only in tenants with a job due; both stay right while the index grows
+// past a chunk and its first members go (fired later, paused, deleted) or come (created earlier)
+// in random order.
+TEST(RedisStoreNodes, DueTimesAreReadWithoutScriptsAndFollowEveryChange) {
+  auto store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  const TimePoint later = kT0 + std::chrono::hours(1);
+  for (int t = 0; t < 20; ++t) {
+    JobRecord job = Job("idle" + std::to_string(t), "j");
+    job.next_fire = later;
+    ASSERT_TRUE(store->CreateJob(job).ok());
+  }
+  std::mt19937 rng(1128);
+  std::map<std::string, TimePoint> due;  // big's due jobs -> next fire
+  std::vector<int> order(300);
+  std::iota(order.begin(), order.end(), 0);
+  std::shuffle(order.begin(), order.end(), rng);
+  const auto id_of = [](int i) {
+    std::string digits = std::to_string(i);
+    return "j" + std::string(digits.size() < 3 ? 3 - digits.size() : 0, '0') + digits;
+  };
+  for (int i : order) {
+    JobRecord job = Job("big", id_of(i));
+    job.next_fire = kT0 + Duration(10 * i);
+    ASSERT_TRUE(store->CreateJob(job).ok());
+    due[job.spec.id] = *job.next_fire;
+  }
+  int created = 300;
+  const auto check = [&](const std::string& step) {
+    std::vector<std::pair<TimePoint, std::string>> by_time;
+    for (const auto& [id, t] : due) by_time.emplace_back(t, id);
+    std::sort(by_time.begin(), by_time.end());
+    const int64_t scripts = CommandCalls("evalsha");
+    auto next = store->NextFireTime({});
+    ASSERT_TRUE(next.ok()) << step;
+    EXPECT_EQ(*next, by_time.empty() ? later : std::min(later, by_time[0].first)) << step;
+    auto without_big = store->NextFireTime({.excluded = {"big"}});
+    ASSERT_TRUE(without_big.ok()) << step;
+    EXPECT_EQ(*without_big, later) << step;
+    EXPECT_EQ(CommandCalls("evalsha"), scripts) << step;
+
+    const TimePoint now = kT0 + Duration(static_cast<int64_t>(rng() % 4000));
+    auto got = store->DueJobs(now, 1000, {});
+    ASSERT_TRUE(got.ok()) << step;
+    std::vector<std::string> ids, want;
+    for (const JobRecord& job : *got) ids.push_back(job.spec.tenant + "/" + job.spec.id);
+    for (const auto& [t, id] : by_time)
+      if (t <= now) want.push_back("big/" + id);
+    EXPECT_EQ(ids, want) << step;
+    // The due script ran in big alone, and only when it had a job due.
+    EXPECT_EQ(CommandCalls("evalsha") - scripts, want.empty() ? 0 : 1) << step;
+  };
+  check("created");
+  for (int step = 0; step < 300 && !due.empty(); ++step) {
+    // One of the first few jobs, which live in the first chunk.
+    std::vector<std::pair<TimePoint, std::string>> by_time;
+    for (const auto& [id, t] : due) by_time.emplace_back(t, id);
+    std::sort(by_time.begin(), by_time.end());
+    const std::string id = by_time[rng() % std::min<size_t>(5, by_time.size())].second;
+    auto job = store->GetJob("big", id);
+    ASSERT_TRUE(job.ok()) << job.status().ToString();
+    std::string op;
+    switch (rng() % 4) {
+      case 0: {
+        op = "fire " + id;
+        const TimePoint next = *job->next_fire + Duration(static_cast<int64_t>(rng() % 3000));
+        ASSERT_TRUE(store
+                        ->Fire({.tenant = "big",
+                                .job_id = id,
+                                .expected_version = job->version,
+                                .expected_next_fire = job->next_fire,
+                                .next_fire = next,
+                                .now = kT0})
+                        .ok());
+        due[id] = next;
+        break;
+      }
+      case 1: {
+        op = "pause " + id;
+        job->spec.paused = true;
+        ASSERT_TRUE(store->PutJob(*job, job->version).ok());
+        due.erase(id);
+        break;
+      }
+      case 2: {
+        op = "delete " + id;
+        ASSERT_TRUE(store->DeleteJob("big", id, kT0, /*kill_running=*/false).ok());
+        due.erase(id);
+        break;
+      }
+      default: {
+        JobRecord fresh = Job("big", id_of(created++));
+        fresh.next_fire = by_time[0].first - Duration(static_cast<int64_t>(rng() % 20));
+        op = "create " + fresh.spec.id;
+        ASSERT_TRUE(store->CreateJob(fresh).ok());
+        due[fresh.spec.id] = *fresh.next_fire;
+      }
+    }
+    check("step " + std::to_string(step) + ": " + op);
+    if (::testing::Test::HasFailure()) break;
+  }
 }
 
 // A store of key layout 2 (before the ready index) gets its index built at the next open, and
