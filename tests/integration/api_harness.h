@@ -99,13 +99,13 @@ inline std::ostream& operator<<(std::ostream& out, const Response& r) {
   return out;
 }
 
-// Percent-encodes a query parameter value (everything but the unreserved characters).
-inline std::string Q(const std::string& s) {
+// Percent-encodes the bytes of s for which keep(byte) is false.
+template <typename Keep>
+std::string PercentEncode(const std::string& s, Keep keep) {
   static const char kHex[] = "0123456789ABCDEF";
   std::string out;
   for (unsigned char c : s) {
-    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-        c == '.' || c == '_' || c == '~') {
+    if (keep(c)) {
       out += static_cast<char>(c);
     } else {
       out += '%';
@@ -114,6 +114,14 @@ inline std::string Q(const std::string& s) {
     }
   }
   return out;
+}
+
+// Percent-encodes a query parameter value (everything but the unreserved characters).
+inline std::string Q(const std::string& s) {
+  return PercentEncode(s, [](unsigned char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '.' || c == '_' || c == '~';
+  });
 }
 
 // DESIGN §8: RFC 3339 UTC with milliseconds, e.g. 2026-12-01T10:00:00.000Z.

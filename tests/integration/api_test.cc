@@ -1854,18 +1854,7 @@ TEST(MutatedRequestTest, AreAnsweredWithoutServerErrors) {
   };
   // Keeps what can go in a request target: bytes below 0x21 and above 0x7e percent-encoded.
   auto target = [](const std::string& s) {
-    static const char kHex[] = "0123456789ABCDEF";
-    std::string out;
-    for (unsigned char c : s) {
-      if (c > 0x20 && c < 0x7f) {
-        out += static_cast<char>(c);
-      } else {
-        out += '%';
-        out += kHex[c >> 4];
-        out += kHex[c & 15];
-      }
-    }
-    return out;
+    return PercentEncode(s, [](unsigned char c) { return c > 0x20 && c < 0x7f; });
   };
 
   constexpr int kRequests = 3000;
