@@ -796,7 +796,7 @@ int main(int argc, char** argv) {
   tp->add_option("--n", o.n, "Runs")->capture_default_str();
   tp->add_option("--batch", o.batch, "Runs per bulk trigger")->capture_default_str();
   tp->add_option("--idle-tenants", o.idle_tenants,
-                 "Other tenants in the store, each with a job and no runs")
+                 "Other tenants in the store, each with a job and nothing to run")
       ->capture_default_str();
   tp->add_flag("--command-stats", o.command_stats,
                "Print Redis's INFO commandstats of the processing phase on standard error");

@@ -47,9 +47,9 @@
 //   P events          stream  entry id "<seq>-0", fields time type job run data (capped)
 //   P layout, P jobs.v1  string, zset  only in a store that held layout 1 data: migrate_jobs
 // Store-wide ("<prefix>:{sys}:"): layout (the version of this layout: "3"), event_seq and fence
-// (counters), ready (zset: tenant -> the first score of its pending, for the tenants with
-// claimable runs; kept by the tenant scripts), tenants (set of tenants with data), node:<id> (hash) and nodes (zset id ->
-// heartbeat ms), keys (hash key id -> secret hash) and key:<secret hash> (hash).
+// (counters), ready (zset: tenant -> the first score of its pending, for the tenants with claimable
+// runs; kept by the tenant scripts), tenants (set of tenants with data), node:<id> (hash) and nodes
+// (zset id -> heartbeat ms), keys (hash key id -> secret hash) and key:<secret hash> (hash).
 #pragma once
 
 namespace jobsched::redis_scripts {

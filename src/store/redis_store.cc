@@ -467,9 +467,8 @@ class RedisBackend {
   // each atomic with the tenant's own changes; running it again changes nothing).
   Status BuildReadyIndex() {
     ASSIGN_OR_RETURN(Reply tenants, Call({"SMEMBERS", SysKey("tenants")}));
-    spdlog::info("{}: indexing the claimable runs of {} tenant(s) under the prefix '{}' (key "
-                 "layout 3)",
-                 where_, tenants.elements.size(), options_.key_prefix);
+    spdlog::info("{}: indexing the claimable runs of {} tenant(s) under the prefix '{}'", where_,
+                 tenants.elements.size(), options_.key_prefix);
     std::vector<Command> commands;
     for (const Reply& t : tenants.elements) commands.push_back(Eval(Script::kSyncReady, t.str, {}));
     return RunAll(std::move(commands)).status();

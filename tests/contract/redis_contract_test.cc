@@ -905,7 +905,7 @@ TEST(RedisStoreNodes, TheReadyIndexFollowsEveryChangeOfTheClaimableRuns) {
   std::mt19937 rng(20261128);
   const auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
   TimePoint now = kT0;
-  std::vector<RunRecord> running;  // as claimed (tenant, id, fence)
+  std::vector<RunRecord> running;                         // as claimed (tenant, id, fence)
   std::vector<std::pair<std::string, std::string>> made;  // (tenant, run id)
   int next_id = 0;
   const auto new_run = [&](const std::string& t, const std::string& j) {

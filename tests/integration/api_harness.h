@@ -119,8 +119,8 @@ std::string PercentEncode(const std::string& s, Keep keep) {
 // Percent-encodes a query parameter value (everything but the unreserved characters).
 inline std::string Q(const std::string& s) {
   return PercentEncode(s, [](unsigned char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.' || c == '_' || c == '~';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~';
   });
 }
 
