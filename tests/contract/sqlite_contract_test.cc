@@ -238,8 +238,8 @@ bool UsesTemporaryTable(const std::vector<std::string>& opcodes) {
 // Every claim, completion, cancellation and prune writes a run, and SQLite evaluates each
 // partial index's WHERE for the old and the new row: none may need a temporary b-tree (SQLite
 // builds one per evaluation of an IN list of three or more values), whose allocation and release
-// for every run written made claims and completions slower the larger the database (13k runs/s
-// beside 1 job, 5.5k beside 1,000 idle ones; 16k and 15k without).
+// for every run written made claims and completions slower the larger the database (12k runs/s
+// alone, 5.6k beside 1,000 idle jobs; 16k and 14k without: docs/performance.md).
 TEST(SqliteStoreFile, WritingARunNeedsNoTemporaryTable) {
   TempDir dir;
   const std::string path = (dir.path() / "w.db").string();
