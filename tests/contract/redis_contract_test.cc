@@ -841,7 +841,7 @@ TEST(RedisStoreNodes, ClaimsAcrossTenantsFollowPriorityThenTime) {
 
 // Of many tenants, a claim runs its scripts only in those with a run available in its window:
 // tenants that had work and have none now (a run queued, then cancelled), and one whose run is
-// available only later, cost a read of their pending index, not a script each.
+// available only later, are left out by the ready index, not peeked by a script each.
 TEST(RedisStoreNodes, ClaimsRunScriptsOnlyInTenantsWithAvailableRuns) {
   auto store = MustOpen();
   ASSERT_NE(store, nullptr);
