@@ -1005,6 +1005,13 @@ std::string HistoryMember(int64_t created_ms, std::string_view id) {
   return std::string(digits) + ":" + std::string(id);
 }
 
+// The milliseconds of a "<ms, 16 digits>:<id>" member (history and due indexes), or none.
+std::optional<int64_t> MemberMs(std::string_view member) {
+  int64_t ms = 0;
+  if (member.size() < 17 || member[16] != ':' || !ParseInt(member.substr(0, 16), ms)) return {};
+  return ms;
+}
+
 // The claim order key of a run, as the ready index scores it.
 int64_t ReadyScore(const RunRecord& r) {
   const int64_t p = std::clamp(r.priority, 0, 9);
@@ -1325,10 +1332,9 @@ Result<std::vector<std::optional<TimePoint>>> FirstDue(RedisBackend& backend,
   std::vector<std::optional<TimePoint>> first(tenants.size());
   for (size_t i = 0; i < replies.size(); ++i) {
     if (replies[i].elements.empty()) continue;
-    int64_t ms = 0;
-    const std::string& m = replies[i].elements[0].str;
-    if (m.size() < 17 || m[16] != ':' || !ParseInt(m.substr(0, 16), ms)) return Unexpected("due");
-    first[i] = FromUnixMillis(ms);
+    const std::optional<int64_t> ms = MemberMs(replies[i].elements[0].str);
+    if (!ms) return Unexpected("due");
+    first[i] = FromUnixMillis(*ms);
   }
   return first;
 }
@@ -1514,11 +1520,9 @@ Result<Page<RunRecord>> RedisStore::ListRuns(const std::string& tenant, const Ru
     const RunRecord& last = page.items.back();
     page.next_cursor = RunCursor(ToUnixMillis(last.created_at), last.id);
   } else if (const std::string& resume = r.elements[1].str; !resume.empty()) {
-    int64_t created_ms = 0;
-    if (resume.size() < 18 || !ParseInt(std::string_view(resume).substr(0, 16), created_ms)) {
-      return Unexpected("list_runs");
-    }
-    page.next_cursor = RunCursor(created_ms, std::string_view(resume).substr(17));
+    const std::optional<int64_t> created_ms = MemberMs(resume);
+    if (!created_ms || resume.size() < 18) return Unexpected("list_runs");
+    page.next_cursor = RunCursor(*created_ms, std::string_view(resume).substr(17));
   }
   return page;
 }
@@ -1945,12 +1949,8 @@ Result<int64_t> RedisStore::PruneRuns(TimePoint older_than, int keep_per_job) {
       const Reply& count = found[2 * (i - from)];
       const Reply& oldest = found[2 * (i - from) + 1];
       if (count.integer <= std::max(keep_per_job, 0) || oldest.elements.empty()) continue;
-      int64_t created = 0;
-      const std::string& m = oldest.elements[0].str;
-      if (m.size() > 16 && ParseInt(m.substr(0, 16), created) &&
-          FromUnixMillis(created) >= older_than) {
-        continue;
-      }
+      const std::optional<int64_t> created = MemberMs(oldest.elements[0].str);
+      if (created && FromUnixMillis(*created) >= older_than) continue;
       passes.push_back(std::move(candidates[i]));
     }
   }
