@@ -220,9 +220,11 @@ int64_t SqliteBytes(const std::string& url) {
 // ---------------------------------------------------------------------------- throughput
 
 // Adds `count` tenants that have had work and have none now: each with a job and a run that
-// was queued and then cancelled (so its default queue is known to the store). Tenants left by an
-// earlier run on the same store are kept as they are.
-void AddIdleTenants(const std::string& url, int count) {
+// was queued and then cancelled (so its default queue is known to the store); with `due_in`, the
+// job's next fire is that far ahead. Tenants left by an earlier run on the same store are kept
+// as they are.
+void AddIdleTenants(const std::string& url, int count,
+                    std::optional<Duration> due_in = std::nullopt) {
   auto store = jobsched::OpenStore(url);
   if (!store.ok()) throw std::runtime_error(store.status().ToString());
   const TimePoint now = std::chrono::floor<Duration>(SystemClock::now());
@@ -232,6 +234,7 @@ void AddIdleTenants(const std::string& url, int count) {
     job.spec.tenant = "idle-" + std::to_string(t);
     job.spec.handler = {.type = jobsched::HandlerSpec::Type::kBuiltin, .name = "noop"};
     job.created_at = job.updated_at = job.dependency_since = now;
+    if (due_in) job.next_fire = now + *due_in;
     if (auto made = (*store)->CreateJob(job); !made.ok()) {
       if (made.status().code() == jobsched::StatusCode::kAlreadyExists) continue;
       throw std::runtime_error(made.status().ToString());
@@ -404,6 +407,8 @@ int CronScale(const Options& o) {
   });
 
   auto job_id = [](int i) { return "cron-" + std::to_string(i); };
+  // Tenants with a job due tomorrow: the schedulers' wake-ups must not cost a read of each.
+  if (o.idle_tenants > 0) AddIdleTenants(url, o.idle_tenants, std::chrono::hours(24));
   const int64_t bytes0 = redis ? redis->UsedMemory() : SqliteBytes(url);
   const auto c0 = SteadyClock::now();
   ParallelFor(o.k, o.create_concurrency, [&](int i) {
@@ -421,6 +426,7 @@ int CronScale(const Options& o) {
            {"k", o.k},
            {"pattern", o.pattern},
            {"create_concurrency", o.create_concurrency},
+           {"idle_tenants", o.idle_tenants},
            {"create_s", Round3(Seconds(c1 - c0))},
            {"create_per_s", static_cast<int64_t>(o.k / Seconds(c1 - c0))},
            {redis ? "used_memory_delta_bytes" : "store_file_delta_bytes", bytes1 - bytes0},
@@ -820,6 +826,9 @@ int main(int argc, char** argv) {
                    "Seconds the node runs after creation (0: creation and bytes only)")
       ->capture_default_str();
   cron->add_option("--warm-s", o.warm_s, "First seconds of the window not measured")
+      ->capture_default_str();
+  cron->add_option("--idle-tenants", o.idle_tenants,
+                   "Other tenants in the store, each with a job due in a day")
       ->capture_default_str();
   CLI::App* fo = app.add_subcommand(
       "failover", "Two node processes; the one running a long run is SIGKILLed: pickup time");

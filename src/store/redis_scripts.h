@@ -46,10 +46,12 @@
 //   P jcounts:<job>   hash  the same for one job (CountRuns)
 //   P events          stream  entry id "<seq>-0", fields time type job run data (capped)
 //   P layout, P jobs.v1  string, zset  only in a store that held layout 1 data: migrate_jobs
-// Store-wide ("<prefix>:{sys}:"): layout (the version of this layout: "3"), event_seq and fence
+// Store-wide ("<prefix>:{sys}:"): layout (the version of this layout: "4"), event_seq and fence
 // (counters), ready (zset: tenant -> the first score of its pending, for the tenants with claimable
-// runs; kept by the tenant scripts), tenants (set of tenants with data), node:<id> (hash) and nodes
-// (zset id -> heartbeat ms), keys (hash key id -> secret hash) and key:<secret hash> (hash).
+// runs) and due (zset: tenant -> the ms of the first member of its due index, for the tenants with
+// due jobs), both kept by the tenant scripts; tenants (set of tenants with data), node:<id> (hash)
+// and nodes (zset id -> heartbeat ms), keys (hash key id -> secret hash) and key:<secret hash>
+// (hash).
 #pragma once
 
 namespace jobsched::redis_scripts {
@@ -65,6 +67,9 @@ inline constexpr char kPrelude[] = R"lua(
 -- KEYS[4]: "<prefix>:{sys}:ready", the tenants with claimable runs -> the earliest available ms
 --          of their runs (the first score of their `pending`): kept by every change of `pending`
 --          (sync_ready), so that claims look only at tenants with work.
+-- KEYS[5]: "<prefix>:{sys}:due", the tenants with due jobs -> the earliest next fire ms of their
+--          jobs (the first member of their `due` index): kept by every change of `due`
+--          (sync_due), so that the schedulers look only at tenants with something to fire.
 local P = KEYS[1]
 local TENANT = string.match(P, '{t:([^{}]*)}:$')
 local BAND = 17592186044416
@@ -345,13 +350,31 @@ end
 local function due_member(id, next_fire)
   return string.format('%016d', math.max(0, tonumber(next_fire))) .. ':' .. id
 end
+-- The tenant's entry in KEYS[5] made to agree with its `due` index: the ms of the index's first
+-- member, the first of its first chunk "due:" (never empty while the index has members).
+local function sync_due()
+  local first = redis.call('ZRANGE', P .. 'due:', 0, 0)[1]
+  if first then
+    redis.call('ZADD', KEYS[5], tonumber(string.sub(first, 1, 16)), TENANT)
+  else
+    redis.call('ZREM', KEYS[5], TENANT)
+  end
+end
 -- Moves job id in the due index from where (old) put it to where (state, paused, next_fire)
 -- put it: only an active, unpaused job with a next fire is due.
 local function update_due(id, old, state, paused, next_fire)
   local was = old and old.s == 'active' and old.p == '0' and old.nf ~= ''
   local is = state == 'active' and paused == '0' and next_fire ~= ''
-  if was and not (is and next_fire == old.nf) then cx_rem('due', due_member(id, old.nf)) end
-  if is and not (was and next_fire == old.nf) then cx_add('due', due_member(id, next_fire)) end
+  local moved = false
+  if was and not (is and next_fire == old.nf) then
+    cx_rem('due', due_member(id, old.nf))
+    moved = true
+  end
+  if is and not (was and next_fire == old.nf) then
+    cx_add('due', due_member(id, next_fire))
+    moved = true
+  end
+  if moved then sync_due() end
 end
 local function job_event(id, time, etype, state, version)
   emit(time, etype, id, '', jobj({'state', jstr(state), 'version', version}))
@@ -1079,11 +1102,13 @@ flush()
 return out
 )lua";
 
-inline constexpr char kSyncReady[] = R"lua(
--- sync_ready: the tenant's entry in the ready index (KEYS[4]) made to agree with its pending
--- index (building the index of a store of key layout 2).
+inline constexpr char kSyncIndexes[] = R"lua(
+-- sync_indexes: the tenant's entries in the store-wide indexes made to agree with its own: the
+-- ready index (KEYS[4]) with its pending index, the due index (KEYS[5]) with its due index
+-- (building them in a store of an older key layout).
 -- KEYS: the prelude's. Returns 1.
 sync_ready()
+sync_due()
 return 1
 )lua";
 

@@ -309,7 +309,7 @@ enum class Script {
   kRenew,
   kComplete,
   kCancelRun,
-  kSyncReady,
+  kSyncIndexes,
   kRecover,
   kPruneJob,
   kListJobs,
@@ -341,7 +341,7 @@ constexpr ScriptSource kScripts[] = {
     {Script::kRenew, redis_scripts::kRenew, true},
     {Script::kComplete, redis_scripts::kComplete, true},
     {Script::kCancelRun, redis_scripts::kCancelRun, true},
-    {Script::kSyncReady, redis_scripts::kSyncReady, true},
+    {Script::kSyncIndexes, redis_scripts::kSyncIndexes, true},
     {Script::kRecover, redis_scripts::kRecover, true},
     {Script::kPruneJob, redis_scripts::kPruneJob, true},
     {Script::kListJobs, redis_scripts::kListJobs, true},
@@ -433,10 +433,11 @@ class RedisBackend {
 
   // The version of the key layout (redis_scripts.h) the data under the prefix was written
   // with. An empty store gets this one; data of layout 1 (from before the layout had a
-  // version) and of layout 2 (before the ready index) is moved to this one; data of another
-  // layout is refused, not misread. Nodes of an older version must be stopped first.
+  // version), of layout 2 (before the ready index) and of layout 3 (before the due index) is
+  // moved to this one; data of another layout is refused, not misread. Nodes of an older
+  // version must be stopped first.
   Status CheckLayout() {
-    static constexpr char kLayout[] = "3";
+    static constexpr char kLayout[] = "4";
     ASSIGN_OR_RETURN(std::vector<Reply> r,
                      RunAll({{"GET", SysKey("layout")}, {"EXISTS", SysKey("tenants")}}));
     std::string found = r[0].str;
@@ -451,8 +452,8 @@ class RedisBackend {
         found = "2";
       }
     }
-    if (found == "2") {
-      RETURN_IF_ERROR(BuildReadyIndex());
+    if (found == "2" || found == "3") {
+      RETURN_IF_ERROR(BuildIndexes());
       RETURN_IF_ERROR(Call({"SET", SysKey("layout"), kLayout}).status());
       found = kLayout;
     }
@@ -463,14 +464,16 @@ class RedisBackend {
                               ": run the version that wrote it, or use another key prefix");
   }
 
-  // Layout 2 -> 3: the ready index, from every tenant's pending index (one script per tenant,
-  // each atomic with the tenant's own changes; running it again changes nothing).
-  Status BuildReadyIndex() {
+  // Layouts 2 and 3 -> 4: the store-wide ready and due indexes, from every tenant's pending and
+  // due indexes (one script per tenant, each atomic with the tenant's own changes; running it
+  // again changes nothing).
+  Status BuildIndexes() {
     ASSIGN_OR_RETURN(Reply tenants, Call({"SMEMBERS", SysKey("tenants")}));
-    spdlog::info("{}: indexing the claimable runs of {} tenant(s) under the prefix '{}'", where_,
-                 tenants.elements.size(), options_.key_prefix);
+    spdlog::info("{}: indexing the claimable runs and due jobs of {} tenant(s) under the prefix '{}'",
+                 where_, tenants.elements.size(), options_.key_prefix);
     std::vector<Command> commands;
-    for (const Reply& t : tenants.elements) commands.push_back(Eval(Script::kSyncReady, t.str, {}));
+    for (const Reply& t : tenants.elements)
+      commands.push_back(Eval(Script::kSyncIndexes, t.str, {}));
     return RunAll(std::move(commands)).status();
   }
 
@@ -508,14 +511,15 @@ class RedisBackend {
   // index of tenants with claimable runs.
   Command Eval(Script script, const std::string& tenant, std::vector<std::string> args) const {
     Command c;
-    c.reserve(args.size() + 7);
+    c.reserve(args.size() + 8);
     c.push_back("EVALSHA");
     c.push_back(shas_[static_cast<size_t>(script)]);
-    c.push_back("4");
+    c.push_back("5");
     c.push_back(TenantKey(tenant));
     c.push_back(SysKey("event_seq"));
     c.push_back(SysKey("fence"));
     c.push_back(SysKey("ready"));
+    c.push_back(SysKey("due"));
     for (std::string& a : args) c.push_back(std::move(a));
     return c;
   }
@@ -590,21 +594,29 @@ class RedisBackend {
     return std::move(replies.front());
   }
 
-  // The tenants that hold data, sorted. `fresh`: read from Redis now; else a copy at most
-  // tenant_list_ttl old. Either way with every tenant this process added.
-  Result<std::vector<std::string>> Tenants(bool fresh) {
+  // The tenants that hold data, sorted and shared (every claim reads the list: with 10,000
+  // tenants a copy per claim cost the node as much as the rest of its work). `fresh`: read from
+  // Redis now; else a copy at most tenant_list_ttl old. Either way with every tenant this
+  // process added.
+  using TenantList = std::shared_ptr<const std::vector<std::string>>;
+  Result<TenantList> SharedTenants(bool fresh) {
     const auto now = std::chrono::steady_clock::now();
     if (!fresh) {
       std::lock_guard lock(tenants_mu_);
-      if (cached_ && now - cached_at_ < options_.tenant_list_ttl) return Merged(*cached_);
+      if (list_ && now - cached_at_ < options_.tenant_list_ttl) return list_;
     }
     ASSIGN_OR_RETURN(Reply members, Call({"SMEMBERS", SysKey("tenants")}));
     std::set<std::string> set;
     for (const Reply& m : members.elements) set.insert(m.str);
     std::lock_guard lock(tenants_mu_);
-    cached_ = std::move(set);
+    read_ = std::move(set);
     cached_at_ = now;
-    return Merged(*cached_);
+    list_ = Merged();
+    return list_;
+  }
+  Result<std::vector<std::string>> Tenants(bool fresh) {
+    ASSIGN_OR_RETURN(TenantList list, SharedTenants(fresh));
+    return *list;
   }
 
  private:
@@ -614,13 +626,16 @@ class RedisBackend {
   }
   void MarkRegistered(const std::string& tenant) {
     std::lock_guard lock(tenants_mu_);
-    registered_.insert(tenant);
+    if (registered_.insert(tenant).second && list_ &&
+        !std::binary_search(list_->begin(), list_->end(), tenant)) {
+      list_ = Merged();
+    }
   }
-  // Requires tenants_mu_ held.
-  std::vector<std::string> Merged(const std::set<std::string>& read) const {
-    std::set<std::string> all = read;
+  // The tenants read from Redis and those this process added. Requires tenants_mu_ held.
+  TenantList Merged() const {
+    std::set<std::string> all = read_;
     all.insert(registered_.begin(), registered_.end());
-    return {all.begin(), all.end()};
+    return std::make_shared<const std::vector<std::string>>(all.begin(), all.end());
   }
 
   // Subscribes on its own connection and hands each message to `handler` until stopped;
@@ -696,7 +711,8 @@ class RedisBackend {
 
   std::mutex tenants_mu_;
   std::set<std::string> registered_;                 // guarded by tenants_mu_: SADDed by us
-  std::optional<std::set<std::string>> cached_;      // guarded by tenants_mu_
+  std::set<std::string> read_;                       // guarded by tenants_mu_: as last read
+  TenantList list_;                                  // guarded by tenants_mu_: read_ + registered_
   std::chrono::steady_clock::time_point cached_at_;  // guarded by tenants_mu_
 
   std::mutex sub_mu_;
@@ -1311,32 +1327,32 @@ Status RedisStore::DeleteJob(const std::string& tenant, const std::string& id, T
 
 namespace {
 
-// The tenants of `scope` among those holding data.
-Result<std::vector<std::string>> ScopedTenants(RedisBackend& backend, const TenantScope& scope) {
-  ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend.Tenants(/*fresh=*/false));
-  std::erase_if(tenants, [&](const std::string& t) { return !scope.Covers(t); });
-  return tenants;
-}
-
-// The earliest next fire of each tenant's due jobs (none: nothing due), by plain reads: the
-// first member of a chunked index is the first of its first chunk, "<tenant prefix>due:", which
-// is never empty while the index has members (redis_scripts.h). A ZRANGE costs the server ~1 µs
-// where a script costs 20-30: of many tenants, most have nothing due.
-Result<std::vector<std::optional<TimePoint>>> FirstDue(RedisBackend& backend,
-                                                       const std::vector<std::string>& tenants) {
-  std::vector<Command> commands;
-  for (const std::string& t : tenants) {
-    commands.push_back({"ZRANGE", backend.TenantKey(t, "due:"), "0", "0"});
+// The tenants of `scope` with due jobs, with the first due ms of each, in that order (ties by
+// tenant id): up to `want` of those with a job due at `until_ms` at the latest. From the
+// store-wide due index (redis_scripts.h), kept by the tenant scripts, in pages: the tenants
+// excluded from the scope (assigned to other nodes) are passed over, and of many tenants, most
+// have nothing due soon. (Reading each tenant's own index cost one read per tenant per wake-up
+// of a scheduler.)
+Result<std::vector<std::pair<std::string, int64_t>>> DueTenants(RedisBackend& backend,
+                                                                const TenantScope& scope,
+                                                                const std::string& until_ms,
+                                                                size_t want) {
+  std::vector<std::pair<std::string, int64_t>> out;
+  const size_t page = std::max<size_t>(want, 128);
+  for (size_t offset = 0;; offset += page) {
+    ASSIGN_OR_RETURN(Reply r, backend.Call({"ZRANGEBYSCORE", backend.SysKey("due"), "-inf",
+                                            until_ms, "WITHSCORES", "LIMIT",
+                                            std::to_string(offset), std::to_string(page)}));
+    const std::vector<Reply>& flat = r.elements;
+    for (size_t i = 0; i + 1 < flat.size(); i += 2) {
+      if (!scope.Covers(flat[i].str)) continue;
+      int64_t ms = 0;
+      if (!ParseScore(flat[i + 1].str, ms)) return Unexpected("due index");
+      out.emplace_back(flat[i].str, ms);
+      if (out.size() == want) return out;
+    }
+    if (flat.size() < 2 * page) return out;
   }
-  ASSIGN_OR_RETURN(std::vector<Reply> replies, backend.RunAll(std::move(commands)));
-  std::vector<std::optional<TimePoint>> first(tenants.size());
-  for (size_t i = 0; i < replies.size(); ++i) {
-    if (replies[i].elements.empty()) continue;
-    const std::optional<int64_t> ms = MemberMs(replies[i].elements[0].str);
-    if (!ms) return Unexpected("due");
-    first[i] = FromUnixMillis(*ms);
-  }
-  return first;
 }
 
 }  // namespace
@@ -1344,21 +1360,19 @@ Result<std::vector<std::optional<TimePoint>>> FirstDue(RedisBackend& backend,
 Result<std::vector<JobRecord>> RedisStore::DueJobs(TimePoint now, int limit,
                                                    const TenantScope& scope) {
   const int n = Clamp(limit, 1, kMaxPageSize);
-  ASSIGN_OR_RETURN(std::vector<std::string> tenants, ScopedTenants(*backend_, scope));
-  ASSIGN_OR_RETURN(std::vector<std::optional<TimePoint>> first, FirstDue(*backend_, tenants));
-  std::vector<std::string> due_tenants;
+  // The first n tenants by first due time hold the n jobs due first: each tenant before
+  // another holds a job due before (or with, and before it in tenant order) all of the other's.
+  ASSIGN_OR_RETURN(auto tenants, DueTenants(*backend_, scope, Ms(now), static_cast<size_t>(n)));
   std::vector<Command> commands;
-  for (size_t i = 0; i < tenants.size(); ++i) {
-    if (!first[i] || *first[i] > now) continue;
-    due_tenants.push_back(tenants[i]);
+  for (const auto& [tenant, first_ms] : tenants) {
     commands.push_back(
-        backend_->Eval(Script::kDue, tenants[i], {"jobs", Ms(now), std::to_string(n)}));
+        backend_->Eval(Script::kDue, tenant, {"jobs", Ms(now), std::to_string(n)}));
   }
   ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(commands)));
   std::vector<JobRecord> due;
   for (size_t i = 0; i < replies.size(); ++i) {
     for (const Reply& h : replies[i].elements) {
-      ASSIGN_OR_RETURN(JobRecord job, JobFromHash(h, due_tenants[i]));
+      ASSIGN_OR_RETURN(JobRecord job, JobFromHash(h, tenants[i].first));
       due.push_back(std::move(job));
     }
   }
@@ -1371,13 +1385,9 @@ Result<std::vector<JobRecord>> RedisStore::DueJobs(TimePoint now, int limit,
 }
 
 Result<std::optional<TimePoint>> RedisStore::NextFireTime(const TenantScope& scope) {
-  ASSIGN_OR_RETURN(std::vector<std::string> tenants, ScopedTenants(*backend_, scope));
-  ASSIGN_OR_RETURN(std::vector<std::optional<TimePoint>> first, FirstDue(*backend_, tenants));
-  std::optional<TimePoint> earliest;
-  for (const std::optional<TimePoint>& t : first) {
-    if (t && (!earliest || *t < *earliest)) earliest = t;
-  }
-  return earliest;
+  ASSIGN_OR_RETURN(auto first, DueTenants(*backend_, scope, "+inf", 1));
+  if (first.empty()) return std::optional<TimePoint>();
+  return std::optional<TimePoint>(FromUnixMillis(first[0].second));
 }
 
 namespace {
@@ -1617,7 +1627,8 @@ Result<std::vector<RunRecord>> RedisStore::ClaimRuns(const ClaimRequest& request
   std::vector<RunRecord> claimed;
   if (request.max_runs <= 0) return claimed;
   const int max_runs = std::min(request.max_runs, kMaxPageSize);
-  ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend_->Tenants(/*fresh=*/false));
+  ASSIGN_OR_RETURN(RedisBackend::TenantList known, backend_->SharedTenants(/*fresh=*/false));
+  std::vector<std::string> tenants;
   auto claim_args = [&](const char* mode, int n) {
     std::vector<std::string> args = {mode,
                                      request.node,
@@ -1655,7 +1666,9 @@ Result<std::vector<RunRecord>> RedisStore::ClaimRuns(const ClaimRequest& request
     if (!refused.ok() && claimed.empty()) return refused;
     return got;
   };
-  if (tenants.size() != 1) {
+  if (known->size() == 1) {
+    tenants = *known;
+  } else {
     // Only tenants with a run available by `until` are claimed from, as the ready index lists
     // them: of many tenants, most have nothing to run at any moment, and a claim script in each
     // (a peek) costs 10-40 µs of the server. (With a peek in each, 1,000 tenants without work
@@ -1664,7 +1677,6 @@ Result<std::vector<RunRecord>> RedisStore::ClaimRuns(const ClaimRequest& request
     const std::string hi = Ms(request.until());
     ASSIGN_OR_RETURN(Reply ready,
                      backend_->Call({"ZRANGEBYSCORE", backend_->SysKey("ready"), "-inf", hi}));
-    tenants.clear();
     for (const Reply& t : ready.elements) tenants.push_back(t.str);
     if (request.after && !tenants.empty()) {
       std::vector<Command> reads;
@@ -1874,7 +1886,8 @@ Result<std::vector<RunRecord>> RedisStore::RecoverLostRuns(TimePoint now, const 
                                                            int max_leases_lost, int limit) {
   int remaining = Clamp(limit, 1, kMaxPageSize);
   std::vector<RunRecord> recovered;
-  ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend_->Tenants(/*fresh=*/false));
+  ASSIGN_OR_RETURN(RedisBackend::TenantList list, backend_->SharedTenants(/*fresh=*/false));
+  const std::vector<std::string>& tenants = *list;
   // How many candidates each tenant has, so that scripts run only where there is work.
   std::vector<Command> counts;
   for (const std::string& t : tenants) {
@@ -2069,7 +2082,8 @@ Result<std::vector<Event>> RedisStore::ReadEvents(const std::string& tenant, int
     RETURN_IF_ERROR(AppendEvents(r, tenant, events));
     return events;
   }
-  ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend_->Tenants(/*fresh=*/false));
+  ASSIGN_OR_RETURN(RedisBackend::TenantList list, backend_->SharedTenants(/*fresh=*/false));
+  const std::vector<std::string>& tenants = *list;
   if (tenants.empty()) return events;
   // One MULTI: a consistent cut of every stream. Read one at a time, an event committed to a
   // tenant already read could have a smaller seq than one read later, and be skipped forever.
@@ -2140,7 +2154,8 @@ Status RedisStore::PruneEvents(int64_t keep) {
 }
 
 Result<int64_t> RedisStore::LastEventSeq() {
-  ASSIGN_OR_RETURN(std::vector<std::string> tenants, backend_->Tenants(/*fresh=*/false));
+  ASSIGN_OR_RETURN(RedisBackend::TenantList list, backend_->SharedTenants(/*fresh=*/false));
+  const std::vector<std::string>& tenants = *list;
   std::vector<Command> commands;
   for (const std::string& t : tenants) {
     commands.push_back({"XREVRANGE", backend_->TenantKey(t, "events"), "+", "-", "COUNT", "1"});

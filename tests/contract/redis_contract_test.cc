@@ -439,7 +439,7 @@ TEST(RedisStoreServer, JobsOfKeyLayout1AreMovedToThisLayoutAtOpen) {
 
   auto store = MustOpen(/*flush=*/false);
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(kRedis->Command({"GET", "js:{sys}:layout"}), "3");
+  EXPECT_EQ(kRedis->Command({"GET", "js:{sys}:layout"}), "4");
 
   auto got = store->GetJob("team-a", "report");
   ASSERT_TRUE(got.ok()) << got.status().ToString();
@@ -501,11 +501,11 @@ TEST(RedisStoreServer, DataOfAnUnknownKeyLayoutIsRefusedNotMisread) {
   auto store = MustOpen();
   ASSERT_NE(store, nullptr);
   ASSERT_TRUE(store->CreateJob(Job("default", "j")).ok());
-  kRedis->Command({"SET", "js:{sys}:layout", "4"});
+  kRedis->Command({"SET", "js:{sys}:layout", "5"});
   auto reopened = RedisStore::Open({.host = "127.0.0.1", .port = kRedis->port()});
   ASSERT_FALSE(reopened.ok());
   EXPECT_EQ(reopened.status().code(), StatusCode::kFailedPrecondition);
-  EXPECT_THAT(reopened.status().message(), HasSubstr("key layout 4"));
+  EXPECT_THAT(reopened.status().message(), HasSubstr("key layout 5"));
   EXPECT_THAT(reopened.status().message(), HasSubstr("prefix 'js'"));
   // Another prefix on the same server is a store of its own.
   EXPECT_NE(MustOpen(false, {.key_prefix = "other"}), nullptr);
@@ -894,7 +894,9 @@ TEST(RedisStoreNodes, ClaimsRunScriptsOnlyInTenantsWithAvailableRuns) {
 // The ready index ({sys}:ready: tenant -> the first score of its pending index) agrees with
 // every tenant's pending index after every kind of change, made at random: runs queued by hand
 // and by fires, claimed, completed (succeeded, failed, waiting to retry), cancelled, recovered
-// from lost leases, and the jobs deleted (their waiting runs cancelled) and created again.
+// from lost leases, and the jobs deleted (their waiting runs cancelled) and created again. So
+// does the due index ({sys}:due) with every tenant's due jobs, as they are fired, deleted and
+// created.
 TEST(RedisStoreNodes, TheReadyIndexFollowsEveryChangeOfTheClaimableRuns) {
   auto store = MustOpen();
   ASSERT_NE(store, nullptr);
@@ -1018,16 +1020,35 @@ TEST(RedisStoreNodes, TheReadyIndexFollowsEveryChangeOfTheClaimableRuns) {
     ASSERT_TRUE(next.ok());
     EXPECT_EQ(*next, earliest ? std::optional(FromUnixMillis(*earliest)) : std::nullopt)
         << "step " << step;
+    // The due index likewise: each tenant's first due job ({sys}:due, NextFireTime).
+    std::optional<int64_t> first_due;
+    for (const std::string& tenant : tenants) {
+      const std::vector<std::string> first =
+          Lines(kRedis->Command({"ZRANGE", "js:{t:" + tenant + "}:due:", "0", "0"}));
+      const std::string indexed = kRedis->Command({"ZSCORE", "js:{sys}:due", tenant});
+      if (first.empty()) {
+        ASSERT_EQ(indexed, "(nil)") << "step " << step << " (" << op << "), tenant " << tenant;
+      } else {
+        const int64_t ms = std::stoll(first[0].substr(0, 16));
+        ASSERT_EQ(indexed, std::to_string(ms)) << "step " << step << " (" << op << "), tenant "
+                                               << tenant;
+        if (!first_due || ms < *first_due) first_due = ms;
+      }
+    }
+    auto next_fire = store->NextFireTime({});
+    ASSERT_TRUE(next_fire.ok());
+    EXPECT_EQ(*next_fire, first_due ? std::optional(FromUnixMillis(*first_due)) : std::nullopt)
+        << "step " << step;
   }
   // Every kind of change happened, many times.
   for (const char* op : {"enqueue", "fire", "claim", "complete", "cancel", "recover", "delete"})
     EXPECT_GE(ops[op], 20) << op;
 }
 
-// NextFireTime reads the first chunk of each tenant's due index without a script, and DueJobs
-// runs the due script only in tenants with a job due; both stay right while the index grows
-// past a chunk and its first members go (fired later, paused, deleted) or come (created earlier)
-// in random order.
+// NextFireTime reads the store-wide due index ({sys}:due: tenant -> its first due time) with one
+// command and no script, whatever the number of tenants, and DueJobs runs the due script only in
+// tenants with a job due; both stay right while a tenant's due index grows past a chunk and its
+// first members go (fired later, paused, deleted) or come (created earlier) in random order.
 TEST(RedisStoreNodes, DueTimesAreReadWithoutScriptsAndFollowEveryChange) {
   auto store = MustOpen();
   ASSERT_NE(store, nullptr);
@@ -1058,6 +1079,7 @@ TEST(RedisStoreNodes, DueTimesAreReadWithoutScriptsAndFollowEveryChange) {
     for (const auto& [id, t] : due) by_time.emplace_back(t, id);
     std::sort(by_time.begin(), by_time.end());
     const int64_t scripts = CommandCalls("evalsha");
+    const int64_t reads = CommandCalls("zrange") + CommandCalls("zrangebyscore");
     auto next = store->NextFireTime({});
     ASSERT_TRUE(next.ok()) << step;
     EXPECT_EQ(*next, by_time.empty() ? later : std::min(later, by_time[0].first)) << step;
@@ -1065,6 +1087,8 @@ TEST(RedisStoreNodes, DueTimesAreReadWithoutScriptsAndFollowEveryChange) {
     ASSERT_TRUE(without_big.ok()) << step;
     EXPECT_EQ(*without_big, later) << step;
     EXPECT_EQ(CommandCalls("evalsha"), scripts) << step;
+    // One read each, not one per tenant (21 here).
+    EXPECT_EQ(CommandCalls("zrange") + CommandCalls("zrangebyscore") - reads, 2) << step;
 
     const TimePoint now = kT0 + Duration(static_cast<int64_t>(rng() % 4000));
     auto got = store->DueJobs(now, 1000, {});
@@ -1128,53 +1152,80 @@ TEST(RedisStoreNodes, DueTimesAreReadWithoutScriptsAndFollowEveryChange) {
   }
 }
 
-// A store of key layout 2 (before the ready index) gets its index built at the next open, and
-// its waiting runs are claimed as before.
-TEST(RedisStoreServer, AStoreOfKeyLayout2GetsItsReadyIndex) {
-  {
-    auto store = MustOpen();
-    ASSERT_NE(store, nullptr);
-    for (const char* t : {"a", "b", "c"}) {
-      ASSERT_TRUE(store->CreateJob(Job(t, "j")).ok());
-      RunRecord run = NewRun(t, "j", std::string(t) + "-1");
-      run.available_at = kT0 + Duration(t[0] - 'a');
-      ASSERT_TRUE(store->EnqueueRuns(t, "j", std::vector{run}).ok());
+// A store of key layout 2 (before the ready index) or 3 (before the due index) gets its
+// store-wide indexes built at the next open, and its waiting runs are claimed and its jobs fired
+// as before.
+TEST(RedisStoreServer, AStoreOfKeyLayout2Or3GetsItsStoreWideIndexes) {
+  for (const char* layout : {"2", "3"}) {
+    SCOPED_TRACE(std::string("layout ") + layout);
+    {
+      auto store = MustOpen();
+      ASSERT_NE(store, nullptr);
+      for (const char* t : {"a", "b", "c"}) {
+        JobRecord job = Job(t, "j");
+        job.next_fire = kT0 + Duration(100 - t[0]);  // c first
+        ASSERT_TRUE(store->CreateJob(job).ok());
+        RunRecord run = NewRun(t, "j", std::string(t) + "-1");
+        run.available_at = kT0 + Duration(t[0] - 'a');
+        ASSERT_TRUE(store->EnqueueRuns(t, "j", std::vector{run}).ok());
+      }
+      ASSERT_TRUE(store->CancelRun("c", "c-1", kT0).ok());
+      JobRecord paused = Job("d", "j");
+      paused.spec.paused = true;
+      ASSERT_TRUE(store->CreateJob(paused).ok());
     }
-    ASSERT_TRUE(store->CancelRun("c", "c-1", kT0).ok());
-  }
-  kRedis->Command({"DEL", "js:{sys}:ready"});
-  kRedis->Command({"SET", "js:{sys}:layout", "2"});
+    kRedis->Command({"DEL", "js:{sys}:ready", "js:{sys}:due"});
+    kRedis->Command({"SET", "js:{sys}:layout", layout});
 
-  auto store = MustOpen(/*flush=*/false);
-  ASSERT_NE(store, nullptr);
-  EXPECT_EQ(kRedis->Command({"GET", "js:{sys}:layout"}), "3");
-  EXPECT_EQ(Lines(kRedis->Command({"ZRANGE", "js:{sys}:ready", "0", "-1"})),
-            (std::vector<std::string>{"a", "b"}));
-  EXPECT_EQ(store->NextAvailableTime().value(), kT0);
-  auto claimed = store->ClaimRuns({.node = "n", .now = kT0 + Duration(10), .max_runs = 10});
-  ASSERT_TRUE(claimed.ok()) << claimed.status().ToString();
-  std::vector<std::string> ids;
-  for (const RunRecord& r : *claimed) ids.push_back(r.id);
-  EXPECT_THAT(ids, ElementsAre("a-1", "b-1"));
-  EXPECT_EQ(kRedis->Command({"ZCARD", "js:{sys}:ready"}), "0");
+    auto store = MustOpen(/*flush=*/false);
+    ASSERT_NE(store, nullptr);
+    EXPECT_EQ(kRedis->Command({"GET", "js:{sys}:layout"}), "4");
+    EXPECT_EQ(Lines(kRedis->Command({"ZRANGE", "js:{sys}:ready", "0", "-1"})),
+              (std::vector<std::string>{"a", "b"}));
+    EXPECT_EQ(Lines(kRedis->Command({"ZRANGE", "js:{sys}:due", "0", "-1"})),
+              (std::vector<std::string>{"c", "b", "a"}));
+    EXPECT_EQ(store->NextAvailableTime().value(), kT0);
+    EXPECT_EQ(store->NextFireTime({}).value(), kT0 + Duration(100 - 'c'));
+    auto due = store->DueJobs(kT0 + Duration(100 - 'b'), 10, {});
+    ASSERT_TRUE(due.ok()) << due.status().ToString();
+    std::vector<std::string> ids;
+    for (const JobRecord& j : *due) ids.push_back(j.spec.tenant);
+    EXPECT_THAT(ids, ElementsAre("c", "b"));
+    auto claimed = store->ClaimRuns({.node = "n", .now = kT0 + Duration(10), .max_runs = 10});
+    ASSERT_TRUE(claimed.ok()) << claimed.status().ToString();
+    ids.clear();
+    for (const RunRecord& r : *claimed) ids.push_back(r.id);
+    EXPECT_THAT(ids, ElementsAre("a-1", "b-1"));
+    EXPECT_EQ(kRedis->Command({"ZCARD", "js:{sys}:ready"}), "0");
+  }
 }
 
-TEST(RedisStoreNodes, ATenantCreatedElsewhereIsSeenAfterTheTenantListTtl) {
+// A tenant created by another node: its due job is seen at once (the due index), its runs are
+// claimed once the cached tenant list has expired (a node whose list holds one tenant claims
+// from it directly).
+TEST(RedisStoreNodes, ATenantCreatedElsewhereIsSeen) {
   auto a = MustOpen(true, {.tenant_list_ttl = Duration(200)});
   auto b = MustOpen(false);
   ASSERT_NE(a, nullptr);
   ASSERT_NE(b, nullptr);
-  ASSERT_TRUE(a->NextFireTime(TenantScope{}).ok());  // a caches the (empty) tenant set
-  ASSERT_TRUE(b->CreateJob(Job("fresh", "j")).ok());
-  std::optional<TimePoint> next;
+  ASSERT_TRUE(a->CreateJob(Job("old", "j")).ok());
+  // a reads, and caches, the tenant list {old}.
+  ASSERT_TRUE(a->ClaimRuns({.node = "a", .now = kT0, .max_runs = 1}).ok());
+  JobRecord fresh = Job("fresh", "j");
+  fresh.next_fire = kT0 - Duration(5);
+  ASSERT_TRUE(b->CreateJob(fresh).ok());
+  EXPECT_EQ(a->NextFireTime(TenantScope{}).value(), kT0 - Duration(5));
+  ASSERT_TRUE(b->EnqueueRuns("fresh", "j", std::vector{NewRun("fresh", "j", "r")}).ok());
+  std::vector<RunRecord> claimed;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (!next && std::chrono::steady_clock::now() < deadline) {
-    auto got = a->NextFireTime(TenantScope{});
-    ASSERT_TRUE(got.ok());
-    next = *got;
-    if (!next) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  while (claimed.empty() && std::chrono::steady_clock::now() < deadline) {
+    auto got = a->ClaimRuns({.node = "a", .now = kT0, .max_runs = 1});
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    claimed = *got;
+    if (claimed.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  EXPECT_EQ(next, kT0);
+  ASSERT_EQ(claimed.size(), 1u);
+  EXPECT_EQ(claimed[0].tenant, "fresh");
 }
 
 }  // namespace
