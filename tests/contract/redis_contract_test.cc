@@ -1200,10 +1200,10 @@ TEST(RedisStoreServer, AStoreOfKeyLayout2Or3GetsItsStoreWideIndexes) {
   }
 }
 
-// A tenant created by another node: its due job is seen at once (the due index), its runs are
-// claimed once the cached tenant list has expired (a node whose list holds one tenant claims
-// from it directly).
-TEST(RedisStoreNodes, ATenantCreatedElsewhereIsSeen) {
+// A tenant created by the node itself is claimed from at once, though the node's tenant list
+// is cached; one created by another node: its due job is seen at once (the due index), its runs
+// are claimed once the cached list has expired.
+TEST(RedisStoreNodes, ATenantCreatedHereOrElsewhereIsSeen) {
   auto a = MustOpen(true, {.tenant_list_ttl = Duration(200)});
   auto b = MustOpen(false);
   ASSERT_NE(a, nullptr);
@@ -1211,6 +1211,13 @@ TEST(RedisStoreNodes, ATenantCreatedElsewhereIsSeen) {
   ASSERT_TRUE(a->CreateJob(Job("old", "j")).ok());
   // a reads, and caches, the tenant list {old}.
   ASSERT_TRUE(a->ClaimRuns({.node = "a", .now = kT0, .max_runs = 1}).ok());
+  ASSERT_TRUE(a->CreateJob(Job("mine", "j")).ok());
+  ASSERT_TRUE(a->EnqueueRuns("mine", "j", std::vector{NewRun("mine", "j", "r")}).ok());
+  auto mine = a->ClaimRuns({.node = "a", .now = kT0, .max_runs = 1});
+  ASSERT_TRUE(mine.ok()) << mine.status().ToString();
+  ASSERT_EQ(mine->size(), 1u);
+  EXPECT_EQ((*mine)[0].tenant, "mine");
+
   JobRecord fresh = Job("fresh", "j");
   fresh.next_fire = kT0 - Duration(5);
   ASSERT_TRUE(b->CreateJob(fresh).ok());
