@@ -337,7 +337,9 @@ class Store {
   // attempt).
   virtual Result<std::vector<RunRecord>> ClaimRuns(const ClaimRequest& request) = 0;
 
-  // The earliest available_at of a claimable run (queued or retry-waiting), or none.
+  // The earliest available_at of a claimable run (queued or retry-waiting), or none. A store may
+  // leave out the runs of a tenant whose running runs fill its max_concurrent_runs: none of them
+  // can be claimed before one of those ends (the node that ends it claims again).
   virtual Result<std::optional<TimePoint>> NextAvailableTime() = 0;
 
   // Renews the leases of running attempts, one status per ref in order: kRenewed, kStale (not

@@ -65,8 +65,9 @@ inline constexpr char kPrelude[] = R"lua(
 -- KEYS[2]: "<prefix>:{sys}:event_seq", the store-wide event sequence (INCR per event).
 -- KEYS[3]: "<prefix>:{sys}:fence", the store-wide fencing-token counter (INCR per claim).
 -- KEYS[4]: "<prefix>:{sys}:ready", the tenants with claimable runs -> the earliest available ms
---          of their runs (the first score of their `pending`): kept by every change of `pending`
---          (sync_ready), so that claims look only at tenants with work.
+--          of their runs (the first score of their `pending`), but for a tenant whose running
+--          runs fill its max_concurrent_runs: kept by every change of `pending`, of `leases` and
+--          of the quota (sync_ready), so that claims look only at tenants with work they may take.
 -- KEYS[5]: "<prefix>:{sys}:due", the tenants with due jobs -> the earliest next fire ms of their
 --          jobs (the first member of their `due` index): kept by every change of `due`
 --          (sync_due), so that the schedulers look only at tenants with something to fire.
@@ -76,6 +77,7 @@ local BAND = 17592186044416
 local EVENT_CAP = '@EVENT_CAP@'  -- a string: passed to XADD as it is
 local K_EVENTS = P .. 'events'
 local K_PENDING = P .. 'pending'
+local K_LEASES = P .. 'leases'
 local CLAIMABLE = {queued = true, retry_wait = true}
 local FINISHED = {succeeded = true, failed = true, timed_out = true}
 local TERMINAL = {succeeded = true, failed = true, timed_out = true, cancelled = true, skipped = true}
@@ -96,13 +98,18 @@ end
 -- gathered and written by flush(), one command per key instead of one per run. A deferring
 -- script must not read back, before flush(), what it deferred.
 local BUF
--- The tenant's entry in KEYS[4] made to agree with its `pending` index: after a change of
--- `pending` made at once, or at flush() when deferred.
+-- The tenant's entry in KEYS[4] made to agree with its `pending` index and its quota: after a
+-- change of `pending` or `leases` (the running runs) made at once, or at flush() when deferred.
 local PENDING_CHANGED = false
 local function sync_ready()
   PENDING_CHANGED = false
   local first = redis.call('ZRANGE', K_PENDING, 0, 0, 'WITHSCORES')
-  if first[1] then
+  local open = first[1] ~= nil
+  if open then
+    local quota = tonumber(redis.call('HGET', P .. 'tenant', 'max_concurrent_runs') or '0') or 0
+    open = quota <= 0 or redis.call('ZCARD', K_LEASES) < quota
+  end
+  if open then
     redis.call('ZADD', KEYS[4], first[2], TENANT)
   else
     redis.call('ZREM', KEYS[4], TENANT)
@@ -115,7 +122,7 @@ local function member(kind, key, m, value)
   if not BUF then
     if kind == 'z' then
       if value then redis.call('ZADD', key, value, m) else redis.call('ZREM', key, m) end
-      if key == K_PENDING then sync_ready() end
+      if key == K_PENDING or key == K_LEASES then sync_ready() end
     elseif value then
       redis.call('SADD', key, m)
     else
@@ -123,7 +130,7 @@ local function member(kind, key, m, value)
     end
     return
   end
-  if key == K_PENDING then PENDING_CHANGED = true end
+  if key == K_PENDING or key == K_LEASES then PENDING_CHANGED = true end
   local k = BUF.keys[key]
   if not k then
     k = {kind = kind, v = {}, order = {}}
@@ -438,7 +445,7 @@ local function duration_of(started, finished)
 end
 local function duration(r) return duration_of(r.started, r.finished) end
 -- The keys of the run indexes, built once per script (and per job and queue).
-local K_LEASES, K_COUNTS, K_QUEUES = P .. 'leases', P .. 'counts', P .. 'queues'
+local K_COUNTS, K_QUEUES = P .. 'counts', P .. 'queues'
 local job_keys, queue_keys = {}, {}
 local function jk(job)
   local k = job_keys[job]
@@ -1352,6 +1359,7 @@ for i = 6, #ARGV, 2 do
   fields[#fields + 1] = ARGV[i + 1]
 end
 redis.call('HSET', key, unpack(fields))
+sync_ready()  -- the quota may open or close the tenant to claims
 return 'ok'
 )lua";
 

@@ -891,12 +891,64 @@ TEST(RedisStoreNodes, ClaimsRunScriptsOnlyInTenantsWithAvailableRuns) {
   EXPECT_THAT(ids, ElementsAre("later/later-1"));
 }
 
+// Tenants whose running runs fill their max_concurrent_runs are not claimed from (no script
+// runs there) until one of their runs ends; meanwhile the next available time is another's.
+TEST(RedisStoreNodes, TenantsAtTheirQuotaAreLeftOutOfClaims) {
+  auto store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  std::vector<RunRecord> held;
+  for (int t = 0; t < 30; ++t) {
+    const std::string tenant = "full-" + std::to_string(t);
+    ASSERT_TRUE(store->PutTenant({.id = tenant, .max_concurrent_runs = 1}).ok());
+    ASSERT_TRUE(store->CreateJob(Job(tenant, "j")).ok());
+    ASSERT_TRUE(store
+                    ->EnqueueRuns(tenant, "j",
+                                  std::vector{NewRun(tenant, "j", "a"), NewRun(tenant, "j", "b")})
+                    .ok());
+    auto one = store->ClaimRuns({.node = "n", .now = kT0, .max_runs = 1});
+    ASSERT_TRUE(one.ok()) << one.status().ToString();
+    ASSERT_EQ(one->size(), 1u);
+    held.push_back((*one)[0]);
+  }
+  ASSERT_TRUE(store->CreateJob(Job("free", "j")).ok());
+  RunRecord later = NewRun("free", "j", "f");
+  later.available_at = kT0 + Duration(50);
+  ASSERT_TRUE(store->EnqueueRuns("free", "j", std::vector{later}).ok());
+  EXPECT_EQ(Lines(kRedis->Command({"ZRANGE", "js:{sys}:ready", "0", "-1"})),
+            (std::vector<std::string>{"free"}));
+  EXPECT_EQ(store->NextAvailableTime().value(), kT0 + Duration(50));
+
+  const int64_t scripts = CommandCalls("evalsha");
+  auto claimed = store->ClaimRuns({.node = "n", .now = kT0 + Duration(60), .max_runs = 10});
+  ASSERT_TRUE(claimed.ok()) << claimed.status().ToString();
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*claimed)[0].tenant, "free");
+  EXPECT_EQ(CommandCalls("evalsha") - scripts, 1);  // 31 before: a peek in every tenant
+
+  // A run of full-7 ends: its next run is claimable.
+  const RunRecord& r = held[7];
+  ASSERT_TRUE(store
+                  ->Complete({.tenant = r.tenant,
+                              .run_id = r.id,
+                              .fence = r.fence,
+                              .now = kT0 + Duration(70),
+                              .attempt_outcome = "succeeded"})
+                  .ok());
+  EXPECT_EQ(store->NextAvailableTime().value(), kT0);
+  claimed = store->ClaimRuns({.node = "n", .now = kT0 + Duration(80), .max_runs = 10});
+  ASSERT_TRUE(claimed.ok()) << claimed.status().ToString();
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*claimed)[0].tenant + "/" + (*claimed)[0].id, "full-7/b");
+  EXPECT_EQ(kRedis->Command({"ZCARD", "js:{sys}:ready"}), "0");
+}
+
 // The ready index ({sys}:ready: tenant -> the first score of its pending index) agrees with
 // every tenant's pending index after every kind of change, made at random: runs queued by hand
 // and by fires, claimed, completed (succeeded, failed, waiting to retry), cancelled, recovered
-// from lost leases, and the jobs deleted (their waiting runs cancelled) and created again. So
-// does the due index ({sys}:due) with every tenant's due jobs, as they are fired, deleted and
-// created.
+// from lost leases, and the jobs deleted (their waiting runs cancelled) and created again; a
+// tenant whose running runs fill its max_concurrent_runs, set and changed at random too, is left
+// out. So does the due index ({sys}:due) with every tenant's due jobs, as they are fired, deleted
+// and created.
 TEST(RedisStoreNodes, TheReadyIndexFollowsEveryChangeOfTheClaimableRuns) {
   auto store = MustOpen();
   ASSERT_NE(store, nullptr);
@@ -918,11 +970,12 @@ TEST(RedisStoreNodes, TheReadyIndexFollowsEveryChangeOfTheClaimableRuns) {
     return run;
   };
   std::map<std::string, int> ops;
-  for (int step = 0; step < 600; ++step) {
+  std::map<std::string, int64_t> quota;  // tenant -> max_concurrent_runs (0: unlimited)
+  for (int step = 0; step < 700; ++step) {
     const std::string& t = tenants[pick(4)];
     const std::string& j = jobs[pick(2)];
     std::string op;
-    switch (pick(8)) {
+    switch (pick(9)) {
       case 0: {
         op = "enqueue";
         std::vector<RunRecord> runs;
@@ -993,10 +1046,16 @@ TEST(RedisStoreNodes, TheReadyIndexFollowsEveryChangeOfTheClaimableRuns) {
         ASSERT_TRUE(store->RecoverLostRuns(now, "", 2, 100).ok());
         break;
       }
-      default: {
+      case 7: {
         op = "delete";
         ASSERT_TRUE(store->DeleteJob(t, j, now, /*kill_running=*/false).ok());
         ASSERT_TRUE(store->CreateJob(Job(t, j)).ok());
+        break;
+      }
+      default: {
+        op = "quota";
+        quota[t] = pick(4);
+        ASSERT_TRUE(store->PutTenant({.id = t, .max_concurrent_runs = quota[t]}).ok());
         break;
       }
     }
@@ -1007,7 +1066,9 @@ TEST(RedisStoreNodes, TheReadyIndexFollowsEveryChangeOfTheClaimableRuns) {
       const std::vector<std::string> first = Lines(
           kRedis->Command({"ZRANGE", "js:{t:" + tenant + "}:pending", "0", "0", "WITHSCORES"}));
       const std::string indexed = kRedis->Command({"ZSCORE", "js:{sys}:ready", tenant});
-      if (first.empty()) {
+      const int64_t leases =
+          std::stoll(kRedis->Command({"ZCARD", "js:{t:" + tenant + "}:leases"}));
+      if (first.empty() || (quota[tenant] > 0 && leases >= quota[tenant])) {
         ASSERT_EQ(indexed, "(nil)") << "step " << step << " (" << op << "), tenant " << tenant;
       } else {
         ASSERT_EQ(first.size(), 2u);
@@ -1041,7 +1102,8 @@ TEST(RedisStoreNodes, TheReadyIndexFollowsEveryChangeOfTheClaimableRuns) {
         << "step " << step;
   }
   // Every kind of change happened, many times.
-  for (const char* op : {"enqueue", "fire", "claim", "complete", "cancel", "recover", "delete"})
+  for (const char* op :
+       {"enqueue", "fire", "claim", "complete", "cancel", "recover", "delete", "quota"})
     EXPECT_GE(ops[op], 20) << op;
 }
 
