@@ -46,10 +46,12 @@
 //   P jcounts:<job>   hash  the same for one job (CountRuns)
 //   P events          stream  entry id "<seq>-0", fields time type job run data (capped)
 //   P layout, P jobs.v1  string, zset  only in a store that held layout 1 data: migrate_jobs
-// Store-wide ("<prefix>:{sys}:"): layout (the version of this layout: "4"), event_seq and fence
+// Store-wide ("<prefix>:{sys}:"): layout (the version of this layout: "5"), event_seq and fence
 // (counters), ready (zset: tenant -> the first score of its pending, for the tenants with claimable
-// runs) and due (zset: tenant -> the ms of the first member of its due index, for the tenants with
-// due jobs), both kept by the tenant scripts; tenants (set of tenants with data), node:<id> (hash)
+// runs below their quota), due (zset: tenant -> the ms of the first member of its due index, for
+// the tenants with due jobs) and leases (zset: tenant -> the first score of its leases, for the
+// tenants with running runs), all kept by the tenant scripts; tenants (set of tenants with data),
+// node:<id> (hash)
 // and nodes (zset id -> heartbeat ms), keys (hash key id -> secret hash) and key:<secret hash>
 // (hash).
 #pragma once
@@ -71,6 +73,9 @@ inline constexpr char kPrelude[] = R"lua(
 -- KEYS[5]: "<prefix>:{sys}:due", the tenants with due jobs -> the earliest next fire ms of their
 --          jobs (the first member of their `due` index): kept by every change of `due`
 --          (sync_due), so that the schedulers look only at tenants with something to fire.
+-- KEYS[6]: "<prefix>:{sys}:leases", the tenants with running runs -> the earliest lease deadline
+--          ms of their runs (the first score of their `leases`): kept by every change of
+--          `leases` (sync_leases), so that the reaper looks only at tenants with running runs.
 local P = KEYS[1]
 local TENANT = string.match(P, '{t:([^{}]*)}:$')
 local BAND = 17592186044416
@@ -98,9 +103,18 @@ end
 -- gathered and written by flush(), one command per key instead of one per run. A deferring
 -- script must not read back, before flush(), what it deferred.
 local BUF
+-- The tenant's entry in KEYS[6] made to agree with its `leases` index.
+local function sync_leases()
+  local first = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
+  if first[1] then
+    redis.call('ZADD', KEYS[6], first[2], TENANT)
+  else
+    redis.call('ZREM', KEYS[6], TENANT)
+  end
+end
 -- The tenant's entry in KEYS[4] made to agree with its `pending` index and its quota: after a
 -- change of `pending` or `leases` (the running runs) made at once, or at flush() when deferred.
-local PENDING_CHANGED = false
+local PENDING_CHANGED, LEASES_CHANGED = false, false
 local function sync_ready()
   PENDING_CHANGED = false
   local first = redis.call('ZRANGE', K_PENDING, 0, 0, 'WITHSCORES')
@@ -123,6 +137,7 @@ local function member(kind, key, m, value)
     if kind == 'z' then
       if value then redis.call('ZADD', key, value, m) else redis.call('ZREM', key, m) end
       if key == K_PENDING or key == K_LEASES then sync_ready() end
+      if key == K_LEASES then sync_leases() end
     elseif value then
       redis.call('SADD', key, m)
     else
@@ -131,6 +146,7 @@ local function member(kind, key, m, value)
     return
   end
   if key == K_PENDING or key == K_LEASES then PENDING_CHANGED = true end
+  if key == K_LEASES then LEASES_CHANGED = true end
   local k = BUF.keys[key]
   if not k then
     k = {kind = kind, v = {}, order = {}}
@@ -209,6 +225,10 @@ local function flush()
     if c.n ~= 0 or c.d ~= 0 then count_apply(c.key, c.f, c.n, c.d) end
   end
   if PENDING_CHANGED then sync_ready() end
+  if LEASES_CHANGED then
+    LEASES_CHANGED = false
+    sync_leases()
+  end
   local events = BUF.events
   BUF = nil
   if #events > 0 then
@@ -973,12 +993,13 @@ for i = 2, #ARGV, 2 do
   local f = redis.call('HMGET', key, 'state', 'fence', 'cancel')
   if f[1] == 'running' and f[2] == ARGV[i + 1] then
     redis.call('HSET', key, 'lease', deadline)
-    redis.call('ZADD', P .. 'leases', tonumber(deadline), ARGV[i])
+    redis.call('ZADD', K_LEASES, tonumber(deadline), ARGV[i])
     out[#out + 1] = f[3] == '1' and 2 or 1
   else
     out[#out + 1] = 0
   end
 end
+sync_leases()
 return out
 )lua";
 
@@ -1111,11 +1132,12 @@ return out
 
 inline constexpr char kSyncIndexes[] = R"lua(
 -- sync_indexes: the tenant's entries in the store-wide indexes made to agree with its own: the
--- ready index (KEYS[4]) with its pending index, the due index (KEYS[5]) with its due index
--- (building them in a store of an older key layout).
+-- ready index (KEYS[4]) with its pending index, the due index (KEYS[5]) with its due index, the
+-- leases index (KEYS[6]) with its leases (building them in a store of an older key layout).
 -- KEYS: the prelude's. Returns 1.
 sync_ready()
 sync_due()
+sync_leases()
 return 1
 )lua";
 

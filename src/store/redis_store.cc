@@ -433,11 +433,11 @@ class RedisBackend {
 
   // The version of the key layout (redis_scripts.h) the data under the prefix was written
   // with. An empty store gets this one; data of layout 1 (from before the layout had a
-  // version), of layout 2 (before the ready index) and of layout 3 (before the due index) is
-  // moved to this one; data of another layout is refused, not misread. Nodes of an older
-  // version must be stopped first.
+  // version), of layout 2 (before the ready index), 3 (before the due index) and 4 (before the
+  // leases index) is moved to this one; data of another layout is refused, not misread. Nodes of
+  // an older version must be stopped first.
   Status CheckLayout() {
-    static constexpr char kLayout[] = "4";
+    static constexpr char kLayout[] = "5";
     ASSIGN_OR_RETURN(std::vector<Reply> r,
                      RunAll({{"GET", SysKey("layout")}, {"EXISTS", SysKey("tenants")}}));
     std::string found = r[0].str;
@@ -452,7 +452,7 @@ class RedisBackend {
         found = "2";
       }
     }
-    if (found == "2" || found == "3") {
+    if (found == "2" || found == "3" || found == "4") {
       RETURN_IF_ERROR(BuildIndexes());
       RETURN_IF_ERROR(Call({"SET", SysKey("layout"), kLayout}).status());
       found = kLayout;
@@ -464,12 +464,13 @@ class RedisBackend {
                               ": run the version that wrote it, or use another key prefix");
   }
 
-  // Layouts 2 and 3 -> 4: the store-wide ready and due indexes, from every tenant's pending and
-  // due indexes (one script per tenant, each atomic with the tenant's own changes; running it
-  // again changes nothing).
+  // Layouts 2, 3 and 4 -> 5: the store-wide ready, due and leases indexes, from every tenant's
+  // own (one script per tenant, each atomic with the tenant's own changes; running it again
+  // changes nothing).
   Status BuildIndexes() {
     ASSIGN_OR_RETURN(Reply tenants, Call({"SMEMBERS", SysKey("tenants")}));
-    spdlog::info("{}: indexing the claimable runs and due jobs of {} tenant(s) under the prefix '{}'",
+    spdlog::info("{}: indexing the claimable runs, due jobs and leases of {} tenant(s) under the "
+                 "prefix '{}'",
                  where_, tenants.elements.size(), options_.key_prefix);
     std::vector<Command> commands;
     for (const Reply& t : tenants.elements)
@@ -511,15 +512,16 @@ class RedisBackend {
   // index of tenants with claimable runs.
   Command Eval(Script script, const std::string& tenant, std::vector<std::string> args) const {
     Command c;
-    c.reserve(args.size() + 8);
+    c.reserve(args.size() + 9);
     c.push_back("EVALSHA");
     c.push_back(shas_[static_cast<size_t>(script)]);
-    c.push_back("5");
+    c.push_back("6");
     c.push_back(TenantKey(tenant));
     c.push_back(SysKey("event_seq"));
     c.push_back(SysKey("fence"));
     c.push_back(SysKey("ready"));
     c.push_back(SysKey("due"));
+    c.push_back(SysKey("leases"));
     for (std::string& a : args) c.push_back(std::move(a));
     return c;
   }
@@ -1886,41 +1888,27 @@ Result<std::vector<RunRecord>> RedisStore::RecoverLostRuns(TimePoint now, const 
                                                            int max_leases_lost, int limit) {
   int remaining = Clamp(limit, 1, kMaxPageSize);
   std::vector<RunRecord> recovered;
-  ASSIGN_OR_RETURN(RedisBackend::TenantList list, backend_->SharedTenants(/*fresh=*/false));
-  const std::vector<std::string>& tenants = *list;
-  // How many candidates each tenant has, so that scripts run only where there is work.
-  std::vector<Command> counts;
-  for (const std::string& t : tenants) {
-    const std::string leases = backend_->TenantKey(t, "leases");
-    counts.push_back(node.empty() ? Command{"ZCOUNT", leases, "-inf", "(" + Ms(now)}
-                                  : Command{"ZCARD", leases});
-  }
-  ASSIGN_OR_RETURN(std::vector<Reply> found, backend_->RunAll(std::move(counts)));
-  auto recover = [&](size_t t, int n) -> Status {
-    ASSIGN_OR_RETURN(Reply r,
-                     backend_->Call(backend_->Eval(
-                         Script::kRecover, tenants[t],
-                         {Ms(now), node, std::to_string(max_leases_lost), std::to_string(n)})));
-    for (const Reply& h : r.elements) {
-      ASSIGN_OR_RETURN(RunRecord run, RunFromHash(h, tenants[t]));
-      recovered.push_back(std::move(run));
-    }
-    return Status::Ok();
-  };
-  for (size_t t = 0; t < tenants.size() && remaining > 0; ++t) {
-    if (found[t].integer <= 0) continue;
-    // By deadline the count is the tenant's share; by node it is an upper bound (runs of other
-    // nodes), so each tenant is asked for everything still allowed.
-    const int n = node.empty() ? static_cast<int>(std::min<long long>(found[t].integer, remaining))
-                               : remaining;
-    const size_t before = recovered.size();
-    if (Status s = recover(t, n); !s.ok()) {
+  // The tenants with candidates, from the leases index (tenant -> its earliest lease deadline):
+  // by deadline, those with a lease expired before now; by node, those with running runs. The
+  // reaper runs every second on every node: one read, not one per tenant.
+  ASSIGN_OR_RETURN(Reply found, backend_->Call({"ZRANGEBYSCORE", backend_->SysKey("leases"),
+                                                "-inf", node.empty() ? "(" + Ms(now) : "+inf"}));
+  for (const Reply& t : found.elements) {
+    if (remaining <= 0) break;
+    auto r = backend_->Call(backend_->Eval(
+        Script::kRecover, t.str,
+        {Ms(now), node, std::to_string(max_leases_lost), std::to_string(remaining)}));
+    if (!r.ok()) {
       // The runs recovered so far are queued again already: report them; the rest waits for
       // the next pass.
-      if (recovered.empty()) return s;
+      if (recovered.empty()) return r.status();
       break;
     }
-    remaining -= static_cast<int>(recovered.size() - before);
+    for (const Reply& h : r->elements) {
+      ASSIGN_OR_RETURN(RunRecord run, RunFromHash(h, t.str));
+      recovered.push_back(std::move(run));
+      --remaining;
+    }
   }
   return recovered;
 }

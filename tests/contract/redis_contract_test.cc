@@ -439,7 +439,7 @@ TEST(RedisStoreServer, JobsOfKeyLayout1AreMovedToThisLayoutAtOpen) {
 
   auto store = MustOpen(/*flush=*/false);
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(kRedis->Command({"GET", "js:{sys}:layout"}), "4");
+  EXPECT_EQ(kRedis->Command({"GET", "js:{sys}:layout"}), "5");
 
   auto got = store->GetJob("team-a", "report");
   ASSERT_TRUE(got.ok()) << got.status().ToString();
@@ -501,11 +501,11 @@ TEST(RedisStoreServer, DataOfAnUnknownKeyLayoutIsRefusedNotMisread) {
   auto store = MustOpen();
   ASSERT_NE(store, nullptr);
   ASSERT_TRUE(store->CreateJob(Job("default", "j")).ok());
-  kRedis->Command({"SET", "js:{sys}:layout", "5"});
+  kRedis->Command({"SET", "js:{sys}:layout", "6"});
   auto reopened = RedisStore::Open({.host = "127.0.0.1", .port = kRedis->port()});
   ASSERT_FALSE(reopened.ok());
   EXPECT_EQ(reopened.status().code(), StatusCode::kFailedPrecondition);
-  EXPECT_THAT(reopened.status().message(), HasSubstr("key layout 5"));
+  EXPECT_THAT(reopened.status().message(), HasSubstr("key layout 6"));
   EXPECT_THAT(reopened.status().message(), HasSubstr("prefix 'js'"));
   // Another prefix on the same server is a store of its own.
   EXPECT_NE(MustOpen(false, {.key_prefix = "other"}), nullptr);
@@ -942,13 +942,55 @@ TEST(RedisStoreNodes, TenantsAtTheirQuotaAreLeftOutOfClaims) {
   EXPECT_EQ(kRedis->Command({"ZCARD", "js:{sys}:ready"}), "0");
 }
 
+// The reaper reads the leases index ({sys}:leases: tenant -> its earliest lease deadline), not
+// each tenant: a pass over 30 tenants with running runs, one of them with an expired lease, runs
+// one script and no per-tenant read; recovering a dead node's runs looks only at tenants with
+// running runs.
+TEST(RedisStoreNodes, TheReaperLooksOnlyAtTenantsWithExpiredLeases) {
+  auto store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  for (int t = 0; t < 30; ++t) {
+    const std::string tenant = "t" + std::to_string(t);
+    ASSERT_TRUE(store->CreateJob(Job(tenant, "j")).ok());
+    ASSERT_TRUE(store->EnqueueRuns(tenant, "j", std::vector{NewRun(tenant, "j", "r")}).ok());
+    auto one = store->ClaimRuns({.node = t == 7 ? "gone" : "n",
+                                 .now = kT0,
+                                 .lease = Duration(t == 7 ? 1000 : 60000),
+                                 .max_runs = 1});
+    ASSERT_TRUE(one.ok()) << one.status().ToString();
+    ASSERT_EQ(one->size(), 1u);
+  }
+  for (int t = 0; t < 10; ++t) {
+    ASSERT_TRUE(store->CreateJob(Job("idle" + std::to_string(t), "j")).ok());
+  }
+  const auto per_tenant_reads = [] {
+    return CommandCalls("zcount") + CommandCalls("zcard") + CommandCalls("evalsha");
+  };
+  int64_t before = per_tenant_reads();
+  auto lost = store->RecoverLostRuns(kT0 + Duration(2000), "", 5, 100);
+  ASSERT_TRUE(lost.ok()) << lost.status().ToString();
+  ASSERT_EQ(lost->size(), 1u);
+  EXPECT_EQ((*lost)[0].tenant, "t7");
+  // The one script, in t7 (its claim-side reads: none of ZCOUNT or ZCARD).
+  EXPECT_EQ(per_tenant_reads() - before, 1);
+  // Nothing else expired: no script at all.
+  before = per_tenant_reads();
+  ASSERT_TRUE(store->RecoverLostRuns(kT0 + Duration(3000), "", 5, 100).value().empty());
+  EXPECT_EQ(per_tenant_reads() - before, 0);
+  // By node: the 29 tenants with running runs are asked, the 11 without are not.
+  before = CommandCalls("evalsha");
+  ASSERT_EQ(store->RecoverLostRuns(kT0 + Duration(3000), "n", 5, 100).value().size(), 29u);
+  EXPECT_EQ(CommandCalls("evalsha") - before, 29);
+}
+
 // The ready index ({sys}:ready: tenant -> the first score of its pending index) agrees with
 // every tenant's pending index after every kind of change, made at random: runs queued by hand
 // and by fires, claimed, completed (succeeded, failed, waiting to retry), cancelled, recovered
 // from lost leases, and the jobs deleted (their waiting runs cancelled) and created again; a
 // tenant whose running runs fill its max_concurrent_runs, set and changed at random too, is left
 // out. So does the due index ({sys}:due) with every tenant's due jobs, as they are fired, deleted
-// and created.
+// and created, and the leases index ({sys}:leases) with every tenant's running runs, as they are
+// claimed, renewed, completed and recovered.
 TEST(RedisStoreNodes, TheReadyIndexFollowsEveryChangeOfTheClaimableRuns) {
   auto store = MustOpen();
   ASSERT_NE(store, nullptr);
@@ -971,11 +1013,11 @@ TEST(RedisStoreNodes, TheReadyIndexFollowsEveryChangeOfTheClaimableRuns) {
   };
   std::map<std::string, int> ops;
   std::map<std::string, int64_t> quota;  // tenant -> max_concurrent_runs (0: unlimited)
-  for (int step = 0; step < 700; ++step) {
+  for (int step = 0; step < 800; ++step) {
     const std::string& t = tenants[pick(4)];
     const std::string& j = jobs[pick(2)];
     std::string op;
-    switch (pick(9)) {
+    switch (pick(10)) {
       case 0: {
         op = "enqueue";
         std::vector<RunRecord> runs;
@@ -1046,6 +1088,17 @@ TEST(RedisStoreNodes, TheReadyIndexFollowsEveryChangeOfTheClaimableRuns) {
         ASSERT_TRUE(store->RecoverLostRuns(now, "", 2, 100).ok());
         break;
       }
+      case 8: {
+        if (running.empty()) continue;
+        op = "renew";
+        std::vector<LeaseRef> leases;
+        for (const RunRecord& r : running) {
+          if (pick(2) == 0) leases.push_back({r.tenant, r.id, r.fence});
+        }
+        // Stale leases (recovered runs) are refused and change nothing.
+        ASSERT_TRUE(store->RenewLeases(leases, now, Duration(pick(4) * 1000)).ok());
+        break;
+      }
       case 7: {
         op = "delete";
         ASSERT_TRUE(store->DeleteJob(t, j, now, /*kill_running=*/false).ok());
@@ -1100,10 +1153,22 @@ TEST(RedisStoreNodes, TheReadyIndexFollowsEveryChangeOfTheClaimableRuns) {
     ASSERT_TRUE(next_fire.ok());
     EXPECT_EQ(*next_fire, first_due ? std::optional(FromUnixMillis(*first_due)) : std::nullopt)
         << "step " << step;
+    // And the leases index: each tenant's earliest lease deadline ({sys}:leases, the reaper).
+    for (const std::string& tenant : tenants) {
+      const std::vector<std::string> first = Lines(
+          kRedis->Command({"ZRANGE", "js:{t:" + tenant + "}:leases", "0", "0", "WITHSCORES"}));
+      const std::string indexed = kRedis->Command({"ZSCORE", "js:{sys}:leases", tenant});
+      if (first.empty()) {
+        ASSERT_EQ(indexed, "(nil)") << "step " << step << " (" << op << "), tenant " << tenant;
+      } else {
+        ASSERT_EQ(first.size(), 2u);
+        ASSERT_EQ(indexed, first[1]) << "step " << step << " (" << op << "), tenant " << tenant;
+      }
+    }
   }
   // Every kind of change happened, many times.
   for (const char* op :
-       {"enqueue", "fire", "claim", "complete", "cancel", "recover", "delete", "quota"})
+       {"enqueue", "fire", "claim", "complete", "cancel", "recover", "delete", "quota", "renew"})
     EXPECT_GE(ops[op], 20) << op;
 }
 
@@ -1214,51 +1279,66 @@ TEST(RedisStoreNodes, DueTimesAreReadWithoutScriptsAndFollowEveryChange) {
   }
 }
 
-// A store of key layout 2 (before the ready index) or 3 (before the due index) gets its
-// store-wide indexes built at the next open, and its waiting runs are claimed and its jobs fired
-// as before.
-TEST(RedisStoreServer, AStoreOfKeyLayout2Or3GetsItsStoreWideIndexes) {
-  for (const char* layout : {"2", "3"}) {
+// A store of key layout 2 (before the ready index), 3 (before the due index) or 4 (before the
+// leases index) gets its store-wide indexes built at the next open, and its waiting runs are
+// claimed, its jobs fired and its expired leases recovered as before.
+TEST(RedisStoreServer, AStoreOfAnOlderKeyLayoutGetsItsStoreWideIndexes) {
+  for (const char* layout : {"2", "3", "4"}) {
     SCOPED_TRACE(std::string("layout ") + layout);
     {
       auto store = MustOpen();
       ASSERT_NE(store, nullptr);
-      for (const char* t : {"a", "b", "c"}) {
+      for (const char* t : {"a", "b", "c", "e"}) {
         JobRecord job = Job(t, "j");
-        job.next_fire = kT0 + Duration(100 - t[0]);  // c first
+        job.next_fire = kT0 + Duration(100 - t[0]);  // e first
         ASSERT_TRUE(store->CreateJob(job).ok());
         RunRecord run = NewRun(t, "j", std::string(t) + "-1");
         run.available_at = kT0 + Duration(t[0] - 'a');
         ASSERT_TRUE(store->EnqueueRuns(t, "j", std::vector{run}).ok());
       }
       ASSERT_TRUE(store->CancelRun("c", "c-1", kT0).ok());
+      // a's run is running, with a lease to kT0 + 1 s.
+      auto running = store->ClaimRuns(
+          {.node = "old", .now = kT0 + Duration(10), .lease = Duration(990), .max_runs = 1});
+      ASSERT_TRUE(running.ok()) << running.status().ToString();
+      ASSERT_EQ(running->size(), 1u);
+      ASSERT_EQ((*running)[0].id, "a-1");
       JobRecord paused = Job("d", "j");
       paused.spec.paused = true;
       ASSERT_TRUE(store->CreateJob(paused).ok());
     }
-    kRedis->Command({"DEL", "js:{sys}:ready", "js:{sys}:due"});
+    kRedis->Command({"DEL", "js:{sys}:ready", "js:{sys}:due", "js:{sys}:leases"});
     kRedis->Command({"SET", "js:{sys}:layout", layout});
 
     auto store = MustOpen(/*flush=*/false);
     ASSERT_NE(store, nullptr);
-    EXPECT_EQ(kRedis->Command({"GET", "js:{sys}:layout"}), "4");
+    EXPECT_EQ(kRedis->Command({"GET", "js:{sys}:layout"}), "5");
     EXPECT_EQ(Lines(kRedis->Command({"ZRANGE", "js:{sys}:ready", "0", "-1"})),
-              (std::vector<std::string>{"a", "b"}));
+              (std::vector<std::string>{"b", "e"}));
     EXPECT_EQ(Lines(kRedis->Command({"ZRANGE", "js:{sys}:due", "0", "-1"})),
-              (std::vector<std::string>{"c", "b", "a"}));
-    EXPECT_EQ(store->NextAvailableTime().value(), kT0);
-    EXPECT_EQ(store->NextFireTime({}).value(), kT0 + Duration(100 - 'c'));
-    auto due = store->DueJobs(kT0 + Duration(100 - 'b'), 10, {});
+              (std::vector<std::string>{"e", "c", "b", "a"}));
+    EXPECT_EQ(Lines(kRedis->Command({"ZRANGE", "js:{sys}:leases", "0", "-1"})),
+              (std::vector<std::string>{"a"}));
+    EXPECT_EQ(store->NextAvailableTime().value(), kT0 + Duration(1));
+    EXPECT_EQ(store->NextFireTime({}).value(), kT0 + Duration(100 - 'e'));
+    auto due = store->DueJobs(kT0 + Duration(100 - 'c'), 10, {});
     ASSERT_TRUE(due.ok()) << due.status().ToString();
     std::vector<std::string> ids;
     for (const JobRecord& j : *due) ids.push_back(j.spec.tenant);
-    EXPECT_THAT(ids, ElementsAre("c", "b"));
-    auto claimed = store->ClaimRuns({.node = "n", .now = kT0 + Duration(10), .max_runs = 10});
+    EXPECT_THAT(ids, ElementsAre("e", "c"));
+    auto lost = store->RecoverLostRuns(kT0 + Duration(1001), "", 5, 100);
+    ASSERT_TRUE(lost.ok()) << lost.status().ToString();
+    ids.clear();
+    for (const RunRecord& r : *lost) ids.push_back(r.id);
+    EXPECT_THAT(ids, ElementsAre("a-1"));
+    auto claimed = store->ClaimRuns({.node = "n", .now = kT0 + Duration(1010), .max_runs = 10});
     ASSERT_TRUE(claimed.ok()) << claimed.status().ToString();
     ids.clear();
     for (const RunRecord& r : *claimed) ids.push_back(r.id);
-    EXPECT_THAT(ids, ElementsAre("a-1", "b-1"));
+    EXPECT_THAT(ids, ElementsAre("b-1", "e-1", "a-1"));
     EXPECT_EQ(kRedis->Command({"ZCARD", "js:{sys}:ready"}), "0");
+    EXPECT_EQ(Lines(kRedis->Command({"ZRANGE", "js:{sys}:leases", "0", "-1"})),
+              (std::vector<std::string>{"a", "b", "e"}));
   }
 }
 
