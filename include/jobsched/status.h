@@ -22,6 +22,7 @@ enum class StatusCode {
   kAlreadyExists,       // create of an id that exists
   kFailedPrecondition,  // wrong state, version mismatch, stale fencing token
   kResourceExhausted,   // quota exceeded
+  kPermissionDenied,    // the caller may not do this (an API key's role or permissions)
   kUnavailable,         // the store (or another dependency) cannot be reached
   kInternal,            // a bug or an invariant violation
 };

@@ -3,8 +3,12 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include <sys/socket.h>
+
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <regex>
 
 #include "api/dashboard.h"
@@ -158,6 +162,8 @@ int HttpStatusFor(StatusCode code) {
       return 412;
     case StatusCode::kResourceExhausted:
       return 429;
+    case StatusCode::kPermissionDenied:
+      return 403;
     case StatusCode::kUnavailable:
       return 503;
     case StatusCode::kInternal:
@@ -590,7 +596,7 @@ Result<Reply> ApiServer::Impl::CronNext(Call& call) {
 
 Status ApiServer::Impl::CheckShellAllowed(const Call& call, const JobSpec& spec) {
   if (spec.handler.type == HandlerSpec::Type::kShell && !call.who.allow_shell) {
-    return Status(StatusCode::kInvalidArgument,
+    return Status(StatusCode::kPermissionDenied,
                   "handler.type: this API key may not create shell jobs (it lacks allow_shell)",
                   "handler.type");
   }
@@ -1052,6 +1058,30 @@ Status ApiServer::Start() {
     return new httplib::ThreadPool(static_cast<size_t>(threads));
   };
   http_->set_payload_max_length(options_.max_body_bytes);
+  // The library's default socket options set SO_REUSEPORT, with which a second server binds a
+  // port this one listens on and the kernel splits the connections between the two. Only
+  // SO_REUSEADDR (a restart may bind while old connections are in TIME_WAIT).
+  http_->set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  // Runs before the library reads a body. Every body of this API is JSON, whatever its
+  // Content-Type says: a form-encoded one (curl -d's default) would be parsed as a form, and
+  // refused as too large past 8 KiB; a POST, PUT or PATCH with neither Content-Length nor
+  // Transfer-Encoding has an empty body (HTTP/1.1), where the library would read until the
+  // connection closes or times out. (The request object is the library's own, not const.)
+  http_->set_pre_routing_handler([](const httplib::Request& req, httplib::Response&) {
+    auto& headers = const_cast<httplib::Request&>(req).headers;
+    if (req.get_header_value("Content-Type").rfind("application/x-www-form-urlencoded", 0) == 0) {
+      headers.erase("Content-Type");
+      headers.emplace("Content-Type", "application/json");
+    }
+    if ((req.method == "POST" || req.method == "PUT" || req.method == "PATCH") &&
+        !req.has_header("Content-Length") && !req.has_header("Transfer-Encoding")) {
+      headers.emplace("Content-Length", "0");
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
   http_->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     std::string message = "no route " + req.method + " " + req.path;
@@ -1067,7 +1097,11 @@ Status ApiServer::Start() {
   impl_->Register(*http_);
   const int port = hp->second == 0 ? http_->bind_to_any_port(hp->first)
                                    : (http_->bind_to_port(hp->first, hp->second) ? hp->second : -1);
-  if (port < 0) return Unavailable("cannot listen on " + options_.listen);
+  if (port < 0) {
+    const int err = errno;
+    return Unavailable("cannot listen on " + options_.listen +
+                       (err != 0 ? std::string(": ") + std::strerror(err) : std::string()));
+  }
   port_ = port;
   auto ended = std::make_shared<std::atomic<bool>>(false);
   thread_ = std::thread([this, ended] {

@@ -25,9 +25,10 @@ StatusCode CodeForHttp(int status) {
     case 409:
       return StatusCode::kAlreadyExists;
     case 401:
-    case 403:
     case 412:
       return StatusCode::kFailedPrecondition;
+    case 403:
+      return StatusCode::kPermissionDenied;
     case 429:
       return StatusCode::kResourceExhausted;
     case 502:

@@ -5,8 +5,8 @@
 // Errors: a server error {"error": {"code", "message", "field"}} becomes a Status whose message
 // and field are the server's and whose code follows the HTTP status (400 kInvalidArgument,
 // 404 kNotFound, 409 kAlreadyExists, 412 kFailedPrecondition, 429 kResourceExhausted,
-// 503 kUnavailable; 401/403 kFailedPrecondition; anything else kInternal). A server that
-// cannot be reached is kUnavailable "cannot reach <url>: <reason>".
+// 403 kPermissionDenied, 503 kUnavailable; 401 kFailedPrecondition; anything else kInternal).
+// A server that cannot be reached is kUnavailable "cannot reach <url>: <reason>".
 //
 // Thread safety: a Client is used by one thread at a time.
 #pragma once

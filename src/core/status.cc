@@ -16,6 +16,8 @@ std::string_view StatusCodeName(StatusCode code) {
       return "failed_precondition";
     case StatusCode::kResourceExhausted:
       return "resource_exhausted";
+    case StatusCode::kPermissionDenied:
+      return "permission_denied";
     case StatusCode::kUnavailable:
       return "unavailable";
     case StatusCode::kInternal:

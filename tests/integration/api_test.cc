@@ -4,6 +4,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <spdlog/spdlog.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -825,13 +828,74 @@ TEST_F(ApiTest, EachRoleGetsExactlyItsRoutes) {
   EXPECT_EQ(h.Get(kJobs + "/made", Who::kAdmin).status, 404);
 }
 
+// A request written by hand on a new connection (what curl sends with -X POST and no -d: no
+// Content-Length); returns the status of the answer, or -1.
+int RawStatus(int port, const std::string& request) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int status = -1;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size())) {
+    std::string answer;
+    char buf[4096];
+    while (answer.find("\r\n") == std::string::npos) {
+      const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      answer.append(buf, static_cast<size_t>(n));
+    }
+    // "HTTP/1.1 200 OK"
+    if (answer.size() > 12) status = std::atoi(answer.c_str() + 9);
+  }
+  ::close(fd);
+  return status;
+}
+
+// A POST without a body and without Content-Length (curl -X POST) has an empty body: it is
+// answered at once, not refused as malformed after the read times out.
+TEST_F(ApiTest, APostWithoutContentLengthHasAnEmptyBody) {
+  h.MustCreate("acme", Builtin("quiet"));
+  const std::string request = "POST " + kJobs +
+                              "/quiet/pause HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " +
+                              h.Key(Who::kOperator) + "\r\n\r\n";
+  EXPECT_EQ(RawStatus(h.port(), request), 200);
+  EXPECT_EQ(h.Get(kJobs + "/quiet", Who::kViewer).json["spec"]["paused"], true);
+}
+
+// Every body is read as JSON, whatever its Content-Type: a job spec of 20 KB sent as a form
+// (curl -d's default type) is created, not refused by the form parser's 8 KiB limit.
+TEST_F(ApiTest, ABodyIsJsonWhateverItsContentType) {
+  Json spec = Builtin("big");
+  spec["payload"] = {{"data", std::string(20000, 'x')}};
+  Response r = h.Post(kJobs, Who::kOperator, spec.dump(),
+                      {{"Content-Type", "application/x-www-form-urlencoded"}});
+  EXPECT_EQ(r.status, 201) << r;
+  const Json stored = h.Get(kJobs + "/big", Who::kViewer).json;
+  EXPECT_EQ(stored["spec"]["payload"]["data"].get<std::string>().size(), 20000u) << stored;
+}
+
+// A second server on the port of a running one is refused, and says why (without it, the
+// kernel would split the connections between the two).
+TEST_F(ApiTest, ASecondServerCannotListenOnTheSamePort) {
+  auto second =
+      api::ApiServer::Create(h.node(), {.listen = "127.0.0.1:" + std::to_string(h.port())});
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  Status started = (*second)->Start();
+  EXPECT_EQ(started.code(), StatusCode::kUnavailable) << started.ToString();
+  EXPECT_THAT(started.message(), HasSubstr("in use"));
+  EXPECT_EQ(h.Get(kJobs, Who::kViewer).status, 200);
+}
+
 TEST_F(ApiTest, ShellJobsNeedAKeyWithAllowShell) {
   for (const std::string& method : {std::string("POST"), std::string("PUT")}) {
     SCOPED_TRACE(method);
     Response r = method == "POST" ? h.Post(kJobs, Who::kOperator, Shell("sh").dump())
                                   : h.Put(kJobs + "/sh", Who::kOperator, Shell("sh").dump());
-    // What the server answers: 400 naming handler.type (DESIGN §8 leaves 400 or 403 open).
-    EXPECT_EQ(r.status, 400) << r;
+    // The key may not: 403, naming handler.type.
+    EXPECT_EQ(r.status, 403) << r;
     EXPECT_TRUE(IsErrorBody(r));
     EXPECT_EQ(r.ErrorField(), "handler.type");
     EXPECT_THAT(r.ErrorMessage(), HasSubstr("allow_shell"));
@@ -840,7 +904,7 @@ TEST_F(ApiTest, ShellJobsNeedAKeyWithAllowShell) {
   // An operator without allow_shell cannot turn an existing job into a shell job either.
   h.MustCreate("acme", Builtin("harmless"));
   Response r = h.Put(kJobs + "/harmless", Who::kOperator, Shell("harmless").dump());
-  EXPECT_EQ(r.status, 400) << r;
+  EXPECT_EQ(r.status, 403) << r;
   EXPECT_THAT(r.ErrorMessage(), HasSubstr("allow_shell"));
   EXPECT_EQ(h.Get(kJobs + "/harmless", Who::kAdmin).json["spec"]["handler"]["type"], "builtin");
 
@@ -1437,6 +1501,7 @@ std::vector<BadRequest> BadRequests() {
        .method = "POST",
        .path = kJobs,
        .body = R"({"id": "new-job", "handler": {"type": "shell", "command": ["/bin/true"]}})",
+       .status = 403,
        .message = "allow_shell",
        .field = "handler.type"},
       {.name = "other_tenant_creates",
