@@ -132,7 +132,7 @@ Result<Json> ParseBody(const httplib::Request& req) {
   try {
     return Json::parse(req.body);
   } catch (const Json::exception& e) {
-    return InvalidArgument(std::string("invalid JSON: ") + e.what());
+    return InvalidArgument("invalid JSON: " + JsonErrorText(e));
   }
 }
 

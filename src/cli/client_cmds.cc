@@ -555,7 +555,7 @@ LoadedSpecs LoadSpecs(const std::string& file) {
   try {
     root = Json::parse(text);
   } catch (const Json::exception& e) {
-    Usage(loaded.name + ": invalid JSON: " + e.what());
+    Usage(loaded.name + ": invalid JSON: " + JsonErrorText(e));
   }
   if (root.is_array()) {
     for (Json& spec : root) loaded.specs.push_back(std::move(spec));

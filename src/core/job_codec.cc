@@ -50,6 +50,15 @@ int JsonNestingDepth(std::string_view text) {
   return max_depth;
 }
 
+std::string JsonErrorText(const std::exception& e) {
+  std::string_view what = e.what();
+  if (what.starts_with("[json.exception.")) {
+    const size_t end = what.find("] ");
+    if (end != std::string_view::npos) what.remove_prefix(end + 2);
+  }
+  return std::string(what);
+}
+
 namespace {
 
 // Reads fields of one JSON object, remembering which were seen, so that unknown ones can be
@@ -252,6 +261,7 @@ Status ParseSchedule(ObjectReader& r, Schedule& s) {
   }
   if (r.Has("timezone") && !cron) return FieldError(r.Path("timezone"), "only allowed with cron");
   RETURN_IF_ERROR(r.String("timezone", s.timezone));
+  if (s.timezone.empty()) s.timezone = "UTC";  // as the cron engine reads it
   RETURN_IF_ERROR(r.Millis("jitter_ms", 0, s.jitter));
   RETURN_IF_ERROR(r.Time("start_at", s.start_at));
   RETURN_IF_ERROR(r.Time("end_at", s.end_at));
@@ -499,11 +509,14 @@ Result<JobSpec> ParseSpecShape(std::string_view json, const std::string& tenant)
     return InvalidArgument("JSON nesting deeper than " + std::to_string(kMaxJsonNesting) +
                            " levels");
   }
+  if (json.find_first_not_of(" \t\r\n") == std::string_view::npos) {
+    return InvalidArgument("a job spec must be a JSON object; the body is empty");
+  }
   Json j;
   try {
     j = Json::parse(json);
   } catch (const Json::exception& e) {
-    return InvalidArgument(std::string("invalid JSON: ") + e.what());
+    return InvalidArgument("invalid JSON: " + JsonErrorText(e));
   }
   JobSpec spec;
   spec.tenant = tenant;

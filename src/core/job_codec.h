@@ -48,6 +48,10 @@ Status ValidateQueueName(std::string_view name, const std::string& field = "queu
 inline constexpr int kMaxJsonNesting = 32;
 int JsonNestingDepth(std::string_view json);
 
+// The message of a JSON parser exception without its tag ("[json.exception.parse_error.101] "):
+// "parse error at line 1, column 7: syntax error while parsing ...".
+std::string JsonErrorText(const std::exception& e);
+
 // Enum names <-> values, as they appear in JSON.
 Result<RunState> ParseRunState(std::string_view name);
 Result<JobState> ParseJobState(std::string_view name);

@@ -254,6 +254,11 @@ TEST(ParseJobSpecTest, CronDefaultsToUtc) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->schedule.kind, Schedule::Kind::kCron);
   EXPECT_EQ(r->schedule.timezone, "UTC");
+  // An empty zone is UTC too, and is shown as such.
+  r = ParseJobSpec(R"({"id": "j", "schedule": {"cron": "*/5 * * * *", "timezone": ""},
+      "handler": {"type": "builtin", "name": "noop"}})");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->schedule.timezone, "UTC");
 }
 
 TEST(ParseJobSpecTest, AtSchedule) {
