@@ -413,10 +413,15 @@ int RunServe(const ServeConfig& c) {
   }
   if (Status s = (*server)->Start(); !s.ok()) {
     (*node)->Stop();
-    return fail("cannot listen on " + c.listen, s);
+    return fail("cannot serve", s);  // "cannot listen on <address>: <why>"
+  }
+  // The address with the port listened on (the one the system chose for port 0).
+  std::string listening = c.listen;
+  if (const size_t colon = listening.rfind(':'); colon != std::string::npos) {
+    listening = listening.substr(0, colon + 1) + std::to_string((*server)->port());
   }
   spdlog::info("jobsched serve ready: node {} store {} listen {}", (*node)->options().node_id,
-               options.store_url, c.listen);
+               options.store_url, listening);
 
   int sig = 0;
   sigwait(&signals, &sig);

@@ -280,6 +280,29 @@ TEST_F(ServeProcessTest, ServesHttpsWithTheGivenCertificate) {
   EXPECT_FALSE(refused && refused->status == 200);
 }
 
+// A second serve on the port of a running one exits with an error saying why; the first one's
+// ready line shows the port the system chose.
+TEST_F(ServeProcessTest, APortInUseIsAnErrorNotASharedPort) {
+  Start({"--listen", "127.0.0.1:0", "--data-dir", (dir_ / "data").string()});
+  const int port = WaitForPort();
+  ASSERT_GT(port, 0);
+  const pid_t first = pid_;
+  const std::string first_log = log_;
+  pid_ = -1;
+  Start({"--listen", "127.0.0.1:" + std::to_string(port), "--data-dir",
+         (dir_ / "data2").string()});
+  EXPECT_EQ(WaitExit(), 1);
+  EXPECT_THAT(Log(), HasSubstr("cannot listen on 127.0.0.1:" + std::to_string(port) +
+                               ": Address already in use"));
+  pid_ = first;
+  log_ = first_log;
+  const std::string ready = "ready: node";
+  for (int i = 0; i < 1500 && Log().find(ready) == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_THAT(Log(), HasSubstr("listen 127.0.0.1:" + std::to_string(port) + "\n"));
+}
+
 TEST_F(ServeProcessTest, NonLoopbackListenWithoutTlsIsRefused) {
   Start({"--listen", "0.0.0.0:0", "--data-dir", (dir_ / "data").string()});
   EXPECT_EQ(WaitExit(), 2);
