@@ -1,6 +1,7 @@
 #include "core/job_codec.h"
 
 #include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -97,16 +98,23 @@ class ObjectReader {
   Status Int(const std::string& key, int64_t min, int64_t max, int64_t& out) {
     const Json* v = Get(key);
     if (v == nullptr) return Status::Ok();
-    if (!v->is_number_integer()) return FieldError(Path(key), "must be an integer");
-    if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(max)) {
+    const auto out_of_range = [&] {
       return FieldError(Path(key),
                         "must be between " + std::to_string(min) + " and " + std::to_string(max));
+    };
+    if (!v->is_number_integer()) {
+      // A whole number too large for an integer (1e30, 99999999999999999999) is out of range.
+      const double d = v->is_number_float() ? v->get<double>() : 0.5;
+      if (d == std::floor(d) && (d < static_cast<double>(min) || d > static_cast<double>(max))) {
+        return out_of_range();
+      }
+      return FieldError(Path(key), "must be an integer");
+    }
+    if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(max)) {
+      return out_of_range();
     }
     const int64_t n = v->get<int64_t>();
-    if (n < min || n > max) {
-      return FieldError(Path(key),
-                        "must be between " + std::to_string(min) + " and " + std::to_string(max));
-    }
+    if (n < min || n > max) return out_of_range();
     out = n;
     return Status::Ok();
   }
