@@ -64,6 +64,7 @@ const Setting kSettings[] = {
     {"keep_runs_per_job", Setting::kInt, nullptr, &ServeConfig::keep_runs_per_job},
     {"keep_runs_days", Setting::kInt, nullptr, &ServeConfig::keep_runs_days},
     {"sample_job", Setting::kBool, nullptr, nullptr, &ServeConfig::sample_job},
+    {"cgroup_parent", Setting::kString, &ServeConfig::cgroup_parent},
 };
 
 std::string EnvName(const char* key) {
@@ -384,6 +385,7 @@ int RunServe(const ServeConfig& c) {
       .fire_ahead = Duration(c.fire_ahead_ms),
       .claim_ahead = Duration(c.claim_ahead_ms),
       .shutdown_grace = Duration(c.shutdown_grace_ms),
+      .cgroup_parent = c.cgroup_parent,
       .keep_runs_per_job = static_cast<int>(c.keep_runs_per_job),
       .keep_runs_for = std::chrono::days(c.keep_runs_days)};
   auto fail = [](const std::string& what, const Status& s) {
@@ -465,7 +467,8 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       "--tls-cert",          "--tls-key",           "--insecure-listen", "--lease-ms",
       "--renew-ms",          "--reaper-ms",         "--heartbeat-ms",    "--node-dead-ms",
       "--leader-ttl-ms",     "--leader-renew-ms",   "--fire-ahead-ms",   "--claim-ahead-ms",
-      "--shutdown-grace-ms", "--keep-runs-per-job", "--keep-runs-days",  "--sample-job"};
+      "--shutdown-grace-ms", "--keep-runs-per-job", "--keep-runs-days",  "--sample-job",
+      "--cgroup-parent"};
   // clang-format on
   const char* kHelp[] = {
       "Store URL: sqlite:PATH, sqlite::memory:, redis://[user:pass@]host:port[/db] (default "
@@ -493,7 +496,9 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       "On SIGTERM, how long running attempts may finish, ms (default 30000)",
       "Runs kept per job (default 100)",
       "Runs younger than this many days are kept (default 7)",
-      "Create the 'sample' shell job (every 10 s) if it does not exist"};
+      "Create the 'sample' shell job (every 10 s) if it does not exist",
+      "cgroup v2 directory under which each shell run gets its own cgroup (memory.max, and a "
+      "kill that reaches all it started); default none: rlimits only"};
   for (size_t i = 0; i < std::size(kSettings); ++i) add(kFlags[i], kSettings[i], kHelp[i]);
   serve->add_flag("--print-routes", *print_routes,
                   "Print the REST API route table (Markdown) and exit");

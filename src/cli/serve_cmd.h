@@ -40,6 +40,7 @@ struct ServeConfig {
   int64_t keep_runs_per_job = 100;
   int64_t keep_runs_days = 7;
   bool sample_job = false;  // upsert the "sample" shell job (every 10 s) at start
+  std::string cgroup_parent;  // a cgroup v2 directory for per-run cgroups. Default: none
 };
 
 // Reads a TOML config file: the keys of ServeConfig (no unknown keys; types checked). Errors are

@@ -1,6 +1,7 @@
 #include "engine/executor.h"
 
 #include <poll.h>
+#include <spdlog/spdlog.h>
 
 #include <mutex>
 #include <thread>
@@ -144,6 +145,12 @@ AttemptOutcome Executor::RunShell(const JobSpec& spec, const RunRecord& run,
   if (!result.ok()) {
     out.error = result.status().message();
     return out;
+  }
+  if ((result->cgroup == exec::CgroupUse::kSkipped ||
+       result->cgroup == exec::CgroupUse::kPartial) &&
+      !cgroup_warned_.exchange(true)) {
+    spdlog::warn("shell runs go without their own cgroup or some of its limits (warned once): {}",
+                 result->cgroup_note);
   }
   out.output = std::move(result->output);
   out.error = result->error;

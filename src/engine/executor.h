@@ -3,6 +3,7 @@
 
 #include <jobsched/job.h>
 
+#include <atomic>
 #include <optional>
 #include <string>
 
@@ -47,6 +48,8 @@ class Executor {
 
   const BuiltinRegistry& builtins_;
   const ExecutorOptions options_;
+  // Whether a run went without its cgroup (or some of its limits) already: warned once.
+  mutable std::atomic<bool> cgroup_warned_{false};
 };
 
 }  // namespace jobsched

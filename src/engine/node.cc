@@ -100,8 +100,9 @@ Node::Node(SchedulerOptions options, std::shared_ptr<Store> store)
       store_(std::move(store)),
       store_clock_(options_.clock ? nullptr : std::make_unique<StoreClock>()),
       clock_(options_.clock ? options_.clock : store_clock_.get()) {
-  executor_ =
-      std::make_unique<Executor>(builtins_, ExecutorOptions{.kill_grace = options_.kill_grace});
+  ExecutorOptions execution{.kill_grace = options_.kill_grace};
+  if (!options_.cgroup_parent.empty()) execution.cgroup_parent = options_.cgroup_parent;
+  executor_ = std::make_unique<Executor>(builtins_, std::move(execution));
   dependencies_ =
       std::make_unique<DependencyActor>(*store_, *clock_, events_, [this] { WakeProcessors(); });
   processor_ = std::make_unique<Processor>(

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <set>
 #include <string>
@@ -24,6 +25,7 @@
 #include "engine_harness.h"
 #include "store/sqlite_store.h"
 #include "store/store_wrapper.h"
+#include "support/cgroup.h"
 
 namespace jobsched {
 namespace {
@@ -1573,6 +1575,36 @@ TEST(JobSchedulerApiTest, EventCallbacksFireForRunsOfAStartedScheduler) {
   std::lock_guard lock(mu);
   EXPECT_EQ(ran, (std::vector<std::string>{scheduled, manual[0]}));
   EXPECT_EQ(payloads.back(), R"({"x":1})");
+}
+
+// With a cgroup parent, each shell attempt runs in a cgroup of its own under it, removed after
+// the attempt.
+TEST(JobSchedulerApiTest, ShellRunsGetTheirOwnCgroupUnderTheConfiguredParent) {
+  std::optional<std::string> parent = testing::MakeCgroupDir("jobsched-engine-test");
+  if (!parent) GTEST_SKIP() << "no writable cgroup v2 hierarchy";
+  FakeClock clock(kT0);
+  testing::EventLog log;
+  SchedulerOptions options = ApiOptions(&clock);
+  options.cgroup_parent = *parent;
+  {
+    JobScheduler s(std::move(options));
+    s.on(EventType::kRunSucceeded, [&log](const SchedulerEvent& e) { log.Push(e); });
+    JobSpec spec{.id = "where"};
+    spec.handler = {.type = HandlerSpec::Type::kShell,
+                    .command = {"/bin/cat", "/proc/self/cgroup"}};
+    spec.limits.memory_mb = 512;
+    s.schedule(spec);
+    s.start();
+    const std::vector<std::string> runs = s.trigger("where");
+    ASSERT_EQ(runs.size(), 1u);
+    ASSERT_TRUE(log.Wait(EventType::kRunSucceeded, runs[0]));
+    s.stop();
+    auto run = s.getRun(runs[0]);
+    ASSERT_TRUE(run);
+    const std::string own = std::filesystem::path(*parent).filename().string();
+    EXPECT_NE(run->output.find("/" + own + "/jobsched-"), std::string::npos) << run->output;
+  }
+  EXPECT_EQ(rmdir(parent->c_str()), 0) << "a per-run cgroup was left behind under " << *parent;
 }
 
 }  // namespace

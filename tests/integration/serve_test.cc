@@ -322,10 +322,11 @@ TEST(ServeConfigTest, FileThenEnvironment) {
   const auto path =
       std::filesystem::path(testing::TempDir()) / ("cfg-" + std::to_string(::getpid()) + ".toml");
   std::ofstream(path) << "listen = \"127.0.0.1:9000\"\nconcurrency = 8\nqueues = [\"a\", \"b\"]\n"
-                         "log_format = \"json\"\n";
+                         "log_format = \"json\"\ncgroup_parent = \"/sys/fs/cgroup/jobs\"\n";
   ServeConfig c;
   ASSERT_TRUE(LoadServeConfigFile(path.string(), c).ok());
   EXPECT_EQ(c.listen, "127.0.0.1:9000");
+  EXPECT_EQ(c.cgroup_parent, "/sys/fs/cgroup/jobs");
   EXPECT_EQ(c.concurrency, 8);
   EXPECT_EQ(c.queues, (std::vector<std::string>{"a", "b"}));
   ::setenv("JOBSCHED_CONCURRENCY", "3", 1);

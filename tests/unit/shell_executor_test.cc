@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "exec/cancellation.h"
+#include "support/cgroup.h"
 
 namespace jobsched::exec {
 namespace {
@@ -530,31 +531,8 @@ TEST_F(ShellExecutorTest, UnwritableCgroupParentIsSkipped) {
   EXPECT_THAT(r.cgroup_note, HasSubstr("no-such-cgroup"));
 }
 
-// The cgroup v2 directory of this process, if cgroup v2 is mounted and writable here.
-std::optional<std::string> WritableCgroupParent() {
-  std::ifstream mounts("/proc/self/mounts");
-  std::string root;
-  for (std::string dev, dir, type, rest;
-       mounts >> dev >> dir >> type && std::getline(mounts, rest);) {
-    if (type == "cgroup2") {
-      root = dir;
-      break;
-    }
-  }
-  if (root.empty()) return std::nullopt;
-  std::ifstream self("/proc/self/cgroup");
-  std::string own;
-  for (std::string line; std::getline(self, line);) {
-    if (line.rfind("0::", 0) == 0) own = line.substr(3);
-  }
-  std::string parent =
-      root + (own == "/" ? "" : own) + "/jobsched-test-" + std::to_string(getpid());
-  if (mkdir(parent.c_str(), 0755) != 0) return std::nullopt;
-  return parent;
-}
-
 TEST_F(ShellExecutorTest, RunGetsItsOwnCgroupWhenWritable) {
-  std::optional<std::string> parent = WritableCgroupParent();
+  std::optional<std::string> parent = testing::MakeCgroupDir("jobsched-test");
   if (!parent) GTEST_SKIP() << "no writable cgroup v2 hierarchy";
   ShellRequest req = Child({"cgroup"});
   req.cgroup_parent = *parent;
