@@ -980,9 +980,10 @@ Result<Reply> ApiServer::Impl::PutTenant(Call& call) {
   RETURN_IF_ERROR(ValidateTenantId(call.tenant, "tenant"));
   ASSIGN_OR_RETURN(Json body, ParseBody(call.req));
   if (body.is_null()) body = Json::object();
-  if (!body.is_object())
+  if (!body.is_object()) {
     return InvalidArgument(
-        "the body must be a JSON object: {\"max_jobs\", \"max_concurrent_runs\"}");
+        "the body must be a JSON object of max_jobs, max_concurrent_runs and queue_limits");
+  }
   RETURN_IF_ERROR(OnlyFields(body, {"max_jobs", "max_concurrent_runs", "queue_limits"}));
   const TimePoint now = node_.clock().Now();
   TenantRecord t{.id = call.tenant, .created_at = now, .updated_at = now};

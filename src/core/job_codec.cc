@@ -287,6 +287,9 @@ Status ParseSchedule(ObjectReader& r, Schedule& s) {
     }
     s.kind = Schedule::Kind::kEvery;
     s.every = *parsed->every();
+    if (s.every.count() > kMaxDurationMs) {
+      return FieldError(r.Path("cron"), "@every: an interval of at most 365 days");
+    }
     s.cron.clear();
     s.timezone = "UTC";
   }
@@ -428,6 +431,9 @@ Status ValidateJobSpec(const JobSpec& spec) {
     }
     case Schedule::Kind::kEvery:
       if (s.every.count() <= 0) return FieldError("schedule.every_ms", "must be positive");
+      if (s.every.count() > kMaxDurationMs) {
+        return FieldError("schedule.every_ms", "must be at most 365 days (31536000000)");
+      }
       break;
     case Schedule::Kind::kAt:
     case Schedule::Kind::kNone:

@@ -519,6 +519,10 @@ std::vector<BadSpecCase> BadSpecCases() {
        Patched(R"({"schedule": {"every_ms": 1.5}})"),
        "schedule.every_ms",
        {"integer"}},
+      {"AtEveryBeyondAYear",
+       Patched(R"({"schedule": {"cron": "@every 400d"}})"),
+       "schedule.cron",
+       {"365 days"}},
       {"EveryMsBeyondIntegers",
        Patched(R"({"schedule": {"every_ms": 99999999999999999999}})"),
        "schedule.every_ms",
@@ -748,6 +752,10 @@ std::vector<BadBuiltSpecCase> BadBuiltSpecCases() {
   add("CronBad", "schedule.cron", [](JobSpec& s) {
     s.schedule.kind = Schedule::Kind::kCron;
     s.schedule.cron = "* 25 * * *";
+  });
+  add("EveryBeyondAYearInCpp", "schedule.every_ms", [](JobSpec& s) {
+    s.schedule.kind = Schedule::Kind::kEvery;
+    s.schedule.every = std::chrono::days(400);
   });
   add("CronAtEveryInCpp", "schedule.cron", [](JobSpec& s) {
     s.schedule.kind = Schedule::Kind::kCron;
