@@ -608,7 +608,8 @@ Result<Json> ApiServer::Impl::JobDetail(const JobRecord& job) {
   Json next = Json::array();
   if (job.next_fire) {
     next.push_back(FormatRfc3339(*job.next_fire));
-    auto occurrences = Occurrences::For(job.spec.schedule, job.created_at);
+    auto occurrences = Occurrences::For(
+        job.spec.schedule, OccurrenceAnchor(job.spec.schedule, job.created_at, job.next_fire));
     if (occurrences.ok()) {
       std::optional<TimePoint> t = job.next_fire;
       while (next.size() < 5 && (t = occurrences->After(*t))) next.push_back(FormatRfc3339(*t));

@@ -20,6 +20,12 @@ Result<Occurrences> Occurrences::For(const Schedule& schedule, TimePoint anchor)
   return o;
 }
 
+TimePoint OccurrenceAnchor(const Schedule& schedule, TimePoint created_at,
+                           std::optional<TimePoint> next_fire) {
+  if (schedule.kind != Schedule::Kind::kEvery || schedule.start_at || !next_fire) return created_at;
+  return *next_fire - schedule.every;
+}
+
 std::optional<TimePoint> Occurrences::Bounded(std::optional<TimePoint> t) const {
   if (t && schedule_.end_at && *t > *schedule_.end_at) return std::nullopt;
   return t;

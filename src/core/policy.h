@@ -39,6 +39,13 @@ class Occurrences {
   std::optional<CronSchedule> cron_;
 };
 
+// The anchor of a stored job's occurrences (Occurrences::For): its creation; for an interval
+// without start_at, the occurrence before its next fire, so that the count goes on from where
+// the job is, and a schedule replaced by another (first fire one interval after the replace)
+// goes on from the replace, not from the job's creation.
+TimePoint OccurrenceAnchor(const Schedule& schedule, TimePoint created_at,
+                           std::optional<TimePoint> next_fire);
+
 // What to commit when a job is due. See PlanFiring.
 struct PlannedRun {
   TimePoint scheduled_at{};

@@ -39,7 +39,10 @@ SchedulerActor::SchedulerActor(
 
 Result<FireRequest> SchedulerActor::PlanJob(const JobRecord& job, TimePoint now,
                                             const std::vector<RunRecord>* active_read) {
-  ASSIGN_OR_RETURN(Occurrences occurrences, Occurrences::For(job.spec.schedule, job.created_at));
+  ASSIGN_OR_RETURN(
+      Occurrences occurrences,
+      Occurrences::For(job.spec.schedule,
+                       OccurrenceAnchor(job.spec.schedule, job.created_at, job.next_fire)));
   const FirePlan plan = PlanFiring(occurrences, job.spec.misfire, *job.next_fire, now);
 
   FireRequest req{.tenant = job.spec.tenant,

@@ -65,6 +65,37 @@ std::string Describe(const std::vector<RunRecord>& runs) {
   return out;
 }
 
+// ---- Interval firing -----------------------------------------------------------------------
+
+// An interval counts from the job's creation; replaced by another interval, it counts from the
+// replace: its occurrences are replaced + k·every, the second one included.
+TEST(EngineIntervalTest, AReplacedIntervalCountsFromTheReplace) {
+  EngineHarness h;
+  ASSERT_TRUE(h.ok());
+  JobSpec spec = BuiltinSpec("tick");
+  spec.schedule.kind = Schedule::Kind::kEvery;
+  spec.schedule.every = 10s;
+  EXPECT_EQ(h.MustCreate(spec).next_fire, kT0 + 10s);
+  h.Advance(10s);
+  EXPECT_EQ(h.Tick(), 1);
+  EXPECT_EQ(h.store().GetJob("default", "tick")->next_fire, kT0 + 20s);
+
+  h.Advance(3s);
+  spec.schedule.every = 7s;
+  auto replaced = h.node().jobs().Put(spec, std::nullopt);
+  ASSERT_TRUE(replaced.ok()) << replaced.status().ToString();
+  EXPECT_EQ(replaced->next_fire, kT0 + 20s);  // 13 s + 7 s
+  h.Advance(7s);
+  EXPECT_EQ(h.Tick(), 1);
+  EXPECT_EQ(h.store().GetJob("default", "tick")->next_fire, kT0 + 27s);
+  h.Advance(7s);
+  EXPECT_EQ(h.Tick(), 1);
+  EXPECT_EQ(h.store().GetJob("default", "tick")->next_fire, kT0 + 34s);
+  EXPECT_EQ(Ids(h.Runs("tick")), (std::vector<std::string>{RunId("tick", kT0 + 10s),
+                                                          RunId("tick", kT0 + 20s),
+                                                          RunId("tick", kT0 + 27s)}));
+}
+
 // ---- Cron firing ---------------------------------------------------------------------------
 
 TEST(EngineCronTest, FiresOneRunPerOccurrenceAndASecondTickAtTheSameInstantCreatesNothing) {
