@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "core/cron.h"
 #include "core/time_util.h"
+#include "core/zone.h"
 
 namespace jobsched::cli {
 namespace {
@@ -19,11 +20,17 @@ using Json = nlohmann::ordered_json;
 
 constexpr int kMaxN = 1000;
 
-// "2024-03-10 03:00:00 EDT" in the schedule's zone.
+// "2024-03-10 03:00:00 EDT" in the schedule's zone. The offset and abbreviation come from the
+// same Zone the schedule fires by, so past the zone file's last listed transition they follow
+// the file's rule as the fire times do (date::zoned_time would keep the last listed offset).
 std::string FormatLocal(TimePoint t, const std::string& tz) {
-  const auto secs = std::chrono::floor<std::chrono::seconds>(t);
-  if (tz == "UTC") return date::format("%F %T UTC", secs);
-  return date::format("%F %T %Z", date::make_zoned(tz, secs));
+  const date::sys_seconds secs = std::chrono::floor<std::chrono::seconds>(t);
+  // "" and "UTC" are UTC, as for CronSchedule::Parse.
+  const Zone* zone = tz.empty() || tz == "UTC" ? nullptr : Zone::Locate(tz);
+  if (zone == nullptr) return date::format("%F %T UTC", secs);
+  const date::sys_info info = zone->Info(secs);
+  return date::format("%F %T ", date::local_seconds{secs.time_since_epoch() + info.offset}) +
+         info.abbrev;
 }
 
 // The parsed `from`, or now.

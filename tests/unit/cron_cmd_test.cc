@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "cli/cli.h"
 #include "core/time_util.h"
@@ -38,6 +40,60 @@ TEST_F(CronCmdTest, NextPrintsUtcAndLocalAcrossSpringForward) {
   ASSERT_EQ(RunCronNext(args, clock_, out, err), kExitOk) << err.str();
   EXPECT_THAT(out.str(), HasSubstr("2024-03-10T07:00:00Z   2024-03-10 03:00:00 EDT"));
   EXPECT_THAT(out.str(), HasSubstr("2024-03-11T06:30:00Z   2024-03-11 02:30:00 EDT"));
+}
+
+// Zone files list transitions only up to some year (Debian's, to 2037); after that the local
+// column follows each file's closing rule, as the fire times do, and not the last listed offset.
+TEST_F(CronCmdTest, NextLocalTimeFollowsTheZoneRuleAfterTheLastListedTransition) {
+  struct Case {
+    CronNextArgs args;
+    std::vector<const char*> lines;
+  } cases[] = {
+      {{.expr = "0 9 * * *", .tz = "America/New_York", .from = "2040-07-01T00:00:00Z", .n = 1},
+       {"2040-07-01T13:00:00Z   2040-07-01 09:00:00 EDT"}},
+      {{.expr = "0 9 * * *", .tz = "Europe/Berlin", .from = "2045-07-01T00:00:00Z", .n = 1},
+       {"2045-07-01T07:00:00Z   2045-07-01 09:00:00 CEST"}},
+      // Southern hemisphere: the file's last listed period is summer time, from October 2037.
+      {{.expr = "0 9 1 1,7 *", .tz = "Australia/Sydney", .from = "2045-01-01T00:00:00Z", .n = 2},
+       {"2045-06-30T23:00:00Z   2045-07-01 09:00:00 AEST",
+        "2045-12-31T22:00:00Z   2046-01-01 09:00:00 AEDT"}},
+  };
+  for (const Case& c : cases) {
+    std::ostringstream out, err;
+    ASSERT_EQ(RunCronNext(c.args, clock_, out, err), kExitOk) << err.str();
+    for (const char* line : c.lines) EXPECT_THAT(out.str(), HasSubstr(line)) << c.args.tz;
+  }
+}
+
+TEST_F(CronCmdTest, NextLocalTimeAcrossSpringForwardAndAutumnRepeatAfterTheLastListedTransition) {
+  std::ostringstream out, err;
+  // 2:30 does not exist on 2040-03-11; the job runs at 3:00 EDT.
+  CronNextArgs spring{
+      .expr = "30 2 * * *", .tz = "America/New_York", .from = "2040-03-10T12:00:00Z", .n = 2};
+  ASSERT_EQ(RunCronNext(spring, clock_, out, err), kExitOk) << err.str();
+  EXPECT_THAT(out.str(), HasSubstr("2040-03-11T07:00:00Z   2040-03-11 03:00:00 EDT"));
+  EXPECT_THAT(out.str(), HasSubstr("2040-03-12T06:30:00Z   2040-03-12 02:30:00 EDT"));
+  // 1:00-2:00 happens twice on 2040-11-04, first as EDT and then as EST.
+  out.str("");
+  CronNextArgs autumn{
+      .expr = "30 * * * *", .tz = "America/New_York", .from = "2040-11-04T04:00:00Z", .n = 3};
+  ASSERT_EQ(RunCronNext(autumn, clock_, out, err), kExitOk) << err.str();
+  EXPECT_THAT(out.str(), HasSubstr("2040-11-04T04:30:00Z   2040-11-04 00:30:00 EDT"));
+  EXPECT_THAT(out.str(), HasSubstr("2040-11-04T05:30:00Z   2040-11-04 01:30:00 EDT"));
+  EXPECT_THAT(out.str(), HasSubstr("2040-11-04T06:30:00Z   2040-11-04 01:30:00 EST"));
+}
+
+TEST_F(CronCmdTest, NextJsonLocalFollowsTheZoneRuleAfterTheLastListedTransition) {
+  std::ostringstream out, err;
+  CronNextArgs args{.expr = "0 9 * * *",
+                    .tz = "America/New_York",
+                    .from = "2040-07-01T00:00:00Z",
+                    .n = 1,
+                    .output = "json"};
+  ASSERT_EQ(RunCronNext(args, clock_, out, err), kExitOk) << err.str();
+  Json j = Json::parse(out.str());
+  EXPECT_EQ(j["next"][0]["utc"], "2040-07-01T13:00:00Z");
+  EXPECT_EQ(j["next"][0]["local"], "2040-07-01 09:00:00 EDT");
 }
 
 TEST_F(CronCmdTest, NextJsonOutput) {
