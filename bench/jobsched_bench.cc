@@ -1,5 +1,5 @@
-// jobsched-bench: end-to-end workloads of DESIGN §11, one JSON line each, with the keys of the
-// BullMQ harness so that the numbers can be compared as ratios (bench/vs-bullmq runs both).
+// jobsched-bench: end-to-end workloads of docs/performance.md, one JSON line each, with the keys
+// of the BullMQ harness so that the numbers can be compared as ratios (bench/vs-bullmq runs both).
 //
 //   jobsched-bench throughput --store sqlite:/tmp/b.db --n 20000 --concurrency 10
 //   jobsched-bench latency --store sqlite:/tmp/b.db --m 1000 --spread-ms 5000 --lead-ms 2000

@@ -1,6 +1,6 @@
-// Jobs and runs: the data model of DESIGN §2, shared by the library API, the stores, the REST
-// API and the CLI. Plain structs with the defaults of the spec written on every field; the JSON
-// form is read and written by src/core/job_codec.h.
+// Jobs and runs: the data model shared by the library API, the stores, the REST API and the
+// CLI. Plain structs with the defaults of docs/job-spec.md written on every field; the JSON form
+// is read and written by src/core/job_codec.h.
 #pragma once
 
 #include <jobsched/clock.h>
@@ -17,7 +17,7 @@ namespace jobsched {
 struct Schedule {
   enum class Kind { kNone, kCron, kAt, kEvery };
   Kind kind = Kind::kNone;
-  std::string cron;                   // kCron: the expression (DESIGN §3). Default: ""
+  std::string cron;                   // kCron: the expression (docs/cron.md). Default: ""
   std::string timezone = "UTC";       // kCron: IANA zone. Default: "UTC"
   TimePoint at{};                     // kAt: the instant
   Duration every{0};                  // kEvery: the interval (> 0)

@@ -108,7 +108,7 @@ struct SchedulerOptions {
   // Lease of a running attempt, and how often leases are renewed. Default: 15 s, 5 s
   Duration lease{15000};
   Duration renew_interval{5000};
-  // How often expired leases are looked for (by the leader). Default: 1 s
+  // How often expired leases are looked for (by every node). Default: 1 s
   Duration reaper_interval{1000};
   // Heartbeats, and how long without one makes a node dead. Default: 2 s, 10 s
   Duration heartbeat_interval{2000};

@@ -1,9 +1,9 @@
 // The Store: where jobs, runs, leases, events, nodes and API keys live. One interface, two
 // backends: SqliteStore (one machine, the default) and RedisStore (a cluster).
 //
-// Contract (DESIGN §5): policy lives in C++ once (src/core, src/engine); a Store only applies
-// decisions, and every state change of a job or run is ONE atomic operation guarded by a
-// version or fencing-token compare-and-set. A Store never reads the clock: callers pass `now`.
+// Contract: policy lives in C++ once (src/core, src/engine); a Store only applies decisions, and
+// every state change of a job or run is ONE atomic operation guarded by a version or fencing-token
+// compare-and-set. A Store never reads the clock: callers pass `now`.
 //
 // Thread safety: every method may be called from any thread concurrently.
 // Errors common to every method: kUnavailable (the backend cannot be reached; nothing was
@@ -140,8 +140,8 @@ struct NodeInfo {
   TimePoint heartbeat_at{};
 };
 
-// The leader lease of a cluster (DESIGN §6): one holder at a time, until `expires_at`; `epoch`
-// grows by one each time the lease changes hands.
+// The leader lease of a cluster (docs/cluster.md): one holder at a time, until `expires_at`;
+// `epoch` grows by one each time the lease changes hands.
 struct LeaderLease {
   std::string node;
   int64_t epoch = 0;

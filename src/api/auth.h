@@ -1,4 +1,4 @@
-// API keys and roles (DESIGN §8). A key is "js_<id>_<secret>": the id is public (it names the
+// API keys and roles (docs/api.md). A key is "js_<id>_<secret>": the id is public (it names the
 // key in lists and logs), the secret is 256 random bits. Only the SHA-256 of the whole key is
 // stored; a presented key is hashed and compared with the stored hash in constant time.
 #pragma once

@@ -1,4 +1,4 @@
-// Prometheus metrics (DESIGN §9) kept by this process: counters and histograms fed by the
+// Prometheus metrics (GET /metrics) kept by this process: counters and histograms fed by the
 // node's events and the HTTP layer. Gauges that describe the store (jobs, ready and running
 // runs, nodes) are read from the store at scrape time by the server. Thread-safe.
 #pragma once

@@ -1,7 +1,7 @@
-// The REST API v1 (DESIGN §8) of a node: one declarative route table (Routes()) registers every
-// HTTP route, feeds docs/api.md (`jobsched serve --print-routes`) and labels the per-route
-// metrics. Authentication is `Authorization: Bearer js_<id>_<secret>`; roles and tenant scoping
-// are checked per route before its handler runs. Errors are
+// The REST API v1 of a node: one declarative route table (Routes()) registers every HTTP route,
+// feeds docs/api.md (`jobsched serve --print-routes`) and labels the per-route metrics.
+// Authentication is `Authorization: Bearer js_<id>_<secret>`; roles and tenant scoping are checked
+// per route before its handler runs. Errors are
 // {"error": {"code", "message", "field"}} with the status of HttpStatusFor().
 #pragma once
 
@@ -51,7 +51,7 @@ struct RouteInfo {
   const char* summary;
 };
 
-// Every route, in the order of DESIGN §8.
+// Every route, in the order docs/api.md lists them.
 const std::vector<RouteInfo>& Routes();
 // Markdown table of Routes(), the body of docs/api.md.
 std::string RoutesMarkdown();

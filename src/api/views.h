@@ -1,4 +1,4 @@
-// The JSON form of records in API answers (DESIGN §8: RFC 3339 UTC times with milliseconds,
+// The JSON form of records in API answers (docs/api.md: RFC 3339 UTC times with milliseconds,
 // durations in ms).
 #pragma once
 

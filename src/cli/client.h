@@ -1,6 +1,6 @@
-// The client side of the REST API v1 (DESIGN §8) used by the `jobsched` client subcommands: a
+// The client side of the REST API v1 (docs/api.md) used by the `jobsched` client subcommands: a
 // small JSON-over-HTTP(S) client with a Bearer key, an SSE reader for the event stream, and the
-// resolution of the client settings (DESIGN §10: flag > environment > default).
+// resolution of the client settings (docs/configuration.md: flag > environment > default).
 //
 // Errors: a server error {"error": {"code", "message", "field"}} becomes a Status whose message
 // and field are the server's and whose code follows the HTTP status (400 kInvalidArgument,

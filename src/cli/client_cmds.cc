@@ -1,7 +1,7 @@
-// The client subcommands of `jobsched` (DESIGN §1, §8, §10): jobs, runs, events, nodes, keys,
-// tenants. Each one resolves its connection (flag > environment > default), calls the REST API
-// through cli::Client and prints a table (aligned columns under a header) or, with -o json, the
-// server's JSON.
+// The client subcommands of `jobsched` (docs/api.md, docs/configuration.md): jobs, runs, events,
+// nodes, keys, tenants. Each one resolves its connection (flag > environment > default), calls
+// the REST API through cli::Client and prints a table (aligned columns under a header) or, with
+// -o json, the server's JSON.
 //
 // Exit codes: kExitOk; kExitFailure when the server refused ("error: <server message>" on
 // stderr) or could not be reached; kExitUsage for bad flags or an unreadable input file (CLI11

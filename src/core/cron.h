@@ -1,4 +1,4 @@
-// The cron engine: parses the dialect of DESIGN §3 once into bit sets and answers "when next?".
+// The cron engine: parses the dialect of docs/cron.md once into bit sets and answers "when next?".
 //
 //   ASSIGN_OR_RETURN(CronSchedule s, CronSchedule::Parse("30 2 * * *", "America/New_York"));
 //   std::optional<TimePoint> t = s.Next(now);   // strictly after now

@@ -322,7 +322,8 @@ Status ParseHandler(ObjectReader& r, HandlerSpec& h) {
   return Status::Ok();
 }
 
-// The retry defaults of DESIGN §2 apply "when retries are asked for"; they are the struct's.
+// The retry defaults of docs/job-spec.md, which matter once retries are asked for, are the
+// struct's.
 Status ParseSpecObject(const Json& j, JobSpec& spec) {
   if (!j.is_object()) return InvalidArgument("a job spec must be a JSON object");
   ObjectReader r(j, "");

@@ -1,4 +1,4 @@
-// The JSON form of jobs and runs (DESIGN §2), and the validation of job specs. The same
+// The JSON form of jobs and runs (docs/job-spec.md), and the validation of job specs. The same
 // shape is used by the REST API, the CLI files and the stores.
 #pragma once
 
@@ -22,7 +22,8 @@ Result<JobSpec> ParseJobSpec(std::string_view json, const std::string& tenant = 
 // database, a stricter rule in a newer version) can still be read, shown, fixed or deleted.
 Result<JobSpec> ParseStoredJobSpec(std::string_view json, const std::string& tenant);
 
-// Checks every rule of DESIGN §2 on a spec built in C++ (the same checks ParseJobSpec applies).
+// Checks every rule of docs/job-spec.md on a spec built in C++ (the same checks ParseJobSpec
+// applies).
 Status ValidateJobSpec(const JobSpec& spec);
 
 // The spec as JSON (every field written), which ParseJobSpec reads back to an equal spec.

@@ -1,6 +1,6 @@
-// Scheduling policy, computed once in C++ for every store (DESIGN §5): occurrences of a
-// schedule, misfire handling, overlap decisions, retry backoff and run ids. Pure functions of
-// their inputs; randomness is passed in.
+// Scheduling policy, computed once in C++ for every store: occurrences of a schedule, misfire
+// handling, overlap decisions, retry backoff and run ids. Pure functions of their inputs;
+// randomness is passed in.
 #pragma once
 
 #include <jobsched/job.h>
@@ -70,7 +70,7 @@ inline constexpr int kMaxMisfireRuns = 100;
 FirePlan PlanFiring(const Occurrences& occurrences, const MisfirePolicy& misfire, TimePoint due,
                     TimePoint now);
 
-// Overlap (DESIGN §2): a new scheduled or dependency occurrence while earlier runs of the same
+// Overlap (docs/engine.md): a new scheduled or dependency occurrence while earlier runs of the same
 // job are queued, retry-waiting or running.
 struct OverlapDecision {
   bool skip = false;       // record the occurrence as skipped
@@ -84,15 +84,15 @@ OverlapDecision DecideOverlap(Overlap policy, const std::vector<RunRecord>& acti
 // max_delay, then spread by ±jitter (a fraction) and capped again.
 Duration RetryDelay(const RetryPolicy& retry, int failed_attempts, double random01);
 
-// The leader's tenant assignment (DESIGN §6): every tenant goes to one of `nodes`, balanced (no
-// node owns more than ceil(tenants / nodes)) and sticky (a tenant stays with its previous owner
+// The leader's tenant assignment (docs/cluster.md): every tenant goes to one of `nodes`, balanced
+// (no node owns more than ceil(tenants / nodes)) and sticky (a tenant stays with its previous owner
 // while that owner is live and not over the cap). Tenants that move go to the least loaded node
 // (ties by node id). Deterministic; empty when `nodes` is empty.
 std::map<std::string, std::string> AssignTenants(const std::map<std::string, std::string>& previous,
                                                  const std::vector<std::string>& tenants,
                                                  const std::vector<std::string>& nodes);
 
-// Run ids (DESIGN §2).
+// Run ids.
 std::string ScheduledRunId(const std::string& job_id, TimePoint scheduled_at);  // job@<ms>
 std::string ManualRunId(const std::string& job_id, TimePoint now,
                         uint64_t random);  // job@m<ms>-<hex>

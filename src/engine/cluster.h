@@ -1,4 +1,4 @@
-// What a node knows of its cluster (DESIGN §6), kept by one actor:
+// What a node knows of its cluster (docs/cluster.md), kept by one actor:
 //
 // - The time base. StoreClock is the local clock plus an offset to the store's clock (Redis
 //   TIME), re-synced every few seconds, so every node of a cluster stamps and compares times on
@@ -6,8 +6,8 @@
 //   store that has no clock (SQLite) the offset stays 0.
 // - Leadership. Every `leader_renew` the actor takes or renews the leader lease (TTL
 //   `leader_ttl`); the holder assigns tenants' firing to live nodes (AssignTenants: balanced,
-//   sticky) and runs the reaper and the janitor. A leader whose renewal fails stops acting at
-//   once. Correctness never depends on it: firing is a CAS and run ids collide.
+//   sticky) and runs the janitor (every node runs the reaper). A leader whose renewal fails
+//   stops acting at once. Correctness never depends on it: firing is a CAS and run ids collide.
 // - The view. Every pass (at most 1 s apart) it reads the nodes and the assignment; Scope() is
 //   what this node's scheduler fires: every tenant except those assigned to another live node,
 //   so a tenant whose owner died or that is not assigned yet is fired by every node until the

@@ -1,4 +1,4 @@
-// The dependency actor: triggers jobs with depends_on (DESIGN §2). A dependent job fires when
+// The dependency actor: triggers jobs with depends_on (docs/engine.md). A dependent job fires when
 // every dependency has a run that succeeded after its barrier (`dependency_since`); a
 // dependency's failed or timed-out run after the barrier turns the pending trigger into a
 // skipped run ("dependency_failed: <id>"). Either way the barrier moves to the finish time of

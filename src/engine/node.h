@@ -4,8 +4,8 @@
 // Start: sync the clock with the store's and register the node (heartbeater), take part in the
 // cluster (leader lease, tenant assignment: one synchronous pass, then the cluster actor),
 // recover this node's own unfinished attempts (a restart after a crash), then the processor (it
-// must be ready before anything is queued), the reaper, the janitor (acting while this node
-// leads), the dependency actor, the scheduler (fires the tenants assigned to this node), and
+// must be ready before anything is queued), the reaper, the dependency actor, the scheduler
+// (fires the tenants assigned to this node), the janitor (acting while this node leads), and
 // the wake-up subscription. Stop: the scheduler first (nothing new fires), the dependency
 // actor, the janitor, the reaper, then the processor (running attempts finish within
 // shutdown_grace or are handed back), the cluster actor (the lease is given up), and the

@@ -1,4 +1,4 @@
-// The http executor (DESIGN §7): one HTTP(S) request with a total timeout, a redirect limit,
+// The http executor (docs/engine.md): one HTTP(S) request with a total timeout, a redirect limit,
 // cancellation, and the response status and a capped tail of the body recorded.
 //
 //   HttpRequest req{.method = "POST", .url = "https://hooks.example.com/x",

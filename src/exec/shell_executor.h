@@ -1,6 +1,6 @@
-// The shell executor (DESIGN §7): runs one argv with fork/execve in its own process group, with a
-// clean environment, rlimits, an optional per-run cgroup v2, a capped tail of stdout+stderr, a
-// timeout and cancellation (SIGTERM to the group, SIGKILL after a grace period).
+// The shell executor (docs/engine.md): runs one argv with fork/execve in its own process group,
+// with a clean environment, rlimits, an optional per-run cgroup v2, a capped tail of
+// stdout+stderr, a timeout and cancellation (SIGTERM to the group, SIGKILL after a grace period).
 //
 //   ShellRequest req{.argv = {"/usr/bin/backup", "--full"},
 //                    .env = {{"JOBSCHED_RUN_ID", run_id}},

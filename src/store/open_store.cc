@@ -1,4 +1,4 @@
-// OpenStore: the store URL (`--store`, JOBSCHED_STORE; DESIGN §10) to a Store backend.
+// OpenStore: the store URL (`--store`, JOBSCHED_STORE; docs/configuration.md) to a Store backend.
 #include <jobsched/store.h>
 
 #include <filesystem>

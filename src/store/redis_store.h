@@ -1,4 +1,5 @@
-// RedisStore: the Store on a Redis server (DESIGN §6) — the backend for a cluster of nodes.
+// RedisStore: the Store on a Redis server (docs/redis-store.md) — the backend for a cluster of
+// nodes.
 //
 //   ASSIGN_OR_RETURN(std::unique_ptr<RedisStore> store,
 //                    RedisStore::Open({.host = "10.0.0.5", .port = 6379}));
@@ -159,7 +160,7 @@ class RedisStore final : public Store {
                        const TenantOwners& owners) override;
   Result<Assignment> GetAssignment() override;
 
-  // The Redis server's clock (TIME): the cluster's time base (DESIGN §5).
+  // The Redis server's clock (TIME): the cluster's time base (docs/cluster.md).
   Result<std::optional<TimePoint>> ServerTime() override;
 
   // PUBLISH on "<prefix>:{sys}:wake"; Subscribe runs one thread with its own connection

@@ -9,8 +9,8 @@
 //   ... a->Kill();                                            // SIGKILL, reaped
 //   auto runs = cluster.Runs("default");                      // straight from Redis
 //
-// Nodes get short timings (lease 2 s, renewal 0.5 s, reaper 0.25 s: DESIGN §6's "tests use
-// ~2 s"), so a failover takes seconds. Jobs are shell commands made by ShellHandler: they append
+// Nodes get short timings (lease 2 s, renewal 0.5 s, reaper 0.25 s), so a failover takes seconds.
+// Jobs are shell commands made by ShellHandler: they append
 // "<run id> <attempt> <fence> <node pid> start|end" to one handler log shared by every node (the
 // node pid is the shell's parent: the executor forks it straight from `jobsched serve`), which
 // HandlerLines reads back. Verification reads run records straight from Redis with RedisStore,
@@ -207,7 +207,7 @@ std::string Rfc3339(TimePoint t);
 // "<run id>: <state>, attempts [node1 lease_lost, node2 succeeded]" for failure messages.
 std::string DescribeRun(const RunRecord& run);
 
-// DESIGN §4 "one run per occurrence, no lost occurrences" from the records: the runs' ids are
+// One run per occurrence and no lost occurrences, checked from the records: the runs' ids are
 // exactly `expected` (one per occurrence, none missing, none extra) and every run succeeded.
 void ExpectOneSucceededRunPerOccurrence(const std::vector<RunRecord>& runs,
                                         const std::set<std::string>& expected);

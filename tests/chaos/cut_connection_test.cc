@@ -1,9 +1,9 @@
-// One node loses its connection to Redis while the others keep theirs (a network partition,
-// made with a TCP proxy between node1 and Redis). DESIGN §4 self-fencing and §6 "an unreachable
-// store surfaces as HTTP 503 and a clear log line": node1 kills its attempt's process group
-// before its lease ends and reports nothing; the run is executed on another node; while cut,
-// node1 answers 503 on /readyz and on the API, with a JSON error naming the store; once the
-// connection is back, node1 is ready again and runs new work.
+// One node loses its connection to Redis while the others keep theirs (a network partition, made
+// with a TCP proxy between node1 and Redis). Self-fencing, and an unreachable store surfacing as
+// HTTP 503 and a clear log line (docs/cluster.md): node1 kills its attempt's process group before
+// its lease ends and reports nothing; the run is executed on another node; while cut, node1 answers
+// 503 on /readyz and on the API, with a JSON error naming the store; once the connection is back,
+// node1 is ready again and runs new work.
 #include <chrono>
 #include <string>
 

@@ -1,5 +1,5 @@
-// kill -9 of a node of three while it runs attempts (DESIGN §4: one run per occurrence, no lost
-// occurrences, at-least-once execution). 200 one-time jobs fall due at the same instant and 10
+// kill -9 of a node of three while it runs attempts (one run per occurrence, no lost occurrences,
+// at-least-once execution). 200 one-time jobs fall due at the same instant and 10
 // every-second cron jobs fire for 10 s, all on three nodes sharing one Redis; the node with the
 // most running attempts is SIGKILLed. From the records read straight from Redis: every
 // occurrence has exactly one run and it succeeded; each attempt the dead node left ended

@@ -1,8 +1,8 @@
-// The leader (DESIGN §6: a lease key with an increasing epoch; it assigns tenants' firing to live
-// nodes) is SIGKILLed. Another node becomes leader with a larger epoch, the dead node drops out
-// of the assignment, and every-second cron jobs of three tenants keep firing across the change:
-// from the records, exactly one run per scheduled second, every one succeeded (a gap while no
-// live node owned a tenant is filled late, within the misfire grace).
+// The leader (docs/cluster.md: a lease key with an increasing epoch; it assigns tenants' firing to
+// live nodes) is SIGKILLed. Another node becomes leader with a larger epoch, the dead node drops
+// out of the assignment, and every-second cron jobs of three tenants keep firing across the change:
+// from the records, exactly one run per scheduled second, every one succeeded (a gap while no live
+// node owned a tenant is filled late, within the misfire grace).
 //
 // GET /v1/cluster (admin):
 //   {"leader": {"node": "<id>", "epoch": <int>, "expires_at": "<RFC 3339>"} | null,

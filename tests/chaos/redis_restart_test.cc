@@ -1,7 +1,8 @@
-// Redis itself restarts under a running cluster (DESIGN §6: AOF everysec; a graceful SHUTDOWN
-// writes and fsyncs the append-only file). Every-second cron jobs with the misfire policy that
-// records every occurrence (fire_all) and one-time jobs fall due before, during and after the
-// outage. Afterwards, from the records: each occurrence has exactly one run, and it succeeded.
+// Redis itself restarts under a running cluster (AOF everysec, as docs/redis-store.md recommends; a
+// graceful SHUTDOWN writes and fsyncs the append-only file). Every-second cron jobs with the
+// misfire policy that records every occurrence (fire_all) and one-time jobs fall due before, during
+// and after the outage. Afterwards, from the records: each occurrence has exactly one run, and it
+// succeeded.
 #include <chrono>
 #include <set>
 #include <string>

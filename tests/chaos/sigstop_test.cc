@@ -1,8 +1,8 @@
-// A node frozen (SIGSTOP) past its lease while it runs a shell attempt: the paused process is
-// the classic way a "dead" holder comes back (GC pause, VM migration). DESIGN §4, one holder at a
-// time: the run is executed elsewhere and succeeds; when the frozen node resumes, it stops its
-// child before that one finishes, and its late outcome is not recorded (fenced, or rejected as
-// stale): the run's attempts stay exactly [lease_lost on A, succeeded on B].
+// A node frozen (SIGSTOP) past its lease while it runs a shell attempt: the paused process is the
+// classic way a "dead" holder comes back (GC pause, VM migration). One holder at a time: the run is
+// executed elsewhere and succeeds; when the frozen node resumes, it stops its child before that one
+// finishes, and its late outcome is not recorded (fenced, or rejected as stale): the run's attempts
+// stay exactly [lease_lost on A, succeeded on B].
 #include <signal.h>
 #include <unistd.h>
 

@@ -1,5 +1,5 @@
-// The Store contract suite (DESIGN §5): one set of tests that every Store backend must pass
-// unchanged. A backend joins by instantiating it with a factory for fresh, empty stores:
+// The Store contract suite: one set of tests that every Store backend must pass unchanged. A
+// backend joins by instantiating it with a factory for fresh, empty stores:
 //
 //   INSTANTIATE_TEST_SUITE_P(Sqlite, StoreContractTest,
 //                            ::testing::Values(StoreFactory([] { return MakeMyStore(); })));

@@ -124,7 +124,7 @@ inline std::string Q(const std::string& s) {
   });
 }
 
-// DESIGN §8: RFC 3339 UTC with milliseconds, e.g. 2026-12-01T10:00:00.000Z.
+// docs/api.md: RFC 3339 UTC with milliseconds, e.g. 2026-12-01T10:00:00.000Z.
 inline bool IsApiTime(const Json& v) {
   static const std::regex kTime(R"(^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$)");
   return v.is_string() && std::regex_match(v.get<std::string>(), kTime);
@@ -175,7 +175,7 @@ inline ::testing::AssertionResult IsErrorBody(const Response& r) {
   return ::testing::AssertionSuccess();
 }
 
-// The error code DESIGN §8 pairs with an HTTP status.
+// The error code docs/api.md pairs with an HTTP status.
 inline std::string CodeForStatus(int status) {
   switch (status) {
     case 400:

@@ -1,4 +1,4 @@
-// The REST API v1 (DESIGN §8, §9) over real HTTP: every route with the role it needs, the JSON
+// The REST API v1 (docs/api.md) over real HTTP: every route with the role it needs, the JSON
 // shapes, the error contract, roles and tenant isolation, quotas, the event stream, and a table
 // of malformed requests that must each be refused without changing anything.
 #include <gmock/gmock.h>
@@ -183,7 +183,7 @@ TEST_F(ApiTest, MetricsNeedAKeyAndExposeTheDesignSeries) {
   }
 }
 
-// DESIGN §8: a viewer or operator key reads "its tenant" only; wrong tenant = does not exist.
+// docs/api.md: a viewer or operator key reads "its tenant" only; wrong tenant = does not exist.
 TEST_F(ApiTest, MetricsReadWithATenantKeyDoNotRevealOtherTenants) {
   h.MustCreate("acme", Builtin("secret-project"));
   Response r = h.Get("/metrics", Who::kOther);
@@ -261,7 +261,7 @@ TEST_F(ApiTest, CreateGetReplaceAndDeleteAJob) {
   ExpectJobDetail(r.json, "nightly");
   EXPECT_EQ(r.json["version"], 1);
   EXPECT_EQ(r.json["state"], "active");
-  // The defaults of DESIGN §2, written out.
+  // The defaults of docs/job-spec.md, written out.
   const Json& s = r.json["spec"];
   EXPECT_EQ(s["queue"], "default");
   EXPECT_EQ(s["priority"], 5);
@@ -646,7 +646,7 @@ TEST_F(ApiTest, StatsCountRunsByStateAndQueue) {
   EXPECT_EQ(r.json["by_queue"]["default"]["succeeded"], 3) << r;
   EXPECT_EQ(r.json["by_queue"]["default"]["failed"], 1) << r;
   EXPECT_DOUBLE_EQ(r.json.value("failure_rate", -1.0), 0.25) << r;
-  // DESIGN §8: durations are integers in ms.
+  // docs/api.md: durations are integers in ms.
   EXPECT_TRUE(r.json["average_duration_ms"].is_number_integer()) << r;
   EXPECT_GE(r.json.value("average_duration_ms", -1.0), 0.0) << r;
 
@@ -1166,7 +1166,7 @@ struct BadRequest {
   int status = 400;
   std::string message;               // a substring of error.message; "" = not checked
   std::optional<std::string> field;  // error.field; none = not checked
-  int alt_status = 0;                // also accepted where the design leaves the choice open
+  int alt_status = 0;                // also accepted where either status is right
 };
 
 void PrintTo(const BadRequest& b, std::ostream* out) { *out << b.name; }

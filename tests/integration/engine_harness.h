@@ -52,7 +52,7 @@ inline TimePoint Utc(int y, unsigned mo, unsigned d, int h = 0, int mi = 0, int 
                                    seconds{s});
 }
 
-// The id of a scheduled occurrence: <jobId>@<scheduledMs> (DESIGN §2).
+// The id of a scheduled occurrence: <jobId>@<scheduledMs>.
 inline std::string RunId(const std::string& job_id, TimePoint scheduled_at) {
   return job_id + "@" + std::to_string(ToUnixMillis(scheduled_at));
 }

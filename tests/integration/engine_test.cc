@@ -1,5 +1,6 @@
 // Engine tests: a whole Node (SQLite in memory, FakeClock) driven through its actors, checking
-// the job and run semantics of DESIGN §2 and the guarantees of §4 on the stored run records.
+// the job and run semantics of docs/engine.md and the guarantees of README.md on the stored run
+// records.
 //
 // Time: the scheduler, reaper, janitor and dependency actor are ticked by hand at instants set on
 // the fake clock; the processor runs its own threads and the tests wait for its results through
@@ -275,8 +276,8 @@ TEST(EngineCronTest, AnOverlapDecisionIsTakenAtTheOccurrenceNotAhead) {
   EXPECT_NE(run->state, RunState::kSkipped);
 }
 
-// DESIGN §4 "One run per occurrence": any number of schedulers firing the same jobs at once
-// create exactly one run per occurrence.
+// One run per occurrence: any number of schedulers firing the same jobs at once create exactly one
+// run per occurrence.
 TEST(EngineCronTest, TwoSchedulersFiringConcurrentlyCreateOneRunPerOccurrence) {
   EngineHarness h;
   ASSERT_TRUE(h.ok());

@@ -1,5 +1,5 @@
-// Self-fencing (DESIGN §4): a node that cannot renew a lease before it ends stops the attempt
-// and reports nothing; the run is executed again elsewhere after the lease expires.
+// Self-fencing: a node that cannot renew a lease before it ends stops the attempt and reports
+// nothing; the run is executed again elsewhere after the lease expires.
 #include <gtest/gtest.h>
 
 #include <atomic>

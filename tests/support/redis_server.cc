@@ -224,8 +224,8 @@ void RedisServer::SetUp() {
 bool RedisServer::Start(const std::string& binary, int port) {
   const std::string log = (fs::path(dir_) / "redis.log").string();
   const std::string port_text = std::to_string(port);
-  // No snapshots, loopback only, the eviction policy DESIGN §6 asks for; an append-only file
-  // with fsync every second when asked for (DESIGN §6's production setting).
+  // No snapshots, loopback only, the eviction policy docs/redis-store.md asks for; an
+  // append-only file with fsync every second when asked for (the production setting there).
   const std::pair<const char*, std::string> flags[] = {
       {"--port", port_text},
       {"--bind", "127.0.0.1"},

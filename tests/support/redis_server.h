@@ -36,8 +36,8 @@ namespace jobsched::testing {
 class RedisServer : public ::testing::Environment {
  public:
   struct Options {
-    // --appendonly yes --appendfsync everysec (DESIGN §6's production setting), in the
-    // server's directory. Default: false (no persistence at all)
+    // --appendonly yes --appendfsync everysec (the production setting of docs/redis-store.md),
+    // in the server's directory. Default: false (no persistence at all)
     bool appendonly = false;
   };
 

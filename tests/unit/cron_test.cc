@@ -1,7 +1,7 @@
-// Tests of the cron dialect (DESIGN §3) through CronSchedule's public contract.
+// Tests of the cron dialect (docs/cron.md) through CronSchedule's public contract.
 //
 // Every expected instant below was computed independently with Python 3's zoneinfo (a brute-force
-// reference of the §3 rules over local calendar days), not by hand.
+// reference of the rules of docs/cron.md over local calendar days), not by hand.
 #include "core/cron.h"
 
 #include <gmock/gmock.h>

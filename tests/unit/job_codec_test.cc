@@ -1,5 +1,5 @@
-// Tests of the job spec codec (DESIGN §2): parsing, defaults, validation errors with their field
-// paths, the JSON round trip, id validation, attempts JSON and the enum names.
+// Tests of the job spec codec (docs/job-spec.md): parsing, defaults, validation errors with their
+// field paths, the JSON round trip, id validation, attempts JSON and the enum names.
 #include "core/job_codec.h"
 
 #include <gmock/gmock.h>
@@ -76,7 +76,7 @@ void ExpectSpecEq(const JobSpec& got, const JobSpec& want, const std::string& wh
   EXPECT_EQ(got.paused, want.paused);
 }
 
-// --- The example of DESIGN §2 -----------------------------------------------------------------
+// --- A spec with every field written out ------------------------------------------------------
 
 constexpr std::string_view kDesignExample = R"json({
   "id": "nightly-report",

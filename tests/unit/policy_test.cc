@@ -1,4 +1,4 @@
-// Tests of the scheduling policy (DESIGN §2): occurrences of a schedule, misfire handling,
+// Tests of the scheduling policy (docs/engine.md): occurrences of a schedule, misfire handling,
 // overlap decisions, retry backoff and run ids.
 #include "core/policy.h"
 
