@@ -51,9 +51,8 @@
 // runs below their quota), due (zset: tenant -> the ms of the first member of its due index, for
 // the tenants with due jobs) and leases (zset: tenant -> the first score of its leases, for the
 // tenants with running runs), all kept by the tenant scripts; tenants (set of tenants with data),
-// node:<id> (hash)
-// and nodes (zset id -> heartbeat ms), keys (hash key id -> secret hash) and key:<secret hash>
-// (hash).
+// node:<id> (hash) and nodes (zset id -> heartbeat ms), keys (hash key id -> secret hash) and
+// key:<secret hash> (hash).
 #pragma once
 
 namespace jobsched::redis_scripts {
