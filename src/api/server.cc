@@ -1097,6 +1097,7 @@ Status ApiServer::Start() {
         res.set_content(ErrorBody("internal", "unexpected error", ""), "application/json");
       });
   impl_->Register(*http_);
+  errno = 0;  // why a bind fails, below (a host that does not resolve sets none)
   const int port = hp->second == 0 ? http_->bind_to_any_port(hp->first)
                                    : (http_->bind_to_port(hp->first, hp->second) ? hp->second : -1);
   if (port < 0) {
