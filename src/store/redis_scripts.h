@@ -102,14 +102,18 @@ end
 -- gathered and written by flush(), one command per key instead of one per run. A deferring
 -- script must not read back, before flush(), what it deferred.
 local BUF
+-- The tenant's entry in store-wide index `key` (KEYS[4], [5] or [6]) set to `score`, or taken
+-- out (score nil or false).
+local function index_tenant(key, score)
+  if score then
+    redis.call('ZADD', key, score, TENANT)
+  else
+    redis.call('ZREM', key, TENANT)
+  end
+end
 -- The tenant's entry in KEYS[6] made to agree with its `leases` index.
 local function sync_leases()
-  local first = redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')
-  if first[1] then
-    redis.call('ZADD', KEYS[6], first[2], TENANT)
-  else
-    redis.call('ZREM', KEYS[6], TENANT)
-  end
+  index_tenant(KEYS[6], redis.call('ZRANGE', K_LEASES, 0, 0, 'WITHSCORES')[2])
 end
 -- The tenant's entry in KEYS[4] made to agree with its `pending` index and its quota: after a
 -- change of `pending` or `leases` (the running runs) made at once, or at flush() when deferred.
@@ -122,11 +126,7 @@ local function sync_ready()
     local quota = tonumber(redis.call('HGET', P .. 'tenant', 'max_concurrent_runs') or '0') or 0
     open = quota <= 0 or redis.call('ZCARD', K_LEASES) < quota
   end
-  if open then
-    redis.call('ZADD', KEYS[4], first[2], TENANT)
-  else
-    redis.call('ZREM', KEYS[4], TENANT)
-  end
+  index_tenant(KEYS[4], open and first[2])
 end
 local function defer() BUF = {keys = {}, order = {}, counts = {}, corder = {}, events = {}} end
 -- Sets member m of key to `value` (a score, true: present; false: absent): now, or when deferring
@@ -380,11 +380,7 @@ end
 -- member, the first of its first chunk "due:" (never empty while the index has members).
 local function sync_due()
   local first = redis.call('ZRANGE', P .. 'due:', 0, 0)[1]
-  if first then
-    redis.call('ZADD', KEYS[5], tonumber(string.sub(first, 1, 16)), TENANT)
-  else
-    redis.call('ZREM', KEYS[5], TENANT)
-  end
+  index_tenant(KEYS[5], first and tonumber(string.sub(first, 1, 16)))
 end
 -- Moves job id in the due index from where (old) put it to where (state, paused, next_fire)
 -- put it: only an active, unpaused job with a next fire is due.
@@ -1336,8 +1332,8 @@ return out
 )lua";
 
 inline constexpr char kDue[] = R"lua(
--- due: DueJobs of one tenant (read only). (NextFireTime reads the first chunk of `due` without
--- a script.)
+-- due: DueJobs of one tenant (read only), run only in tenants whose first due time has come
+-- (the store-wide due index, KEYS[5]; NextFireTime reads that index alone).
 -- KEYS: the prelude's.
 -- ARGV[1] "jobs": ARGV[2] now ms, ARGV[3] limit. Returns the jobs (flat, as job_reply) whose
 -- next fire is <= now, by (next fire, id), at most limit.
