@@ -11,6 +11,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <fstream>
 #include <functional>
@@ -1023,10 +1024,15 @@ void PrintKeys(std::ostream& out, const Json& items) {
 }
 
 void PrintTenants(std::ostream& out, const Json& items) {
-  Table t({"ID", "MAX_JOBS", "MAX_CONCURRENT_RUNS", "CREATED_AT", "UPDATED_AT"});
+  Table t({"ID", "MAX_JOBS", "MAX_CONCURRENT_RUNS", "QUEUE_LIMITS", "CREATED_AT", "UPDATED_AT"});
   for (const Json& x : items) {
+    std::string limits;
+    const Json queue_limits = x.value("queue_limits", Json::object());
+    for (const auto& [queue, limit] : queue_limits.items()) {
+      limits += (limits.empty() ? "" : ",") + queue + "=" + Text(limit);
+    }
     t.Row({Field(x, "id"), Field(x, "max_jobs"), Field(x, "max_concurrent_runs"),
-           Field(x, "created_at"), Field(x, "updated_at")});
+           limits.empty() ? "-" : limits, Field(x, "created_at"), Field(x, "updated_at")});
   }
   t.Print(out);
 }
@@ -1156,6 +1162,8 @@ void AddTenantsCommands(CLI::App& app, int* exit_code) {
     std::string tenant;
     int64_t max_jobs = 0;
     int64_t max_runs = 0;
+    std::vector<std::string> queue_limits;
+    bool no_queue_limits = false;
     CLI::Option* max_jobs_opt = nullptr;
     CLI::Option* max_runs_opt = nullptr;
   };
@@ -1168,10 +1176,28 @@ void AddTenantsCommands(CLI::App& app, int* exit_code) {
       set->add_option("--max-jobs", a->max_jobs, "Most jobs the tenant may have (0 = unlimited)");
   a->max_runs_opt = set->add_option("--max-concurrent-runs", a->max_runs,
                                     "Most runs running at once (0 = unlimited)");
+  CLI::Option* limit_opt =
+      set->add_option("--queue-limit", a->queue_limits,
+                      "Most runs of a queue running at once, QUEUE=N (repeatable; replaces the "
+                      "tenant's queue limits)")
+          ->allow_extra_args(false);
+  set->add_flag("--no-queue-limits", a->no_queue_limits, "Remove every queue limit of the tenant")
+      ->excludes(limit_opt);
   set->callback([c, a, exit_code] {
     Json body = Json::object();
     if (a->max_jobs_opt->count() > 0) body["max_jobs"] = a->max_jobs;
     if (a->max_runs_opt->count() > 0) body["max_concurrent_runs"] = a->max_runs;
+    if (a->no_queue_limits) body["queue_limits"] = Json::object();
+    for (const std::string& text : a->queue_limits) {
+      auto [queue, value] = SplitPair("--queue-limit", text, "=");
+      int64_t limit = 0;
+      const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), limit);
+      if (ec != std::errc() || end != value.data() + value.size()) {
+        Usage("--queue-limit: the limit of queue '" + queue + "' must be a whole number, got '" +
+              value + "'");
+      }
+      body["queue_limits"][queue] = limit;
+    }
     *exit_code = Execute(*c, [&](Session& s) -> Status {
       ASSIGN_OR_RETURN(Json out, s.client.Put("/v1/tenants/" + Escape(a->tenant), body));
       if (s.json) {

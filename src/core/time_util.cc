@@ -143,6 +143,8 @@ Result<Duration> ParseDuration(std::string_view text) {
       scale = 3'600'000;
     } else if (unit == "d") {
       scale = 86'400'000;
+    } else if (unit.empty() && pos < text.size() && (text[pos] == '.' || text[pos] == ',')) {
+      return error("fractions are not allowed: use a smaller unit (1500ms, not 1.5s)");
     } else if (unit.empty()) {
       return error("missing unit (ms, s, m, h or d)");
     } else {

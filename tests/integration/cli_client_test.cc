@@ -694,6 +694,39 @@ TEST_F(CliClientTest, TenantsSetListAndQuota) {
   EXPECT_THAT(bad.err, HasSubstr("tenant"));
 }
 
+TEST_F(CliClientTest, TenantsSetQueueLimits) {
+  CliResult set = Run({"tenants", "set", "acme", "--max-concurrent-runs", "4", "--queue-limit",
+                       "reports=2", "--queue-limit", "slow=1"});
+  ASSERT_EQ(set.code, 0) << set.err;
+  EXPECT_THAT(set.out, HasSubstr("QUEUE_LIMITS"));
+  EXPECT_THAT(set.out, HasSubstr("reports=2,slow=1"));
+  Json tenant = RunJson({"tenants", "set", "acme"});  // no flags: nothing changes
+  EXPECT_EQ(tenant["max_concurrent_runs"], 4);
+  EXPECT_EQ(tenant["queue_limits"], Json({{"reports", 2}, {"slow", 1}}));
+
+  // A given set of limits replaces the whole map; --no-queue-limits empties it.
+  tenant = RunJson({"tenants", "set", "acme", "--queue-limit", "slow=3"});
+  EXPECT_EQ(tenant["queue_limits"], Json({{"slow", 3}}));
+  tenant = RunJson({"tenants", "set", "acme", "--no-queue-limits"});
+  EXPECT_EQ(tenant["queue_limits"], Json::object());
+  EXPECT_EQ(tenant["max_concurrent_runs"], 4);
+
+  // Bad limits are refused, naming the flag or the queue, and change nothing.
+  CliResult word = Run({"tenants", "set", "acme", "--queue-limit", "slow=two"});
+  EXPECT_EQ(word.code, kExitUsage);
+  EXPECT_THAT(word.err, HasSubstr("--queue-limit: the limit of queue 'slow' must be a whole"));
+  CliResult no_value = Run({"tenants", "set", "acme", "--queue-limit", "slow"});
+  EXPECT_EQ(no_value.code, kExitUsage);
+  EXPECT_THAT(no_value.err, HasSubstr("--queue-limit: expected KEY=VALUE"));
+  CliResult zero = Run({"tenants", "set", "acme", "--queue-limit", "slow=0"});
+  EXPECT_EQ(zero.code, kExitFailure);
+  EXPECT_THAT(zero.err, HasSubstr("queue_limits.slow: must be an integer of at least 1"));
+  CliResult both =
+      Run({"tenants", "set", "acme", "--queue-limit", "slow=1", "--no-queue-limits"});
+  EXPECT_EQ(both.code, kExitUsage);
+  EXPECT_EQ(RunJson({"tenants", "set", "acme"})["queue_limits"], Json::object());
+}
+
 // ---- settings -----------------------------------------------------------------------------
 
 TEST_F(CliClientTest, FlagBeatsEnvironmentBeatsDefault) {

@@ -149,6 +149,11 @@ TEST_F(HttpExecutorTest, MethodHeadersAndBodyAreSent) {
   EXPECT_EQ(r.body, R"(POST|t0k3n|application/json|{"a":1})");
 }
 
+TEST_F(HttpExecutorTest, ABodyWithoutAContentTypeIsSentAsPlainText) {
+  HttpResult r = MustRun({.method = "POST", .url = Url("/echo"), .body = "hi"});
+  EXPECT_EQ(r.body, "POST||text/plain|hi");
+}
+
 TEST_F(HttpExecutorTest, RedirectsAreFollowed) {
   HttpResult r = MustRun({.url = Url("/redirect")});
   EXPECT_EQ(r.outcome, HttpOutcome::kCompleted);

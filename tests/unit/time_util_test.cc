@@ -207,6 +207,15 @@ INSTANTIATE_TEST_SUITE_P(
                       DurationErrorCase{"640511947004d"},
                       DurationErrorCase{"99999999999999999999s"}));
 
+TEST(ParseDurationTest, AFractionIsRefusedWithTheWayToWriteIt) {
+  for (const char* text : {"1.5s", "2,5m", "1h0.5m"}) {
+    Result<Duration> d = ParseDuration(text);
+    ASSERT_FALSE(d.ok()) << text;
+    EXPECT_THAT(d.status().message(), HasSubstr("fractions are not allowed")) << text;
+  }
+  EXPECT_THAT(ParseDuration("15").status().message(), HasSubstr("missing unit"));
+}
+
 TEST(FormatDurationTest, Examples) {
   EXPECT_EQ(FormatDuration(hours(1) + minutes(30)), "1h30m");
   EXPECT_EQ(FormatDuration(Duration(250)), "250ms");
