@@ -1335,10 +1335,10 @@ inline constexpr char kDue[] = R"lua(
 -- due: DueJobs of one tenant (read only), run only in tenants whose first due time has come
 -- (the store-wide due index, KEYS[5]; NextFireTime reads that index alone).
 -- KEYS: the prelude's.
--- ARGV[1] "jobs": ARGV[2] now ms, ARGV[3] limit. Returns the jobs (flat, as job_reply) whose
--- next fire is <= now, by (next fire, id), at most limit.
+-- ARGV[1] now ms, ARGV[2] limit. Returns the jobs (flat, as job_reply) whose next fire is <= now,
+-- by (next fire, id), at most limit.
 local out = {}
-local now, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 if limit <= 0 then return out end
 cx_each('due', '', true, function(m)
   if tonumber(string.sub(m, 1, 16)) > now then return false end

@@ -469,9 +469,10 @@ class RedisBackend {
   // changes nothing).
   Status BuildIndexes() {
     ASSIGN_OR_RETURN(Reply tenants, Call({"SMEMBERS", SysKey("tenants")}));
-    spdlog::info("{}: indexing the claimable runs, due jobs and leases of {} tenant(s) under the "
-                 "prefix '{}'",
-                 where_, tenants.elements.size(), options_.key_prefix);
+    spdlog::info(
+        "{}: indexing the claimable runs, due jobs and leases of {} tenant(s) under the "
+        "prefix '{}'",
+        where_, tenants.elements.size(), options_.key_prefix);
     std::vector<Command> commands;
     for (const Reply& t : tenants.elements)
       commands.push_back(Eval(Script::kSyncIndexes, t.str, {}));
@@ -1343,8 +1344,8 @@ Result<std::vector<std::pair<std::string, int64_t>>> DueTenants(RedisBackend& ba
   const size_t page = std::max<size_t>(want, 128);
   for (size_t offset = 0;; offset += page) {
     ASSIGN_OR_RETURN(Reply r, backend.Call({"ZRANGEBYSCORE", backend.SysKey("due"), "-inf",
-                                            until_ms, "WITHSCORES", "LIMIT",
-                                            std::to_string(offset), std::to_string(page)}));
+                                            until_ms, "WITHSCORES", "LIMIT", std::to_string(offset),
+                                            std::to_string(page)}));
     const std::vector<Reply>& flat = r.elements;
     for (size_t i = 0; i + 1 < flat.size(); i += 2) {
       if (!scope.Covers(flat[i].str)) continue;
@@ -1367,8 +1368,7 @@ Result<std::vector<JobRecord>> RedisStore::DueJobs(TimePoint now, int limit,
   ASSIGN_OR_RETURN(auto tenants, DueTenants(*backend_, scope, Ms(now), static_cast<size_t>(n)));
   std::vector<Command> commands;
   for (const auto& [tenant, first_ms] : tenants) {
-    commands.push_back(
-        backend_->Eval(Script::kDue, tenant, {"jobs", Ms(now), std::to_string(n)}));
+    commands.push_back(backend_->Eval(Script::kDue, tenant, {Ms(now), std::to_string(n)}));
   }
   ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(commands)));
   std::vector<JobRecord> due;
@@ -1891,8 +1891,8 @@ Result<std::vector<RunRecord>> RedisStore::RecoverLostRuns(TimePoint now, const 
   // The tenants with candidates, from the leases index (tenant -> its earliest lease deadline):
   // by deadline, those with a lease expired before now; by node, those with running runs. The
   // reaper runs every second on every node: one read, not one per tenant.
-  ASSIGN_OR_RETURN(Reply found, backend_->Call({"ZRANGEBYSCORE", backend_->SysKey("leases"),
-                                                "-inf", node.empty() ? "(" + Ms(now) : "+inf"}));
+  ASSIGN_OR_RETURN(Reply found, backend_->Call({"ZRANGEBYSCORE", backend_->SysKey("leases"), "-inf",
+                                                node.empty() ? "(" + Ms(now) : "+inf"}));
   for (const Reply& t : found.elements) {
     if (remaining <= 0) break;
     auto r = backend_->Call(backend_->Eval(

@@ -1,11 +1,11 @@
 // The REST API v1 (docs/api.md) over real HTTP: every route with the role it needs, the JSON
 // shapes, the error contract, roles and tenant isolation, quotas, the event stream, and a table
 // of malformed requests that must each be refused without changing anything.
+#include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <spdlog/spdlog.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 

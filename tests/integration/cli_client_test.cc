@@ -721,8 +721,7 @@ TEST_F(CliClientTest, TenantsSetQueueLimits) {
   CliResult zero = Run({"tenants", "set", "acme", "--queue-limit", "slow=0"});
   EXPECT_EQ(zero.code, kExitFailure);
   EXPECT_THAT(zero.err, HasSubstr("queue_limits.slow: must be an integer of at least 1"));
-  CliResult both =
-      Run({"tenants", "set", "acme", "--queue-limit", "slow=1", "--no-queue-limits"});
+  CliResult both = Run({"tenants", "set", "acme", "--queue-limit", "slow=1", "--no-queue-limits"});
   EXPECT_EQ(both.code, kExitUsage);
   EXPECT_EQ(RunJson({"tenants", "set", "acme"})["queue_limits"], Json::object());
 }
