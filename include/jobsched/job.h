@@ -65,6 +65,7 @@ struct Limits {
   int64_t cpu_seconds = 0;           // RLIMIT_CPU; 0 = none. Default: 0
   int64_t memory_mb = 0;             // RLIMIT_AS (+ cgroup memory.max); 0 = none. Default: 0
   int64_t max_output_bytes = 65536;  // tail of stdout+stderr / response body kept. Default: 64 KiB
+  double cpu_cores = 0;              // cgroup cpu.max (needs a cgroup parent); 0 = none. Default: 0
 };
 
 struct JobSpec {

@@ -129,8 +129,8 @@ struct SchedulerOptions {
   // Shell attempts: SIGTERM, then SIGKILL after this. Default: 5 s
   Duration kill_grace{5000};
   // Shell attempts: a cgroup v2 directory under which each attempt gets a cgroup of its own,
-  // with memory.max from limits.memory_mb, removed after it; stopping the attempt then kills
-  // everything it started, also what left its process group. Where the directory is not
+  // with memory.max from limits.memory_mb and cpu.max from limits.cpu_cores, removed after it;
+  // stopping the attempt then kills everything it started, also what left its process group. Where the directory is not
   // writable, attempts run with rlimits only (a warning is logged once). Default: none
   std::string cgroup_parent;
   // Run history kept per job: the newest N, and anything younger than the age. Default: 100, 7 d

@@ -16,6 +16,7 @@ using Json = nlohmann::json;
 constexpr int kMaxAttempts = 100;
 constexpr int64_t kMaxDurationMs = int64_t{365} * 24 * 3600 * 1000;
 constexpr int64_t kMaxOutputBytes = int64_t{16} << 20;
+constexpr int kMaxCpuCores = 1024;
 
 Status FieldError(const std::string& field, const std::string& problem) {
   return InvalidArgument(field + ": " + problem, field);
@@ -130,8 +131,11 @@ class ObjectReader {
     if (!v->is_number()) return FieldError(Path(key), "must be a number");
     const double d = v->get<double>();
     if (!(d >= min && d <= max)) {
-      return FieldError(Path(key),
-                        "must be between " + Json(min).dump() + " and " + Json(max).dump());
+      // Whole bounds read as integers ("between 0 and 1", not "0.0 and 1.0").
+      auto text = [](double x) {
+        return x == std::trunc(x) ? std::to_string(static_cast<int64_t>(x)) : Json(x).dump();
+      };
+      return FieldError(Path(key), "must be between " + text(min) + " and " + text(max));
     }
     out = d;
     return Status::Ok();
@@ -363,6 +367,7 @@ Status ParseSpecObject(const Json& j, JobSpec& spec) {
     RETURN_IF_ERROR(limits->Int("memory_mb", 0, 1 << 20, spec.limits.memory_mb));
     RETURN_IF_ERROR(
         limits->Int("max_output_bytes", 0, kMaxOutputBytes, spec.limits.max_output_bytes));
+    RETURN_IF_ERROR(limits->Number("cpu_cores", 0, kMaxCpuCores, spec.limits.cpu_cores));
     RETURN_IF_ERROR(limits->NoUnknownFields());
   }
   RETURN_IF_ERROR(r.StringList("depends_on", spec.depends_on));
@@ -493,6 +498,9 @@ Status ValidateJobSpec(const JobSpec& spec) {
     return FieldError("limits.max_output_bytes",
                       "must be between 0 and " + std::to_string(kMaxOutputBytes));
   }
+  if (!(spec.limits.cpu_cores >= 0 && spec.limits.cpu_cores <= kMaxCpuCores)) {
+    return FieldError("limits.cpu_cores", "must be between 0 and " + std::to_string(kMaxCpuCores));
+  }
   std::set<std::string> deps;
   for (size_t i = 0; i < spec.depends_on.size(); ++i) {
     const std::string field = "depends_on[" + std::to_string(i) + "]";
@@ -616,7 +624,8 @@ Json SpecJson(const JobSpec& spec) {
       {"limits",
        {{"cpu_seconds", spec.limits.cpu_seconds},
         {"memory_mb", spec.limits.memory_mb},
-        {"max_output_bytes", spec.limits.max_output_bytes}}},
+        {"max_output_bytes", spec.limits.max_output_bytes},
+        {"cpu_cores", spec.limits.cpu_cores}}},
       {"depends_on", spec.depends_on},
       {"labels", spec.labels},
       {"paused", spec.paused},

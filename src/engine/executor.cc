@@ -135,6 +135,7 @@ AttemptOutcome Executor::RunShell(const JobSpec& spec, const RunRecord& run,
   req.stdin_data = run.payload;
   req.limits.cpu_seconds = spec.limits.cpu_seconds;
   req.limits.memory_mb = spec.limits.memory_mb;
+  req.limits.cpu_cores = spec.limits.cpu_cores;
   req.timeout = spec.timeout;
   req.kill_grace = options_.kill_grace;
   req.max_output_bytes = static_cast<size_t>(spec.limits.max_output_bytes);

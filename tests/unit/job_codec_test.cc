@@ -71,6 +71,7 @@ void ExpectSpecEq(const JobSpec& got, const JobSpec& want, const std::string& wh
   EXPECT_EQ(got.limits.cpu_seconds, want.limits.cpu_seconds);
   EXPECT_EQ(got.limits.memory_mb, want.limits.memory_mb);
   EXPECT_EQ(got.limits.max_output_bytes, want.limits.max_output_bytes);
+  EXPECT_EQ(got.limits.cpu_cores, want.limits.cpu_cores);
   EXPECT_EQ(got.depends_on, want.depends_on);
   EXPECT_EQ(got.labels, want.labels);
   EXPECT_EQ(got.paused, want.paused);
@@ -91,7 +92,7 @@ constexpr std::string_view kDesignExample = R"json({
   "timeout_ms": 600000,
   "overlap": "skip",
   "misfire": {"policy": "fire_once", "grace_ms": 60000},
-  "limits": {"cpu_seconds": 0, "memory_mb": 0, "max_output_bytes": 65536},
+  "limits": {"cpu_seconds": 0, "memory_mb": 0, "max_output_bytes": 65536, "cpu_cores": 0},
   "depends_on": [],
   "labels": {"team": "data"},
   "paused": false
@@ -154,7 +155,7 @@ TEST(ParseJobSpecTest, NonDefaultValuesLandInEveryField) {
     "timeout_ms": 1,
     "overlap": "replace",
     "misfire": {"policy": "fire_all", "grace_ms": 0},
-    "limits": {"cpu_seconds": 10, "memory_mb": 512, "max_output_bytes": 0},
+    "limits": {"cpu_seconds": 10, "memory_mb": 512, "max_output_bytes": 0, "cpu_cores": 0.5},
     "labels": {"team": "data", "app.kubernetes.io/name": "x"},
     "paused": true
   })json");
@@ -186,6 +187,7 @@ TEST(ParseJobSpecTest, NonDefaultValuesLandInEveryField) {
   EXPECT_EQ(s.limits.cpu_seconds, 10);
   EXPECT_EQ(s.limits.memory_mb, 512);
   EXPECT_EQ(s.limits.max_output_bytes, 0);
+  EXPECT_EQ(s.limits.cpu_cores, 0.5);
   EXPECT_EQ(s.labels.size(), 2u);
   EXPECT_TRUE(s.paused);
 }
@@ -630,6 +632,18 @@ std::vector<BadSpecCase> BadSpecCases() {
        Patched(R"({"limits": {"max_output_bytes": 1099511627776}})"),
        "limits.max_output_bytes",
        {"between", "large", "at most"}},
+      {"CpuCoresNegative",
+       Patched(R"({"limits": {"cpu_cores": -0.5}})"),
+       "limits.cpu_cores",
+       {"between 0 and 1024"}},
+      {"CpuCoresTooMany",
+       Patched(R"({"limits": {"cpu_cores": 1e9}})"),
+       "limits.cpu_cores",
+       {"between 0 and 1024"}},
+      {"CpuCoresNotANumber",
+       Patched(R"({"limits": {"cpu_cores": "2"}})"),
+       "limits.cpu_cores",
+       {"number"}},
       // depends_on.
       {"DependsOnNotArray", Patched(R"({"depends_on": "extract"})"), "depends_on", {"array"}},
       {"DependsOnElementNotString",
@@ -804,6 +818,7 @@ std::vector<BadBuiltSpecCase> BadBuiltSpecCases() {
   });
   add("TimeoutNegative", "timeout_ms", [](JobSpec& s) { s.timeout = Duration(-1); });
   add("GraceNegative", "misfire.grace_ms", [](JobSpec& s) { s.misfire.grace = Duration(-1); });
+  add("CpuCoresNaN", "limits.cpu_cores", [](JobSpec& s) { s.limits.cpu_cores = std::nan(""); });
   add("MaxOutputTooBig", "limits.max_output_bytes",
       [](JobSpec& s) { s.limits.max_output_bytes = int64_t{1} << 40; });
   add("DependsOnSelf", "depends_on[1]", [](JobSpec& s) { s.depends_on = {"a", "j"}; });
@@ -915,7 +930,7 @@ std::vector<RoundTripCase> RoundTripCases() {
     s.timeout = Duration(3600000);
     s.overlap = Overlap::kQueue;
     s.misfire = {.policy = Misfire::kSkip, .grace = Duration(0)};
-    s.limits = {.cpu_seconds = 30, .memory_mb = 256, .max_output_bytes = 1024};
+    s.limits = {.cpu_seconds = 30, .memory_mb = 256, .max_output_bytes = 1024, .cpu_cores = 1.5};
     s.labels = {{"team", "data"}, {"tier", ""}, {"k", "välue ünïcode"}};
     s.paused = true;
   });

@@ -322,7 +322,7 @@ TEST_F(ShellExecutorTest, ABackgroundProcessOfAJobDiesWhenTheProcessRunningItIsK
   // background is killed by the job guard, a watcher that outlives the parent.
   std::optional<int> status = StatusAfterTheNodeIsKilled(
       std::string(kChild) + " sleep-forever /dev/null & echo $! > \"$2\"; exec " +
-                 std::string(kChild) + " sleep-forever \"$1\"");
+      std::string(kChild) + " sleep-forever \"$1\"");
   ASSERT_TRUE(status.has_value()) << "the job's background process outlived the node";
   EXPECT_TRUE(WIFSIGNALED(*status));
   EXPECT_EQ(WTERMSIG(*status), SIGKILL);
@@ -542,6 +542,27 @@ TEST_F(ShellExecutorTest, RunGetsItsOwnCgroupWhenWritable) {
   EXPECT_THAT(r.cgroup, AnyOf(CgroupUse::kApplied, CgroupUse::kPartial)) << r.cgroup_note;
   EXPECT_THAT(r.output, HasSubstr("/jobsched-test-" + std::to_string(getpid()) + "/jobsched-"));
   // The per-run cgroup is gone, so the parent can be removed.
+  EXPECT_EQ(rmdir(parent->c_str()), 0) << "per-run cgroup left behind under " << *parent;
+}
+
+// cpu_cores becomes the run cgroup's cpu.max (quota per 100 ms period), or, where the parent does
+// not delegate the cpu controller, a partial cgroup with a note that says so.
+TEST_F(ShellExecutorTest, CpuCoresBecomeTheRunCgroupsCpuMax) {
+  std::optional<std::string> parent = testing::MakeCgroupDir("jobsched-test-cpu");
+  if (!parent) GTEST_SKIP() << "no writable cgroup v2 hierarchy";
+  ShellRequest req;
+  req.argv = {"/bin/sh", "-c", "/bin/cat " + *parent + "/jobsched-*/cpu.max 2>&1; exit 0"};
+  req.cgroup_parent = *parent;
+  req.limits.cpu_cores = 0.5;
+  ShellResult r = MustRun(req);
+  EXPECT_TRUE(r.succeeded()) << r.error;
+  if (r.cgroup == CgroupUse::kApplied) {
+    EXPECT_EQ(r.output, "50000 100000\n");
+  } else {
+    EXPECT_EQ(r.cgroup, CgroupUse::kPartial);
+    EXPECT_THAT(r.cgroup_note, HasSubstr("cannot write cpu.max"));
+    EXPECT_THAT(r.cgroup_note, HasSubstr("subtree_control"));
+  }
   EXPECT_EQ(rmdir(parent->c_str()), 0) << "per-run cgroup left behind under " << *parent;
 }
 
