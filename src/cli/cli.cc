@@ -1,12 +1,26 @@
 #include "cli/cli.h"
 
 #include <CLI/CLI.hpp>
+#include <charconv>
+#include <cstdint>
 #include <exception>
 #include <iostream>
 
 #include "cli/serve_cmd.h"
 
 namespace jobsched::cli {
+
+const CLI::Validator kWholeNumber(
+    [](std::string& text) -> std::string {
+      int64_t n = 0;
+      const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+      if (ec == std::errc::result_out_of_range) return "'" + text + "' is out of range";
+      if (ec != std::errc() || end != text.data() + text.size()) {
+        return "'" + text + "' is not a whole number";
+      }
+      return "";
+    },
+    "INT");
 
 int Main(int argc, char** argv) {
   CLI::App app{"jobsched: a distributed job scheduler", "jobsched"};

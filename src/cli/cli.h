@@ -2,11 +2,8 @@
 // calls Main().
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <iosfwd>
-
-namespace CLI {
-class App;
-}
 
 namespace jobsched::cli {
 
@@ -16,6 +13,10 @@ inline constexpr int kExitFailure = 1;  // the operation failed (server error, I
 inline constexpr int kExitUsage = 2;    // bad arguments or bad input
 
 int Main(int argc, char** argv);
+
+// A check for a 64-bit integer option: the value must be a whole number that fits (without it,
+// CLI11 turns 99999999999999999999 into the largest one).
+extern const CLI::Validator kWholeNumber;
 
 // Registers `jobsched cron ...`; the callback stores its exit code in *exit_code.
 void AddCronCommands(CLI::App& app, int* exit_code);

@@ -991,11 +991,11 @@ void AddEventsCommand(CLI::App& app, int* exit_code) {
   AddCommonFlags(cmd, *c);
   cmd->add_option("--job", a->job, "Only events of this job");
   cmd->add_option("--count", a->count, "Stop after this many events (default: never)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kWholeNumber & CLI::NonNegativeNumber);
   cmd->add_option(
          "--after", a->after,
          "Start after this event sequence number (0: all retained events; default: only new ones)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kWholeNumber & CLI::NonNegativeNumber);
   cmd->callback([c, a, exit_code] {
     *exit_code = Execute(*c, [&](Session& s) { return FollowEvents(s, *a); });
   });
@@ -1173,9 +1173,11 @@ void AddTenantsCommands(CLI::App& app, int* exit_code) {
   AddCommonFlags(set, *c, /*tenant_flag=*/false);
   set->add_option("tenant", a->tenant, "Tenant id ([a-z0-9][a-z0-9_-]{0,62})")->required();
   a->max_jobs_opt =
-      set->add_option("--max-jobs", a->max_jobs, "Most jobs the tenant may have (0 = unlimited)");
+      set->add_option("--max-jobs", a->max_jobs, "Most jobs the tenant may have (0 = unlimited)")
+          ->check(kWholeNumber);
   a->max_runs_opt = set->add_option("--max-concurrent-runs", a->max_runs,
-                                    "Most runs running at once (0 = unlimited)");
+                                    "Most runs running at once (0 = unlimited)")
+                        ->check(kWholeNumber);
   CLI::Option* limit_opt =
       set->add_option("--queue-limit", a->queue_limits,
                       "Most runs of a queue running at once, QUEUE=N (repeatable; replaces the "

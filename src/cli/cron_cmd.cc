@@ -163,7 +163,9 @@ void AddCronCommands(CLI::App& app, int* exit_code) {
   next->add_option("expr", args->expr, "Cron expression (quote it)");
   next->add_option("--tz", args->tz, "IANA time zone")->capture_default_str();
   next->add_option("--from", args->from, "Start instant, RFC 3339 (default: now)");
-  next->add_option("-n", args->n, "How many fire times")->capture_default_str();
+  next->add_option("-n", args->n, "How many fire times")
+      ->check(kWholeNumber)
+      ->capture_default_str();
   next->add_option("-o,--output", args->output, "Output format")
       ->check(CLI::IsMember({"table", "json"}))
       ->capture_default_str();

@@ -192,6 +192,13 @@ Status ApplyServeEnv(ServeConfig& c) {
   return Status::Ok();
 }
 
+// The largest period, lease or grace a setting takes (a day), the most runs kept per job, and the
+// longest run history kept (100 years): beyond them a setting is a mistake, and its conversion
+// to milliseconds could overflow.
+constexpr int64_t kMaxPeriodMs = int64_t{24} * 3600 * 1000;
+constexpr int64_t kMaxKeepRunsPerJob = 1'000'000;
+constexpr int64_t kMaxKeepRunsDays = 36'500;
+
 Status ValidateServeConfig(const ServeConfig& c) {
   if (c.log_format != "text" && c.log_format != "json") {
     return InvalidArgument("log_format: must be text or json, got '" + c.log_format + "'",
@@ -210,7 +217,10 @@ Status ValidateServeConfig(const ServeConfig& c) {
                              {c.node_dead_ms, "node_dead_ms"},
                              {c.leader_ttl_ms, "leader_ttl_ms"},
                              {c.leader_renew_ms, "leader_renew_ms"}}) {
-    if (value < 10) return InvalidArgument(std::string(name) + ": must be at least 10", name);
+    if (value < 10 || value > kMaxPeriodMs) {
+      return InvalidArgument(
+          std::string(name) + ": must be between 10 and " + std::to_string(kMaxPeriodMs), name);
+    }
   }
   if (c.renew_ms >= c.lease_ms)
     return InvalidArgument("renew_ms: must be shorter than lease_ms", "renew_ms");
@@ -226,12 +236,21 @@ Status ValidateServeConfig(const ServeConfig& c) {
       return InvalidArgument(std::string(name) + ": must be shorter than lease_ms", name);
     }
   }
-  if (c.shutdown_grace_ms < 0)
-    return InvalidArgument("shutdown_grace_ms: must not be negative", "shutdown_grace_ms");
-  if (c.keep_runs_per_job < 1)
-    return InvalidArgument("keep_runs_per_job: must be at least 1", "keep_runs_per_job");
-  if (c.keep_runs_days < 0)
-    return InvalidArgument("keep_runs_days: must not be negative", "keep_runs_days");
+  if (c.shutdown_grace_ms < 0 || c.shutdown_grace_ms > kMaxPeriodMs) {
+    return InvalidArgument(
+        "shutdown_grace_ms: must be between 0 and " + std::to_string(kMaxPeriodMs),
+        "shutdown_grace_ms");
+  }
+  if (c.keep_runs_per_job < 1 || c.keep_runs_per_job > kMaxKeepRunsPerJob) {
+    return InvalidArgument(
+        "keep_runs_per_job: must be between 1 and " + std::to_string(kMaxKeepRunsPerJob),
+        "keep_runs_per_job");
+  }
+  if (c.keep_runs_days < 0 || c.keep_runs_days > kMaxKeepRunsDays) {
+    return InvalidArgument(
+        "keep_runs_days: must be between 0 and " + std::to_string(kMaxKeepRunsDays),
+        "keep_runs_days");
+  }
   return Status::Ok();
 }
 
@@ -449,7 +468,7 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
         opt = serve->add_option(flag, (*flags).*s.str, help);
         break;
       case Setting::kInt:
-        opt = serve->add_option(flag, (*flags).*s.num, help);
+        opt = serve->add_option(flag, (*flags).*s.num, help)->check(kWholeNumber);
         break;
       case Setting::kBool:
         opt = serve->add_flag(flag, (*flags).*s.flag, help);

@@ -724,6 +724,12 @@ TEST_F(CliClientTest, TenantsSetQueueLimits) {
   CliResult both = Run({"tenants", "set", "acme", "--queue-limit", "slow=1", "--no-queue-limits"});
   EXPECT_EQ(both.code, kExitUsage);
   EXPECT_EQ(RunJson({"tenants", "set", "acme"})["queue_limits"], Json::object());
+
+  // A number too large for 64 bits is refused, not clamped to the largest one.
+  CliResult huge = Run({"tenants", "set", "acme", "--max-jobs", "99999999999999999999"});
+  EXPECT_EQ(huge.code, kExitUsage);
+  EXPECT_THAT(huge.err, HasSubstr("'99999999999999999999' is out of range"));
+  EXPECT_EQ(RunJson({"tenants", "set", "acme"})["max_jobs"], 0);
 }
 
 // ---- settings -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
@@ -289,8 +290,7 @@ TEST_F(ServeProcessTest, APortInUseIsAnErrorNotASharedPort) {
   const pid_t first = pid_;
   const std::string first_log = log_;
   pid_ = -1;
-  Start({"--listen", "127.0.0.1:" + std::to_string(port), "--data-dir",
-         (dir_ / "data2").string()});
+  Start({"--listen", "127.0.0.1:" + std::to_string(port), "--data-dir", (dir_ / "data2").string()});
   EXPECT_EQ(WaitExit(), 1);
   EXPECT_THAT(Log(), HasSubstr("cannot listen on 127.0.0.1:" + std::to_string(port) +
                                ": Address already in use"));
@@ -381,6 +381,23 @@ TEST(ServeConfigTest, ErrorsNameTheKey) {
             "claim_ahead_ms: must be shorter than lease_ms");
   EXPECT_TRUE(ValidateServeConfig({.fire_ahead_ms = 0, .claim_ahead_ms = 0}).ok())
       << "0 turns fire-ahead and claim-ahead off";
+}
+
+// Settings beyond any sensible value are refused: a lease of 2^63 ms, or a history of 2^63
+// days, would overflow when turned into time points (and prune every run, or fence every one).
+TEST(ServeConfigTest, HugeSettingsAreRefusedNotWrapped) {
+  const int64_t huge = std::numeric_limits<int64_t>::max();
+  EXPECT_EQ(ValidateServeConfig({.lease_ms = huge}).message(),
+            "lease_ms: must be between 10 and 86400000");
+  EXPECT_EQ(ValidateServeConfig({.heartbeat_ms = 5}).message(),
+            "heartbeat_ms: must be between 10 and 86400000");
+  EXPECT_EQ(ValidateServeConfig({.shutdown_grace_ms = huge}).message(),
+            "shutdown_grace_ms: must be between 0 and 86400000");
+  EXPECT_EQ(ValidateServeConfig({.keep_runs_days = huge}).message(),
+            "keep_runs_days: must be between 0 and 36500");
+  EXPECT_EQ(ValidateServeConfig({.keep_runs_per_job = int64_t{1} << 32}).message(),
+            "keep_runs_per_job: must be between 1 and 1000000");
+  EXPECT_TRUE(ValidateServeConfig({.lease_ms = 86400000, .keep_runs_days = 36500}).ok());
 }
 
 }  // namespace
