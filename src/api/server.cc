@@ -2,7 +2,6 @@
 
 #include <httplib.h>
 #include <spdlog/spdlog.h>
-
 #include <sys/socket.h>
 
 #include <atomic>
@@ -61,10 +60,16 @@ const char* CodeForHttp(int status) {
       return "method_not_allowed";
     case 409:
       return "already_exists";
+    case 411:
+      return "length_required";
     case 412:
       return "failed_precondition";
     case 413:
       return "payload_too_large";
+    case 414:
+      return "uri_too_long";
+    case 415:
+      return "unsupported_media_type";
     case 429:
       return "resource_exhausted";
     case 503:
@@ -194,6 +199,8 @@ class ApiServer::Impl {
 
   Impl(Node& node, const ServerOptions& options, Metrics& metrics);
   void Register(httplib::Server& http);
+  // The methods of the routes whose path matches `path` ("GET, PUT"), "" for none.
+  std::string MethodsOf(const std::string& path) const;
   ~Impl() {
     for (int64_t id : listeners_) node_.events().Off(id);
   }
@@ -246,6 +253,7 @@ class ApiServer::Impl {
   std::mutex events_mu_;
   std::condition_variable events_cv_;  // local activity: streams look at the store at once
   std::vector<int64_t> listeners_;     // on node_.events(), removed with the server
+  std::vector<std::pair<std::regex, std::string>> patterns_;  // path pattern, method (Register)
 };
 
 const std::vector<ApiServer::Impl::Route>& ApiServer::Impl::Table() {
@@ -377,6 +385,7 @@ void ApiServer::Impl::Register(httplib::Server& http) {
       }
     }
     pattern += "$";
+    patterns_.emplace_back(std::regex(pattern), route.info.method);
     auto handler = [this, &route](const httplib::Request& req, httplib::Response& res) {
       Serve(route, req, res);
     };
@@ -391,6 +400,16 @@ void ApiServer::Impl::Register(httplib::Server& http) {
       http.Delete(pattern, handler);
     }
   }
+}
+
+std::string ApiServer::Impl::MethodsOf(const std::string& path) const {
+  std::string methods;
+  for (const auto& [pattern, method] : patterns_) {
+    if (std::regex_match(path, pattern) && methods.find(method) == std::string::npos) {
+      methods += (methods.empty() ? "" : ", ") + method;
+    }
+  }
+  return methods;
 }
 
 std::optional<HttpError> ApiServer::Impl::Authorize(const Route& route, Call& call) {
@@ -1072,8 +1091,38 @@ Status ApiServer::Start() {
   // refused as too large past 8 KiB; a POST, PUT or PATCH with neither Content-Length nor
   // Transfer-Encoding has an empty body (HTTP/1.1), where the library would read until the
   // connection closes or times out. (The request object is the library's own, not const.)
-  http_->set_pre_routing_handler([](const httplib::Request& req, httplib::Response&) {
+  //
+  // It also refuses, unread, a body the library would read without the size limit (chunked, or
+  // compressed: the limit holds for the bytes sent, not for what they inflate to) or one with an
+  // ambiguous length (two Content-Length headers, or one that is not a number); the answer says
+  // "Connection: close", as the unread body is still on the connection.
+  http_->set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
     auto& headers = const_cast<httplib::Request&>(req).headers;
+    auto refuse = [&](int status, const std::string& message) {
+      headers.erase("Connection");
+      headers.emplace("Connection", "close");
+      res.status = status;
+      res.set_content(ErrorBody(CodeForHttp(status), message, ""), "application/json");
+      return httplib::Server::HandlerResponse::Handled;
+    };
+    if (req.has_header("Transfer-Encoding")) {
+      return refuse(411, "send the body with a Content-Length header (Transfer-Encoding '" +
+                             req.get_header_value("Transfer-Encoding") + "' is not accepted)");
+    }
+    const std::string encoding = req.get_header_value("Content-Encoding");
+    if (!encoding.empty() && encoding != "identity") {
+      return refuse(
+          415, "Content-Encoding '" + encoding + "' is not accepted: send the body uncompressed");
+    }
+    if (req.get_header_value_count("Content-Length") > 1) {
+      return refuse(400, "more than one Content-Length header");
+    }
+    const std::string length = req.get_header_value("Content-Length");
+    if (req.has_header("Content-Length") &&
+        (length.empty() || length.size() > 18 ||
+         length.find_first_not_of("0123456789") != std::string::npos)) {
+      return refuse(400, "Content-Length: must be a whole number of bytes, got '" + length + "'");
+    }
     if (req.get_header_value("Content-Type").rfind("application/x-www-form-urlencoded", 0) == 0) {
       headers.erase("Content-Type");
       headers.emplace("Content-Type", "application/json");
@@ -1084,10 +1133,20 @@ Status ApiServer::Start() {
     }
     return httplib::Server::HandlerResponse::Unhandled;
   });
-  http_->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+  http_->set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     std::string message = "no route " + req.method + " " + req.path;
+    if (res.status == 404) {
+      // A path that has routes, asked with another method.
+      if (const std::string allowed = impl_->MethodsOf(req.path); !allowed.empty()) {
+        res.status = 405;
+        res.set_header("Allow", allowed);
+        message = "method " + req.method + " is not allowed on " + req.path +
+                  " (allowed: " + allowed + ")";
+      }
+    }
     if (res.status == 413) message = "request body larger than the 1 MiB limit";
+    if (res.status == 414) message = "request line longer than 8 KiB";
     if (res.status == 400) message = "malformed HTTP request";
     res.set_content(ErrorBody(CodeForHttp(res.status), message, ""), "application/json");
   });

@@ -186,12 +186,20 @@ inline std::string CodeForStatus(int status) {
       return "permission_denied";
     case 404:
       return "not_found";
+    case 405:
+      return "method_not_allowed";
     case 409:
       return "already_exists";
+    case 411:
+      return "length_required";
     case 412:
       return "failed_precondition";
     case 413:
       return "payload_too_large";
+    case 414:
+      return "uri_too_long";
+    case 415:
+      return "unsupported_media_type";
     case 429:
       return "resource_exhausted";
     case 503:

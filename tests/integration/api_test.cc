@@ -858,6 +858,86 @@ int RawStatus(int port, const std::string& request) {
   return status;
 }
 
+// Sends a request written by hand on a new connection and returns the first answer (its head and
+// its Content-Length bytes of body).
+std::string RawExchange(int port, const std::string& request) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return "";
+  timeval timeout{.tv_sec = 30, .tv_usec = 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string answer;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size())) {
+    char buf[4096];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;) {
+      answer.append(buf, static_cast<size_t>(n));
+      const size_t head_end = answer.find("\r\n\r\n");
+      const size_t length_at = answer.find("Content-Length: ");
+      if (head_end != std::string::npos && length_at != std::string::npos &&
+          answer.size() >= head_end + 4 + std::stoul(answer.substr(length_at + 16))) {
+        break;
+      }
+    }
+  }
+  ::close(fd);
+  return answer;
+}
+
+// The 1 MiB limit counts the bytes of a body with a Content-Length; a body it cannot count
+// (chunked, or compressed: a small upload may inflate to gigabytes) or whose length is ambiguous
+// is refused unread, and the answer closes the connection.
+TEST_F(ApiTest, BodiesTheSizeLimitCannotCountAreRefusedUnread) {
+  const std::string head = "POST " + kJobs +
+                           " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " +
+                           h.Key(Who::kOperator) + "\r\n";
+  const std::string spec = Builtin("sent").dump();
+  const std::string body = std::to_string(spec.size()) + "\r\n" + spec + "\r\n0\r\n\r\n";
+  struct Case {
+    std::string headers;
+    int status;
+    std::string message;
+  };
+  for (const Case& c : {
+           Case{"Transfer-Encoding: chunked\r\n", 411, "Content-Length"},
+           Case{"Content-Encoding: gzip\r\nContent-Length: 4\r\n", 415, "uncompressed"},
+           Case{"Content-Length: 4\r\nContent-Length: 9\r\n", 400, "more than one"},
+           Case{"Content-Length: -5\r\n", 400, "whole number of bytes, got '-5'"},
+       }) {
+    SCOPED_TRACE(c.headers);
+    const std::string answer = RawExchange(h.port(), head + c.headers + "\r\n" + body);
+    EXPECT_THAT(answer, StartsWith("HTTP/1.1 " + std::to_string(c.status))) << answer;
+    EXPECT_THAT(answer, HasSubstr(c.message));
+    EXPECT_THAT(answer, HasSubstr("\r\nConnection: close\r\n"));
+  }
+  EXPECT_EQ(h.Get(kJobs, Who::kViewer).json["items"].size(), 0u);
+  // A body with a Content-Length, over the same kind of connection, is read as before.
+  const std::string answer =
+      RawExchange(h.port(), head + "Content-Length: " + std::to_string(spec.size()) +
+                                "\r\nConnection: close\r\n\r\n" + spec);
+  EXPECT_THAT(answer, StartsWith("HTTP/1.1 201")) << answer;
+}
+
+// A path that has routes, asked with a method it has none for, is 405 with the methods it has;
+// a request line past the library's limit is 414, said as such.
+TEST_F(ApiTest, AWrongMethodIs405AndATooLongPathIs414) {
+  h.MustCreate("acme", Builtin("one"));
+  Response r = h.Send("PATCH", kJobs + "/one", Who::kOperator, "{}");
+  EXPECT_EQ(r.status, 405) << r;
+  EXPECT_EQ(r.ErrorCode(), "method_not_allowed");
+  EXPECT_EQ(r.headers.find("Allow")->second, "PUT, GET, DELETE");
+  EXPECT_THAT(r.Error().value("message", ""), HasSubstr("allowed: PUT, GET, DELETE"));
+  EXPECT_EQ(h.Send("DELETE", "/v1/tenants/acme/runs", Who::kOperator).status, 405);
+  EXPECT_EQ(h.Send("PATCH", "/v1/nothing/here", Who::kOperator, "{}").status, 404);
+
+  r = h.Get("/v1/tenants/acme/jobs/" + std::string(20000, 'x'), Who::kViewer);
+  EXPECT_EQ(r.status, 414) << r;
+  EXPECT_EQ(r.ErrorCode(), "uri_too_long");
+}
+
 // A POST without a body and without Content-Length (curl -X POST) has an empty body: it is
 // answered at once, not refused as malformed after the read times out.
 TEST_F(ApiTest, APostWithoutContentLengthHasAnEmptyBody) {
