@@ -212,6 +212,8 @@ class ApiServer::Impl {
  private:
   void Serve(const Route& route, const httplib::Request& req, httplib::Response& res);
   std::optional<HttpError> Authorize(const Route& route, Call& call);
+  // An unknown or repeated query parameter: a typo would otherwise drop a filter unseen.
+  static std::optional<HttpError> CheckParams(const Route& route, const httplib::Request& req);
   void Audit(const Call& call, const Route& route, int status);
   void OnEngineEvent(const SchedulerEvent& e);
 
@@ -264,7 +266,8 @@ const std::vector<ApiServer::Impl::Route>& ApiServer::Impl::Table() {
        &I::Readyz},
       {{"GET", "/metrics", Access::kViewer, "Prometheus metrics"}, &I::MetricsText},
       {{"GET", "/", Access::kPublic, "Dashboard (asks for a key)"}, &I::Dashboard},
-      {{"GET", "/v1/cron/next", Access::kAnyKey, "Preview fire times: expr, tz, from, n"},
+      {{"GET", "/v1/cron/next", Access::kAnyKey, "Preview fire times: expr, tz, from, n",
+        "expr,tz,from,n"},
        &I::CronNext},
       {{"POST", "/v1/tenants/{t}/jobs", Access::kOperator, "Create a job (409 if the id exists)"},
        &I::CreateJob},
@@ -272,13 +275,13 @@ const std::vector<ApiServer::Impl::Route>& ApiServer::Impl::Table() {
         "Create or replace a job; If-Match: <version>"},
        &I::PutJob},
       {{"GET", "/v1/tenants/{t}/jobs", Access::kViewer,
-        "List jobs: queue, state, label=k:v, limit, cursor"},
+        "List jobs: queue, state, label=k:v, limit, cursor", "queue,state,label,limit,cursor"},
        &I::ListJobs},
       {{"GET", "/v1/tenants/{t}/jobs/{id}", Access::kViewer,
         "A job: spec, version, state, next 5 fire times, last run, counts"},
        &I::GetJob},
       {{"DELETE", "/v1/tenants/{t}/jobs/{id}", Access::kOperator,
-        "Delete a job, cancel its queued runs; kill_running=true"},
+        "Delete a job, cancel its queued runs; kill_running=true", "kill_running"},
        &I::DeleteJob},
       {{"POST", "/v1/tenants/{t}/jobs/{id}/pause", Access::kOperator, "Pause a job"}, &I::PauseJob},
       {{"POST", "/v1/tenants/{t}/jobs/{id}/resume", Access::kOperator, "Resume a job"},
@@ -287,16 +290,17 @@ const std::vector<ApiServer::Impl::Route>& ApiServer::Impl::Table() {
         "Run now: {\"payload\": …} or {\"payloads\": […]}"},
        &I::TriggerJob},
       {{"GET", "/v1/tenants/{t}/jobs/{id}/runs", Access::kViewer,
-        "Run history of a job: state, limit, cursor"},
+        "Run history of a job: state, limit, cursor", "state,limit,cursor"},
        &I::JobRuns},
-      {{"GET", "/v1/tenants/{t}/runs", Access::kViewer, "Runs of a tenant: state, limit, cursor"},
+      {{"GET", "/v1/tenants/{t}/runs", Access::kViewer, "Runs of a tenant: state, limit, cursor",
+        "state,limit,cursor"},
        &I::TenantRuns},
       {{"GET", "/v1/tenants/{t}/runs/{id}", Access::kViewer, "A run"}, &I::GetRun},
       {{"POST", "/v1/tenants/{t}/runs/{id}/cancel", Access::kOperator,
         "Cancel a queued or running run"},
        &I::CancelRun},
       {{"GET", "/v1/tenants/{t}/events", Access::kViewer,
-        "Server-Sent Events of run and job changes: job; Last-Event-ID"},
+        "Server-Sent Events of run and job changes: job, after; Last-Event-ID", "job,after"},
        &I::Events},
       {{"GET", "/v1/tenants/{t}/stats", Access::kViewer,
         "Counts by state and queue, average duration, failure rate"},
@@ -412,6 +416,38 @@ std::string ApiServer::Impl::MethodsOf(const std::string& path) const {
   return methods;
 }
 
+std::optional<HttpError> ApiServer::Impl::CheckParams(const Route& route,
+                                                      const httplib::Request& req) {
+  const std::string_view takes = route.info.params;
+  auto listed = [&](const std::string& name) {
+    for (size_t start = 0; start <= takes.size();) {
+      size_t comma = takes.find(',', start);
+      if (comma == std::string_view::npos) comma = takes.size();
+      if (takes.substr(start, comma - start) == name) return true;
+      start = comma + 1;
+    }
+    return false;
+  };
+  for (auto it = req.params.begin(); it != req.params.end();
+       it = req.params.upper_bound(it->first)) {
+    const std::string& name = it->first;
+    if (name.empty() || !listed(name)) {
+      std::string takes_text = takes.empty() ? "none" : std::string(takes);
+      for (size_t at = takes_text.find(','); at != std::string::npos;
+           at = takes_text.find(',', at + 2)) {
+        takes_text.replace(at, 1, ", ");
+      }
+      return HttpError{400, "invalid_argument",
+                       name + ": unknown query parameter (this route takes " + takes_text + ")",
+                       name};
+    }
+    if (req.params.count(name) > 1) {
+      return HttpError{400, "invalid_argument", name + ": given more than once", name};
+    }
+  }
+  return std::nullopt;
+}
+
 std::optional<HttpError> ApiServer::Impl::Authorize(const Route& route, Call& call) {
   const Access access = route.info.access;
   if (access == Access::kPublic) return std::nullopt;
@@ -495,6 +531,8 @@ void ApiServer::Impl::Serve(const Route& route, const httplib::Request& req,
   };
   if (auto denied = Authorize(route, call)) {
     send_error(denied->status, denied->code, denied->message, denied->field);
+  } else if (auto bad = CheckParams(route, req)) {
+    send_error(400, "invalid_argument", bad->message, bad->field);
   } else {
     Result<Reply> reply = Internal("no reply");
     try {
@@ -679,9 +717,9 @@ Result<Reply> ApiServer::Impl::PutJob(Call& call) {
     try {
       size_t used = 0;
       if_match = std::stoll(v, &used);
-      if (used != v.size()) throw std::invalid_argument(v);
+      if (used != v.size() || *if_match < 0) throw std::invalid_argument(v);
     } catch (...) {
-      return InvalidArgument("If-Match: must be a job version (an integer), got '" + v + "'",
+      return InvalidArgument("If-Match: must be a job version (a whole number), got '" + v + "'",
                              "If-Match");
     }
   }
@@ -962,6 +1000,14 @@ Result<Reply> ApiServer::Impl::CreateKey(Call& call) {
     if (!body["allow_shell"].is_boolean())
       return InvalidArgument("allow_shell: must be true or false", "allow_shell");
     allow_shell = body["allow_shell"].get<bool>();
+    if (role == Role::kAdmin && !allow_shell) {
+      return InvalidArgument("allow_shell: admin keys may always create shell jobs; leave it out",
+                             "allow_shell");
+    }
+    if (role == Role::kViewer && allow_shell) {
+      return InvalidArgument("allow_shell: viewer keys create no jobs; leave it out",
+                             "allow_shell");
+    }
   }
   std::string name;
   if (body.contains("name")) {
@@ -969,6 +1015,10 @@ Result<Reply> ApiServer::Impl::CreateKey(Call& call) {
       return InvalidArgument("name: must be a string of at most 200 characters", "name");
     }
     name = body["name"].get<std::string>();
+    if (std::any_of(name.begin(), name.end(),
+                    [](unsigned char c) { return c < 0x20 || c == 0x7f; })) {
+      return InvalidArgument("name: must not contain control characters", "name");
+    }
   }
   ASSIGN_OR_RETURN(NewKey key, GenerateKey(role, tenant, allow_shell, name, node_.clock().Now()));
   RETURN_IF_ERROR(node_.store().PutApiKey(key.record));

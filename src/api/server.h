@@ -49,6 +49,9 @@ struct RouteInfo {
   const char* path;  // with {param} placeholders
   Access access;
   const char* summary;
+  // The query parameters the route takes, comma-separated ("" for none); any other one, or one
+  // given twice, is refused with 400.
+  const char* params = "";
 };
 
 // Every route, in the order docs/api.md lists them.

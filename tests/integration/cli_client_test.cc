@@ -658,11 +658,15 @@ TEST_F(CliClientTest, KeysCreateListUseAndRevoke) {
   EXPECT_EQ(nodes.code, kExitFailure);
   EXPECT_THAT(nodes.err, HasSubstr("admin"));
 
-  Json viewer =
-      RunJson({"keys", "create", "--role", "viewer", "--tenant", "default", "--allow-shell"});
-  EXPECT_EQ(viewer["role"], "viewer");
-  EXPECT_EQ(viewer["allow_shell"], true);
-  EXPECT_THAT(viewer["key"].get<std::string>(), HasSubstr("js_"));
+  Json shell_key =
+      RunJson({"keys", "create", "--role", "operator", "--tenant", "default", "--allow-shell"});
+  EXPECT_EQ(shell_key["role"], "operator");
+  EXPECT_EQ(shell_key["allow_shell"], true);
+  EXPECT_THAT(shell_key["key"].get<std::string>(), HasSubstr("js_"));
+  CliResult viewer_shell =
+      Run({"keys", "create", "--role", "viewer", "--tenant", "default", "--allow-shell"});
+  EXPECT_EQ(viewer_shell.code, kExitFailure);
+  EXPECT_THAT(viewer_shell.err, HasSubstr("allow_shell: viewer keys create no jobs"));
 
   CliResult revoke = Run({"keys", "revoke", id});
   ASSERT_EQ(revoke.code, 0) << revoke.err;
