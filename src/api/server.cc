@@ -134,11 +134,16 @@ Result<Json> ParseBody(const httplib::Request& req) {
     return InvalidArgument("JSON nesting deeper than " + std::to_string(kMaxJsonNesting) +
                            " levels");
   }
+  Json body;
   try {
-    return Json::parse(req.body);
+    body = Json::parse(req.body);
   } catch (const Json::exception& e) {
     return InvalidArgument("invalid JSON: " + JsonErrorText(e));
   }
+  if (auto twice = FirstDuplicateKey(req.body)) {
+    return InvalidArgument(*twice + ": given twice", *twice);
+  }
+  return body;
 }
 
 // kInvalidArgument naming the first member of `body` not in `allowed`.

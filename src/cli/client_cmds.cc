@@ -13,6 +13,7 @@
 #include <atomic>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -491,7 +492,14 @@ Json TomlToJson(const toml::node& node) {
   }
   if (const auto* s = node.as_string()) return s->get();
   if (const auto* i = node.as_integer()) return i->get();
-  if (const auto* f = node.as_floating_point()) return f->get();
+  if (const auto* f = node.as_floating_point()) {
+    if (!std::isfinite(f->get())) {
+      const auto& where = node.source();
+      Usage((where.path ? *where.path : std::string("<toml>")) + ":" +
+            std::to_string(where.begin.line) + ": inf and nan have no place in a job spec");
+    }
+    return f->get();
+  }
   if (const auto* b = node.as_boolean()) return b->get();
   std::ostringstream text;  // dates, times, date-times in their TOML (RFC 3339) form
   if (const auto* dt = node.as_date_time()) {
@@ -510,7 +518,25 @@ struct LoadedSpecs {
 };
 
 // The job specs of an apply file; errors are usage errors (exit 2).
+LoadedSpecs LoadSpecFile(const std::string& file);
+
+// ... and no job id twice in one file, where the later spec would replace the earlier one.
 LoadedSpecs LoadSpecs(const std::string& file) {
+  LoadedSpecs loaded = LoadSpecFile(file);
+  std::map<std::string, size_t> first;
+  for (size_t i = 0; i < loaded.specs.size(); ++i) {
+    const Json& spec = loaded.specs[i];
+    if (!spec.is_object() || !spec.contains("id") || !spec["id"].is_string()) continue;
+    const auto [at, added] = first.emplace(spec["id"].get<std::string>(), i);
+    if (!added) {
+      Usage(loaded.name + ": jobs[" + std::to_string(i) + "].id: '" + at->first +
+            "' is also the id of jobs[" + std::to_string(at->second) + "]");
+    }
+  }
+  return loaded;
+}
+
+LoadedSpecs LoadSpecFile(const std::string& file) {
   LoadedSpecs loaded{.name = file == "-" ? "<stdin>" : file};
   std::string text;
   if (file == "-") {
@@ -558,6 +584,7 @@ LoadedSpecs LoadSpecs(const std::string& file) {
   } catch (const Json::exception& e) {
     Usage(loaded.name + ": invalid JSON: " + JsonErrorText(e));
   }
+  if (auto twice = FirstDuplicateKey(text)) Usage(loaded.name + ": " + *twice + ": given twice");
   if (root.is_array()) {
     for (Json& spec : root) loaded.specs.push_back(std::move(spec));
   } else if (root.is_object() && root.contains("jobs")) {

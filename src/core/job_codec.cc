@@ -52,6 +52,89 @@ int JsonNestingDepth(std::string_view text) {
   return max_depth;
 }
 
+namespace {
+
+// SAX events of a JSON text -> the first member name repeated in one object.
+class DuplicateKeyFinder {
+ public:
+  bool null() { return Value(); }
+  bool boolean(bool) { return Value(); }
+  bool number_integer(Json::number_integer_t) { return Value(); }
+  bool number_unsigned(Json::number_unsigned_t) { return Value(); }
+  bool number_float(Json::number_float_t, const std::string&) { return Value(); }
+  bool string(std::string&) { return Value(); }
+  bool binary(Json::binary_t&) { return Value(); }
+  bool start_object(std::size_t) {
+    Value();
+    frames_.push_back({.object = true});
+    return true;
+  }
+  bool key(std::string& name) {
+    Frame& f = frames_.back();
+    f.key = name;
+    if (!f.keys.insert(name).second) {
+      duplicate_ = Path();
+      return false;
+    }
+    return true;
+  }
+  bool end_object() {
+    frames_.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t) {
+    Value();
+    frames_.push_back({.object = false});
+    return true;
+  }
+  bool end_array() {
+    frames_.pop_back();
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) {
+    return false;
+  }
+  std::optional<std::string> duplicate() const { return duplicate_; }
+
+ private:
+  struct Frame {
+    bool object = false;
+    int64_t index = -1;  // arrays: of the current element
+    std::string key;     // objects: of the current member
+    std::set<std::string> keys;
+  };
+  // A value starts: in an array, it is the next element.
+  bool Value() {
+    if (!frames_.empty() && !frames_.back().object) ++frames_.back().index;
+    return true;
+  }
+  std::string Path() const {
+    std::string path;
+    for (const Frame& f : frames_) {
+      if (f.object) {
+        path += (path.empty() ? "" : ".") + f.key;
+      } else {
+        path += "[" + std::to_string(f.index) + "]";
+      }
+    }
+    return path;
+  }
+  std::vector<Frame> frames_;
+  std::optional<std::string> duplicate_;
+};
+
+}  // namespace
+
+std::optional<std::string> FirstDuplicateKey(std::string_view json) {
+  DuplicateKeyFinder finder;
+  try {
+    Json::sax_parse(json, &finder);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  return finder.duplicate();
+}
+
 std::string JsonErrorText(const std::exception& e) {
   std::string_view what = e.what();
   if (what.starts_with("[json.exception.")) {
@@ -396,6 +479,8 @@ Status ValidateJobId(std::string_view id, const std::string& field) {
           id, [](char c) { return IsAlnum(c) || c == '.' || c == '_' || c == ':' || c == '-'; })) {
     return FieldError(field, "'" + std::string(id) + "' may only contain A-Z a-z 0-9 . _ : -");
   }
+  // In a URL path, these mean "this" and "the parent": the job could not be addressed.
+  if (id == "." || id == "..") return FieldError(field, "'" + std::string(id) + "' is reserved");
   return Status::Ok();
 }
 
@@ -541,6 +626,7 @@ Result<JobSpec> ParseSpecShape(std::string_view json, const std::string& tenant)
   } catch (const Json::exception& e) {
     return InvalidArgument("invalid JSON: " + JsonErrorText(e));
   }
+  if (auto twice = FirstDuplicateKey(json)) return FieldError(*twice, "given twice");
   JobSpec spec;
   spec.tenant = tenant;
   RETURN_IF_ERROR(ParseSpecObject(j, spec));

@@ -5,6 +5,7 @@
 #include <jobsched/job.h>
 #include <jobsched/status.h>
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -48,6 +49,11 @@ Status ValidateQueueName(std::string_view name, const std::string& field = "queu
 // kMaxJsonNesting are rejected before parsing.
 inline constexpr int kMaxJsonNesting = 32;
 int JsonNestingDepth(std::string_view json);
+
+// The path of the first member name given twice in one object of a JSON text ("id",
+// "handler.env.A", "[1].id"), if any; a JSON parser would keep the last silently. Text that is
+// not JSON has none (the parser says what is wrong with it).
+std::optional<std::string> FirstDuplicateKey(std::string_view json);
 
 // The message of a JSON parser exception without its tag ("[json.exception.parse_error.101] "):
 // "parse error at line 1, column 7: syntax error while parsing ...".

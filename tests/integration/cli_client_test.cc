@@ -516,6 +516,35 @@ TEST_F(CliClientTest, ApplyUnreadableOrUnknownFilesAreUsageErrors) {
   EXPECT_THAT(bad_json.err, HasSubstr("invalid JSON"));
 }
 
+// What a file says is applied whole or not at all: a repeated member, a job id given twice (the
+// second spec would replace the first) or a TOML inf/nan (JSON has no form for them) is refused
+// before anything is sent.
+TEST_F(CliClientTest, ApplyRefusesAFileThatWouldLoseWhatItSays) {
+  const std::string noop = R"("handler": {"type": "builtin", "name": "noop"})";
+  CliResult member = Run({"jobs", "apply", "-f",
+                          WriteFile("member.json", R"([{"id": "a", "id": "b", )" + noop + "}]")});
+  EXPECT_EQ(member.code, kExitUsage);
+  EXPECT_THAT(member.err, HasSubstr("member.json: [0].id: given twice"));
+
+  CliResult ids = Run({"jobs", "apply", "-f",
+                       WriteFile("ids.toml",
+                                 "[[jobs]]\nid = \"t\"\nhandler = { type = "
+                                 "\"builtin\", name = \"noop\" }\n[[jobs]]\nid = "
+                                 "\"t\"\nhandler = { type = \"builtin\", name = "
+                                 "\"noop\" }\npriority = 9\n")});
+  EXPECT_EQ(ids.code, kExitUsage);
+  EXPECT_THAT(ids.err, HasSubstr("ids.toml: jobs[1].id: 't' is also the id of jobs[0]"));
+
+  CliResult inf = Run({"jobs", "apply", "-f",
+                       WriteFile("inf.toml",
+                                 "[[jobs]]\nid = \"x\"\nhandler = { type = "
+                                 "\"builtin\", name = \"noop\" }\npayload = { x "
+                                 "= inf }\n")});
+  EXPECT_EQ(inf.code, kExitUsage);
+  EXPECT_THAT(inf.err, HasSubstr("inf.toml:4: inf and nan"));
+  EXPECT_EQ(RunJson({"jobs", "list"})["items"].size(), 0u);
+}
+
 TEST_F(CliClientTest, ApplyReadsJsonFromStdin) {
   std::istringstream in(R"({"id": "piped", "handler": {"type": "builtin", "name": "noop"}})");
   std::streambuf* old = std::cin.rdbuf(in.rdbuf());

@@ -342,6 +342,17 @@ std::string Patched(std::string_view patch) {
   return j.dump();
 }
 
+TEST(FirstDuplicateKeyTest, NamesThePathOfTheFirstRepeatedMember) {
+  EXPECT_EQ(FirstDuplicateKey(R"({"a": 1, "b": {"c": 2}, "a": 3})"), "a");
+  EXPECT_EQ(FirstDuplicateKey(R"({"a": {"x": 1, "x": 2}})"), "a.x");
+  EXPECT_EQ(FirstDuplicateKey(R"([{"id": 1}, {"id": 2, "n": [0, {"k": 1, "k": 1}]}])"),
+            "[1].n[1].k");
+  // The same name in different objects, or as a value, is no repeat.
+  EXPECT_EQ(FirstDuplicateKey(R"({"a": {"a": "a"}, "b": [{"a": 1}, {"a": 2}]})"), std::nullopt);
+  EXPECT_EQ(FirstDuplicateKey(R"([1, 2, 3])"), std::nullopt);
+  EXPECT_EQ(FirstDuplicateKey("{not json"), std::nullopt);
+}
+
 std::string Nested(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }
 
 struct BadSpecCase {
@@ -644,6 +655,17 @@ std::vector<BadSpecCase> BadSpecCases() {
        Patched(R"({"limits": {"cpu_cores": "2"}})"),
        "limits.cpu_cores",
        {"number"}},
+      {"IdDot", Patched(R"({"id": "."})"), "id", {"reserved"}},
+      {"IdDotDot", Patched(R"({"id": ".."})"), "id", {"reserved"}},
+      {"DuplicateMember",
+       R"({"id": "a", "id": "b", "handler": {"type": "builtin", "name": "noop"}})",
+       "id",
+       {"given twice"}},
+      {"DuplicateNestedMember",
+       R"({"id": "a", "handler": {"type": "shell", "command": ["/bin/true"],)"
+       R"( "env": {"A": "1", "A": "2"}}})",
+       "handler.env.A",
+       {"given twice"}},
       // depends_on.
       {"DependsOnNotArray", Patched(R"({"depends_on": "extract"})"), "depends_on", {"array"}},
       {"DependsOnElementNotString",
