@@ -274,10 +274,11 @@ const std::vector<ApiServer::Impl::Route>& ApiServer::Impl::Table() {
       {{"GET", "/v1/cron/next", Access::kAnyKey, "Preview fire times: expr, tz, from, n",
         "expr,tz,from,n"},
        &I::CronNext},
-      {{"POST", "/v1/tenants/{t}/jobs", Access::kOperator, "Create a job (409 if the id exists)"},
+      {{"POST", "/v1/tenants/{t}/jobs", Access::kOperator, "Create a job (409 if the id exists)",
+        "", true},
        &I::CreateJob},
       {{"PUT", "/v1/tenants/{t}/jobs/{id}", Access::kOperator,
-        "Create or replace a job; If-Match: <version>"},
+        "Create or replace a job; If-Match: <version>", "", true},
        &I::PutJob},
       {{"GET", "/v1/tenants/{t}/jobs", Access::kViewer,
         "List jobs: queue, state, label=k:v, limit, cursor", "queue,state,label,limit,cursor"},
@@ -292,7 +293,7 @@ const std::vector<ApiServer::Impl::Route>& ApiServer::Impl::Table() {
       {{"POST", "/v1/tenants/{t}/jobs/{id}/resume", Access::kOperator, "Resume a job"},
        &I::ResumeJob},
       {{"POST", "/v1/tenants/{t}/jobs/{id}/trigger", Access::kOperator,
-        "Run now: {\"payload\": …} or {\"payloads\": […]}"},
+        "Run now: {\"payload\": …} or {\"payloads\": […]}", "", true},
        &I::TriggerJob},
       {{"GET", "/v1/tenants/{t}/jobs/{id}/runs", Access::kViewer,
         "Run history of a job: state, limit, cursor", "state,limit,cursor"},
@@ -312,12 +313,13 @@ const std::vector<ApiServer::Impl::Route>& ApiServer::Impl::Table() {
        &I::Stats},
       {{"GET", "/v1/nodes", Access::kAdmin, "Nodes"}, &I::Nodes},
       {{"GET", "/v1/cluster", Access::kAdmin, "Nodes, leader, epoch, assignment"}, &I::Cluster},
-      {{"POST", "/v1/keys", Access::kAdmin, "Create an API key (shown once)"}, &I::CreateKey},
+      {{"POST", "/v1/keys", Access::kAdmin, "Create an API key (shown once)", "", true},
+       &I::CreateKey},
       {{"GET", "/v1/keys", Access::kAdmin, "API keys (without secrets)"}, &I::ListKeys},
       {{"DELETE", "/v1/keys/{id}", Access::kAdmin, "Revoke an API key"}, &I::DeleteKey},
       {{"GET", "/v1/tenants", Access::kAdmin, "Tenants and their quotas"}, &I::ListTenants},
       {{"PUT", "/v1/tenants/{t}", Access::kAdmin,
-        "Create or change a tenant: max_jobs, max_concurrent_runs, queue_limits"},
+        "Create or change a tenant: max_jobs, max_concurrent_runs, queue_limits", "", true},
        &I::PutTenant},
   };
   return kTable;
@@ -538,6 +540,11 @@ void ApiServer::Impl::Serve(const Route& route, const httplib::Request& req,
     send_error(denied->status, denied->code, denied->message, denied->field);
   } else if (auto bad = CheckParams(route, req)) {
     send_error(400, "invalid_argument", bad->message, bad->field);
+  } else if (!route.info.takes_body && req.body.find_first_not_of(" \t\r\n") != std::string::npos) {
+    send_error(
+        400, "invalid_argument",
+        std::string("this route takes no body (") + route.info.method + " " + route.info.path + ")",
+        "");
   } else {
     Result<Reply> reply = Internal("no reply");
     try {

@@ -52,6 +52,8 @@ struct RouteInfo {
   // The query parameters the route takes, comma-separated ("" for none); any other one, or one
   // given twice, is refused with 400.
   const char* params = "";
+  // Whether the route reads a request body; a body sent to one that does not is refused.
+  bool takes_body = false;
 };
 
 // Every route, in the order docs/api.md lists them.

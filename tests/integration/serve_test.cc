@@ -163,7 +163,7 @@ TEST_F(ServeProcessTest, DashboardInARealBrowserShowsJobsAndRunsWithTheKeyOfItsL
   ASSERT_LT(trigger->status, 300) << trigger->body;
   bool succeeded = false;
   for (int i = 0; i < 300 && !succeeded; ++i) {
-    auto runs = client.Get("/v1/tenants/default/runs?job_id=sample&state=succeeded", auth);
+    auto runs = client.Get("/v1/tenants/default/jobs/sample/runs?state=succeeded", auth);
     ASSERT_TRUE(runs);
     succeeded = !nlohmann::json::parse(runs->body)["items"].empty();
     if (!succeeded) std::this_thread::sleep_for(std::chrono::milliseconds(50));
