@@ -22,6 +22,9 @@ const CLI::Validator kWholeNumber(
     },
     "INT");
 
+const CLI::Validator kNotEmpty(
+    [](std::string& text) -> std::string { return text.empty() ? "empty" : ""; }, "TEXT");
+
 int Main(int argc, char** argv) {
   CLI::App app{"jobsched: a distributed job scheduler", "jobsched"};
   app.require_subcommand(1);

@@ -17,6 +17,8 @@ int Main(int argc, char** argv);
 // A check for a 64-bit integer option: the value must be a whole number that fits (without it,
 // CLI11 turns 99999999999999999999 into the largest one).
 extern const CLI::Validator kWholeNumber;
+// A check for a text option (or each item of a list option): not empty.
+extern const CLI::Validator kNotEmpty;
 
 // Registers `jobsched cron ...`; the callback stores its exit code in *exit_code.
 void AddCronCommands(CLI::App& app, int* exit_code);

@@ -6,6 +6,7 @@
 // Exit codes: kExitOk; kExitFailure when the server refused ("error: <server message>" on
 // stderr) or could not be reached; kExitUsage for bad flags or an unreadable input file (CLI11
 // prints those).
+#include <strings.h>
 #include <toml++/toml.h>
 
 #include <CLI/CLI.hpp>
@@ -380,6 +381,10 @@ Json BuildSpec(const AddArgs& a) {
     if (a.method_opt->count() > 0) spec["handler"]["method"] = a.method;
     for (const std::string& h : a.headers) {
       auto [k, v] = SplitPair("--header", h, ":");
+      const Json given = spec["handler"].value("headers", Json::object());
+      for (const auto& [name, value] : given.items()) {
+        if (strcasecmp(name.c_str(), k.c_str()) == 0) Usage("--header: '" + k + "' given twice");
+      }
       spec["handler"]["headers"][k] = v;
     }
     if (!a.body.empty()) spec["handler"]["body"] = a.body;
@@ -400,9 +405,22 @@ Json BuildSpec(const AddArgs& a) {
     spec["timeout_ms"] = timeout->count();
   }
   if (!a.overlap.empty()) spec["overlap"] = a.overlap;
-  if (!a.depends_on.empty()) spec["depends_on"] = a.depends_on;
+  for (const std::string& list : a.depends_on) {
+    size_t start = 0;
+    for (;;) {
+      const size_t comma = std::min(list.find(',', start), list.size());
+      const std::string id = list.substr(start, comma - start);
+      if (id.empty()) Usage("--depends-on: empty job id in '" + list + "'");
+      spec["depends_on"].push_back(id);
+      if (comma == list.size()) break;
+      start = comma + 1;
+    }
+  }
   for (const std::string& l : a.labels) {
     auto [k, v] = SplitPair("--label", l, ":=");
+    if (spec.contains("labels") && spec["labels"].contains(k)) {
+      Usage("--label: '" + k + "' given twice");
+    }
     spec["labels"][k] = v;
   }
   if (a.paused) spec["paused"] = true;
@@ -453,10 +471,9 @@ void AddJobsAdd(CLI::App* jobs, int* exit_code) {
       cmd->add_option("--retries", a->retries, "Retries after a failure (max_attempts = N+1)");
   cmd->add_option("--timeout", a->timeout, "Attempt timeout: 30s, 10m (default none)");
   cmd->add_option("--depends-on", a->depends_on, "Run after these jobs succeed: ID,ID,...")
-      ->delimiter(',')
       ->allow_extra_args(false);
-  cmd->add_option("--queue", a->queue, "Queue (default \"default\")");
-  cmd->add_option("--payload", a->payload, "JSON handed to the handler");
+  cmd->add_option("--queue", a->queue, "Queue (default \"default\")")->check(kNotEmpty);
+  cmd->add_option("--payload", a->payload, "JSON handed to the handler")->check(kNotEmpty);
   cmd->add_option("--overlap", a->overlap, "skip (default), allow, queue or replace");
   cmd->add_option("--label", a->labels, "Label KEY:VALUE (repeatable)")->allow_extra_args(false);
   cmd->add_flag("--paused", a->paused, "Create the job paused");

@@ -294,6 +294,23 @@ TEST_F(CliClientTest, AddNeedsExactlyOneHandler) {
   EXPECT_EQ(bad_payload.code, kExitUsage);
   EXPECT_THAT(bad_payload.err, HasSubstr("--payload: not valid JSON"));
 
+  // Flags whose value would be dropped or overwritten unseen.
+  for (const auto& [args, message] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"--http", "http://a/", "--header", "A: b", "--header", "a: c"},
+            "--header: 'a' given twice"},
+           {{"--builtin", "noop", "--label", "a:b", "--label", "a=c"}, "--label: 'a' given twice"},
+           {{"--builtin", "noop", "--depends-on", "a,,b"}, "--depends-on: empty job id in 'a,,b'"},
+           {{"--builtin", "noop", "--payload", ""}, "--payload: empty"},
+           {{"--builtin", "noop", "--queue", ""}, "--queue: empty"},
+       }) {
+    std::vector<std::string> argv = {"jobs", "add", "x"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    CliResult r = Run(argv);
+    EXPECT_EQ(r.code, kExitUsage) << message;
+    EXPECT_THAT(r.err, HasSubstr(message));
+  }
+  EXPECT_EQ(RunJson({"jobs", "list"})["items"].size(), 0u);
+
   CliResult stray = Run({"jobs", "add", "x", "--builtin", "noop", "/bin/echo"});
   EXPECT_EQ(stray.code, kExitUsage);
   EXPECT_THAT(stray.err, HasSubstr("follows --shell"));
