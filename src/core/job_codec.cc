@@ -17,6 +17,8 @@ constexpr int kMaxAttempts = 100;
 constexpr int64_t kMaxDurationMs = int64_t{365} * 24 * 3600 * 1000;
 constexpr int64_t kMaxOutputBytes = int64_t{16} << 20;
 constexpr int kMaxCpuCores = 1024;
+constexpr size_t kMaxDependencies = 256;
+constexpr size_t kMaxLabels = 64;
 
 Status FieldError(const std::string& field, const std::string& problem) {
   return InvalidArgument(field + ": " + problem, field);
@@ -587,6 +589,13 @@ Status ValidateJobSpec(const JobSpec& spec) {
     return FieldError("limits.cpu_cores", "must be between 0 and " + std::to_string(kMaxCpuCores));
   }
   std::set<std::string> deps;
+  if (spec.depends_on.size() > kMaxDependencies) {
+    return FieldError("depends_on",
+                      "more than " + std::to_string(kMaxDependencies) + " jobs listed");
+  }
+  if (spec.labels.size() > kMaxLabels) {
+    return FieldError("labels", "more than " + std::to_string(kMaxLabels) + " labels");
+  }
   for (size_t i = 0; i < spec.depends_on.size(); ++i) {
     const std::string field = "depends_on[" + std::to_string(i) + "]";
     RETURN_IF_ERROR(ValidateJobId(spec.depends_on[i], field));
@@ -603,7 +612,11 @@ Status ValidateJobSpec(const JobSpec& spec) {
         })) {
       return FieldError("labels." + key, "label keys must match [A-Za-z0-9._/-]{1,63}");
     }
-    if (value.size() > 256) return FieldError("labels." + key, "longer than 256 characters");
+    if (value.size() > 256) return FieldError("labels." + key, "longer than 256 bytes");
+    if (std::any_of(value.begin(), value.end(),
+                    [](unsigned char c) { return c < 0x20 || c == 0x7f; })) {
+      return FieldError("labels." + key, "must not contain control characters");
+    }
   }
   if (!Json::accept(spec.payload)) return FieldError("payload", "must be valid JSON");
   return Status::Ok();

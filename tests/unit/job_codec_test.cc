@@ -846,6 +846,14 @@ std::vector<BadBuiltSpecCase> BadBuiltSpecCases() {
   add("DependsOnSelf", "depends_on[1]", [](JobSpec& s) { s.depends_on = {"a", "j"}; });
   add("LabelKeyEmpty", "labels.", [](JobSpec& s) { s.labels[""] = "x"; });
   add("LabelValueTooLong", "labels.k", [](JobSpec& s) { s.labels["k"] = std::string(257, 'v'); });
+  add("LabelValueWithANewline", "labels.k", [](JobSpec& s) { s.labels["k"] = "a\nb"; });
+  add("TooManyLabels", "labels", [](JobSpec& s) {
+    for (int i = 0; i < 65; ++i) s.labels["k" + std::to_string(i)] = "v";
+  });
+  add("TooManyDependencies", "depends_on", [](JobSpec& s) {
+    s.schedule = Schedule{};
+    for (int i = 0; i < 257; ++i) s.depends_on.push_back("d" + std::to_string(i));
+  });
   add("PayloadNotJson", "payload", [](JobSpec& s) { s.payload = "{not json"; });
   return cases;
 }
