@@ -11,16 +11,19 @@
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <set>
 
 #include "api/auth.h"
 #include "api/server.h"
 #include "cli/cli.h"
+#include "core/job_codec.h"
 #include "engine/node.h"
 
 namespace jobsched::cli {
@@ -106,15 +109,15 @@ Status SetFromText(const Setting& s, const std::string& text, const std::string&
         return InvalidArgument(origin + ": must be true or false, got '" + text + "'", s.key);
       }
       return Status::Ok();
-    case Setting::kInt:
-      try {
-        size_t used = 0;
-        c.*s.num = std::stoll(text, &used);
-        if (used != text.size()) throw std::invalid_argument(text);
-      } catch (...) {
+    case Setting::kInt: {
+      int64_t n = 0;
+      const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+      if (ec != std::errc() || end != text.data() + text.size()) {
         return InvalidArgument(origin + ": must be an integer, got '" + text + "'", s.key);
       }
+      c.*s.num = n;
       return Status::Ok();
+    }
   }
   return Status::Ok();
 }
@@ -192,6 +195,25 @@ Status ApplyServeEnv(ServeConfig& c) {
   return Status::Ok();
 }
 
+std::vector<std::string> UnknownJobschedVariables(char** environment) {
+  // Besides the settings: serve's admin key and config file, the client's, and what a job's
+  // process gets (a node may run inside a job of another).
+  static const std::set<std::string> kOthers = {
+      "JOBSCHED_CONFIG",  "JOBSCHED_ADMIN_KEY", "JOBSCHED_URL",      "JOBSCHED_TENANT",
+      "JOBSCHED_CA_CERT", "JOBSCHED_KEY",       "JOBSCHED_KEY_FILE", "JOBSCHED_RUN_ID",
+      "JOBSCHED_JOB_ID",  "JOBSCHED_ATTEMPT",   "JOBSCHED_FENCE"};
+  std::vector<std::string> unknown;
+  for (char** e = environment; e != nullptr && *e != nullptr; ++e) {
+    const std::string_view entry = *e;
+    if (!entry.starts_with("JOBSCHED_")) continue;
+    const std::string name(entry.substr(0, entry.find('=')));
+    bool known = kOthers.contains(name);
+    for (const Setting& s : kSettings) known = known || EnvName(s.key) == name;
+    if (!known) unknown.push_back(name);
+  }
+  return unknown;
+}
+
 // The largest period, lease or grace a setting takes (a day), the most runs kept per job, and the
 // longest run history kept (100 years): beyond them a setting is a mistake, and its conversion
 // to milliseconds could overflow.
@@ -210,6 +232,10 @@ Status ValidateServeConfig(const ServeConfig& c) {
   }
   if (c.concurrency < 1 || c.concurrency > 4096)
     return InvalidArgument("concurrency: must be 1-4096", "concurrency");
+  if (!c.node_id.empty()) RETURN_IF_ERROR(ValidateJobId(c.node_id, "node_id"));
+  for (size_t i = 0; i < c.queues.size(); ++i) {
+    RETURN_IF_ERROR(ValidateQueueName(c.queues[i], "queues[" + std::to_string(i) + "]"));
+  }
   for (auto [value, name] : {std::pair{c.lease_ms, "lease_ms"},
                              {c.renew_ms, "renew_ms"},
                              {c.reaper_ms, "reaper_ms"},
@@ -380,6 +406,9 @@ int RunServe(const ServeConfig& c) {
     return kExitUsage;
   }
   SetUpLogging(c);
+  for (const std::string& name : UnknownJobschedVariables(environ)) {
+    spdlog::warn("ignoring the environment variable {}: no setting has that name", name);
+  }
   // Signals are taken by sigwait below; every thread started from here on inherits the mask.
   sigset_t signals;
   sigemptyset(&signals);

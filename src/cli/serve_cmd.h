@@ -39,7 +39,7 @@ struct ServeConfig {
   int64_t shutdown_grace_ms = 30000;
   int64_t keep_runs_per_job = 100;
   int64_t keep_runs_days = 7;
-  bool sample_job = false;  // upsert the "sample" shell job (every 10 s) at start
+  bool sample_job = false;    // upsert the "sample" shell job (every 10 s) at start
   std::string cgroup_parent;  // a cgroup v2 directory for per-run cgroups. Default: none
 };
 
@@ -50,7 +50,10 @@ Status LoadServeConfigFile(const std::string& path, ServeConfig& config);
 Status ParseServeConfig(std::string_view text, const std::string& path, ServeConfig& config);
 // Applies JOBSCHED_STORE, JOBSCHED_LISTEN, ... (every key, upper case). Errors name the variable.
 Status ApplyServeEnv(ServeConfig& config);
-// Checks values (log format and level, concurrency, durations).
+// The JOBSCHED_* variables of `environment` (NAME=VALUE entries, as environ) that neither serve
+// nor the client nor a job's environment knows: most likely misspelt settings (logged at start).
+std::vector<std::string> UnknownJobschedVariables(char** environment);
+// Checks values (log format and level, concurrency, durations, node id and queue names).
 Status ValidateServeConfig(const ServeConfig& config);
 
 // Runs until SIGINT or SIGTERM. Returns the exit code.

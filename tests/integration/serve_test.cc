@@ -383,6 +383,31 @@ TEST(ServeConfigTest, ErrorsNameTheKey) {
       << "0 turns fire-ahead and claim-ahead off";
 }
 
+TEST(ServeConfigTest, NodeIdsQueueNamesAndEnvironmentNumbersAreChecked) {
+  EXPECT_EQ(ValidateServeConfig({.node_id = "node 1"}).field(), "node_id");
+  EXPECT_EQ(ValidateServeConfig({.node_id = std::string(2000, 'n')}).field(), "node_id");
+  EXPECT_TRUE(ValidateServeConfig({.node_id = "web-1.example.com"}).ok());
+  Status queue = ValidateServeConfig({.queues = {"default", "a b"}});
+  EXPECT_EQ(queue.field(), "queues[1]");
+  EXPECT_THAT(queue.message(), HasSubstr("queues[1]"));
+
+  for (const char* text : {" 8", "+8", "8 ", "0x8", ""}) {
+    ::setenv("JOBSCHED_CONCURRENCY", text, 1);
+    ServeConfig c;
+    Status s = ApplyServeEnv(c);
+    EXPECT_THAT(s.message(), HasSubstr("JOBSCHED_CONCURRENCY: must be an integer")) << text;
+  }
+  ::unsetenv("JOBSCHED_CONCURRENCY");
+}
+
+TEST(ServeConfigTest, MisspeltEnvironmentVariablesAreFound) {
+  std::string typo = "JOBSCHED_CONCURENCY=8", setting = "JOBSCHED_LEASE_MS=1000",
+              client = "JOBSCHED_KEY_FILE=k", job = "JOBSCHED_RUN_ID=r", other = "PATH=/bin";
+  char* environment[] = {typo.data(), setting.data(), client.data(),
+                         job.data(),  other.data(),   nullptr};
+  EXPECT_EQ(UnknownJobschedVariables(environment), std::vector<std::string>{"JOBSCHED_CONCURENCY"});
+}
+
 // Settings beyond any sensible value are refused: a lease of 2^63 ms, or a history of 2^63
 // days, would overflow when turned into time points (and prune every run, or fence every one).
 TEST(ServeConfigTest, HugeSettingsAreRefusedNotWrapped) {
