@@ -6,6 +6,7 @@
 #include <set>
 
 #include "core/cron.h"
+#include "core/http_url.h"
 #include "core/time_util.h"
 
 namespace jobsched {
@@ -550,17 +551,24 @@ Status ValidateJobSpec(const JobSpec& spec) {
         return FieldError("handler.command",
                           "missing (an argv array, e.g. [\"/bin/echo\", \"hi\"])");
       if (h.command[0].empty()) return FieldError("handler.command[0]", "must not be empty");
+      for (const auto& [name, value] : h.env) {
+        if (name.empty() || name.find('=') != std::string::npos ||
+            name.find('\0') != std::string::npos || value.find('\0') != std::string::npos) {
+          return FieldError("handler.env." + name,
+                            "a variable name must be non-empty without '=', and neither name "
+                            "nor value may contain NUL");
+        }
+      }
       break;
     case HandlerSpec::Type::kHttp: {
       static const std::set<std::string> kMethods = {"GET",   "POST",   "PUT",
                                                      "PATCH", "DELETE", "HEAD"};
       if (!kMethods.count(h.method))
         return FieldError("handler.method", "must be one of GET, POST, PUT, PATCH, DELETE, HEAD");
-      if (!h.url.starts_with("http://") && !h.url.starts_with("https://")) {
-        return FieldError("handler.url", "must start with http:// or https://");
+      if (Result<Url> url = ParseUrl(h.url); !url.ok()) {
+        return FieldError("handler.url", url.status().message());
       }
-      if (h.url.find_first_of(" \t\r\n") != std::string::npos)
-        return FieldError("handler.url", "must not contain spaces");
+      RETURN_IF_ERROR(CheckHttpHeaders(h.headers));
       break;
     }
   }

@@ -831,6 +831,39 @@ std::vector<BadBuiltSpecCase> BadBuiltSpecCases() {
     s.handler.type = HandlerSpec::Type::kHttp;
     s.handler.url = "http://x/a b";
   });
+  // What every attempt would fail on is refused when the spec is written.
+  for (const auto& [name, url] : std::vector<std::pair<std::string, std::string>>{
+           {"HttpUrlWithoutHost", "http://"},
+           {"HttpUrlPortTooLarge", "http://x:99999/"},
+           {"HttpUrlPortNotANumber", "http://x:abc/"},
+           {"HttpUrlOpenIpv6", "http://[::1/"},
+           {"HttpUrlNul", std::string("http://x/\0", 10)},
+           {"HttpUrlUserInfo", "http://u:p@x/"}}) {
+    add(name, "handler.url", [url](JobSpec& s) {
+      s.handler.type = HandlerSpec::Type::kHttp;
+      s.handler.url = url;
+    });
+  }
+  add("HttpHeaderNameWithSpace", "handler.headers.Bad Name", [](JobSpec& s) {
+    s.handler.type = HandlerSpec::Type::kHttp;
+    s.handler.url = "http://x/";
+    s.handler.headers["Bad Name"] = "v";
+  });
+  add("HttpHeaderValueWithCrLf", "handler.headers.X", [](JobSpec& s) {
+    s.handler.type = HandlerSpec::Type::kHttp;
+    s.handler.url = "http://x/";
+    s.handler.headers["X"] = "a\r\nInjected: 1";
+  });
+  add("ShellEnvNameEmpty", "handler.env.", [](JobSpec& s) {
+    s.handler.type = HandlerSpec::Type::kShell;
+    s.handler.command = {"/bin/true"};
+    s.handler.env[""] = "x";
+  });
+  add("ShellEnvNameWithEquals", "handler.env.A=B", [](JobSpec& s) {
+    s.handler.type = HandlerSpec::Type::kShell;
+    s.handler.command = {"/bin/true"};
+    s.handler.env["A=B"] = "x";
+  });
   add("Priority10", "priority", [](JobSpec& s) { s.priority = 10; });
   add("MaxAttempts0", "retry.max_attempts", [](JobSpec& s) { s.retry.max_attempts = 0; });
   add("JitterNaN", "retry.jitter", [](JobSpec& s) { s.retry.jitter = std::nan(""); });
