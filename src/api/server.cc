@@ -1003,7 +1003,13 @@ Result<Reply> ApiServer::Impl::CreateKey(Call& call) {
     }
     tenant = body["tenant"].get<std::string>();
     RETURN_IF_ERROR(ValidateTenantId(tenant));
-    RETURN_IF_ERROR(node_.store().GetTenant(tenant).status());
+    if (Status s = node_.store().GetTenant(tenant).status(); !s.ok()) {
+      if (s.code() != StatusCode::kNotFound) return s;
+      return Status(
+          StatusCode::kNotFound,
+          "tenant: no tenant '" + tenant + "' (create it with PUT /v1/tenants/" + tenant + ")",
+          "tenant");
+    }
   } else if (body.contains("tenant") && !body["tenant"].is_null()) {
     return InvalidArgument("tenant: admin keys are for every tenant; leave it out", "tenant");
   }

@@ -96,6 +96,11 @@ Json BatchLine(std::string_view line, const Clock& clock) {
   int64_t n = 5;
   if (in.contains("n") && !in["n"].is_null()) {
     if (!in["n"].is_number_integer()) return fail("n: must be an integer");
+    // A number past 2^63 - 1 would wrap to a negative one: said as it was written.
+    if (in["n"].is_number_unsigned() &&
+        in["n"].get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return fail("n: must be between 1 and " + std::to_string(kMaxN) + ", got " + in["n"].dump());
+    }
     n = in["n"].get<int64_t>();
   }
   auto from = FromOrNow(from_text, clock);

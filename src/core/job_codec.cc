@@ -422,8 +422,8 @@ Status ParseSpecObject(const Json& j, JobSpec& spec) {
   ASSIGN_OR_RETURN(auto schedule, r.Object("schedule"));
   if (schedule) RETURN_IF_ERROR(ParseSchedule(*schedule, spec.schedule));
   ASSIGN_OR_RETURN(auto handler, r.Object("handler"));
-  if (!handler) return FieldError("handler", "missing");
-  RETURN_IF_ERROR(ParseHandler(*handler, spec.handler));
+  // A missing handler is said after unknown fields: a misspelt one ("Handler") says more.
+  if (handler) RETURN_IF_ERROR(ParseHandler(*handler, spec.handler));
   if (const Json* payload = r.Get("payload")) spec.payload = payload->dump();
   int64_t priority = spec.priority;
   RETURN_IF_ERROR(r.Int("priority", 0, 9, priority));
@@ -459,7 +459,9 @@ Status ParseSpecObject(const Json& j, JobSpec& spec) {
   RETURN_IF_ERROR(r.StringList("depends_on", spec.depends_on));
   RETURN_IF_ERROR(r.StringMap("labels", spec.labels));
   RETURN_IF_ERROR(r.Bool("paused", spec.paused));
-  return r.NoUnknownFields();
+  RETURN_IF_ERROR(r.NoUnknownFields());
+  if (!handler) return FieldError("handler", "missing");
+  return Status::Ok();
 }
 
 bool AllCharsIn(std::string_view s, bool (*ok)(char)) {

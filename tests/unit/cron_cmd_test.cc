@@ -170,6 +170,8 @@ TEST_F(CronCmdTest, BatchMalformedLinesGetErrorLinesAndProcessingContinues) {
       {R"({"expr": "* * * * *", "from": "soon"})", "from: invalid RFC 3339 time 'soon'"},
       {R"({"expr": "* * * * *", "n": "5"})", "n: must be an integer"},
       {R"({"expr": "* * * * *", "n": 100000})", "n: must be between 1 and 1000"},
+      {R"({"expr": "* * * * *", "n": 18446744073709551615})",
+       "n: must be between 1 and 1000, got 18446744073709551615"},
       {R"({"expr": "* * * * *", "zone": "UTC"})", "unknown field 'zone'"},
       {R"({"expr": "0 25 * * *"})", "hour: value 25 out of range 0-23"},
       {R"({"expr": "0 0 * * *", "tz": "Nowhere/Land"})", "unknown time zone 'Nowhere/Land'"},
