@@ -821,6 +821,17 @@ Result<Reply> ApiServer::Impl::TriggerJob(Call& call) {
       for (const Json& p : body["payloads"]) payloads.push_back(p.dump());
     }
   }
+  // A shell program reads its run's payload on stdin: a payload of the caller's own is as much
+  // a say in what runs as a command, and needs the same right.
+  if (!payloads.empty() && !call.who.allow_shell) {
+    ASSIGN_OR_RETURN(JobRecord job, node_.store().GetJob(call.tenant, call.id));
+    if (job.spec.handler.type == HandlerSpec::Type::kShell) {
+      return Status(StatusCode::kPermissionDenied,
+                    "payload: this API key may not give a shell job a payload of its own (it "
+                    "lacks allow_shell); trigger it without a body to run it with its payload",
+                    body.contains("payload") ? "payload" : "payloads");
+    }
+  }
   ASSIGN_OR_RETURN(std::vector<std::string> ids,
                    node_.jobs().Trigger(call.tenant, call.id, payloads));
   return Reply{.status = 201, .body = {{"run_ids", ids}}};

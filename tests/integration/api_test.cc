@@ -997,6 +997,20 @@ TEST_F(ApiTest, ShellJobsNeedAKeyWithAllowShell) {
   EXPECT_EQ(r.json["spec"]["handler"]["type"], "shell");
   r = h.Post(kJobs, Who::kAdmin, Shell("sh2").dump());
   EXPECT_EQ(r.status, 201) << r;
+
+  // A shell program reads its payload on stdin: an operator without allow_shell may run the job
+  // as it is, but not with a payload of its own; builtin jobs take any operator's payload.
+  r = h.Post(kJobs + "/sh/trigger", Who::kOperator, R"({"payload": "rm -rf /"})");
+  EXPECT_EQ(r.status, 403) << r;
+  EXPECT_EQ(r.ErrorField(), "payload");
+  r = h.Post(kJobs + "/sh/trigger", Who::kOperator, R"({"payloads": [1, 2]})");
+  EXPECT_EQ(r.status, 403) << r;
+  EXPECT_EQ(r.ErrorField(), "payloads");
+  EXPECT_EQ(h.Get(kJobs + "/sh/runs", Who::kViewer).json["items"].size(), 0u);
+  EXPECT_EQ(h.Post(kJobs + "/sh/trigger", Who::kOperator).status, 201);
+  EXPECT_EQ(h.Post(kJobs + "/sh/trigger", Who::kShellOperator, R"({"payload": 1})").status, 201);
+  EXPECT_EQ(h.Post(kJobs + "/harmless/trigger", Who::kOperator, R"({"payload": 1})").status, 201);
+  EXPECT_EQ(h.Get(kJobs + "/sh/runs", Who::kViewer).json["items"].size(), 2u);
 }
 
 // ---- Tenant isolation ----------------------------------------------------------------------
