@@ -425,6 +425,9 @@ std::string ApiServer::Impl::MethodsOf(const std::string& path) const {
 
 std::optional<HttpError> ApiServer::Impl::CheckParams(const Route& route,
                                                       const httplib::Request& req) {
+  // The public routes (health checks, the dashboard page) are asked by tools and browsers that
+  // may add parameters of their own; they take none and ignore any.
+  if (route.info.access == Access::kPublic) return std::nullopt;
   const std::string_view takes = route.info.params;
   auto listed = [&](const std::string& name) {
     for (size_t start = 0; start <= takes.size();) {

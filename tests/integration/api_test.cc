@@ -118,6 +118,7 @@ TEST(ApiRoutesTest, TheRouteTableHasEveryRouteOfTheDesign) {
 TEST_F(ApiTest, HealthzAndReadyzNeedNoKey) {
   Response r = h.Get("/healthz", Who::kNone);
   EXPECT_EQ(r.status, 200) << r;
+  EXPECT_EQ(h.Get("/healthz?probe=lb", Who::kNone).status, 200) << "public routes ignore params";
   EXPECT_THAT(r.content_type, StartsWith("application/json"));
   EXPECT_EQ(r.json.value("status", ""), "ok") << r;
 
