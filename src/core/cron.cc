@@ -461,6 +461,11 @@ Result<CronSchedule> CronSchedule::Parse(std::string_view expr, std::string_view
   s.tz_name_ = tz.empty() ? "UTC" : std::string(tz);
   if (s.tz_name_ != "UTC") {
     s.zone_ = Zone::Locate(s.tz_name_);
+    if (s.zone_ == nullptr && s.tz_name_ == "localtime") {
+      return InvalidArgument(
+          "timezone: 'localtime' is each host's own zone, which may differ between nodes: name "
+          "the zone (e.g. Europe/Berlin)");
+    }
     if (s.zone_ == nullptr)
       return InvalidArgument("timezone: unknown time zone '" + s.tz_name_ + "'");
   }

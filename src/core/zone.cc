@@ -79,6 +79,9 @@ const Zone* Zone::Locate(std::string_view name) {
   static std::map<std::string, std::unique_ptr<Zone>, std::less<>> zones;
   std::lock_guard lock(mu);
   if (auto it = zones.find(name); it != zones.end()) return it->second.get();
+  // Files of the zone directory that are no zone: the host's own zone (each node's may differ),
+  // and the POSIX-TZ template.
+  if (name == "localtime" || name == "posixrules") return nullptr;
   const date::time_zone* listed = nullptr;
   try {
     listed = date::locate_zone(name);

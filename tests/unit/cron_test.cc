@@ -839,13 +839,21 @@ TEST(CronParseErrorTest, OccurrenceOutOfRange) {
 }
 
 TEST(CronParseErrorTest, UnknownTimeZone) {
-  for (const char* tz : {"Mars/Base", "America/Nowhere", "EST5EDT6", "../etc/passwd"}) {
+  for (const char* tz :
+       {"Mars/Base", "America/Nowhere", "EST5EDT6", "../etc/passwd", "localtime", "posixrules"}) {
     Result<CronSchedule> s = CronSchedule::Parse("0 0 * * *", tz);
     ASSERT_FALSE(s.ok()) << tz;
     EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument);
     EXPECT_THAT(s.status().message(), HasSubstr("timezone")) << tz;
     EXPECT_THAT(s.status().message(), HasSubstr(tz));
   }
+}
+
+// The host's zone file is no zone to schedule by: each node of a cluster may have another.
+TEST(CronParseErrorTest, LocaltimeAsksForTheZonesName) {
+  Result<CronSchedule> s = CronSchedule::Parse("0 0 * * *", "localtime");
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(s.status().message(), HasSubstr("name the zone"));
 }
 
 TEST(CronParseErrorTest, NeverFires) {
