@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <fstream>
+#include <string>
 
 namespace jobsched {
 
@@ -15,6 +17,18 @@ std::string DefaultNodeId() {
 }
 
 namespace {
+
+// Whether process `pid` of this host has ended: it does not exist, or it is a zombie (killed,
+// and not yet waited for by its parent).
+bool ProcessEnded(int pid) {
+  if (::kill(pid, 0) != 0) return errno == ESRCH;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  // "pid (comm) state ...": comm may hold spaces and parentheses, the state follows the last ')'.
+  const size_t close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
+}
 
 // The node id this process may use: `wanted`, unless a live node of another process (another
 // host, or a running process of this host) heartbeats with it. Then a defaulted id becomes
@@ -37,7 +51,7 @@ Result<std::string> ClaimNodeId(Store& store, const Clock* clock, const std::str
   for (const NodeInfo& n : *nodes) {
     if (n.id != wanted || now - n.heartbeat_at >= dead_after) continue;
     const bool same_host = n.host == host;
-    if (same_host && (n.pid == ::getpid() || (::kill(n.pid, 0) != 0 && errno == ESRCH))) {
+    if (same_host && (n.pid == ::getpid() || ProcessEnded(n.pid))) {
       continue;  // this process, or a previous process of this host that is gone
     }
     if (defaulted) {
@@ -241,6 +255,13 @@ void Node::Stop() {
   processor_->Stop(options_.shutdown_grace);
   cluster_->Stop();
   heartbeater_->Stop();
+  // Leaving, not dying: the leader reassigns this node's tenants at its next pass instead of
+  // after node_dead_after, and the node id is free at once.
+  Status left = store_->RemoveNode(options_.node_id);
+  if (!left.ok()) {
+    spdlog::warn("node {}: could not remove its record (it ends after node_dead_after): {}",
+                 options_.node_id, left.ToString());
+  }
   running_ = false;
   spdlog::info("node {} stopped", options_.node_id);
 }

@@ -8,8 +8,9 @@
 // (fires the tenants assigned to this node), the janitor (acting while this node leads), and
 // the wake-up subscription. Stop: the scheduler first (nothing new fires), the dependency
 // actor, the janitor, the reaper, then the processor (running attempts finish within
-// shutdown_grace or are handed back), the cluster actor (the lease is given up), and the
-// heartbeater last.
+// shutdown_grace or are handed back), the cluster actor (the lease is given up), the
+// heartbeater, and the node's record is removed (it left: its tenants go to other nodes at the
+// leader's next pass).
 //
 // Wake-ups cross processes: what wakes this node's processor or scheduler is also published
 // through the store (Store::Publish), and what other nodes publish wakes this node's.

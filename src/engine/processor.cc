@@ -20,7 +20,10 @@ struct Processor::Attempt {
   std::shared_ptr<const JobSpec> spec;
   TimePoint lease_until{};             // guarded by Processor::mu_
   std::optional<SteadyTime> deadline;  // builtin timeouts; guarded by Processor::mu_
-  std::atomic<bool> reporting{false};  // its result is being written: no more renewals
+  std::atomic<bool> reporting{false};  // its result is with the committer
+  // Its result could not be written (the store was unreachable) and waits for the committer's
+  // next try: its lease is renewed meanwhile, so the run stays this node's.
+  std::atomic<bool> unwritten{false};
   std::string key() const { return run.tenant + "/" + run.id; }
 };
 
@@ -62,10 +65,15 @@ void Processor::Start() {
 
 void Processor::Stop(Duration grace) {
   dispatcher_.Stop();
+  // Whether runs are given up here (their attempts fenced) and must be handed back.
+  bool hand_back = false;
   {
     std::unique_lock lock(mu_);
     idle_cv_.wait_for(lock, grace, [this] { return active_.empty(); });
-    for (auto& [key, attempt] : active_) attempt->cancel.Cancel(exec::CancelReason::kFenced);
+    for (auto& [key, attempt] : active_) {
+      if (!attempt->reporting) hand_back = true;
+      attempt->cancel.Cancel(exec::CancelReason::kFenced);
+    }
     stopping_workers_ = true;
   }
   work_cv_.notify_all();
@@ -79,22 +87,25 @@ void Processor::Stop(Duration grace) {
   if (committer_.joinable()) committer_.join();
   watchdog_.Stop();
   renewer_.Stop();
-  // Attempts fenced above (and any that were never started) go back to the store at once.
-  std::vector<std::shared_ptr<Attempt>> left;
+  // Attempts fenced above (ended by now: the workers are joined), any that were never started
+  // and results that could not be written go back to the store at once (attempt outcome
+  // lease_lost, a new attempt elsewhere) instead of waiting for their leases to end.
   {
     std::lock_guard lock(mu_);
-    for (auto& [key, attempt] : active_) left.push_back(attempt);
+    if (!active_.empty() || results_dropped_.exchange(false)) hand_back = true;
     active_.clear();
     queue_.clear();
     held_.clear();
   }
-  if (!left.empty()) {
+  if (hand_back) {
     auto recovered =
         store_.RecoverLostRuns(clock_.Now(), options_.node_id, /*max_leases_lost=*/1 << 20, 10000);
     if (!recovered.ok()) {
-      spdlog::warn("could not hand back {} runs: {}", left.size(), recovered.status().ToString());
+      spdlog::warn("node {}: could not hand back its unfinished runs: {}", options_.node_id,
+                   recovered.status().ToString());
     } else {
-      spdlog::info("handed back {} unfinished runs", recovered->size());
+      spdlog::info("node {}: handed back {} unfinished runs", options_.node_id,
+                   recovered->size());
     }
   }
 }
@@ -484,19 +495,68 @@ void Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* s
 void Processor::CommitLoop() {
   std::vector<PendingCompletion> batch;
   std::vector<Completion> completions;
+  // Results the store could not take (unreachable), tried again with the next batch and at
+  // least every `backoff` (100 ms doubling to 2 s): a finished run is not run again because of
+  // an outage shorter than its lease. Given up only when the processor stops.
+  std::vector<PendingCompletion> unwritten;
+  std::vector<Completion> unwritten_completions;
+  Duration backoff(100);
+  FailureLog failures("processor: results");
   while (true) {
+    bool stopping;
     {
       std::unique_lock lock(commit_mu_);
-      commit_cv_.wait(lock, [this] { return !commit_queue_.empty() || stopping_committer_; });
-      if (commit_queue_.empty()) return;  // stopping, and every result written
+      auto ready = [this] { return !commit_queue_.empty() || stopping_committer_; };
+      if (unwritten.empty()) {
+        commit_cv_.wait(lock, ready);
+      } else {
+        commit_cv_.wait_for(lock, backoff, ready);
+      }
+      stopping = stopping_committer_;
+      if (commit_queue_.empty() && unwritten.empty()) return;  // stopping, every result written
       batch.swap(commit_queue_);
       completions.swap(commit_completions_);
     }
     commit_cv_.notify_all();  // room for the workers
+    const bool retrying = !unwritten.empty();
+    for (size_t i = 0; i < unwritten.size(); ++i) {
+      batch.push_back(std::move(unwritten[i]));
+      completions.push_back(std::move(unwritten_completions[i]));
+    }
+    unwritten.clear();
+    unwritten_completions.clear();
     std::vector<Status> results = store_.CompleteMany(completions);
+    Status outage;
     for (size_t i = 0; i < batch.size(); ++i) {
-      Reported(batch[i], completions[i],
-               i < results.size() ? results[i] : Internal("short reply from CompleteMany"));
+      Status status = i < results.size() ? results[i] : Internal("short reply from CompleteMany");
+      if (status.code() == StatusCode::kUnavailable && !stopping) {
+        if (!batch[i].attempt->unwritten.exchange(true)) {
+          renewer_.Wake();  // its lease is renewed from now on
+        }
+        if (outage.ok()) outage = status;
+        unwritten.push_back(std::move(batch[i]));
+        unwritten_completions.push_back(std::move(completions[i]));
+        continue;
+      }
+      if (status.code() == StatusCode::kUnavailable) {
+        spdlog::error(
+            "run result not written run_id={} job_id={} tenant={} node={}: {}; stopping, the run "
+            "is run again after its lease",
+            batch[i].attempt->run.id, batch[i].attempt->run.job_id, batch[i].attempt->run.tenant,
+            options_.node_id, status.ToString());
+        results_dropped_ = true;
+        Release(batch[i].attempt);
+        continue;
+      }
+      Reported(batch[i], completions[i], status);
+    }
+    if (!outage.ok()) {
+      failures.Failed(Status(outage.code(), std::to_string(unwritten.size()) +
+                                                " results kept to write again: " +
+                                                outage.message()));
+      backoff = retrying ? std::min(backoff * 2, Duration(2000)) : Duration(100);
+    } else if (!results.empty()) {
+      failures.Succeeded();
     }
     batch.clear();
     completions.clear();
@@ -540,8 +600,10 @@ Duration Processor::RenewOnce() {
     std::lock_guard lock(mu_);
     for (auto& [key, attempt] : active_) {
       // A fenced attempt's run was given up: its lease must end (for the reaper) even if the
-      // store is back before the attempt's handler has returned.
-      if (!attempt->reporting && attempt->cancel.reason() != exec::CancelReason::kFenced) {
+      // store is back before the attempt's handler has returned. A result being written needs
+      // no renewal, unless the store could not take it.
+      if ((!attempt->reporting || attempt->unwritten) &&
+          attempt->cancel.reason() != exec::CancelReason::kFenced) {
         attempts.push_back(attempt);
       }
     }
@@ -564,7 +626,8 @@ Duration Processor::RenewOnce() {
           attempts[i]->cancel.Cancel(exec::CancelReason::kCancelled);
           break;
         case LeaseStatus::kStale:
-          // An attempt whose result was written since the list was taken is stale too.
+          // An attempt whose result was written since the list was taken is stale too (and a
+          // result kept for the store is refused by it as stale when it is written).
           if (!attempts[i]->reporting && !attempts[i]->cancel.cancelled()) {
             spdlog::warn("lease lost run_id={} node={}: stopping the attempt", attempts[i]->run.id,
                          options_.node_id);
@@ -573,16 +636,22 @@ Duration Processor::RenewOnce() {
           break;
       }
     }
+    std::lock_guard log_lock(renew_log_mu_);
+    renew_failures_.Succeeded();
     return options_.renew_interval;
   }
   // The store cannot be reached: self-fence every attempt whose lease is about to end, and try
   // again soon.
-  spdlog::warn("lease renewal failed: {}",
-               statuses.ok() ? "short reply" : statuses.status().ToString());
+  {
+    std::lock_guard log_lock(renew_log_mu_);
+    renew_failures_.Failed(statuses.ok() ? Internal("short reply from RenewLeases")
+                                         : statuses.status());
+  }
   const Duration margin = std::min(options_.renew_interval, options_.lease / 5);
   std::lock_guard lock(mu_);
   for (const auto& a : attempts) {
-    if (now + margin >= a->lease_until && !a->cancel.cancelled()) {
+    // (A finished attempt whose result waits for the store has nothing left to stop.)
+    if (now + margin >= a->lease_until && !a->reporting && !a->cancel.cancelled()) {
       spdlog::error("self-fencing run_id={} node={}: lease ends before it can be renewed",
                     a->run.id, options_.node_id);
       a->cancel.Cancel(exec::CancelReason::kFenced);

@@ -4,7 +4,10 @@
 // then due time: the store's claim order) and sleeps until the next run becomes available, a
 // Wake() or 1 s; `concurrency` workers execute attempts; the committer writes their results
 // with their fencing tokens, a batch at a time (a worker does not wait for the write, so a
-// burst of short runs is not paced by store round trips); the renewer renews every attempt's
+// burst of short runs is not paced by store round trips), and keeps a result the store cannot
+// take because it is unreachable, writing it again with backoff until the store takes it or
+// refuses it as stale (a finished run is not run again after an outage shorter than its lease:
+// its lease is renewed meanwhile); the renewer renews every attempt's
 // lease in one batch every renew_interval and self-fences (kills the attempt, reports nothing)
 // when it cannot renew before the lease ends; the watchdog enforces timeouts of builtin
 // handlers.
@@ -32,6 +35,7 @@
 
 #include <jobsched/store.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -143,7 +147,9 @@ class Processor {
   EventBus& events_;
   const ProcessorOptions options_;
   const std::function<void(const RunRecord&)> on_finished_;
-  FailureLog claim_failures_{"processor: claims"};  // only the dispatcher thread
+  FailureLog claim_failures_{"processor: claims"};            // only the dispatcher thread
+  std::mutex renew_log_mu_;  // RenewOnce may run beside the renewer (tests)
+  FailureLog renew_failures_{"processor: lease renewals"};  // guarded by renew_log_mu_
 
   mutable std::mutex mu_;
   std::condition_variable work_cv_;                          // a queued attempt or stopping
@@ -166,6 +172,7 @@ class Processor {
   std::vector<PendingCompletion> commit_queue_;  // guarded by commit_mu_
   std::vector<Completion> commit_completions_;   // guarded by commit_mu_; one per entry above
   bool stopping_committer_ = false;              // guarded by commit_mu_
+  std::atomic<bool> results_dropped_{false};     // results given up as the committer stopped
   std::thread committer_;
 
   std::vector<std::thread> workers_;

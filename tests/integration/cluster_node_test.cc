@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <jobsched/store.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -195,6 +196,48 @@ TEST(NodeIdTest, ARecordOfThisProcessOrOfAGoneProcessOfThisHostIsARestart) {
               {.id = "gone", .host = DefaultNodeId(), .pid = 1 << 30, .heartbeat_at = clock.Now()})
           .ok());
   EXPECT_TRUE(Node::Create({.store = store, .node_id = "gone", .clock = &clock}).ok());
+}
+
+// A process killed and not yet waited for by its parent (a zombie) has ended too.
+TEST(NodeIdTest, ARecordOfAKilledProcessNotYetWaitedForIsARestart) {
+  FakeClock clock(kT0);
+  std::shared_ptr<Store> store = SqliteStore::Open({.path = ":memory:"}).value();
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) ::_exit(0);
+  // Until the child has exited (then a zombie: this test does not wait for it yet).
+  for (int i = 0; i < 10000; ++i) {
+    siginfo_t info{};
+    if (::waitid(P_PID, child, &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == child)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(
+      store
+          ->Heartbeat(
+              {.id = "zombie", .host = DefaultNodeId(), .pid = child, .heartbeat_at = clock.Now()})
+          .ok());
+  auto restarted = Node::Create({.store = store, .node_id = "zombie", .clock = &clock});
+  EXPECT_TRUE(restarted.ok()) << restarted.status().ToString();
+  ::waitpid(child, nullptr, 0);
+}
+
+// A node that stops leaves: its record is removed (its tenants go elsewhere at the leader's next
+// pass, not after node_dead_after), and its id is free at once.
+TEST(NodeIdTest, AStoppedNodeRemovesItsRecord) {
+  FakeClock clock(kT0);
+  std::shared_ptr<Store> store = SqliteStore::Open({.path = ":memory:"}).value();
+  auto node = Node::Create({.store = store, .node_id = "leaving", .clock = &clock});
+  ASSERT_TRUE(node.ok()) << node.status().ToString();
+  ASSERT_TRUE((*node)->Start().ok());
+  auto nodes = store->ListNodes();
+  ASSERT_TRUE(nodes.ok());
+  ASSERT_EQ(nodes->size(), 1u);
+  EXPECT_EQ(nodes->front().id, "leaving");
+  (*node)->Stop();
+  nodes = store->ListNodes();
+  ASSERT_TRUE(nodes.ok());
+  EXPECT_THAT(*nodes, IsEmpty());
 }
 
 // ---- What a job is told -----------------------------------------------------------------------

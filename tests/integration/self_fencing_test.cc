@@ -14,16 +14,36 @@
 namespace jobsched {
 namespace {
 
-// The store becomes unreachable for every call while `down` is set.
+// The store becomes unreachable for every call while `down` is set, and for the writes of
+// results while `results_down` is set.
 class FaultyStore final : public StoreWrapper {
  public:
   using StoreWrapper::StoreWrapper;
   Status Before(std::string_view op) override {
-    if (down.load()) return Unavailable("store unreachable (injected) in " + std::string(op));
+    const bool result = op == "Complete" || op == "CompleteMany";
+    if (down.load() || (result && results_down.load()) ||
+        (op == "RenewLeases" && renewals_down.load())) {
+      if (result) ++results_refused;
+      return Unavailable("store unreachable (injected) in " + std::string(op));
+    }
     return Status::Ok();
   }
   std::atomic<bool> down{false};
+  std::atomic<bool> results_down{false};
+  std::atomic<bool> renewals_down{false};
+  std::atomic<int> results_refused{0};
 };
+
+// Whether `done` holds within 20 s (polled: the events are in other threads).
+template <typename F>
+bool Eventually(F done) {
+  const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > limit) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
 
 // A latch for handler threads.
 class Signal {
@@ -191,6 +211,141 @@ TEST_F(SelfFencingTest, RenewalWellBeforeTheLeaseEndsDoesNotFence) {
   ASSERT_EQ(runs->items.size(), 1u);
   EXPECT_EQ(runs->items[0].state, RunState::kSucceeded);
   n.processor().Stop(Duration(0));
+}
+
+// A result the store cannot take (an outage as the attempt ends) is kept and written when the
+// store is back: the finished run is not run again, and the attempt is not self-fenced while it
+// waits (nothing of it runs any more).
+TEST_F(SelfFencingTest, AResultTheStoreCannotTakeIsWrittenWhenItIsBack) {
+  Node& n = *node_;
+  Signal started, release;
+  std::atomic<int> executions{0};
+  n.builtins().Register("once", [&](RunContext&) {
+    ++executions;
+    started.Set();
+    release.WaitFor(std::chrono::seconds(20));
+    return Status::Ok();
+  });
+  const std::string run_id = TriggerLongJob("once");
+  ASSERT_FALSE(run_id.empty());
+  n.processor().Start();
+  ASSERT_TRUE(started.WaitFor(std::chrono::seconds(20)));
+
+  faulty->down = true;
+  release.Set();
+  ASSERT_TRUE(Eventually([&] { return faulty->results_refused.load() >= 2; }))
+      << "the result was not written again";
+  EXPECT_EQ(n.processor().active(), 1) << "the result was dropped";
+  clock.Advance(Duration(9000));  // within the renewal margin of the lease
+  n.processor().RenewOnce();
+
+  faulty->down = false;
+  ASSERT_TRUE(Eventually([&] { return n.processor().active() == 0; }));
+  auto run = n.store().GetRun("default", run_id);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(run->state, RunState::kSucceeded);
+  ASSERT_EQ(run->attempts.size(), 1u);
+  EXPECT_EQ(run->attempts[0].outcome, "succeeded");
+  EXPECT_EQ(executions.load(), 1);
+  n.processor().Stop(Duration(0));
+}
+
+// While its result waits, the attempt's lease is renewed: the reaper does not give the finished
+// run to a new attempt when the lease it had as it ended runs out.
+TEST_F(SelfFencingTest, TheLeaseOfAResultWaitingForTheStoreIsRenewed) {
+  Node& n = *node_;
+  Signal started, release;
+  n.builtins().Register("once", [&](RunContext&) {
+    started.Set();
+    release.WaitFor(std::chrono::seconds(20));
+    return Status::Ok();
+  });
+  const std::string run_id = TriggerLongJob("once");
+  ASSERT_FALSE(run_id.empty());
+  n.processor().Start();
+  ASSERT_TRUE(started.WaitFor(std::chrono::seconds(20)));
+
+  faulty->results_down = true;  // only the writes of results fail
+  release.Set();
+  ASSERT_TRUE(Eventually([&] { return faulty->results_refused.load() >= 1; }));
+  clock.Advance(Duration(8000));
+  n.processor().RenewOnce();      // lease now ends at 18 s
+  clock.Advance(Duration(4000));  // 12 s: past the lease taken at the claim
+  auto recovered = n.reaper().Tick();
+  ASSERT_TRUE(recovered.ok()) << recovered.status().ToString();
+  EXPECT_EQ(*recovered, 0) << "the waiting result's lease was not renewed";
+
+  faulty->results_down = false;
+  ASSERT_TRUE(Eventually([&] { return n.processor().active() == 0; }));
+  auto run = n.store().GetRun("default", run_id);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(run->state, RunState::kSucceeded);
+  EXPECT_EQ(run->attempts.size(), 1u);
+  n.processor().Stop(Duration(0));
+}
+
+// A result kept through an outage longer than its lease: the run went to a new attempt (a
+// new fence), and the old result is refused as stale, not recorded over the new attempt.
+TEST_F(SelfFencingTest, AResultKeptPastItsLeaseIsRefusedAsStale) {
+  Node& n = *node_;
+  Signal started, release;
+  std::atomic<int> executions{0};
+  n.builtins().Register("once", [&](RunContext&) {
+    if (++executions == 1) {
+      started.Set();
+      release.WaitFor(std::chrono::seconds(20));
+    }
+    return Status::Ok();
+  });
+  const std::string run_id = TriggerLongJob("once");
+  ASSERT_FALSE(run_id.empty());
+  n.processor().Start();
+  ASSERT_TRUE(started.WaitFor(std::chrono::seconds(20)));
+  faulty->results_down = true;
+  faulty->renewals_down = true;
+  release.Set();
+  ASSERT_TRUE(Eventually([&] { return faulty->results_refused.load() >= 1; }));
+  // Past the lease: the reaper (another node's, say) gives the run to a new attempt, whose
+  // result waits too.
+  clock.Advance(Duration(11000));
+  auto recovered = n.reaper().Tick();
+  ASSERT_TRUE(recovered.ok()) << recovered.status().ToString();
+  ASSERT_EQ(*recovered, 1);
+  ASSERT_TRUE(Eventually([&] { return executions.load() == 2; }));
+  faulty->results_down = false;
+  faulty->renewals_down = false;
+  ASSERT_TRUE(Eventually([&] { return n.processor().active() == 0; }));
+  auto run = n.store().GetRun("default", run_id);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(run->state, RunState::kSucceeded);
+  ASSERT_EQ(run->attempts.size(), 2u);
+  EXPECT_EQ(run->attempts[0].outcome, "lease_lost") << "the stale result was recorded";
+  EXPECT_EQ(run->attempts[1].outcome, "succeeded");
+  EXPECT_GT(run->attempts[1].fence, run->attempts[0].fence);
+  n.processor().Stop(Duration(0));
+}
+
+// A node that stops (SIGTERM) while an attempt runs past the grace stops it and hands its run
+// back at once: the attempt ends as lease_lost and the run is queued for a new attempt.
+TEST_F(SelfFencingTest, StoppingHandsARunningAttemptBack) {
+  Node& n = *node_;
+  Signal started;
+  n.builtins().Register("hold", [&](RunContext& ctx) {
+    started.Set();
+    while (ctx.WaitFor(Duration(5))) {
+    }
+    return Status::Ok();
+  });
+  const std::string run_id = TriggerLongJob("hold");
+  ASSERT_FALSE(run_id.empty());
+  n.processor().Start();
+  ASSERT_TRUE(started.WaitFor(std::chrono::seconds(20)));
+  n.processor().Stop(Duration(0));
+  auto run = n.store().GetRun("default", run_id);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(run->state, RunState::kQueued) << RunStateName(run->state);
+  ASSERT_EQ(run->attempts.size(), 1u);
+  EXPECT_EQ(run->attempts[0].outcome, "lease_lost");
 }
 
 }  // namespace
