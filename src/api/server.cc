@@ -1067,6 +1067,17 @@ Result<Reply> ApiServer::Impl::ListKeys(Call&) {
 }
 
 Result<Reply> ApiServer::Impl::DeleteKey(Call& call) {
+  // The last admin key is kept: without one, no key could be created or revoked again.
+  ASSIGN_OR_RETURN(std::vector<ApiKeyRecord> keys, node_.store().ListApiKeys());
+  auto admin = [](const ApiKeyRecord& k) { return k.role == "admin"; };
+  const auto target = std::find_if(keys.begin(), keys.end(),
+                                   [&](const ApiKeyRecord& k) { return k.id == call.id; });
+  if (target != keys.end() && admin(*target) && std::count_if(keys.begin(), keys.end(), admin) == 1) {
+    return Status(
+        StatusCode::kFailedPrecondition,
+        "key " + call.id + " is the last admin key: create another admin key before revoking it",
+        "id");
+  }
   RETURN_IF_ERROR(node_.store().DeleteApiKey(call.id));
   return Reply{.status = 204};
 }
@@ -1144,6 +1155,12 @@ ApiServer::ApiServer(Node& node, ServerOptions options)
 ApiServer::~ApiServer() { Stop(); }
 
 Status ApiServer::Start() {
+  RETURN_IF_ERROR(Bind());
+  Serve();
+  return Status::Ok();
+}
+
+Status ApiServer::Bind() {
   auto hp = ParseListen(options_.listen);
   if (!hp.ok()) return hp.status();
   if (!options_.tls_cert.empty()) {
@@ -1205,6 +1222,13 @@ Status ApiServer::Start() {
          length.find_first_not_of("0123456789") != std::string::npos)) {
       return refuse(400, "Content-Length: must be a whole number of bytes, got '" + length + "'");
     }
+    // No GET route reads a body, and the library leaves one unread on the connection (where
+    // it would be taken for the next request).
+    if ((req.method == "GET" || req.method == "HEAD") &&
+        length.find_first_not_of('0') != std::string::npos) {
+      return refuse(400, "a " + req.method + " request takes no body (Content-Length " + length +
+                             ")");
+    }
     if (req.get_header_value("Content-Type").rfind("application/x-www-form-urlencoded", 0) == 0) {
       headers.erase("Content-Type");
       headers.emplace("Content-Type", "application/json");
@@ -1247,6 +1271,10 @@ Status ApiServer::Start() {
                        (err != 0 ? std::string(": ") + std::strerror(err) : std::string()));
   }
   port_ = port;
+  return Status::Ok();
+}
+
+void ApiServer::Serve() {
   auto ended = std::make_shared<std::atomic<bool>>(false);
   thread_ = std::thread([this, ended] {
     try {
@@ -1259,9 +1287,9 @@ Status ApiServer::Start() {
   // httplib's stop() is a no-op until its accept loop runs: return only once it does, so that
   // a Stop() right after Start() cannot hang.
   while (!http_->is_running() && !*ended) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  spdlog::info("listening on {}://{}:{}", options_.tls_cert.empty() ? "http" : "https", hp->first,
-               port_);
-  return Status::Ok();
+  auto hp = ParseListen(options_.listen);  // valid: Bind parsed it
+  spdlog::info("listening on {}://{}:{}", options_.tls_cert.empty() ? "http" : "https",
+               hp.ok() ? hp->first : options_.listen, port_);
 }
 
 void ApiServer::Stop() {

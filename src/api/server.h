@@ -71,8 +71,14 @@ class ApiServer {
   static Result<std::unique_ptr<ApiServer>> Create(Node& node, ServerOptions options);
   ~ApiServer();
 
-  // Binds and starts serving on a background thread. kUnavailable if the address is taken.
+  // Binds and starts serving on a background thread: Bind() then Serve(). kUnavailable if the
+  // address is taken.
   Status Start();
+  // Takes the address (connections wait in the backlog until Serve), so that a process that
+  // cannot have it fails before it starts anything else. kUnavailable if the address is taken.
+  Status Bind();
+  // Starts answering on a background thread. Requires Bind().
+  void Serve();
   // Stops accepting, ends event streams, joins the thread. Idempotent.
   void Stop();
   int port() const { return port_; }

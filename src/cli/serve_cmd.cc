@@ -227,7 +227,7 @@ Status ValidateServeConfig(const ServeConfig& c) {
                            "log_format");
   }
   if (spdlog::level::from_str(c.log_level) == spdlog::level::off && c.log_level != "off") {
-    return InvalidArgument("log_level: must be trace, debug, info, warn, error or off",
+    return InvalidArgument("log_level: must be trace, debug, info, warn, error, critical or off",
                            "log_level");
   }
   if (c.concurrency < 1 || c.concurrency > 4096)
@@ -452,19 +452,21 @@ int RunServe(const ServeConfig& c) {
                                                 .tls_key = c.tls_key,
                                                 .insecure_listen = c.insecure_listen});
   if (!server.ok()) return fail("cannot serve", server.status());
+  // The address first: a node that cannot serve must not join the cluster and run jobs (nor
+  // create, and print, the first admin key).
+  if (Status s = (*server)->Bind(); !s.ok()) {
+    return fail("cannot serve", s);  // "cannot listen on <address>: <why>"
+  }
   if (Status s = BootstrapAdminKey((*node)->store(), c, (*node)->clock().Now()); !s.ok()) {
     return fail("cannot create the admin key", s);
   }
   if (Status s = (*node)->Start(); !s.ok()) return fail("cannot start the node", s);
-  // Before the API listens: a client that sees it listening finds the sample job.
+  // Before the API answers: a client that connects finds the sample job.
   if (c.sample_job) {
     if (Status s = UpsertSampleJob(**node); !s.ok())
       spdlog::warn("sample job not created: {}", s.message());
   }
-  if (Status s = (*server)->Start(); !s.ok()) {
-    (*node)->Stop();
-    return fail("cannot serve", s);  // "cannot listen on <address>: <why>"
-  }
+  (*server)->Serve();
   // The address with the port listened on (the one the system chose for port 0).
   std::string listening = c.listen;
   if (const size_t colon = listening.rfind(':'); colon != std::string::npos) {

@@ -743,6 +743,28 @@ TEST_F(ApiTest, KeysAreCreatedListedAndRevoked) {
   EXPECT_EQ(h.Delete("/v1/keys/" + id, Who::kAdmin).status, 404);
 }
 
+// The last admin key cannot be revoked (nobody could manage keys again); with another admin
+// key it can.
+TEST_F(ApiTest, TheLastAdminKeyIsNotRevoked) {
+  std::vector<std::string> admins;
+  const Response keys = h.Get("/v1/keys", Who::kAdmin);
+  for (const Json& k : keys.json["items"]) {
+    if (k["role"] == "admin") admins.push_back(k["id"]);
+  }
+  ASSERT_EQ(admins.size(), 1u);
+  Response r = h.Delete("/v1/keys/" + admins[0], Who::kAdmin);
+  EXPECT_EQ(r.status, 412) << r;
+  EXPECT_THAT(r.Error().value("message", ""), HasSubstr("the last admin key"));
+  EXPECT_EQ(r.Error().value("field", ""), "id");
+
+  r = h.Post("/v1/keys", Who::kAdmin, R"({"role": "admin", "name": "second"})");
+  ASSERT_EQ(r.status, 201) << r;
+  const std::string second = r.json["id"];
+  EXPECT_EQ(h.Delete("/v1/keys/" + second, Who::kAdmin).status, 204);
+  // The first is the last again.
+  EXPECT_EQ(h.Delete("/v1/keys/" + admins[0], Who::kAdmin).status, 412);
+}
+
 TEST_F(ApiTest, TenantsAreListedAndPut) {
   Response r = h.Get("/v1/tenants", Who::kAdmin);
   ASSERT_EQ(r.status, 200) << r;
@@ -920,6 +942,22 @@ TEST_F(ApiTest, BodiesTheSizeLimitCannotCountAreRefusedUnread) {
       RawExchange(h.port(), head + "Content-Length: " + std::to_string(spec.size()) +
                                 "\r\nConnection: close\r\n\r\n" + spec);
   EXPECT_THAT(answer, StartsWith("HTTP/1.1 201")) << answer;
+}
+
+// A GET with a body is refused (no GET route reads one, and an unread body would be taken for
+// the next request on the connection); an empty one is no body.
+TEST_F(ApiTest, AGetWithABodyIsRefused) {
+  const std::string head = "GET " + kJobs +
+                           " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " +
+                           h.Key(Who::kViewer) + "\r\n";
+  const std::string body = R"({"limit": 5})";
+  std::string answer = RawExchange(
+      h.port(), head + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+  EXPECT_THAT(answer, StartsWith("HTTP/1.1 400")) << answer;
+  EXPECT_THAT(answer, HasSubstr("a GET request takes no body"));
+  EXPECT_THAT(answer, HasSubstr("\r\nConnection: close\r\n"));
+  answer = RawExchange(h.port(), head + "Content-Length: 0\r\nConnection: close\r\n\r\n");
+  EXPECT_THAT(answer, StartsWith("HTTP/1.1 200")) << answer;
 }
 
 // A path that has routes, asked with a method it has none for, is 405 with the methods it has;

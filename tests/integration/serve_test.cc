@@ -281,8 +281,8 @@ TEST_F(ServeProcessTest, ServesHttpsWithTheGivenCertificate) {
   EXPECT_FALSE(refused && refused->status == 200);
 }
 
-// A second serve on the port of a running one exits with an error saying why; the first one's
-// ready line shows the port the system chose.
+// A second serve on the port of a running one exits with an error saying why, before it starts
+// its node; the first one's ready line shows the port the system chose.
 TEST_F(ServeProcessTest, APortInUseIsAnErrorNotASharedPort) {
   Start({"--listen", "127.0.0.1:0", "--data-dir", (dir_ / "data").string()});
   const int port = WaitForPort();
@@ -294,6 +294,9 @@ TEST_F(ServeProcessTest, APortInUseIsAnErrorNotASharedPort) {
   EXPECT_EQ(WaitExit(), 1);
   EXPECT_THAT(Log(), HasSubstr("cannot listen on 127.0.0.1:" + std::to_string(port) +
                                ": Address already in use"));
+  // Before it started its node: it neither joined the cluster nor ran a job.
+  EXPECT_THAT(Log(), Not(HasSubstr("started (concurrency")));
+  EXPECT_THAT(Log(), Not(HasSubstr("run succeeded")));
   pid_ = first;
   log_ = first_log;
   const std::string ready = "ready: node";
