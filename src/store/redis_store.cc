@@ -198,18 +198,33 @@ class RedisConnection {
  private:
   RedisConnection(redisContext* ctx, std::string where) : ctx_(ctx), where_(std::move(where)) {}
 
-  Status IoError() const {
+  Status IoError() {
     std::string why = ctx_->errstr[0] != '\0' ? ctx_->errstr : "connection lost";
-    if (ctx_->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) why = "timed out";
+    if (ctx_->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      why = "timed out";
+      timed_out_ = true;
+    }
     return Unavailable(where_ + " unreachable: " + why + " (the outcome of the call is unknown)");
   }
 
+ public:
+  // Whether a call on it timed out: the server (or the path to it) does not answer.
+  bool timed_out() const { return timed_out_; }
+
+ private:
   redisContext* const ctx_;
   const std::string where_;
+  bool timed_out_ = false;
 };
 
 // At most pool_size connections, created on demand; a caller that finds all of them in use
 // waits for one up to command_timeout.
+//
+// A server that does not answer (a call timed out: the server is stopped or overloaded, or the
+// path to it is silent) must not make every call wait command_timeout: after a timeout, one
+// call at a time, at most one per backoff period (100 ms doubling to 2 s), probes the server
+// on a new connection, and the others fail at once with the timeout's message; the first call
+// that succeeds ends this. A failed connection attempt backs off the same way.
 class RedisPool {
  public:
   RedisPool(const RedisOptions& options, std::string where)
@@ -217,6 +232,9 @@ class RedisPool {
 
   Result<std::unique_ptr<RedisConnection>> Acquire() {
     std::unique_lock lock(mu_);
+    if (hung_) {
+      if (Status fast = FailFast(); !fast.ok()) return fast;
+    }
     if (!cv_.wait_for(lock, options_.command_timeout,
                       [&] { return !idle_.empty() || open_ < options_.pool_size; })) {
       return Unavailable(where_ + ": all " + std::to_string(options_.pool_size) +
@@ -229,38 +247,47 @@ class RedisPool {
       return conn;
     }
     // Reconnecting after a failure: at most one attempt per backoff period, others fail fast.
-    const auto now = std::chrono::steady_clock::now();
-    if (now < retry_after_) {
-      return Unavailable(last_error_ + " (next connection attempt in " +
-                         std::to_string(std::chrono::ceil<Duration>(retry_after_ - now).count()) +
-                         " ms)");
-    }
+    if (Status fast = FailFast(); !fast.ok()) return fast;
+    if (hung_) probing_ = true;
     ++open_;
     lock.unlock();
     auto conn = RedisConnection::Connect(options_, where_);
     lock.lock();
     if (!conn.ok()) {
       --open_;
-      backoff_ = std::clamp(backoff_ * 2, kMinBackoff, kMaxBackoff);
-      retry_after_ = std::chrono::steady_clock::now() + backoff_;
-      last_error_ = conn.status().message();
+      probing_ = false;
+      BackOff(conn.status().message());
       cv_.notify_one();
-    } else {
+    } else if (!hung_) {
       backoff_ = Duration(0);
       retry_after_ = {};
     }
     return conn;
   }
 
-  // Gives a connection back; nullptr = it broke and is gone, and so are the idle ones (after
-  // a restart or a cut they are broken too; each would fail one more call).
-  void Release(std::unique_ptr<RedisConnection> conn) {
+  // Gives a connection back: `healthy`, or it broke and is dropped, and so are the idle ones
+  // (after a restart or a cut they are broken too; each would fail one more call).
+  void Release(std::unique_ptr<RedisConnection> conn, bool healthy) {
     std::lock_guard lock(mu_);
-    if (conn) {
+    if (healthy) {
       idle_.push_back(std::move(conn));
+      if (hung_) spdlog::info("{}: answering again", where_);
+      hung_ = probing_ = false;
+      backoff_ = Duration(0);
+      retry_after_ = {};
     } else {
       open_ -= 1 + static_cast<int>(idle_.size());
       idle_.clear();
+      if (conn->timed_out()) {
+        if (!hung_) {
+          spdlog::warn("{}: a call timed out; until one succeeds, other calls fail at once",
+                       where_);
+        }
+        hung_ = true;
+        probing_ = false;
+        BackOff(where_ + " unreachable: a call timed out after " +
+                std::to_string(options_.command_timeout.count()) + " ms");
+      }
     }
     cv_.notify_all();
   }
@@ -275,11 +302,33 @@ class RedisPool {
 
   std::vector<std::unique_ptr<RedisConnection>> idle_;  // guarded by mu_
   int open_ = 0;  // connections idle or in use; guarded by mu_
-  // After a failed connection attempt: no new attempt before retry_after_ (backoff_ doubles
-  // from kMinBackoff to kMaxBackoff); calls fail fast with last_error_. Guarded by mu_.
+  // After a failed connection attempt or a timeout: no new attempt before retry_after_
+  // (backoff_ doubles from kMinBackoff to kMaxBackoff); calls fail fast with last_error_.
+  // hung_: the last failure was a timeout, and no call has succeeded since; probing_: a call
+  // is finding out whether the server answers again. Guarded by mu_.
   Duration backoff_{0};
   std::chrono::steady_clock::time_point retry_after_{};
   std::string last_error_;
+  bool hung_ = false;
+  bool probing_ = false;
+
+  // The error a call gets at once, without a connection, or OK. Requires mu_.
+  Status FailFast() const {
+    const auto now = std::chrono::steady_clock::now();
+    if (now < retry_after_) {
+      return Unavailable(last_error_ + " (next attempt in " +
+                         std::to_string(std::chrono::ceil<Duration>(retry_after_ - now).count()) +
+                         " ms)");
+    }
+    if (hung_ && probing_) return Unavailable(last_error_ + " (another call is trying it)");
+    return Status::Ok();
+  }
+  // Requires mu_.
+  void BackOff(std::string why) {
+    backoff_ = std::clamp(backoff_ * 2, kMinBackoff, kMaxBackoff);
+    retry_after_ = std::chrono::steady_clock::now() + backoff_;
+    last_error_ = std::move(why);
+  }
 };
 
 // A connection for the length of one call: dropped unless Keep() says it is healthy.
@@ -287,7 +336,7 @@ class PooledConnection {
  public:
   PooledConnection(RedisPool& pool, std::unique_ptr<RedisConnection> conn)
       : pool_(pool), conn_(std::move(conn)) {}
-  ~PooledConnection() { pool_.Release(keep_ ? std::move(conn_) : nullptr); }
+  ~PooledConnection() { pool_.Release(std::move(conn_), keep_); }
   PooledConnection(const PooledConnection&) = delete;
   PooledConnection& operator=(const PooledConnection&) = delete;
 

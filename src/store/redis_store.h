@@ -32,7 +32,9 @@
 //
 // Errors: Redis unreachable, a dropped connection, a timeout, OOM/BUSY/LOADING/READONLY replies:
 // kUnavailable ("redis 127.0.0.1:6379 unreachable: Connection refused"); after a timeout or a
-// dropped connection the outcome of the call is unknown (callers retry idempotently).
+// dropped connection the outcome of the call is unknown (callers retry idempotently). After a
+// failed connection attempt or a timeout, calls fail at once for a backoff period (100 ms
+// doubling to 2 s; after a timeout, until a call succeeds, with one call at a time trying).
 #pragma once
 
 #include <jobsched/clock.h>

@@ -24,6 +24,7 @@
 #include "core/job_codec.h"
 #include "store/redis_store.h"
 #include "support/redis_server.h"
+#include "support/tcp_proxy.h"
 
 namespace jobsched::contract {
 namespace {
@@ -146,6 +147,46 @@ TEST(RedisStoreOpen, UnreachableServerIsUnavailableNamingIt) {
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.status().code(), StatusCode::kUnavailable);
   EXPECT_THAT(store.status().message(), HasSubstr("redis " + address + " unreachable: "));
+}
+
+// A server that stops answering (stopped, or a silent network: here a proxy that forwards
+// nothing) makes one call wait its command timeout; until a call succeeds again the others fail
+// at once with that reason, while one call at a time, once per backoff period, tries it. When
+// the server answers again, calls work again.
+TEST(RedisStoreServer, AServerThatStopsAnsweringFailsCallsAtOnceAfterOneTimeout) {
+  ASSERT_TRUE(kRedis->ok()) << kRedis->error();
+  ::jobsched::testing::TcpProxy proxy(kRedis->port());
+  ASSERT_TRUE(proxy.ok()) << proxy.error();
+  auto store = RedisStore::Open({.host = "127.0.0.1",
+                                 .port = proxy.port(),
+                                 .key_prefix = "hung",
+                                 .command_timeout = Duration(300)});
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  ASSERT_TRUE((*store)->GetTenant("default").ok());
+
+  proxy.Stall();
+  auto first = (*store)->GetTenant("default");
+  ASSERT_EQ(first.status().code(), StatusCode::kUnavailable);
+  EXPECT_THAT(first.status().message(), HasSubstr("timed out"));
+  // Made one after the other right away, each would wait 300 ms for its own timeout: at most
+  // one of them (a probe, if a backoff period ends meanwhile) is an attempt.
+  int attempts = 0;
+  for (int i = 0; i < 5; ++i) {
+    auto again = (*store)->GetTenant("default");
+    ASSERT_EQ(again.status().code(), StatusCode::kUnavailable);
+    EXPECT_THAT(again.status().message(), HasSubstr("timed out"));
+    if (again.status().message().find("the outcome of the call is unknown") != std::string::npos)
+      ++attempts;
+  }
+  EXPECT_LE(attempts, 2) << "calls waited for a server known not to answer";
+
+  proxy.Restore();
+  Status back = Unavailable("not tried");
+  for (int i = 0; i < 200 && !back.ok(); ++i) {  // bounded: a probe per backoff period (<= 2 s)
+    back = (*store)->GetTenant("default").status();
+    if (!back.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(back.ok()) << back.ToString();
 }
 
 TEST(RedisStoreOpen, OpenStoreWithAUrlSelectsTheDatabase) {

@@ -89,10 +89,20 @@ void TcpProxy::Cut() {
   Sync();
 }
 
+void TcpProxy::Stall() {
+  {
+    std::lock_guard lock(mu_);
+    stalled_ = true;
+    ++requested_;
+  }
+  Sync();
+}
+
 void TcpProxy::Restore() {
   {
     std::lock_guard lock(mu_);
     cut_ = false;
+    stalled_ = false;
     ++requested_;
   }
   Sync();
@@ -117,11 +127,12 @@ void TcpProxy::Loop() {
   std::vector<pollfd> fds;
   char chunk[64 * 1024];
   for (;;) {
-    bool cut;
+    bool cut, stalled;
     {
       std::lock_guard lock(mu_);
       if (stopping_) return;
       cut = cut_;
+      stalled = stalled_;
       if (cut) pairs.clear();  // closes both sides of every connection
       if (applied_ != requested_) {
         applied_ = requested_;
@@ -136,7 +147,7 @@ void TcpProxy::Loop() {
       for (int side = 0; side < 2; ++side) {
         short events = 0;
         if (p->out[1 - side].size() < kMaxBuffered) events |= POLLIN;
-        if (!p->out[side].empty()) events |= POLLOUT;
+        if (!p->out[side].empty() && !stalled) events |= POLLOUT;
         fds.push_back({.fd = p->fd[side], .events = events, .revents = 0});
       }
     }
@@ -165,7 +176,7 @@ void TcpProxy::Loop() {
           }
         }
       }
-      for (int side = 0; side < 2 && !broken; ++side) {
+      for (int side = 0; side < 2 && !broken && !stalled; ++side) {
         if (p.out[side].empty()) continue;
         const ssize_t n = send(p.fd[side], p.out[side].data(), p.out[side].size(), MSG_NOSIGNAL);
         if (n > 0) {

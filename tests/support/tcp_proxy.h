@@ -6,6 +6,8 @@
 //   start a node with --store redis://127.0.0.1:<proxy.port()>
 //   proxy.Cut();       // every open connection is closed; new ones are accepted and closed
 //   proxy.Restore();   // new connections are forwarded again
+//   proxy.Stall();     // nothing is forwarded (it waits) until Restore: a server that stopped
+//                      // answering (SIGSTOP), connections still open
 //
 // One thread polls every socket (non-blocking, with a buffer per direction). Cut and Restore
 // return once that thread has acted on them. Thread-safe.
@@ -35,6 +37,10 @@ class TcpProxy {
   // Closes every forwarded connection and, until Restore, closes each new one right after
   // accepting it (the peer sees a connection that ends before any reply).
   void Cut();
+  // Keeps every connection open, and accepts new ones, but forwards nothing either way until
+  // Restore (what was sent meanwhile is forwarded then): a server that stopped answering.
+  void Stall();
+  // Ends Cut and Stall.
   void Restore();
   bool cut() const;
 
@@ -53,6 +59,7 @@ class TcpProxy {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool cut_ = false;       // guarded by mu_
+  bool stalled_ = false;   // guarded by mu_
   bool stopping_ = false;  // guarded by mu_
   int64_t requested_ = 0;  // guarded by mu_: mode changes asked for
   int64_t applied_ = 0;    // guarded by mu_: mode changes the loop has acted on
