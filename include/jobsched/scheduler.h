@@ -77,6 +77,8 @@ enum class EventType {
   kRunCancelled,
   kRunSkipped,
   kJobChanged,
+  kRunLeaseLost,   // this node stopped an attempt because it lost (or could not renew) its lease
+  kRunRecovered,   // a run whose lease had expired was queued again (or failed) by this node
 };
 
 struct SchedulerEvent {

@@ -18,8 +18,9 @@ constexpr Help kHelp[] = {
     {"jobsched_run_duration_seconds", "histogram", "Run time of attempts on this node."},
     {"jobsched_fire_delay_seconds", "histogram", "Start of a run minus its scheduled time."},
     {"jobsched_leases_lost_total", "counter",
-     "Attempts this node stopped because it lost their lease."},
-    {"jobsched_runs_recovered_total", "counter", "Runs queued again after their lease expired."},
+     "Attempts this node stopped because it lost their lease, by tenant and queue."},
+    {"jobsched_runs_recovered_total", "counter",
+     "Runs this node queued again (or failed) after their lease expired, by tenant and queue."},
     {"jobsched_http_requests_total", "counter", "HTTP requests by route and status code."},
 };
 

@@ -348,7 +348,8 @@ ApiServer::Impl::Impl(Node& node, const ServerOptions& options, Metrics& metrics
     : node_(node), options_(options), metrics_(metrics) {
   for (EventType t : {EventType::kRunStarted, EventType::kRunSucceeded, EventType::kRunFailed,
                       EventType::kRunRetrying, EventType::kRunTimedOut, EventType::kRunCancelled,
-                      EventType::kRunSkipped, EventType::kJobChanged}) {
+                      EventType::kRunSkipped, EventType::kJobChanged, EventType::kRunLeaseLost,
+                      EventType::kRunRecovered}) {
     listeners_.push_back(
         node_.events().On(t, [this](const SchedulerEvent& e) { OnEngineEvent(e); }));
   }
@@ -375,6 +376,12 @@ void ApiServer::Impl::OnEngineEvent(const SchedulerEvent& e) {
       metrics_.Observe("jobsched_run_duration_seconds", labels, seconds(e.duration));
       break;
     }
+    case EventType::kRunLeaseLost:
+      metrics_.Inc("jobsched_leases_lost_total", labels);
+      break;
+    case EventType::kRunRecovered:
+      metrics_.Inc("jobsched_runs_recovered_total", labels);
+      break;
     default:
       break;
   }

@@ -128,7 +128,7 @@ Node::Node(SchedulerOptions options, std::shared_ptr<Store> store)
                        .renew_interval = options_.renew_interval,
                        .claim_ahead = options_.claim_ahead},
       [this](const RunRecord& run) { dependencies_->OnRunFinished(run); });
-  reaper_ = std::make_unique<Reaper>(*store_, *clock_,
+  reaper_ = std::make_unique<Reaper>(*store_, *clock_, events_,
                                      ReaperOptions{.interval = options_.reaper_interval},
                                      [this] { WakeProcessors(); });
   janitor_ =
@@ -230,6 +230,7 @@ Status Node::Start() {
   if (!recovered.empty()) {
     spdlog::warn("node {}: recovered {} runs left unfinished by a previous process",
                  options_.node_id, recovered.size());
+    for (const RunRecord& run : recovered) EmitRecovered(events_, run);
   }
   if (options_.execute) processor_->Start();
   // Every node reaps (recovery is a compare-and-set, so nodes reaping at once is harmless): a

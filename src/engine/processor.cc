@@ -434,9 +434,26 @@ void Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* s
   const RunRecord& run = attempt->run;
   using Kind = AttemptOutcome::Kind;
   if (outcome.kind == Kind::kFenced) {
+    bool stopping;
+    {
+      std::lock_guard lock(mu_);
+      stopping = stopping_workers_;
+    }
+    if (stopping) {
+      spdlog::info("run stopped run_id={} job_id={} tenant={} node={}: the node is stopping, the "
+                   "run is handed back", run.id, run.job_id, run.tenant, options_.node_id);
+      return;
+    }
     spdlog::warn(
         "run fenced run_id={} job_id={} tenant={} node={}: lease lost, result not reported", run.id,
         run.job_id, run.tenant, options_.node_id);
+    events_.Emit({.type = EventType::kRunLeaseLost,
+                  .tenant = run.tenant,
+                  .job_id = run.job_id,
+                  .run_id = run.id,
+                  .attempt = run.attempt,
+                  .queue = run.queue,
+                  .scheduled_at = run.scheduled_at});
     return;
   }
   const TimePoint now = clock_.Now();

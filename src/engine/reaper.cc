@@ -6,6 +6,16 @@
 
 namespace jobsched {
 
+void EmitRecovered(EventBus& events, const RunRecord& run) {
+  events.Emit({.type = EventType::kRunRecovered,
+               .tenant = run.tenant,
+               .job_id = run.job_id,
+               .run_id = run.id,
+               .attempt = run.attempt,
+               .queue = run.queue,
+               .scheduled_at = run.scheduled_at});
+}
+
 Result<int> Reaper::Tick() {
   ASSIGN_OR_RETURN(
       std::vector<RunRecord> runs,
@@ -13,6 +23,7 @@ Result<int> Reaper::Tick() {
   for (const RunRecord& run : runs) {
     spdlog::warn("run lease_lost run_id={} job_id={} tenant={} node={} now={}", run.id, run.job_id,
                  run.tenant, run.node, RunStateName(run.state));
+    EmitRecovered(events_, run);
   }
   if (!runs.empty() && on_recovered_) on_recovered_();
   return static_cast<int>(runs.size());

@@ -8,6 +8,7 @@
 #include <functional>
 
 #include "engine/actor.h"
+#include "engine/event_bus.h"
 
 namespace jobsched {
 
@@ -20,12 +21,20 @@ struct ReaperOptions {
   int batch = 500;
 };
 
+// Emits the kRunRecovered event of a run queued again (or failed) after its lease expired.
+void EmitRecovered(EventBus& events, const RunRecord& run);
+
 class Reaper {
  public:
-  // `on_recovered` is called after a pass that queued runs again (to wake the processor).
-  Reaper(Store& store, const Clock& clock, ReaperOptions options,
+  // `on_recovered` is called after a pass that queued runs again (to wake the processor); each
+  // recovered run is a kRunRecovered event on `events`.
+  Reaper(Store& store, const Clock& clock, EventBus& events, ReaperOptions options,
          std::function<void()> on_recovered)
-      : store_(store), clock_(clock), options_(options), on_recovered_(std::move(on_recovered)) {}
+      : store_(store),
+        clock_(clock),
+        events_(events),
+        options_(options),
+        on_recovered_(std::move(on_recovered)) {}
 
   // One pass. Returns the runs recovered.
   Result<int> Tick();
@@ -35,6 +44,7 @@ class Reaper {
  private:
   Store& store_;
   const Clock& clock_;
+  EventBus& events_;
   const ReaperOptions options_;
   const std::function<void()> on_recovered_;
   ActorThread thread_;

@@ -154,6 +154,13 @@ TEST_F(ApiTest, MetricsNeedAKeyAndExposeTheDesignSeries) {
   const auto ids = h.MustTrigger("acme", "metered");
   ASSERT_EQ(ids.size(), 1u);
   ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, ids[0]));
+  // What the engine reports when this node loses a lease and when it recovers expired ones
+  // (tests/integration/self_fencing_test.cc makes them happen).
+  h.node().events().Emit({.type = EventType::kRunLeaseLost, .tenant = "acme", .queue = "default"});
+  for (int i = 0; i < 2; ++i) {
+    h.node().events().Emit(
+        {.type = EventType::kRunRecovered, .tenant = "acme", .queue = "default"});
+  }
 
   for (Who who : {Who::kViewer, Who::kAdmin}) {
     SCOPED_TRACE(WhoName(who));
@@ -179,6 +186,9 @@ TEST_F(ApiTest, MetricsNeedAKeyAndExposeTheDesignSeries) {
         HasSubstr(
             "jobsched_http_requests_total{route=\"POST /v1/tenants/{t}/jobs\",code=\"201\"} 1\n"));
     EXPECT_THAT(text, HasSubstr("jobsched_nodes_alive 1\n"));
+    EXPECT_THAT(text, HasSubstr("jobsched_leases_lost_total{tenant=\"acme\",queue=\"default\"} 1\n"));
+    EXPECT_THAT(text,
+                HasSubstr("jobsched_runs_recovered_total{tenant=\"acme\",queue=\"default\"} 2\n"));
     EXPECT_THAT(text, HasSubstr("process_resident_memory_bytes "));
     EXPECT_THAT(text, HasSubstr("process_cpu_seconds_total "));
   }

@@ -75,6 +75,10 @@ inline const char* EventTypeName(EventType t) {
       return "run_skipped";
     case EventType::kJobChanged:
       return "job_changed";
+    case EventType::kRunLeaseLost:
+      return "run_lease_lost";
+    case EventType::kRunRecovered:
+      return "run_recovered";
   }
   return "?";
 }
@@ -82,7 +86,8 @@ inline const char* EventTypeName(EventType t) {
 inline constexpr EventType kAllEventTypes[] = {EventType::kRunStarted,  EventType::kRunSucceeded,
                                                EventType::kRunFailed,   EventType::kRunRetrying,
                                                EventType::kRunTimedOut, EventType::kRunCancelled,
-                                               EventType::kRunSkipped,  EventType::kJobChanged};
+                                               EventType::kRunSkipped,  EventType::kJobChanged,
+                                               EventType::kRunLeaseLost, EventType::kRunRecovered};
 
 // Every SchedulerEvent of a node, in emission order, with waits that fail the test after kGuard.
 class EventLog {

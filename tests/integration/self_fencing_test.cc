@@ -102,6 +102,10 @@ class SelfFencingTest : public ::testing::Test {
 
 TEST_F(SelfFencingTest, UnrenewableLeaseStopsTheAttemptReportsNothingAndTheRunIsRecovered) {
   Node& n = *node_;
+  // What the metrics count (jobsched_leases_lost_total, jobsched_runs_recovered_total).
+  std::atomic<int> lost{0}, recovered_events{0};
+  n.events().On(EventType::kRunLeaseLost, [&](const SchedulerEvent&) { ++lost; });
+  n.events().On(EventType::kRunRecovered, [&](const SchedulerEvent&) { ++recovered_events; });
 
   Signal started, stopped;
   std::atomic<bool> saw_cancel{false};
@@ -125,6 +129,7 @@ TEST_F(SelfFencingTest, UnrenewableLeaseStopsTheAttemptReportsNothingAndTheRunIs
   n.processor().RenewOnce();
   ASSERT_TRUE(stopped.WaitFor(std::chrono::seconds(20))) << "the attempt was not stopped";
   EXPECT_TRUE(saw_cancel);
+  EXPECT_TRUE(Eventually([&] { return lost.load() == 1; })) << lost.load();
 
   // Nothing was reported: with the store back, the record still shows the attempt running.
   faulty->down = false;
@@ -140,6 +145,7 @@ TEST_F(SelfFencingTest, UnrenewableLeaseStopsTheAttemptReportsNothingAndTheRunIs
   auto recovered = n.reaper().Tick();
   ASSERT_TRUE(recovered.ok());
   EXPECT_EQ(*recovered, 1);
+  EXPECT_EQ(recovered_events.load(), 1);
   run = n.store().GetRun("default", run_id);
   ASSERT_TRUE(run.ok());
   EXPECT_TRUE(run->state == RunState::kQueued || run->state == RunState::kRunning)
@@ -329,6 +335,8 @@ TEST_F(SelfFencingTest, AResultKeptPastItsLeaseIsRefusedAsStale) {
 // back at once: the attempt ends as lease_lost and the run is queued for a new attempt.
 TEST_F(SelfFencingTest, StoppingHandsARunningAttemptBack) {
   Node& n = *node_;
+  std::atomic<int> lost{0};
+  n.events().On(EventType::kRunLeaseLost, [&](const SchedulerEvent&) { ++lost; });
   Signal started;
   n.builtins().Register("hold", [&](RunContext& ctx) {
     started.Set();
@@ -346,6 +354,7 @@ TEST_F(SelfFencingTest, StoppingHandsARunningAttemptBack) {
   EXPECT_EQ(run->state, RunState::kQueued) << RunStateName(run->state);
   ASSERT_EQ(run->attempts.size(), 1u);
   EXPECT_EQ(run->attempts[0].outcome, "lease_lost");
+  EXPECT_EQ(lost.load(), 0) << "a stop is not a lost lease";
 }
 
 }  // namespace
