@@ -1135,6 +1135,12 @@ Result<Reply> ApiServer::Impl::PutTenant(Call& call) {
       t.queue_limits[queue] = limit.get<int64_t>();
     }
   }
+  // The same quotas again: nothing is written (updated_at stays when it was last changed).
+  if (existing.ok() && t.max_jobs == existing->max_jobs &&
+      t.max_concurrent_runs == existing->max_concurrent_runs &&
+      t.queue_limits == existing->queue_limits) {
+    return Reply{.status = 200, .body = TenantJson(*existing)};
+  }
   RETURN_IF_ERROR(node_.store().PutTenant(t));
   return Reply{.status = existing.ok() ? 200 : 201, .body = TenantJson(t)};
 }

@@ -101,6 +101,12 @@ Result<JobRecord> JobService::Put(JobSpec spec, std::optional<int64_t> if_match,
                                 std::to_string(existing->version) + ", If-Match asked for " +
                                 std::to_string(*if_match));
     }
+    // The same spec again (a retried request, an apply of an unchanged file): nothing changes,
+    // not even the version, so a reader's If-Match stays valid.
+    if (JobSpecToCompactJson(spec) == JobSpecToCompactJson(existing->spec)) {
+      if (created) *created = false;
+      return *existing;
+    }
     const TimePoint now = clock_.Now();
     JobRecord job = *existing;
     const bool schedule_changed = !SameSchedule(spec.schedule, existing->spec.schedule);

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "api_harness.h"
+#include "core/time_util.h"
 #include "store/store_wrapper.h"
 
 namespace jobsched::testing {
@@ -318,6 +319,15 @@ TEST_F(ApiTest, CreateGetReplaceAndDeleteAJob) {
   ExpectJobDetail(r.json, "nightly");
   EXPECT_EQ(r.json["version"], 2);
   EXPECT_EQ(r.json["spec"]["priority"], 7);
+  // The same spec again changes nothing, not even the version (asked once the clock has moved
+  // past its updated_at).
+  const Json updated_at = r.json["updated_at"];
+  const TimePoint last = *ParseRfc3339(updated_at.get<std::string>());
+  while (h.node().clock().Now() <= last) std::this_thread::yield();
+  r = h.Put(kJobs + "/nightly", Who::kOperator, spec.dump());
+  ASSERT_EQ(r.status, 200) << r;
+  EXPECT_EQ(r.json["version"], 2);
+  EXPECT_EQ(r.json["updated_at"], updated_at);
 
   Json fresh = Builtin("fresh");
   fresh.erase("id");  // the path names it
@@ -801,6 +811,15 @@ TEST_F(ApiTest, TenantsAreListedAndPut) {
   EXPECT_EQ(r.json["max_concurrent_runs"], 3);
   EXPECT_EQ(r.json["created_at"], created_at);
   EXPECT_THAT(Ids(h.Get("/v1/tenants", Who::kAdmin).json), ::testing::Contains("newt"));
+
+  // The same quotas again change nothing, not even updated_at (asked once the clock has moved
+  // past it).
+  const Json updated_at = r.json["updated_at"];
+  const TimePoint last = *ParseRfc3339(updated_at.get<std::string>());
+  while (h.node().clock().Now() <= last) std::this_thread::yield();
+  r = h.Put("/v1/tenants/newt", Who::kAdmin, R"({"max_concurrent_runs": 3})");
+  ASSERT_EQ(r.status, 200) << r;
+  EXPECT_EQ(r.json["updated_at"], updated_at);
 
   // The new tenant is usable at once.
   EXPECT_EQ(h.Post("/v1/keys", Who::kAdmin, R"({"role": "operator", "tenant": "newt"})").status,
