@@ -874,8 +874,17 @@ Result<Reply> ApiServer::Impl::Runs(Call& call, const std::string& job_id) {
 }
 
 Result<Reply> ApiServer::Impl::JobRuns(Call& call) {
-  ASSIGN_OR_RETURN(JobRecord job, node_.store().GetJob(call.tenant, call.id));
-  return Runs(call, job.spec.id);
+  auto job = node_.store().GetJob(call.tenant, call.id);
+  if (job.ok() || job.status().code() != StatusCode::kNotFound) {
+    RETURN_IF_ERROR(job.status());
+    return Runs(call, call.id);
+  }
+  // A deleted job's history stays until it is pruned: listed while it has runs.
+  RETURN_IF_ERROR(ValidateJobId(call.id, "id"));
+  ASSIGN_OR_RETURN(Page<RunRecord> any,
+                   node_.store().ListRuns(call.tenant, RunFilter{.job_id = call.id, .limit = 1}));
+  if (any.items.empty()) return job.status();
+  return Runs(call, call.id);
 }
 
 Result<Reply> ApiServer::Impl::TenantRuns(Call& call) { return Runs(call, ""); }

@@ -363,7 +363,10 @@ TEST_P(StoreContractTest, DeleteJobCancelsQueuedAndLeavesRunningUnlessKilled) {
     EXPECT_EQ(run.state, RunState::kCancelled) << id;
     EXPECT_EQ(run.finished_at, At(20)) << id;
   }
-  // History stays; nothing is claimable any more.
+  // History stays, listed by job as before; nothing is claimable any more.
+  auto history = store_->ListRuns("default", {.job_id = "d"});
+  ASSERT_TRUE(history.ok()) << history.status().ToString();
+  EXPECT_EQ(history->items.size(), 3u);
   EXPECT_THAT(Claim("n1", At(1000), 10), IsEmpty());
   EXPECT_THAT(AllEvents("default"),
               ::testing::Contains(::testing::Field(&Event::type, "job.deleted")));

@@ -651,6 +651,15 @@ TEST_F(ApiTest, DeleteWithKillRunningCancelsTheRunningRun) {
   r = h.Get("/v1/tenants/acme/runs/" + run[0], Who::kViewer);
   EXPECT_EQ(r.status, 200) << "run history outlives the job: " << r;
   EXPECT_EQ(r.json["state"], "cancelled") << r;
+  // ... and is listed by job, as before the deletion.
+  r = h.Get(kJobs + "/doomed/runs", Who::kViewer);
+  ASSERT_EQ(r.status, 200) << r;
+  EXPECT_EQ(Ids(r.json), std::vector<std::string>{run[0]});
+  r = h.Get(kJobs + "/doomed/runs?state=succeeded", Who::kViewer);
+  ASSERT_EQ(r.status, 200) << r;
+  EXPECT_TRUE(r.json["items"].empty()) << r;
+  // A job that never was (and has no history) does not exist.
+  EXPECT_EQ(h.Get(kJobs + "/never/runs", Who::kViewer).status, 404);
 }
 
 TEST_F(ApiTest, StatsCountRunsByStateAndQueue) {
