@@ -659,7 +659,7 @@ Result<Reply> ApiServer::Impl::CronNext(Call& call) {
     if (!t.ok()) return InvalidArgument("from: " + t.status().message(), "from");
     from = *t;
   }
-  ASSIGN_OR_RETURN(int n, IntParam(req, "n", 5, 1, 100));
+  ASSIGN_OR_RETURN(int n, IntParam(req, "n", 5, 1, 1000));  // as `jobsched cron next -n`
   auto schedule = CronSchedule::Parse(expr, tz);
   if (!schedule.ok()) {
     const std::string& m = schedule.status().message();

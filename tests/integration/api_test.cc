@@ -227,6 +227,10 @@ TEST_F(ApiTest, CronNextPreviewsFireTimesForAnyKey) {
   ASSERT_TRUE(r.json["next"].is_array());
   EXPECT_EQ(r.json["next"].size(), 5u) << "n defaults to 5";
   for (const Json& t : r.json["next"]) EXPECT_TRUE(IsTime(t));
+  // Up to 1000, as `jobsched cron next -n`.
+  r = h.Get("/v1/cron/next?expr=" + Q("*/5 * * * *") + "&n=1000", Who::kViewer);
+  ASSERT_EQ(r.status, 200) << r;
+  EXPECT_EQ(r.json["next"].size(), 1000u);
 
   EXPECT_EQ(h.Get(path, Who::kNone).status, 401);
 
@@ -1962,7 +1966,7 @@ std::vector<BadRequest> BadRequests() {
        .field = "n"},
       {.name = "cron_next_n_too_large",
        .method = "GET",
-       .path = cron + "?expr=" + Q("@daily") + "&n=101",
+       .path = cron + "?expr=" + Q("@daily") + "&n=1001",
        .who = Who::kViewer,
        .field = "n"},
       {.name = "cron_next_bad_from",
