@@ -102,12 +102,16 @@ Json KeyJson(const ApiKeyRecord& k) {
 }
 
 Json TenantJson(const TenantRecord& t) {
+  // The built-in default tenant, never written: no time is known (not 1970).
+  auto known = [](TimePoint at) {
+    return at == TimePoint{} ? std::nullopt : std::optional<TimePoint>(at);
+  };
   return Json{{"id", t.id},
               {"max_jobs", t.max_jobs},
               {"max_concurrent_runs", t.max_concurrent_runs},
               {"queue_limits", t.queue_limits},
-              {"created_at", TimeJson(t.created_at)},
-              {"updated_at", TimeJson(t.updated_at)}};
+              {"created_at", TimeJson(known(t.created_at))},
+              {"updated_at", TimeJson(known(t.updated_at))}};
 }
 
 }  // namespace jobsched::api
