@@ -7,6 +7,7 @@
 
 #include "core/job_codec.h"
 #include "core/policy.h"
+#include "core/time_util.h"
 #include "engine/scheduler.h"
 
 namespace jobsched {
@@ -76,7 +77,7 @@ Result<JobRecord> JobService::Create(JobSpec spec) {
   job.spec = std::move(spec);
   ASSIGN_OR_RETURN(JobRecord stored, store_.CreateJob(job));
   spdlog::info("job created job_id={} tenant={} next_fire={}", stored.spec.id, stored.spec.tenant,
-               stored.next_fire ? std::to_string(ToUnixMillis(*stored.next_fire)) : "none");
+               stored.next_fire ? FormatRfc3339(*stored.next_fire) : "none");
   Changed(stored);
   return stored;
 }
