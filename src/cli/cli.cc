@@ -20,10 +20,10 @@ const CLI::Validator kWholeNumber(
       }
       return "";
     },
-    "INT");
+    "");  // no description: the help shows the option's own type name (INT), once
 
 const CLI::Validator kNotEmpty(
-    [](std::string& text) -> std::string { return text.empty() ? "empty" : ""; }, "TEXT");
+    [](std::string& text) -> std::string { return text.empty() ? "empty" : ""; }, "");
 
 int Main(int argc, char** argv) {
   CLI::App app{"jobsched: a distributed job scheduler", "jobsched"};

@@ -11,6 +11,7 @@
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 struct CliRun {
   int exit_code;
@@ -66,5 +67,20 @@ TEST(CliBinary, BatchReadsStdin) {
 }
 
 TEST(CliBinary, UnknownSubcommandIsAUsageError) { EXPECT_EQ(Jobsched("frobnicate").exit_code, 2); }
+
+// Whole-number options say INT in the help, once (the check's name used to be appended: INT:INT),
+// and a number that is not whole is refused naming the option.
+TEST(CliBinary, WholeNumberOptionsReadAsIntInTheHelp) {
+  for (const char* command : {"serve --help", "tenants set --help"}) {
+    SCOPED_TRACE(command);
+    CliRun r = Jobsched(command);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_THAT(r.output, Not(HasSubstr("INT:INT")));
+  }
+  EXPECT_THAT(Jobsched("serve --help").output, HasSubstr("--concurrency INT"));
+  CliRun r = Jobsched("tenants set acme --max-jobs 1.5");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("--max-jobs: '1.5' is not a whole number"));
+}
 
 }  // namespace
