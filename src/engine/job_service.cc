@@ -90,7 +90,11 @@ Result<JobRecord> JobService::Put(JobSpec spec, std::optional<int64_t> if_match,
     if (!existing.ok() && existing.status().code() != StatusCode::kNotFound)
       return existing.status();
     if (!existing.ok()) {
-      if (if_match) return NotFound("job '" + spec.id + "' does not exist");
+      // A condition on a version of something that does not exist fails (HTTP 412).
+      if (if_match) {
+        return FailedPrecondition("job '" + spec.id + "' does not exist; If-Match asked for version " +
+                                  std::to_string(*if_match));
+      }
       auto made = Create(spec);
       if (!made.ok() && made.status().code() == StatusCode::kAlreadyExists)
         continue;  // raced: replace it

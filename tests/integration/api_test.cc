@@ -358,7 +358,8 @@ TEST_F(ApiTest, CreateGetReplaceAndDeleteAJob) {
 
   // If-Match on a job that does not exist creates nothing.
   r = h.Put(kJobs + "/ghost", Who::kOperator, Builtin("ghost").dump(), {{"If-Match", "1"}});
-  EXPECT_TRUE(r.status == 404 || r.status == 412) << r;
+  EXPECT_EQ(r.status, 412) << r;
+  EXPECT_THAT(r.ErrorMessage(), HasSubstr("does not exist"));
   EXPECT_EQ(h.Get(kJobs + "/ghost", Who::kViewer).status, 404);
 
   // DELETE: 204 without a body, then the job is gone.
