@@ -11,6 +11,17 @@
 
 namespace jobsched {
 
+// The event of `type` about a run: its tenant, job, id, attempt, queue and scheduled time.
+inline SchedulerEvent RunEvent(EventType type, const RunRecord& run) {
+  return {.type = type,
+          .tenant = run.tenant,
+          .job_id = run.job_id,
+          .run_id = run.id,
+          .attempt = run.attempt,
+          .queue = run.queue,
+          .scheduled_at = run.scheduled_at};
+}
+
 class EventBus {
  public:
   // Returns an id for Off().

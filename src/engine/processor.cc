@@ -387,13 +387,7 @@ void Processor::Execute(const std::shared_ptr<Attempt>& attempt) {
   }
   spdlog::info("run running run_id={} job_id={} tenant={} node={} attempt={} fence={}", run.id,
                run.job_id, run.tenant, options_.node_id, run.attempt, run.fence);
-  events_.Emit({.type = EventType::kRunStarted,
-                .tenant = run.tenant,
-                .job_id = run.job_id,
-                .run_id = run.id,
-                .attempt = run.attempt,
-                .queue = run.queue,
-                .scheduled_at = run.scheduled_at});
+  events_.Emit(RunEvent(EventType::kRunStarted, run));
   std::shared_ptr<const JobSpec> claimed_spec;
   {
     std::lock_guard lock(mu_);
@@ -447,13 +441,7 @@ void Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* s
     spdlog::warn(
         "run fenced run_id={} job_id={} tenant={} node={}: lease lost, result not reported", run.id,
         run.job_id, run.tenant, options_.node_id);
-    events_.Emit({.type = EventType::kRunLeaseLost,
-                  .tenant = run.tenant,
-                  .job_id = run.job_id,
-                  .run_id = run.id,
-                  .attempt = run.attempt,
-                  .queue = run.queue,
-                  .scheduled_at = run.scheduled_at});
+    events_.Emit(RunEvent(EventType::kRunLeaseLost, run));
     return;
   }
   const TimePoint now = clock_.Now();
@@ -591,15 +579,10 @@ void Processor::Reported(const PendingCompletion& p, const Completion& c, const 
   spdlog::info("run {} run_id={} job_id={} tenant={} node={} attempt={}{}{}", RunStateName(c.state),
                run.id, run.job_id, run.tenant, options_.node_id, run.attempt,
                c.error.empty() ? "" : " error=", c.error);
-  events_.Emit({.type = p.event,
-                .tenant = run.tenant,
-                .job_id = run.job_id,
-                .run_id = run.id,
-                .attempt = run.attempt,
-                .error = c.error,
-                .queue = run.queue,
-                .scheduled_at = run.scheduled_at,
-                .duration = c.now - p.attempt->started});
+  SchedulerEvent finished_event = RunEvent(p.event, run);
+  finished_event.error = c.error;
+  finished_event.duration = c.now - p.attempt->started;
+  events_.Emit(finished_event);
   if (c.state == RunState::kRetryWait) {
     dispatcher_.Wake();
   } else if (on_finished_) {

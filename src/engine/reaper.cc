@@ -7,13 +7,7 @@
 namespace jobsched {
 
 void EmitRecovered(EventBus& events, const RunRecord& run) {
-  events.Emit({.type = EventType::kRunRecovered,
-               .tenant = run.tenant,
-               .job_id = run.job_id,
-               .run_id = run.id,
-               .attempt = run.attempt,
-               .queue = run.queue,
-               .scheduled_at = run.scheduled_at});
+  events.Emit(RunEvent(EventType::kRunRecovered, run));
 }
 
 Result<int> Reaper::Tick() {

@@ -94,6 +94,25 @@ class SelfFencingTest : public ::testing::Test {
     return ids.ok() && !ids->empty() ? ids->front() : "";
   }
 
+  // Job "long" whose first attempt holds until `release_held` (later ones return at once), triggered
+  // once, with the processor started and that attempt running. The run's id ("" after a
+  // failure).
+  std::string StartHeldRun() {
+    node_->builtins().Register("once", [this](RunContext&) {
+      if (++held_executions == 1) {
+        held_started.Set();
+        release_held.WaitFor(std::chrono::seconds(20));
+      }
+      return Status::Ok();
+    });
+    const std::string run_id = TriggerLongJob("once");
+    node_->processor().Start();
+    EXPECT_TRUE(held_started.WaitFor(std::chrono::seconds(20)));
+    return run_id;
+  }
+
+  Signal held_started, release_held;
+  std::atomic<int> held_executions{0};
   FakeClock clock{*ParseRfc3339("2024-01-01T00:00:00Z")};
   std::unique_ptr<SqliteStore> sqlite_;
   std::shared_ptr<FaultyStore> faulty;
@@ -224,21 +243,11 @@ TEST_F(SelfFencingTest, RenewalWellBeforeTheLeaseEndsDoesNotFence) {
 // waits (nothing of it runs any more).
 TEST_F(SelfFencingTest, AResultTheStoreCannotTakeIsWrittenWhenItIsBack) {
   Node& n = *node_;
-  Signal started, release;
-  std::atomic<int> executions{0};
-  n.builtins().Register("once", [&](RunContext&) {
-    ++executions;
-    started.Set();
-    release.WaitFor(std::chrono::seconds(20));
-    return Status::Ok();
-  });
-  const std::string run_id = TriggerLongJob("once");
+  const std::string run_id = StartHeldRun();
   ASSERT_FALSE(run_id.empty());
-  n.processor().Start();
-  ASSERT_TRUE(started.WaitFor(std::chrono::seconds(20)));
 
   faulty->down = true;
-  release.Set();
+  release_held.Set();
   ASSERT_TRUE(Eventually([&] { return faulty->results_refused.load() >= 2; }))
       << "the result was not written again";
   EXPECT_EQ(n.processor().active(), 1) << "the result was dropped";
@@ -252,7 +261,7 @@ TEST_F(SelfFencingTest, AResultTheStoreCannotTakeIsWrittenWhenItIsBack) {
   EXPECT_EQ(run->state, RunState::kSucceeded);
   ASSERT_EQ(run->attempts.size(), 1u);
   EXPECT_EQ(run->attempts[0].outcome, "succeeded");
-  EXPECT_EQ(executions.load(), 1);
+  EXPECT_EQ(held_executions.load(), 1);
   n.processor().Stop(Duration(0));
 }
 
@@ -260,19 +269,11 @@ TEST_F(SelfFencingTest, AResultTheStoreCannotTakeIsWrittenWhenItIsBack) {
 // run to a new attempt when the lease it had as it ended runs out.
 TEST_F(SelfFencingTest, TheLeaseOfAResultWaitingForTheStoreIsRenewed) {
   Node& n = *node_;
-  Signal started, release;
-  n.builtins().Register("once", [&](RunContext&) {
-    started.Set();
-    release.WaitFor(std::chrono::seconds(20));
-    return Status::Ok();
-  });
-  const std::string run_id = TriggerLongJob("once");
+  const std::string run_id = StartHeldRun();
   ASSERT_FALSE(run_id.empty());
-  n.processor().Start();
-  ASSERT_TRUE(started.WaitFor(std::chrono::seconds(20)));
 
   faulty->results_down = true;  // only the writes of results fail
-  release.Set();
+  release_held.Set();
   ASSERT_TRUE(Eventually([&] { return faulty->results_refused.load() >= 1; }));
   clock.Advance(Duration(8000));
   n.processor().RenewOnce();      // lease now ends at 18 s
@@ -294,22 +295,11 @@ TEST_F(SelfFencingTest, TheLeaseOfAResultWaitingForTheStoreIsRenewed) {
 // new fence), and the old result is refused as stale, not recorded over the new attempt.
 TEST_F(SelfFencingTest, AResultKeptPastItsLeaseIsRefusedAsStale) {
   Node& n = *node_;
-  Signal started, release;
-  std::atomic<int> executions{0};
-  n.builtins().Register("once", [&](RunContext&) {
-    if (++executions == 1) {
-      started.Set();
-      release.WaitFor(std::chrono::seconds(20));
-    }
-    return Status::Ok();
-  });
-  const std::string run_id = TriggerLongJob("once");
+  const std::string run_id = StartHeldRun();
   ASSERT_FALSE(run_id.empty());
-  n.processor().Start();
-  ASSERT_TRUE(started.WaitFor(std::chrono::seconds(20)));
   faulty->results_down = true;
   faulty->renewals_down = true;
-  release.Set();
+  release_held.Set();
   ASSERT_TRUE(Eventually([&] { return faulty->results_refused.load() >= 1; }));
   // Past the lease: the reaper (another node's, say) gives the run to a new attempt, whose
   // result waits too.
@@ -317,7 +307,7 @@ TEST_F(SelfFencingTest, AResultKeptPastItsLeaseIsRefusedAsStale) {
   auto recovered = n.reaper().Tick();
   ASSERT_TRUE(recovered.ok()) << recovered.status().ToString();
   ASSERT_EQ(*recovered, 1);
-  ASSERT_TRUE(Eventually([&] { return executions.load() == 2; }));
+  ASSERT_TRUE(Eventually([&] { return held_executions.load() == 2; }));
   faulty->results_down = false;
   faulty->renewals_down = false;
   ASSERT_TRUE(Eventually([&] { return n.processor().active() == 0; }));
