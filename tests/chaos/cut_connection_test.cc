@@ -4,8 +4,10 @@
 // its lease ends and reports nothing; the run is executed on another node; while cut, node1 answers
 // 503 on /readyz and on the API, with a JSON error naming the store; once the connection is back,
 // node1 is ready again and runs new work.
+#include <algorithm>
 #include <chrono>
 #include <string>
+#include <thread>
 
 #include "chaos/cluster_harness.h"
 #include "support/tcp_proxy.h"
@@ -104,6 +106,76 @@ TEST(Chaos, NodeCutFromRedisFencesItselfAnswers503AndComesBack) {
   auto after = cluster.Run("default", run_id);
   ASSERT_TRUE(after.ok()) << after.status().ToString();
   EXPECT_EQ(DescribeRun(*after), DescribeRun(done));
+}
+
+// An attempt that ends while its node is cut from Redis for less than its lease (docs/cluster.md,
+// "When Redis is unreachable"): the node keeps the result, renews the attempt's lease meanwhile
+// and writes the result once the connection is back. The run succeeds with its one attempt, and
+// the command ran once: it is not run again after the outage, and nothing on node1 says the
+// result was rejected or dropped.
+TEST(Chaos, ResultOfAnAttemptEndedWhileCutIsWrittenWhenTheConnectionIsBack) {
+  Cluster cluster;
+  ASSERT_TRUE(cluster.StartRedis());
+  TcpProxy proxy(cluster.redis().port());
+  ASSERT_TRUE(proxy.ok()) << proxy.error();
+  // A 10 s lease: far longer than the outage below, so the run stays node1's throughout.
+  ServeNode* node1 =
+      cluster.StartNode({.id = "node1",
+                         .store_url = "redis://127.0.0.1:" + std::to_string(proxy.port()),
+                         .lease_ms = 10000,
+                         .renew_ms = 1000});
+  ASSERT_NE(node1, nullptr);
+
+  // One attempt only: a second execution could only come from the run being run again.
+  const Json job = {{"handler", cluster.ShellHandler("sleep 2")}, {"retry", {{"max_attempts", 1}}}};
+  ASSERT_EQ(node1->Put("/v1/tenants/default/jobs/short", job).status, 201);
+  const HttpReply trigger = node1->Post("/v1/tenants/default/jobs/short/trigger");
+  ASSERT_EQ(trigger.status, 201) << trigger;
+  const std::string run_id = trigger.json["run_ids"][0];
+  auto handler_lines = [&](const std::string& event) {
+    int n = 0;
+    for (const HandlerLine& line : cluster.HandlerLines()) {
+      n += line.run_id == run_id && line.event == event;
+    }
+    return n;
+  };
+  ASSERT_TRUE(cluster.WaitForRun(
+      "default", run_id,
+      [&](const RunRecord& r) {
+        return r.state == RunState::kRunning && handler_lines("start") > 0;
+      },
+      seconds(20)))
+      << "the attempt never started";
+
+  // Cut while the command runs; it ends during the outage, so its result is written while Redis
+  // is unreachable. The outage lasts about 3 s in all, and at least 1 s after the command ended.
+  proxy.Cut();
+  const auto cut_at = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitUntil([&] { return handler_lines("end") > 0; }, seconds(20)))
+      << "the command did not end";
+  std::this_thread::sleep_until(
+      std::max(cut_at + seconds(3), std::chrono::steady_clock::now() + seconds(1)));
+  proxy.Restore();
+
+  const auto final_run = cluster.WaitForRun(
+      "default", run_id, [](const RunRecord& r) { return IsTerminal(r.state); }, seconds(60));
+  ASSERT_TRUE(final_run) << "the run did not end";
+  const RunRecord& run = *final_run;
+  EXPECT_EQ(run.state, RunState::kSucceeded) << DescribeRun(run);
+  EXPECT_EQ(handler_lines("start"), 1) << "times the command started; " << DescribeRun(run);
+  EXPECT_EQ(handler_lines("end"), 1) << "times the command ended; " << DescribeRun(run);
+
+  // node1 had to keep the result (the outage covered its write), and neither fenced the attempt
+  // nor rejected or dropped its result.
+  EXPECT_FALSE(node1->LogLines({"results kept to write again"}).empty())
+      << "node1 never had to keep a result: the outage did not cover the write";
+  EXPECT_TRUE(node1->LogLines({"run result rejected", run_id}).empty());
+  EXPECT_TRUE(node1->LogLines({"run result not written", run_id}).empty());
+  EXPECT_TRUE(node1->LogLines({"self-fencing", run_id}).empty());
+
+  ASSERT_EQ(run.attempts.size(), 1u) << DescribeRun(run);
+  EXPECT_EQ(run.attempts[0].node, "node1") << DescribeRun(run);
+  EXPECT_EQ(run.attempts[0].outcome, "succeeded") << DescribeRun(run);
 }
 
 }  // namespace
