@@ -1168,7 +1168,7 @@ else
     if redis.call('HGET', run_key(id), 'node') == node then ids[#ids + 1] = id end
   end
 end
-local why = node == '' and 'lease expired' or ('node ' .. node .. ' restarted')
+local why = node == '' and 'lease expired' or ('handed back by node ' .. node .. ' (stopped or restarted)')
 local out = {}
 for _, id in ipairs(ids) do
   local r = hash(run_key(id))

@@ -148,6 +148,15 @@ void ServeNode::Kill() {
   pid_ = -1;
 }
 
+int ServeNode::Terminate() {
+  if (pid_ <= 0) return -1;
+  kill(pid_, SIGTERM);
+  int status = 0;
+  const pid_t reaped = waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return reaped > 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 HttpReply ServeNode::Get(const std::string& path, bool with_key) const {
   return Send("GET", path, "", with_key);
 }

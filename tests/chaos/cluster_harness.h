@@ -86,6 +86,9 @@ class ServeNode {
 
   void Signal(int sig) const;  // kill(pid, sig)
   void Kill();                 // SIGKILL, then reaped
+  // SIGTERM, then waits for the process to end (a clean stop). Its exit status; -1 if it was
+  // not running or did not exit by itself.
+  int Terminate();
 
   // Requests to this node's API, with the admin key unless `with_key` is false.
   HttpReply Get(const std::string& path, bool with_key = true) const;
