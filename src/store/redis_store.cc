@@ -278,15 +278,17 @@ class RedisPool {
     } else {
       open_ -= 1 + static_cast<int>(idle_.size());
       idle_.clear();
+      probing_ = false;
       if (conn->timed_out()) {
         if (!hung_) {
           spdlog::warn("{}: a call timed out; until one succeeds, other calls fail at once",
                        where_);
         }
         hung_ = true;
-        probing_ = false;
         BackOff(where_ + " unreachable: a call timed out after " +
                 std::to_string(options_.command_timeout.count()) + " ms");
+      } else if (hung_) {
+        BackOff(last_error_);  // the probe failed otherwise: the next one after the backoff
       }
     }
     cv_.notify_all();

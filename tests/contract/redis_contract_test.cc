@@ -152,7 +152,7 @@ TEST(RedisStoreOpen, UnreachableServerIsUnavailableNamingIt) {
 // A server that stops answering (stopped, or a silent network: here a proxy that forwards
 // nothing) makes one call wait its command timeout; until a call succeeds again the others fail
 // at once with that reason, while one call at a time, once per backoff period, tries it. When
-// the server answers again, calls work again.
+// the server answers again, calls work again, also after probes that failed otherwise (a cut).
 TEST(RedisStoreServer, AServerThatStopsAnsweringFailsCallsAtOnceAfterOneTimeout) {
   ASSERT_TRUE(kRedis->ok()) << kRedis->error();
   ::jobsched::testing::TcpProxy proxy(kRedis->port());
@@ -180,6 +180,13 @@ TEST(RedisStoreServer, AServerThatStopsAnsweringFailsCallsAtOnceAfterOneTimeout)
   }
   EXPECT_LE(attempts, 2) << "calls waited for a server known not to answer";
 
+  // Then cut (connections closed as they are made): the probes fail otherwise than by a
+  // timeout, for about 3 s (one probe per backoff period of at most 2 s).
+  proxy.Cut();
+  for (int i = 0; i < 60; ++i) {
+    EXPECT_FALSE((*store)->GetTenant("default").ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
   proxy.Restore();
   Status back = Unavailable("not tried");
   for (int i = 0; i < 200 && !back.ok(); ++i) {  // bounded: a probe per backoff period (<= 2 s)
