@@ -481,6 +481,29 @@ Json Cluster::SlowFirstAttemptHandler() const {
       "if [ \"$JOBSCHED_ATTEMPT\" = 1 ]; then sleep 30; else sleep 1; fi");
 }
 
+std::optional<RunRecord> Cluster::StartSlowRun(const ServeNode& via) {
+  const HttpReply put =
+      via.Put("/v1/tenants/default/jobs/long", {{"handler", SlowFirstAttemptHandler()}});
+  if (put.status != 201) {
+    ADD_FAILURE() << "creating the job: " << put;
+    return std::nullopt;
+  }
+  const HttpReply trigger = via.Post("/v1/tenants/default/jobs/long/trigger");
+  if (trigger.status != 201) {
+    ADD_FAILURE() << "triggering the job: " << trigger;
+    return std::nullopt;
+  }
+  const std::string run_id = trigger.json["run_ids"][0];
+  auto running = WaitForRun(
+      "default", run_id,
+      [&](const RunRecord& r) {
+        return r.state == RunState::kRunning && HandlerPid(run_id, 1).has_value();
+      },
+      std::chrono::seconds(20));
+  if (!running) ADD_FAILURE() << "attempt 1 of " << run_id << " never ran";
+  return running;
+}
+
 std::vector<HandlerLine> Cluster::HandlerLines() const {
   std::vector<HandlerLine> out;
   std::istringstream in(ReadFile(handler_log()));

@@ -170,6 +170,10 @@ class Cluster {
   // A ShellHandler that writes its pid to $PIDS (see HandlerPid) and sleeps 30 s in attempt 1
   // (far past any lease here: it stays running until stopped) and 1 s in later attempts.
   Json SlowFirstAttemptHandler() const;
+  // Creates job "long" with the SlowFirstAttemptHandler through `via`, triggers it once and
+  // waits (up to 20 s) until attempt 1's shell runs. The run as it is then; none (after a test
+  // failure saying why) if that did not happen.
+  std::optional<RunRecord> StartSlowRun(const ServeNode& via);
   // A job firing every second from t0 for `seconds` seconds, running ShellHandler(body); runs
   // may overlap, and seconds missed while nothing could fire (Redis down, a leader change) are
   // all fired late (fire_all within 60 s).

@@ -28,20 +28,9 @@ TEST(Chaos, NodeCutFromRedisFencesItselfAnswers503AndComesBack) {
   ASSERT_NE(node1, nullptr);
 
   // node1 is alone when the long attempt starts, so it is node1's.
-  ASSERT_EQ(
-      node1->Put("/v1/tenants/default/jobs/long", {{"handler", cluster.SlowFirstAttemptHandler()}})
-          .status,
-      201);
-  const HttpReply trigger = node1->Post("/v1/tenants/default/jobs/long/trigger");
-  ASSERT_EQ(trigger.status, 201) << trigger;
-  const std::string run_id = trigger.json["run_ids"][0];
-  ASSERT_TRUE(cluster.WaitForRun(
-      "default", run_id,
-      [&](const RunRecord& r) {
-        return r.state == RunState::kRunning && cluster.HandlerPid(run_id, 1).has_value();
-      },
-      seconds(20)))
-      << "attempt 1 never ran";
+  const auto running = cluster.StartSlowRun(*node1);
+  ASSERT_TRUE(running);
+  const std::string run_id = running->id;
   const pid_t child = *cluster.HandlerPid(run_id, 1);
   ServeNode* node2 = cluster.StartNode({.id = "node2"});
   ServeNode* node3 = cluster.StartNode({.id = "node3"});

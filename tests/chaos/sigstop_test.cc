@@ -24,21 +24,10 @@ TEST(Chaos, NodeStoppedPastItsLeaseIsReplacedAndItsLateResultIsNotRecorded) {
     ASSERT_NE(cluster.StartNode({.id = "node" + std::to_string(i), .concurrency = 2}), nullptr);
   }
   ServeNode* api = cluster.running_nodes()[0];
-  const HttpReply put =
-      api->Put("/v1/tenants/default/jobs/long", {{"handler", cluster.SlowFirstAttemptHandler()}});
-  ASSERT_EQ(put.status, 201) << put;
-  const HttpReply trigger = api->Post("/v1/tenants/default/jobs/long/trigger");
-  ASSERT_EQ(trigger.status, 201) << trigger;
-  const std::string run_id = trigger.json["run_ids"][0];
-
   // A: the node whose attempt 1 runs, once its shell has started.
-  const auto running = cluster.WaitForRun(
-      "default", run_id,
-      [&](const RunRecord& r) {
-        return r.state == RunState::kRunning && cluster.HandlerPid(run_id, 1).has_value();
-      },
-      seconds(20));
-  ASSERT_TRUE(running) << "attempt 1 never ran";
+  const auto running = cluster.StartSlowRun(*api);
+  ASSERT_TRUE(running);
+  const std::string run_id = running->id;
   const std::string a_id = running->node;
   const pid_t child = *cluster.HandlerPid(run_id, 1);
   ServeNode* a = cluster.node(a_id);
