@@ -353,6 +353,8 @@ void SetUpLogging(const ServeConfig& c) {
   spdlog::set_default_logger(logger);
 }
 
+}  // namespace
+
 // ---- Admin key bootstrap ------------------------------------------------------------------
 
 Status BootstrapAdminKey(Store& store, const ServeConfig& c, TimePoint now) {
@@ -362,7 +364,13 @@ Status BootstrapAdminKey(Store& store, const ServeConfig& c, TimePoint now) {
     auto existing = store.GetApiKeyByHash(record.secret_hash);
     if (existing.ok()) return Status::Ok();
     if (existing.status().code() != StatusCode::kNotFound) return existing.status();
-    RETURN_IF_ERROR(store.PutApiKey(record));
+    Status put = store.PutApiKey(record);
+    // Nodes started together with the same key race to register it: one does, the others
+    // find it registered.
+    if (put.code() == StatusCode::kAlreadyExists && store.GetApiKeyByHash(record.secret_hash).ok()) {
+      return Status::Ok();
+    }
+    RETURN_IF_ERROR(put);
     spdlog::info("admin key from JOBSCHED_ADMIN_KEY registered (id {})", record.id);
     return Status::Ok();
   }
@@ -384,6 +392,8 @@ Status BootstrapAdminKey(Store& store, const ServeConfig& c, TimePoint now) {
   spdlog::warn("created the first admin key; it is in {} (mode 0600)", path);
   return Status::Ok();
 }
+
+namespace {
 
 Status UpsertSampleJob(Node& node) {
   JobSpec spec{.id = "sample"};

@@ -2,6 +2,7 @@
 // precedence: flags, JOBSCHED_* environment variables, the TOML file of --config, defaults.
 #pragma once
 
+#include <jobsched/clock.h>
 #include <jobsched/status.h>
 
 #include <cstdint>
@@ -11,6 +12,10 @@
 
 namespace CLI {
 class App;
+}
+
+namespace jobsched {
+class Store;
 }
 
 namespace jobsched::cli {
@@ -55,6 +60,11 @@ Status ApplyServeEnv(ServeConfig& config);
 std::vector<std::string> UnknownJobschedVariables(char** environment);
 // Checks values (log format and level, concurrency, durations, node id and queue names).
 Status ValidateServeConfig(const ServeConfig& config);
+
+// The first admin key: JOBSCHED_ADMIN_KEY, registered by whichever node comes first (nodes
+// started together race for it, and the others find it), or, on a store without keys, a new key
+// written to <data_dir>/admin.key (mode 0600).
+Status BootstrapAdminKey(Store& store, const ServeConfig& config, TimePoint now);
 
 // Runs until SIGINT or SIGTERM. Returns the exit code.
 int RunServe(const ServeConfig& config);

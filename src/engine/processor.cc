@@ -553,6 +553,12 @@ void Processor::CommitLoop() {
         Release(batch[i].attempt);
         continue;
       }
+      // A write that timed out may have landed (the reply was lost, not the command): then
+      // writing it again finds the attempt ended by this very result.
+      if (status.code() == StatusCode::kFailedPrecondition && batch[i].attempt->unwritten &&
+          WrittenBefore(completions[i])) {
+        status = Status::Ok();
+      }
       Reported(batch[i], completions[i], status);
     }
     if (!outage.ok()) {
@@ -566,6 +572,14 @@ void Processor::CommitLoop() {
     batch.clear();
     completions.clear();
   }
+}
+
+bool Processor::WrittenBefore(const Completion& c) {
+  auto run = store_.GetRun(c.tenant, c.run_id);
+  if (!run.ok()) return false;
+  return std::any_of(run->attempts.begin(), run->attempts.end(), [&](const AttemptRecord& a) {
+    return a.fence == c.fence && a.finished_at && a.outcome == c.attempt_outcome;
+  });
 }
 
 void Processor::Reported(const PendingCompletion& p, const Completion& c, const Status& status) {

@@ -121,6 +121,8 @@ class Processor {
   // After the store took (or refused) a result: logs, events, dependencies; frees the attempt.
   void Reported(const PendingCompletion& p, const Completion& c, const Status& status);
   void CommitLoop();
+  // Whether the store holds `c` already: its attempt (by fence) ended with its outcome.
+  bool WrittenBefore(const Completion& c);
   void Release(const std::shared_ptr<Attempt>& attempt);
   // How many runs may be held ahead now (requires mu_).
   int AheadBudget() const;

@@ -5,6 +5,8 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <span>
+#include <vector>
 
 #include "core/time_util.h"
 #include "engine/node.h"
@@ -28,7 +30,18 @@ class FaultyStore final : public StoreWrapper {
     }
     return Status::Ok();
   }
+  // The next `lost_replies` writes of results are made, but answered as unreachable (a reply
+  // lost to a timeout).
+  std::vector<Status> CompleteMany(std::span<const Completion> completions) override {
+    std::vector<Status> out = StoreWrapper::CompleteMany(completions);
+    if (lost_replies.load() > 0) {
+      --lost_replies;
+      for (Status& s : out) s = Unavailable("reply lost (injected)");
+    }
+    return out;
+  }
   std::atomic<bool> down{false};
+  std::atomic<int> lost_replies{0};
   std::atomic<bool> results_down{false};
   std::atomic<bool> renewals_down{false};
   std::atomic<int> results_refused{0};
@@ -262,6 +275,27 @@ TEST_F(SelfFencingTest, AResultTheStoreCannotTakeIsWrittenWhenItIsBack) {
   ASSERT_EQ(run->attempts.size(), 1u);
   EXPECT_EQ(run->attempts[0].outcome, "succeeded");
   EXPECT_EQ(held_executions.load(), 1);
+  n.processor().Stop(Duration(0));
+}
+
+// A write whose reply was lost (a timeout after the command was sent) may have landed: the
+// second write finds the attempt ended by this very result, and the run is reported as it
+// ended (its event, its dependents), not as a rejected result.
+TEST_F(SelfFencingTest, AResultWhoseReplyWasLostIsNotReportedAsRejected) {
+  Node& n = *node_;
+  std::atomic<int> succeeded{0};
+  n.events().On(EventType::kRunSucceeded, [&](const SchedulerEvent&) { ++succeeded; });
+  const std::string run_id = StartHeldRun();
+  ASSERT_FALSE(run_id.empty());
+  faulty->lost_replies = 1;
+  release_held.Set();
+  ASSERT_TRUE(Eventually([&] { return n.processor().active() == 0; }));
+  EXPECT_EQ(faulty->lost_replies.load(), 0) << "the reply was not lost";
+  EXPECT_EQ(succeeded.load(), 1) << "the run's end was not reported";
+  auto run = n.store().GetRun("default", run_id);
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  EXPECT_EQ(run->state, RunState::kSucceeded);
+  EXPECT_EQ(run->attempts.size(), 1u);
   n.processor().Stop(Duration(0));
 }
 

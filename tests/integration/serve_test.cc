@@ -19,7 +19,10 @@
 #include <sstream>
 #include <thread>
 
+#include "api/auth.h"
 #include "cli/serve_cmd.h"
+#include "store/sqlite_store.h"
+#include "store/store_wrapper.h"
 
 namespace jobsched::cli {
 namespace {
@@ -319,6 +322,43 @@ TEST_F(ServeProcessTest, BadConfigFileExitsWithTheKeyAndLine) {
   EXPECT_EQ(WaitExit(), 2);
   EXPECT_THAT(Log(), HasSubstr("unknown key 'concurency'"));
   EXPECT_THAT(Log(), HasSubstr("line 2"));
+}
+
+// Nodes started together with the same JOBSCHED_ADMIN_KEY race to register it: a node that
+// finds it registered by another between its look and its write starts all the same.
+TEST(ServeAdminKeyTest, AKeyRegisteredByAnotherNodeMeanwhileIsNoError) {
+  const std::string key =
+      "js_together_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+  // The first look misses the key: the other node registers it just then.
+  class Racing final : public StoreWrapper {
+   public:
+    Racing(Store& target, ApiKeyRecord other) : StoreWrapper(target), other_(std::move(other)) {}
+    Result<ApiKeyRecord> GetApiKeyByHash(const std::string& hash) override {
+      if (!raced_) {
+        raced_ = true;
+        EXPECT_TRUE(target_.PutApiKey(other_).ok());
+        return NotFound("no such key (yet)");
+      }
+      return target_.GetApiKeyByHash(hash);
+    }
+
+   private:
+    ApiKeyRecord other_;
+    bool raced_ = false;
+  };
+  auto sqlite = SqliteStore::Open({.path = ":memory:"});
+  ASSERT_TRUE(sqlite.ok()) << sqlite.status().ToString();
+  const TimePoint now = Clock::Real()->Now();
+  auto record = api::RecordForKey(key, api::Role::kAdmin, "JOBSCHED_ADMIN_KEY", now);
+  ASSERT_TRUE(record.ok()) << record.status().ToString();
+  Racing racing(**sqlite, *record);
+  ::setenv("JOBSCHED_ADMIN_KEY", key.c_str(), 1);
+  const Status s = BootstrapAdminKey(racing, ServeConfig{}, now);
+  ::unsetenv("JOBSCHED_ADMIN_KEY");
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  auto keys = (*sqlite)->ListApiKeys();
+  ASSERT_TRUE(keys.ok());
+  EXPECT_EQ(keys->size(), 1u);
 }
 
 TEST(ServeConfigTest, FileThenEnvironment) {
