@@ -590,6 +590,9 @@ TEST_F(ApiTest, CancelAQueuedAndARunningRun) {
                           : Status(StatusCode::kFailedPrecondition, "cancelled while blocked");
   });
   h.MustCreate("acme", Builtin("blocker", "block"));
+  // Two runs of the tenant at once: the third one stays queued (not even claimed ahead by a
+  // node whose workers are busy), whatever the timing.
+  ASSERT_EQ(h.Put("/v1/tenants/acme", Who::kAdmin, R"({"max_concurrent_runs": 2})").status, 200);
 
   // Both workers (concurrency 2) held, a third run waits in the queue.
   const std::vector<std::string> a = h.MustTrigger("acme", "blocker");
