@@ -77,8 +77,8 @@ enum class EventType {
   kRunCancelled,
   kRunSkipped,
   kJobChanged,
-  kRunLeaseLost,   // this node stopped an attempt because it lost (or could not renew) its lease
-  kRunRecovered,   // a run whose lease had expired was queued again (or failed) by this node
+  kRunLeaseLost,  // this node stopped an attempt because it lost (or could not renew) its lease
+  kRunRecovered,  // a run whose lease had expired was queued again (or failed) by this node
 };
 
 struct SchedulerEvent {
@@ -132,8 +132,9 @@ struct SchedulerOptions {
   Duration kill_grace{5000};
   // Shell attempts: a cgroup v2 directory under which each attempt gets a cgroup of its own,
   // with memory.max from limits.memory_mb and cpu.max from limits.cpu_cores, removed after it;
-  // stopping the attempt then kills everything it started, also what left its process group. Where the directory is not
-  // writable, attempts run with rlimits only (a warning is logged once). Default: none
+  // stopping the attempt then kills everything it started, also what left its process group. Where
+  // the directory is not writable, attempts run with rlimits only (a warning is logged once).
+  // Default: none
   std::string cgroup_parent;
   // Run history kept per job: the newest N, and anything younger than the age. Default: 100, 7 d
   int keep_runs_per_job = 100;

@@ -1088,7 +1088,8 @@ Result<Reply> ApiServer::Impl::DeleteKey(Call& call) {
   auto admin = [](const ApiKeyRecord& k) { return k.role == "admin"; };
   const auto target = std::find_if(keys.begin(), keys.end(),
                                    [&](const ApiKeyRecord& k) { return k.id == call.id; });
-  if (target != keys.end() && admin(*target) && std::count_if(keys.begin(), keys.end(), admin) == 1) {
+  if (target != keys.end() && admin(*target) &&
+      std::count_if(keys.begin(), keys.end(), admin) == 1) {
     return Status(
         StatusCode::kFailedPrecondition,
         "key " + call.id + " is the last admin key: create another admin key before revoking it",
@@ -1248,8 +1249,8 @@ Status ApiServer::Bind() {
     // it would be taken for the next request).
     if ((req.method == "GET" || req.method == "HEAD") &&
         length.find_first_not_of('0') != std::string::npos) {
-      return refuse(400, "a " + req.method + " request takes no body (Content-Length " + length +
-                             ")");
+      return refuse(400,
+                    "a " + req.method + " request takes no body (Content-Length " + length + ")");
     }
     if (req.get_header_value("Content-Type").rfind("application/x-www-form-urlencoded", 0) == 0) {
       headers.erase("Content-Type");
@@ -1293,6 +1294,7 @@ Status ApiServer::Bind() {
                        (err != 0 ? std::string(": ") + std::strerror(err) : std::string()));
   }
   port_ = port;
+  host_ = hp->first;
   return Status::Ok();
 }
 
@@ -1309,9 +1311,8 @@ void ApiServer::Serve() {
   // httplib's stop() is a no-op until its accept loop runs: return only once it does, so that
   // a Stop() right after Start() cannot hang.
   while (!http_->is_running() && !*ended) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  auto hp = ParseListen(options_.listen);  // valid: Bind parsed it
-  spdlog::info("listening on {}://{}:{}", options_.tls_cert.empty() ? "http" : "https",
-               hp.ok() ? hp->first : options_.listen, port_);
+  spdlog::info("listening on {}://{}:{}", options_.tls_cert.empty() ? "http" : "https", host_,
+               port_);
 }
 
 void ApiServer::Stop() {

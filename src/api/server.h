@@ -96,6 +96,7 @@ class ApiServer {
   std::unique_ptr<Impl> impl_;
   std::thread thread_;
   int port_ = 0;
+  std::string host_;  // the host bound to (Bind)
 };
 
 }  // namespace jobsched::api

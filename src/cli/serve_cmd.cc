@@ -367,7 +367,8 @@ Status BootstrapAdminKey(Store& store, const ServeConfig& c, TimePoint now) {
     Status put = store.PutApiKey(record);
     // Nodes started together with the same key race to register it: one does, the others
     // find it registered.
-    if (put.code() == StatusCode::kAlreadyExists && store.GetApiKeyByHash(record.secret_hash).ok()) {
+    if (put.code() == StatusCode::kAlreadyExists &&
+        store.GetApiKeyByHash(record.secret_hash).ok()) {
       return Status::Ok();
     }
     RETURN_IF_ERROR(put);

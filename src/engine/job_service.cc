@@ -92,7 +92,8 @@ Result<JobRecord> JobService::Put(JobSpec spec, std::optional<int64_t> if_match,
     if (!existing.ok()) {
       // A condition on a version of something that does not exist fails (HTTP 412).
       if (if_match) {
-        return FailedPrecondition("job '" + spec.id + "' does not exist; If-Match asked for version " +
+        return FailedPrecondition("job '" + spec.id +
+                                  "' does not exist; If-Match asked for version " +
                                   std::to_string(*if_match));
       }
       auto made = Create(spec);

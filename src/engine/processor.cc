@@ -104,8 +104,7 @@ void Processor::Stop(Duration grace) {
       spdlog::warn("node {}: could not hand back its unfinished runs: {}", options_.node_id,
                    recovered.status().ToString());
     } else {
-      spdlog::info("node {}: handed back {} unfinished runs", options_.node_id,
-                   recovered->size());
+      spdlog::info("node {}: handed back {} unfinished runs", options_.node_id, recovered->size());
     }
   }
 }
@@ -434,8 +433,10 @@ void Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* s
       stopping = stopping_workers_;
     }
     if (stopping) {
-      spdlog::info("run stopped run_id={} job_id={} tenant={} node={}: the node is stopping, the "
-                   "run is handed back", run.id, run.job_id, run.tenant, options_.node_id);
+      spdlog::info(
+          "run stopped run_id={} job_id={} tenant={} node={}: the node is stopping, the "
+          "run is handed back",
+          run.id, run.job_id, run.tenant, options_.node_id);
       return;
     }
     spdlog::warn(
@@ -562,9 +563,9 @@ void Processor::CommitLoop() {
       Reported(batch[i], completions[i], status);
     }
     if (!outage.ok()) {
-      failures.Failed(Status(outage.code(), std::to_string(unwritten.size()) +
-                                                " results kept to write again: " +
-                                                outage.message()));
+      failures.Failed(Status(
+          outage.code(),
+          std::to_string(unwritten.size()) + " results kept to write again: " + outage.message()));
       backoff = retrying ? std::min(backoff * 2, Duration(2000)) : Duration(100);
     } else if (!results.empty()) {
       failures.Succeeded();

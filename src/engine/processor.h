@@ -149,8 +149,8 @@ class Processor {
   EventBus& events_;
   const ProcessorOptions options_;
   const std::function<void(const RunRecord&)> on_finished_;
-  FailureLog claim_failures_{"processor: claims"};            // only the dispatcher thread
-  std::mutex renew_log_mu_;  // RenewOnce may run beside the renewer (tests)
+  FailureLog claim_failures_{"processor: claims"};  // only the dispatcher thread
+  std::mutex renew_log_mu_;                         // RenewOnce may run beside the renewer (tests)
   FailureLog renew_failures_{"processor: lease renewals"};  // guarded by renew_log_mu_
 
   mutable std::mutex mu_;

@@ -6,10 +6,6 @@
 
 namespace jobsched {
 
-void EmitRecovered(EventBus& events, const RunRecord& run) {
-  events.Emit(RunEvent(EventType::kRunRecovered, run));
-}
-
 Result<int> Reaper::Tick() {
   ASSIGN_OR_RETURN(
       std::vector<RunRecord> runs,
@@ -17,7 +13,7 @@ Result<int> Reaper::Tick() {
   for (const RunRecord& run : runs) {
     spdlog::warn("run lease_lost run_id={} job_id={} tenant={} node={} now={}", run.id, run.job_id,
                  run.tenant, run.node, RunStateName(run.state));
-    EmitRecovered(events_, run);
+    events_.Emit(RunEvent(EventType::kRunRecovered, run));
   }
   if (!runs.empty() && on_recovered_) on_recovered_();
   return static_cast<int>(runs.size());

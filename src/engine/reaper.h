@@ -21,9 +21,6 @@ struct ReaperOptions {
   int batch = 500;
 };
 
-// Emits the kRunRecovered event of a run queued again (or failed) after its lease expired.
-void EmitRecovered(EventBus& events, const RunRecord& run);
-
 class Reaper {
  public:
   // `on_recovered` is called after a pass that queued runs again (to wake the processor); each

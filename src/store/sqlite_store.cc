@@ -1540,7 +1540,8 @@ Result<std::vector<RunRecord>> SqliteStore::RecoverLostRuns(TimePoint now, const
       AttemptRecord& attempt = run->attempts.back();
       attempt.finished_at = now;
       attempt.outcome = "lease_lost";
-      attempt.error = node.empty() ? "lease expired" : "handed back by node " + node + " (stopped or restarted)";
+      attempt.error = node.empty() ? "lease expired"
+                                   : "handed back by node " + node + " (stopped or restarted)";
     }
     run->leases_lost += 1;
     run->lease_deadline.reset();

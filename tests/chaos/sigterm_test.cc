@@ -14,8 +14,8 @@
 namespace jobsched::chaos {
 namespace {
 
-using ::testing::HasSubstr;
 using std::chrono::seconds;
+using ::testing::HasSubstr;
 
 TEST(Chaos, SigtermHandsTheRunningAttemptBackAndLeavesTheCluster) {
   Cluster cluster;

@@ -1167,8 +1167,7 @@ TEST(RedisStoreNodes, TheReadyIndexFollowsEveryChangeOfTheClaimableRuns) {
       const std::vector<std::string> first = Lines(
           kRedis->Command({"ZRANGE", "js:{t:" + tenant + "}:pending", "0", "0", "WITHSCORES"}));
       const std::string indexed = kRedis->Command({"ZSCORE", "js:{sys}:ready", tenant});
-      const int64_t leases =
-          std::stoll(kRedis->Command({"ZCARD", "js:{t:" + tenant + "}:leases"}));
+      const int64_t leases = std::stoll(kRedis->Command({"ZCARD", "js:{t:" + tenant + "}:leases"}));
       if (first.empty() || (quota[tenant] > 0 && leases >= quota[tenant])) {
         ASSERT_EQ(indexed, "(nil)") << "step " << step << " (" << op << "), tenant " << tenant;
       } else {
@@ -1192,8 +1191,8 @@ TEST(RedisStoreNodes, TheReadyIndexFollowsEveryChangeOfTheClaimableRuns) {
         ASSERT_EQ(indexed, "(nil)") << "step " << step << " (" << op << "), tenant " << tenant;
       } else {
         const int64_t ms = std::stoll(first[0].substr(0, 16));
-        ASSERT_EQ(indexed, std::to_string(ms)) << "step " << step << " (" << op << "), tenant "
-                                               << tenant;
+        ASSERT_EQ(indexed, std::to_string(ms))
+            << "step " << step << " (" << op << "), tenant " << tenant;
         if (!first_due || ms < *first_due) first_due = ms;
       }
     }

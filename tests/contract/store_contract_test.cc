@@ -1460,8 +1460,9 @@ TEST_P(StoreContractTest, PruneEventsKeepsTheNewestAcrossTenants) {
   // 30 events in three tenants, each tenant's appended in runs of different lengths.
   const std::vector<std::string> order = {"a", "a", "b", "c", "c", "c", "a", "b", "b", "a"};
   for (int i = 0; i < 30; ++i) {
-    ASSERT_TRUE(store_->AppendEvent({.tenant = order[i % order.size()], .time = At(i),
-                                     .type = "audit"}).ok());
+    ASSERT_TRUE(
+        store_->AppendEvent({.tenant = order[i % order.size()], .time = At(i), .type = "audit"})
+            .ok());
   }
   std::vector<Event> all = AllEvents();
   ASSERT_THAT(all, SizeIs(30));

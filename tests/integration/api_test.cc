@@ -187,7 +187,8 @@ TEST_F(ApiTest, MetricsNeedAKeyAndExposeTheDesignSeries) {
         HasSubstr(
             "jobsched_http_requests_total{route=\"POST /v1/tenants/{t}/jobs\",code=\"201\"} 1\n"));
     EXPECT_THAT(text, HasSubstr("jobsched_nodes_alive 1\n"));
-    EXPECT_THAT(text, HasSubstr("jobsched_leases_lost_total{tenant=\"acme\",queue=\"default\"} 1\n"));
+    EXPECT_THAT(text,
+                HasSubstr("jobsched_leases_lost_total{tenant=\"acme\",queue=\"default\"} 1\n"));
     EXPECT_THAT(text,
                 HasSubstr("jobsched_runs_recovered_total{tenant=\"acme\",queue=\"default\"} 2\n"));
     EXPECT_THAT(text, HasSubstr("process_resident_memory_bytes "));

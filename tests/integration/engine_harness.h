@@ -83,10 +83,10 @@ inline const char* EventTypeName(EventType t) {
   return "?";
 }
 
-inline constexpr EventType kAllEventTypes[] = {EventType::kRunStarted,  EventType::kRunSucceeded,
-                                               EventType::kRunFailed,   EventType::kRunRetrying,
-                                               EventType::kRunTimedOut, EventType::kRunCancelled,
-                                               EventType::kRunSkipped,  EventType::kJobChanged,
+inline constexpr EventType kAllEventTypes[] = {EventType::kRunStarted,   EventType::kRunSucceeded,
+                                               EventType::kRunFailed,    EventType::kRunRetrying,
+                                               EventType::kRunTimedOut,  EventType::kRunCancelled,
+                                               EventType::kRunSkipped,   EventType::kJobChanged,
                                                EventType::kRunLeaseLost, EventType::kRunRecovered};
 
 // Every SchedulerEvent of a node, in emission order, with waits that fail the test after kGuard.

@@ -107,8 +107,8 @@ class SelfFencingTest : public ::testing::Test {
     return ids.ok() && !ids->empty() ? ids->front() : "";
   }
 
-  // Job "long" whose first attempt holds until `release_held` (later ones return at once), triggered
-  // once, with the processor started and that attempt running. The run's id ("" after a
+  // Job "long" whose first attempt holds until `release_held` (later ones return at once),
+  // triggered once, with the processor started and that attempt running. The run's id ("" after a
   // failure).
   std::string StartHeldRun() {
     node_->builtins().Register("once", [this](RunContext&) {
