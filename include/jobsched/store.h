@@ -432,8 +432,11 @@ class Store {
   virtual Result<Assignment> GetAssignment() = 0;
 
   // The store's own clock, when it has one that every node shares (Redis TIME): the time base
-  // of a cluster. None when the local clock is the time base (SQLite).
-  virtual Result<std::optional<TimePoint>> ServerTime() { return std::optional<TimePoint>(); }
+  // of a cluster, to the microsecond. None when the local clock is the time base (SQLite).
+  using ServerTimePoint = std::chrono::sys_time<std::chrono::microseconds>;
+  virtual Result<std::optional<ServerTimePoint>> ServerTime() {
+    return std::optional<ServerTimePoint>();
+  }
 
   // Publishes a wake-up to the other processes sharing the store. A no-op for stores that only
   // one process uses.

@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <optional>
+#include <utility>
 
 #include "core/policy.h"
 #include "engine/failure_log.h"
@@ -10,22 +12,44 @@
 namespace jobsched {
 
 TimePoint StoreClock::Now() const {
-  return std::chrono::time_point_cast<Duration>(std::chrono::system_clock::now()) +
-         Duration(offset_ms_.load(std::memory_order_relaxed));
+  return std::chrono::floor<Duration>(std::chrono::system_clock::now() + precise_offset());
 }
 
+Duration StoreClock::offset() const { return std::chrono::floor<Duration>(precise_offset()); }
+
 Status StoreClock::Sync(Store& store) {
-  const auto before = std::chrono::system_clock::now();
-  ASSIGN_OR_RETURN(std::optional<TimePoint> server, store.ServerTime());
-  const auto after = std::chrono::system_clock::now();
-  if (!server) return Status::Ok();
-  const auto rtt = std::chrono::duration_cast<Duration>(after - before);
-  if (synced_.load() && rtt > Duration(100)) return Status::Ok();
-  const auto local_mid = std::chrono::time_point_cast<Duration>(before + (after - before) / 2);
-  const int64_t offset = (*server - local_mid).count();
-  const int64_t old = offset_ms_.exchange(offset, std::memory_order_relaxed);
-  if (!synced_.exchange(true) || std::abs(old - offset) > 1000) {
-    spdlog::info("clock: the store's clock is {} ms ahead of this node's", offset);
+  using std::chrono::microseconds;
+  struct Sample {
+    microseconds low;  // the offset is in [low, low + rtt]
+    microseconds rtt;
+  };
+  std::optional<Sample> best;
+  for (int i = 0; i < 3; ++i) {
+    const auto request = std::chrono::system_clock::now();
+    ASSIGN_OR_RETURN(std::optional<Store::ServerTimePoint> server, store.ServerTime());
+    const auto reply = std::chrono::system_clock::now();
+    if (!server) return Status::Ok();
+    const Sample s{
+        .low = *server - std::chrono::time_point_cast<microseconds>(reply),
+        .rtt = std::max(microseconds(0), std::chrono::duration_cast<microseconds>(reply - request))};
+    if (!best || s.rtt < best->rtt) best = s;
+  }
+  std::lock_guard lock(mu_);
+  const auto now = std::chrono::steady_clock::now();
+  const microseconds old(offset_us_.load(std::memory_order_relaxed));
+  if (synced_) {
+    // The sample in use, widened by the drift since it was taken.
+    const auto drift = std::chrono::duration_cast<microseconds>(now - taken_) / 10000;
+    const microseconds lo = old - drift, hi = old + rtt_ + drift;
+    const bool disagree = best->low > hi || best->low + best->rtt < lo;
+    if (!disagree && best->rtt > rtt_ + 2 * drift) return Status::Ok();
+  }
+  offset_us_.store(best->low.count(), std::memory_order_relaxed);
+  rtt_ = best->rtt;
+  taken_ = now;
+  if (!std::exchange(synced_, true) || std::chrono::abs(old - best->low) > std::chrono::seconds(1)) {
+    spdlog::info("clock: the store's clock is {} ms ahead of this node's",
+                 std::chrono::floor<Duration>(best->low).count());
   }
   return Status::Ok();
 }

@@ -26,15 +26,29 @@ namespace jobsched {
 
 class StoreClock final : public Clock {
  public:
+  // Never ahead of the store's clock: late by at most the round trip of the sample in use.
   TimePoint Now() const override;
-  // Reads the store's clock and sets the offset (half the round trip counted). A no-op for a
-  // store without a clock. Samples with a round trip over 100 ms are ignored once synced.
+  // Reads the store's clock and sets the offset. A no-op for a store without a clock.
+  //
+  // The store read its clock somewhere between the request and the reply, so a sample bounds
+  // the offset to [server - reply, server - request]. The lower bound is used: an occurrence
+  // never starts before its time on the store's clock, however the round trip was split (a
+  // request that waited behind a long script would otherwise put this clock ahead). Of a few
+  // samples, the shortest round trip is kept; it replaces the sample in use only if it is no
+  // wider than that one's widened by the drift since it was taken (100 µs a second), or if the
+  // two disagree (a clock was stepped).
   Status Sync(Store& store);
-  Duration offset() const { return Duration(offset_ms_.load(std::memory_order_relaxed)); }
+  Duration offset() const;
+  std::chrono::microseconds precise_offset() const {
+    return std::chrono::microseconds(offset_us_.load(std::memory_order_relaxed));
+  }
 
  private:
-  std::atomic<int64_t> offset_ms_{0};
-  std::atomic<bool> synced_{false};
+  std::atomic<int64_t> offset_us_{0};
+  std::mutex mu_;  // one Sync at a time
+  bool synced_ = false;
+  std::chrono::microseconds rtt_{0};               // of the sample in use
+  std::chrono::steady_clock::time_point taken_{};  // when it was taken
 };
 
 struct ClusterOptions {

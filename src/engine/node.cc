@@ -45,7 +45,7 @@ Result<std::string> ClaimNodeId(Store& store, const Clock* clock, const std::str
   TimePoint now = clock != nullptr ? clock->Now() : Clock::Real()->Now();
   if (clock == nullptr) {
     auto server = store.ServerTime();
-    if (server.ok() && server->has_value()) now = **server;
+    if (server.ok() && server->has_value()) now = std::chrono::floor<Duration>(**server);
   }
   const std::string host = DefaultNodeId();
   for (const NodeInfo& n : *nodes) {

@@ -1246,14 +1246,15 @@ Result<RedisOptions> RedisStore::ParseUrl(const std::string& url) {
   return options;
 }
 
-Result<std::optional<TimePoint>> RedisStore::ServerTime() {
+Result<std::optional<Store::ServerTimePoint>> RedisStore::ServerTime() {
   ASSIGN_OR_RETURN(Reply r, backend_->Call({"TIME"}));
   int64_t seconds = 0, micros = 0;
   if (r.elements.size() != 2 || !ParseInt(r.elements[0].str, seconds) ||
       !ParseInt(r.elements[1].str, micros)) {
     return Unexpected("TIME");
   }
-  return std::optional<TimePoint>(FromUnixMillis(seconds * 1000 + micros / 1000));
+  return std::optional<ServerTimePoint>(ServerTimePoint(std::chrono::seconds(seconds)) +
+                                        std::chrono::microseconds(micros));
 }
 
 // ---- Jobs -----------------------------------------------------------------------------------

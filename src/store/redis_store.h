@@ -163,7 +163,7 @@ class RedisStore final : public Store {
   Result<Assignment> GetAssignment() override;
 
   // The Redis server's clock (TIME): the cluster's time base (docs/cluster.md).
-  Result<std::optional<TimePoint>> ServerTime() override;
+  Result<std::optional<ServerTimePoint>> ServerTime() override;
 
   // PUBLISH on "<prefix>:{sys}:wake"; Subscribe runs one thread with its own connection
   // (SUBSCRIBE), reconnecting with backoff when the connection drops.

@@ -93,7 +93,7 @@ class StoreWrapper : public Store {
                    (const std::string& n, int64_t epoch, TimePoint now, const TenantOwners& o),
                    (n, epoch, now, o))
   JOBSCHED_FORWARD(Result<Assignment>, GetAssignment, (), ())
-  JOBSCHED_FORWARD(Result<std::optional<TimePoint>>, ServerTime, (), ())
+  JOBSCHED_FORWARD(Result<std::optional<ServerTimePoint>>, ServerTime, (), ())
   JOBSCHED_FORWARD(Status, Publish, (const WakeMessage& m), (m))
 #undef JOBSCHED_FORWARD
 

@@ -277,24 +277,76 @@ TEST(JobEnvironmentTest, AShellJobIsToldItsRunAttemptFenceAndNode) {
 
 // ---- The time base ---------------------------------------------------------------------------
 
-// A store whose clock runs `skew` ahead of this machine's (another host's Redis).
+// A store whose clock runs `skew` ahead of this machine's (another host's Redis), and whose
+// TIME request and reply can be made slow (a request queued behind a long script, a reply that
+// is late).
 class SkewedClockStore final : public StoreWrapper {
  public:
   SkewedClockStore(Store& target, Duration skew) : StoreWrapper(target), skew_(skew) {}
-  Result<std::optional<TimePoint>> ServerTime() override {
-    return std::optional<TimePoint>(Clock::Real()->Now() + skew_);
+  Result<std::optional<ServerTimePoint>> ServerTime() override {
+    std::this_thread::sleep_for(request_delay.load());
+    const auto t = std::chrono::time_point_cast<std::chrono::microseconds>(
+        std::chrono::system_clock::now() + skew_.load());
+    std::this_thread::sleep_for(reply_delay.load());
+    return std::optional<ServerTimePoint>(t);
   }
+  // The store's clock now, as a StoreClock reads it.
+  TimePoint Now() const {
+    return std::chrono::floor<Duration>(std::chrono::system_clock::now() + skew_.load());
+  }
+  void set_skew(Duration skew) { skew_ = skew; }
+
+  std::atomic<Duration> request_delay{Duration(0)};
+  std::atomic<Duration> reply_delay{Duration(0)};
 
  private:
-  const Duration skew_;
+  std::atomic<Duration> skew_;
 };
+
+// A request that waited before the store read its clock: half the round trip counted would put
+// this node's clock 20 ms ahead, and an occurrence would start before its time.
+TEST(TimeBaseTest, AStoreClockIsNeverAheadOfTheStore) {
+  auto sqlite = SqliteStore::Open({.path = ":memory:"});
+  ASSERT_TRUE(sqlite.ok());
+  SkewedClockStore store(**sqlite, std::chrono::hours(1));
+  store.request_delay = Duration(40);
+  StoreClock clock;
+  ASSERT_TRUE(clock.Sync(store).ok());
+  EXPECT_LE(clock.precise_offset(), std::chrono::hours(1));
+  EXPECT_GT(clock.precise_offset(), std::chrono::hours(1) - std::chrono::seconds(1));
+  for (int i = 0; i < 100; ++i) {
+    const TimePoint ours = clock.Now();
+    ASSERT_LE(ours, store.Now());
+  }
+}
+
+TEST(TimeBaseTest, TheSampleWithTheShortestRoundTripIsKept) {
+  auto sqlite = SqliteStore::Open({.path = ":memory:"});
+  ASSERT_TRUE(sqlite.ok());
+  SkewedClockStore store(**sqlite, Duration(5000));
+  StoreClock clock;
+  ASSERT_TRUE(clock.Sync(store).ok());
+  const auto synced = clock.precise_offset();
+  EXPECT_LE(synced, Duration(5000));
+  EXPECT_GT(synced, Duration(4000));
+
+  // Late replies (a loaded store): their samples are wider than the one in use; it stays.
+  store.reply_delay = Duration(100);
+  ASSERT_TRUE(clock.Sync(store).ok());
+  EXPECT_EQ(clock.precise_offset(), synced);
+
+  // The store's clock stepped an hour: the samples disagree with the one in use, and win.
+  store.set_skew(std::chrono::hours(1));
+  ASSERT_TRUE(clock.Sync(store).ok());
+  EXPECT_LE(clock.precise_offset(), std::chrono::hours(1));
+  EXPECT_GT(clock.precise_offset(), std::chrono::hours(1) - std::chrono::seconds(1));
+}
 
 TEST(TimeBaseTest, ANodeStampsEverythingWithTheStoresClockNotItsOwn) {
   const Duration skew = std::chrono::hours(1);
   auto sqlite = SqliteStore::Open({.path = ":memory:"});
   ASSERT_TRUE(sqlite.ok());
   auto store = std::make_shared<SkewedClockStore>(**sqlite, skew);
-
   StoreClock clock;
   ASSERT_TRUE(clock.Sync(*store).ok());
   EXPECT_NEAR(static_cast<double>(clock.offset().count()), static_cast<double>(skew.count()),
