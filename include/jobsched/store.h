@@ -457,7 +457,8 @@ class Store {
   // kNotFound if no key has that hash.
   virtual Result<ApiKeyRecord> GetApiKeyByHash(const std::string& secret_hash) = 0;
   virtual Result<std::vector<ApiKeyRecord>> ListApiKeys() = 0;
-  // kNotFound if absent.
+  // kNotFound if absent; kFailedPrecondition (field "id") if it is the last admin key: without
+  // one, no key could be created or revoked again. The check and the delete are one step.
   virtual Status DeleteApiKey(const std::string& id) = 0;
 };
 

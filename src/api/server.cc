@@ -1083,18 +1083,7 @@ Result<Reply> ApiServer::Impl::ListKeys(Call&) {
 }
 
 Result<Reply> ApiServer::Impl::DeleteKey(Call& call) {
-  // The last admin key is kept: without one, no key could be created or revoked again.
-  ASSIGN_OR_RETURN(std::vector<ApiKeyRecord> keys, node_.store().ListApiKeys());
-  auto admin = [](const ApiKeyRecord& k) { return k.role == "admin"; };
-  const auto target = std::find_if(keys.begin(), keys.end(),
-                                   [&](const ApiKeyRecord& k) { return k.id == call.id; });
-  if (target != keys.end() && admin(*target) &&
-      std::count_if(keys.begin(), keys.end(), admin) == 1) {
-    return Status(
-        StatusCode::kFailedPrecondition,
-        "key " + call.id + " is the last admin key: create another admin key before revoking it",
-        "id");
-  }
+  // The store keeps the last admin key (412).
   RETURN_IF_ERROR(node_.store().DeleteApiKey(call.id));
   return Reply{.status = 204};
 }

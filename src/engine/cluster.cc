@@ -48,8 +48,10 @@ Status StoreClock::Sync(Store& store) {
   rtt_ = best->rtt;
   taken_ = now;
   if (!std::exchange(synced_, true) || std::chrono::abs(old - best->low) > std::chrono::seconds(1)) {
-    spdlog::info("clock: the store's clock is {} ms ahead of this node's",
-                 std::chrono::floor<Duration>(best->low).count());
+    const double ms = static_cast<double>(best->low.count()) / 1000;
+    spdlog::info("clock: the store's clock is {:.3f} ms {} this node's (round trip {:.3f} ms)",
+                 std::abs(ms), ms < 0 ? "behind" : "ahead of",
+                 static_cast<double>(best->rtt.count()) / 1000);
   }
   return Status::Ok();
 }

@@ -1456,9 +1456,16 @@ inline constexpr char kDeleteApiKey[] = R"lua(
 -- delete_api_key: DeleteApiKey.
 -- KEYS[1] "<prefix>:{sys}:keys" (hash key id -> secret hash).
 -- ARGV[1] id; ARGV[2] "<prefix>:{sys}:key:" (the record's key without the hash; same slot).
--- Returns 1 when deleted, 0 when absent.
+-- Returns 1 when deleted, 0 when absent, -1 when it is the last admin key (kept).
 local hash = redis.call('HGET', KEYS[1], ARGV[1])
 if not hash then return 0 end
+if redis.call('HGET', ARGV[2] .. hash, 'role') == 'admin' then
+  local admins = 0
+  for _, h in ipairs(redis.call('HVALS', KEYS[1])) do
+    if redis.call('HGET', ARGV[2] .. h, 'role') == 'admin' then admins = admins + 1 end
+  end
+  if admins <= 1 then return -1 end
+end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('DEL', ARGV[2] .. hash)
 return 1

@@ -2552,6 +2552,7 @@ Status RedisStore::DeleteApiKey(const std::string& id) {
       Reply r, backend_->Call(backend_->EvalSys(Script::kDeleteApiKey, {backend_->SysKey("keys")},
                                                 {id, backend_->SysKey("key:")})));
   if (r.integer == 0) return NotFound("api key '" + id + "' not found");
+  if (r.integer < 0) return LastAdminKey(id);
   return Status::Ok();
 }
 

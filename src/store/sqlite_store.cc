@@ -2046,6 +2046,15 @@ Status SqliteStore::DeleteApiKey(const std::string& id) {
   Txn txn(*conn_, Txn::kWrite);
   RETURN_IF_ERROR(txn.begin_status());
   {
+    // The last admin key stays (checked in the same transaction as the delete).
+    ASSIGN_OR_RETURN(Stmt st, txn.Prepare("SELECT (SELECT role FROM api_keys WHERE id = ?1) = "
+                                          "'admin' AND (SELECT COUNT(*) FROM api_keys WHERE role "
+                                          "= 'admin') = 1"));
+    st.Text(1, id);
+    ASSIGN_OR_RETURN(bool row, st.Step());
+    if (row && st.GetInt(0) == 1) return LastAdminKey(id);
+  }
+  {
     ASSIGN_OR_RETURN(Stmt st, txn.Prepare("DELETE FROM api_keys WHERE id = ?1"));
     st.Text(1, id);
     RETURN_IF_ERROR(st.Run());

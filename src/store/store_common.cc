@@ -32,4 +32,10 @@ TimePoint FireTime(const FireRequest& request) {
   return request.expected_next_fire.value_or(TimePoint{});
 }
 
+Status LastAdminKey(const std::string& id) {
+  return Status(
+      StatusCode::kFailedPrecondition,
+      "key " + id + " is the last admin key: create another admin key before revoking it", "id");
+}
+
 }  // namespace jobsched

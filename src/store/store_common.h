@@ -20,4 +20,7 @@ Status CheckNewRuns(const std::string& tenant, const std::string& job_id,
 // built without one, the newest run committed with them, else the expected fire.
 TimePoint FireTime(const FireRequest& request);
 
+// DeleteApiKey's refusal of the last admin key.
+Status LastAdminKey(const std::string& id);
+
 }  // namespace jobsched

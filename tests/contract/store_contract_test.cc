@@ -15,6 +15,7 @@
 
 namespace jobsched::contract {
 
+using ::testing::HasSubstr;
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
@@ -1605,6 +1606,53 @@ TEST_P(StoreContractTest, ApiKeysPutGetListDelete) {
   list = store_->ListApiKeys();
   ASSERT_TRUE(list.ok());
   EXPECT_THAT(*list, SizeIs(1));
+}
+
+// Without an admin key nobody could create or revoke keys again: the store keeps the last one,
+// also against two revocations at once (the check and the delete are one step).
+TEST_P(StoreContractTest, TheLastAdminKeyIsKept) {
+  auto key = [](const std::string& id, const std::string& role) {
+    return ApiKeyRecord{.id = id,
+                        .secret_hash = std::string(64 - id.size(), 'a') + id,
+                        .tenant = role == "admin" ? "" : "team-a",
+                        .role = role,
+                        .created_at = At(1)};
+  };
+  ASSERT_TRUE(store_->PutApiKey(key("v0", "viewer")).ok());
+  EXPECT_TRUE(store_->DeleteApiKey("v0").ok()) << "not an admin key: no rule";
+  ASSERT_TRUE(store_->PutApiKey(key("a0", "admin")).ok());
+  ASSERT_TRUE(store_->PutApiKey(key("o1", "operator")).ok());
+  const Status last = store_->DeleteApiKey("a0");
+  EXPECT_EQ(last.code(), StatusCode::kFailedPrecondition) << last.ToString();
+  EXPECT_EQ(last.field(), "id");
+  EXPECT_THAT(last.message(), HasSubstr("last admin key"));
+  EXPECT_TRUE(store_->GetApiKeyByHash(key("a0", "admin").secret_hash).ok());
+
+  // Two admins revoked at once, again and again: one of them stays each time.
+  std::string kept = "a0";
+  for (int round = 1; round <= 8; ++round) {
+    const std::string other = "a" + std::to_string(round);
+    ASSERT_TRUE(store_->PutApiKey(key(other, "admin")).ok());
+    Status results[2];
+    std::atomic<int> ready{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 2; ++t) {
+      threads.emplace_back([&, t] {
+        ++ready;
+        while (ready.load() < 2) std::this_thread::yield();
+        results[t] = store_->DeleteApiKey(t == 0 ? kept : other);
+      });
+    }
+    for (std::thread& th : threads) th.join();
+    ASSERT_NE(results[0].ok(), results[1].ok())
+        << results[0].ToString() << " / " << results[1].ToString();
+    kept = results[0].ok() ? other : kept;
+    auto list = store_->ListApiKeys();
+    ASSERT_TRUE(list.ok());
+    EXPECT_EQ(std::count_if(list->begin(), list->end(),
+                            [](const ApiKeyRecord& k) { return k.role == "admin"; }),
+              1);
+  }
 }
 
 // ---- Tenants --------------------------------------------------------------------------------
