@@ -9,9 +9,11 @@
 //   ...
 //   scheduler.stop();  // running attempts finish within shutdown_grace or are handed back
 //
-// Handlers run on the scheduler's worker threads. A job whose handler is a C++ function runs
-// only on nodes where that function is registered under the same name (scheduleCron and
-// scheduleOnce register it under the job id).
+// Handlers run on the scheduler's worker threads. A job whose handler is a C++ function is
+// looked up by name (scheduleCron and scheduleOnce register it under the job id) on the node that
+// claims the run: any node serving the job's queue may. In a cluster whose programs register
+// different functions, give those jobs a queue served only by nodes that register them
+// (SchedulerOptions::queues); elsewhere the attempt fails with "no handler named ...".
 //
 // Methods throw jobsched::Error for invalid input (the message names the field) and when the
 // store cannot be reached; they are thread-safe.
