@@ -459,27 +459,57 @@ class RedisBackend {
     });
   }
 
-  // Connects once, checks the server version and loads the scripts.
+  // Connects once, checks the server's version and configuration and loads the scripts.
   Status Start() {
-    ASSIGN_OR_RETURN(Reply info, Call({"INFO", "server"}));
-    const std::string_view text = info.str;
-    const size_t at = text.find("redis_version:");
-    if (at != std::string_view::npos) {
+    ASSIGN_OR_RETURN(std::vector<Reply> info,
+                     RunAll({{"INFO", "server"}, {"INFO", "memory"}, {"INFO", "persistence"}}));
+    const std::string version = InfoField(info[0].str, "redis_version");
+    if (!version.empty()) {
       int major = 0, minor = 0;
-      const char* p = text.data() + at + std::string_view("redis_version:").size();
-      const char* end = text.data() + text.size();
-      auto [q, ec] = std::from_chars(p, end, major);
+      const char* end = version.data() + version.size();
+      auto [q, ec] = std::from_chars(version.data(), end, major);
       if (ec == std::errc() && q < end && *q == '.') std::from_chars(q + 1, end, minor);
       if (major < 6 || (major == 6 && minor < 2)) {
         return FailedPrecondition(where_ + " runs Redis " + std::to_string(major) + "." +
                                   std::to_string(minor) + "; jobsched needs 6.2 or newer");
       }
     }
+    // What would lose data without an error (docs/redis-store.md).
+    const std::string policy = InfoField(info[1].str, "maxmemory_policy");
+    if (!policy.empty() && policy != "noeviction") {
+      config_warnings_.push_back(
+          where_ + ": maxmemory-policy is " + policy +
+          ": once maxmemory is reached Redis deletes keys, and jobs, runs or leases vanish; set "
+          "maxmemory-policy noeviction (a full Redis then refuses writes, answered with 503)");
+    }
+    if (InfoField(info[2].str, "aof_enabled") == "0") {
+      config_warnings_.push_back(
+          where_ +
+          ": appendonly is off: a restart of Redis loses what was written since its last "
+          "snapshot (jobs, runs, results); set appendonly yes with appendfsync everysec");
+    }
+    for (const std::string& w : config_warnings_) spdlog::warn("{}", w);
     std::vector<Command> load;
     for (const std::string& text_i : texts_) load.push_back({"SCRIPT", "LOAD", text_i});
     ASSIGN_OR_RETURN(std::vector<Reply> shas, RunAll(std::move(load)));
     for (size_t i = 0; i < kScriptCount; ++i) shas_[i] = shas[i].str;
     return CheckLayout();
+  }
+
+  const std::vector<std::string>& config_warnings() const { return config_warnings_; }
+
+  // The value of `name` in an INFO reply ("" if absent).
+  static std::string InfoField(std::string_view text, std::string_view name) {
+    for (size_t at = 0; at < text.size();) {
+      size_t end = text.find('\n', at);
+      if (end == std::string_view::npos) end = text.size();
+      std::string_view line = text.substr(at, end - at);
+      if (line.ends_with('\r')) line.remove_suffix(1);
+      if (line.size() > name.size() && line.starts_with(name) && line[name.size()] == ':')
+        return std::string(line.substr(name.size() + 1));
+      at = end + 1;
+    }
+    return "";
   }
 
   // The version of the key layout (redis_scripts.h) the data under the prefix was written
@@ -760,6 +790,7 @@ class RedisBackend {
   const std::string where_;
   std::string texts_[kScriptCount];
   std::string shas_[kScriptCount];
+  std::vector<std::string> config_warnings_;
 
   RedisPool pool_;  // thread-safe
 
@@ -1151,6 +1182,10 @@ bool PercentDecode(std::string_view in, std::string& out) {
 RedisStore::RedisStore(std::unique_ptr<RedisBackend> backend) : backend_(std::move(backend)) {}
 
 RedisStore::~RedisStore() = default;
+
+const std::vector<std::string>& RedisStore::config_warnings() const {
+  return backend_->config_warnings();
+}
 
 Result<std::unique_ptr<RedisStore>> RedisStore::Open(const RedisOptions& options) {
   if (options.host.empty()) return InvalidArgument("redis: empty host", "host");

@@ -86,6 +86,10 @@ class RedisStore final : public Store {
   // defaults. kInvalidArgument naming the URL if it is malformed.
   static Result<RedisOptions> ParseUrl(const std::string& url);
 
+  // What Open found in the server's configuration that could lose data without an error (a
+  // maxmemory-policy that evicts keys, appendonly off), each logged as a warning by Open.
+  const std::vector<std::string>& config_warnings() const;
+
   ~RedisStore() override;
 
   // ---- Store (see store.h for the contract of each method) -------------------------------

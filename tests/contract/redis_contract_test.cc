@@ -223,6 +223,25 @@ TEST(RedisStoreOpen, PasswordsAreSentAndCheckedAtOpen) {
   EXPECT_TRUE(created.ok()) << created.ToString();
 }
 
+// A server configured to lose data without an error is reported at open: a maxmemory-policy
+// that evicts keys, and no append-only file (the test server runs without one).
+TEST(RedisStoreOpen, AConfigurationThatLosesDataIsReported) {
+  ASSERT_TRUE(kRedis->ok()) << kRedis->error();
+  auto plain = MustOpen();
+  ASSERT_NE(plain, nullptr);
+  ASSERT_THAT(plain->config_warnings(), ::testing::SizeIs(1));
+  EXPECT_THAT(plain->config_warnings()[0], HasSubstr("appendonly is off"));
+
+  ASSERT_EQ(kRedis->Command({"CONFIG", "SET", "maxmemory-policy", "allkeys-lru"}), "OK");
+  ASSERT_EQ(kRedis->Command({"CONFIG", "SET", "appendonly", "yes"}), "OK");
+  auto evicting = MustOpen();
+  ASSERT_EQ(kRedis->Command({"CONFIG", "SET", "maxmemory-policy", "noeviction"}), "OK");
+  ASSERT_EQ(kRedis->Command({"CONFIG", "SET", "appendonly", "no"}), "OK");
+  ASSERT_NE(evicting, nullptr);
+  ASSERT_THAT(evicting->config_warnings(), ::testing::SizeIs(1));
+  EXPECT_THAT(evicting->config_warnings()[0], HasSubstr("maxmemory-policy is allkeys-lru"));
+}
+
 // ---- Server behaviour -----------------------------------------------------------------------
 
 TEST(RedisStoreServer, ServerTimeIsTheServersClock) {
