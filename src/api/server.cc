@@ -217,6 +217,10 @@ class ApiServer::Impl {
  private:
   void Serve(const Route& route, const httplib::Request& req, httplib::Response& res);
   std::optional<HttpError> Authorize(const Route& route, Call& call);
+  // Keys verified in the store, for the routes that answer during an outage (by key hash).
+  void RememberKey(std::string_view key, const Principal& who);
+  std::optional<Principal> RecentKey(std::string_view key);
+  void ForgetKey(const std::string& id);
   // An unknown or repeated query parameter: a typo would otherwise drop a filter unseen.
   static std::optional<HttpError> CheckParams(const Route& route, const httplib::Request& req);
   void Audit(const Call& call, const Route& route, int status);
@@ -225,6 +229,8 @@ class ApiServer::Impl {
   Result<Reply> Healthz(Call&);
   Result<Reply> Readyz(Call&);
   Result<Reply> MetricsText(Call&);
+  // The gauges read from the store; a tenant's key (`only`) sees its own tenant's.
+  Status ClusterGauges(std::string& out, const std::string& only);
   Result<Reply> Dashboard(Call&);
   Result<Reply> CronNext(Call&);
   Result<Reply> CreateJob(Call&);
@@ -260,6 +266,9 @@ class ApiServer::Impl {
   std::mutex events_mu_;
   std::condition_variable events_cv_;  // local activity: streams look at the store at once
   std::vector<int64_t> listeners_;     // on node_.events(), removed with the server
+  std::mutex keys_mu_;
+  std::unordered_map<std::string, std::pair<Principal, std::chrono::steady_clock::time_point>>
+      verified_;  // guarded by keys_mu_
   std::vector<std::pair<std::regex, std::string>> patterns_;  // path pattern, method (Register)
 };
 
@@ -269,7 +278,8 @@ const std::vector<ApiServer::Impl::Route>& ApiServer::Impl::Table() {
       {{"GET", "/healthz", Access::kPublic, "Liveness"}, &I::Healthz},
       {{"GET", "/readyz", Access::kPublic, "Readiness: store reachable, node registered"},
        &I::Readyz},
-      {{"GET", "/metrics", Access::kViewer, "Prometheus metrics"}, &I::MetricsText},
+      {{"GET", "/metrics", Access::kViewer, "Prometheus metrics", "", false, true},
+       &I::MetricsText},
       {{"GET", "/", Access::kPublic, "Dashboard (asks for a key)"}, &I::Dashboard},
       {{"GET", "/v1/cron/next", Access::kAnyKey, "Preview fire times: expr, tz, from, n",
         "expr,tz,from,n"},
@@ -465,6 +475,29 @@ std::optional<HttpError> ApiServer::Impl::CheckParams(const Route& route,
   return std::nullopt;
 }
 
+void ApiServer::Impl::RememberKey(std::string_view key, const Principal& who) {
+  std::string hash = HashKey(key);
+  std::lock_guard lock(keys_mu_);
+  if (verified_.size() >= 1024 && !verified_.contains(hash)) verified_.clear();
+  verified_[std::move(hash)] = {who, std::chrono::steady_clock::now()};
+}
+
+std::optional<Principal> ApiServer::Impl::RecentKey(std::string_view key) {
+  const std::string hash = HashKey(key);
+  std::lock_guard lock(keys_mu_);
+  auto it = verified_.find(hash);
+  if (it == verified_.end() ||
+      std::chrono::steady_clock::now() - it->second.second > std::chrono::minutes(10)) {
+    return std::nullopt;
+  }
+  return it->second.first;
+}
+
+void ApiServer::Impl::ForgetKey(const std::string& id) {
+  std::lock_guard lock(keys_mu_);
+  std::erase_if(verified_, [&](const auto& entry) { return entry.second.first.key_id == id; });
+}
+
 std::optional<HttpError> ApiServer::Impl::Authorize(const Route& route, Call& call) {
   const Access access = route.info.access;
   if (access == Access::kPublic) return std::nullopt;
@@ -478,12 +511,16 @@ std::optional<HttpError> ApiServer::Impl::Authorize(const Route& route, Call& ca
   if (!bearer) {
     return HttpError{401, "unauthenticated", "the Authorization header must be 'Bearer <api key>'"};
   }
-  auto who = Authenticate(node_.store(), std::string_view(header).substr(7));
-  if (!who.ok()) {
-    if (who.status().code() == StatusCode::kUnavailable) {
-      return HttpError{503, "unavailable", "the store is unreachable: " + who.status().message()};
-    }
+  const std::string_view key = std::string_view(header).substr(7);
+  auto who = Authenticate(node_.store(), key);
+  if (who.ok()) {
+    RememberKey(key, *who);
+  } else if (who.status().code() != StatusCode::kUnavailable) {
     return HttpError{401, "unauthenticated", "invalid API key"};
+  } else if (auto recent = route.info.during_outage ? RecentKey(key) : std::nullopt) {
+    who = *recent;
+  } else {
+    return HttpError{503, "unavailable", "the store is unreachable: " + who.status().message()};
   }
   call.who = *who;
   if (access == Access::kAnyKey) return std::nullopt;
@@ -596,10 +633,7 @@ Result<Reply> ApiServer::Impl::Readyz(Call&) {
   return Reply{.body = {{"status", "ready"}, {"node", node_.options().node_id}}};
 }
 
-Result<Reply> ApiServer::Impl::MetricsText(Call& call) {
-  // A tenant's key sees the series of its own tenant (and those without a tenant label).
-  const std::string only = call.who.role == Role::kAdmin ? "" : call.who.tenant;
-  std::string out;
+Status ApiServer::Impl::ClusterGauges(std::string& out, const std::string& only) {
   ASSIGN_OR_RETURN(std::vector<JobCount> jobs, node_.store().CountJobs());
   MetricHeader(out, "jobsched_jobs", "gauge", "Jobs by tenant and state.");
   for (const JobCount& c : jobs) {
@@ -633,6 +667,21 @@ Result<Reply> ApiServer::Impl::MetricsText(Call& call) {
   for (const NodeInfo& n : nodes) alive += NodeAlive(n, now, node_.options().node_dead_after);
   MetricHeader(out, "jobsched_nodes_alive", "gauge", "Nodes with a recent heartbeat.");
   out += fmt::format("jobsched_nodes_alive {}\n", alive);
+  return Status::Ok();
+}
+
+Result<Reply> ApiServer::Impl::MetricsText(Call& call) {
+  // A tenant's key sees the series of its own tenant (and those without a tenant label).
+  const std::string only = call.who.role == Role::kAdmin ? "" : call.who.tenant;
+  std::string out;
+  // The cluster-scoped gauges come from the store. While it is unreachable they are left out,
+  // jobsched_store_up says so, and the node's own series are still served.
+  Status read = ClusterGauges(out, only);
+  if (!read.ok() && read.code() != StatusCode::kUnavailable) return read;
+  if (!read.ok()) out.clear();
+  MetricHeader(out, "jobsched_store_up", "gauge",
+               "1 if this node read the store for this scrape, 0 if it could not reach it.");
+  out += fmt::format("jobsched_store_up {}\n", read.ok() ? 1 : 0);
   MetricHeader(out, "jobsched_is_leader", "gauge", "1 if this node holds the leader lease.");
   out += fmt::format("jobsched_is_leader {}\n", node_.cluster().IsLeader() ? 1 : 0);
   metrics_.Render(out, only);
@@ -1085,6 +1134,7 @@ Result<Reply> ApiServer::Impl::ListKeys(Call&) {
 Result<Reply> ApiServer::Impl::DeleteKey(Call& call) {
   // The store keeps the last admin key (412).
   RETURN_IF_ERROR(node_.store().DeleteApiKey(call.id));
+  ForgetKey(call.id);
   return Reply{.status = 204};
 }
 

@@ -1316,8 +1316,29 @@ TEST(ApiStoreDownTest, AnUnreachableStoreIsA503AndLivenessStaysUp) {
     ApiHarness h({.store = store});
     ASSERT_TRUE(h.ok());
     h.MustCreate("acme", Builtin("kept"));
+    Response metrics = h.Get("/metrics", Who::kViewer);  // the key is verified in the store
+    ASSERT_EQ(metrics.status, 200) << metrics;
+    // A key verified, then revoked through this node.
+    Response made = h.Post("/v1/keys", Who::kAdmin, R"({"role": "viewer", "tenant": "acme"})");
+    ASSERT_EQ(made.status, 201) << made;
+    const httplib::Headers revoked = {{"Authorization", "Bearer " + made.json.value("key", "")}};
+    ASSERT_EQ(h.Send("GET", "/metrics", Who::kNone, "", revoked).status, 200);
+    ASSERT_EQ(h.Delete("/v1/keys/" + made.json.value("id", ""), Who::kAdmin).status, 204);
+    EXPECT_THAT(metrics.body, HasSubstr("\njobsched_store_up 1\n"));
+    EXPECT_THAT(metrics.body, HasSubstr("jobsched_jobs{tenant=\"acme\""));
 
     store->down = true;
+    // /metrics still answers a key verified before the outage: the node's own series, and
+    // jobsched_store_up 0 instead of the gauges read from the store.
+    metrics = h.Get("/metrics", Who::kViewer);
+    ASSERT_EQ(metrics.status, 200) << metrics;
+    EXPECT_THAT(metrics.body, HasSubstr("\njobsched_store_up 0\n"));
+    EXPECT_THAT(metrics.body, HasSubstr("\njobsched_is_leader "));
+    EXPECT_THAT(metrics.body, HasSubstr("process_resident_memory_bytes"));
+    EXPECT_THAT(metrics.body, Not(HasSubstr("jobsched_jobs")));
+    // A key this node has not verified, or has seen revoked, is not taken on trust.
+    EXPECT_EQ(h.Get("/metrics", Who::kOther).status, 503);
+    EXPECT_EQ(h.Send("GET", "/metrics", Who::kNone, "", revoked).status, 503);
     for (const auto& [method, path, who] :
          {std::tuple{"GET", kJobs, Who::kViewer},
           std::tuple{"POST", kJobs + "/kept/trigger", Who::kOperator},
@@ -1338,6 +1359,7 @@ TEST(ApiStoreDownTest, AnUnreachableStoreIsA503AndLivenessStaysUp) {
     Response r = h.Get(kJobs, Who::kViewer);
     EXPECT_EQ(r.status, 200) << r;
     EXPECT_EQ(Ids(r.json), std::vector<std::string>{"kept"});
+    EXPECT_THAT(h.Get("/metrics", Who::kViewer).body, HasSubstr("\njobsched_store_up 1\n"));
   }
   spdlog::set_level(spdlog::level::warn);
 }
