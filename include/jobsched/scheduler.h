@@ -159,12 +159,15 @@ class JobScheduler {
   JobScheduler& operator=(const JobScheduler&) = delete;
 
   // Creates or replaces job `job_id` with a cron schedule (UTC, or `timezone`) running
-  // `handler`. Returns true if the job was created, false if it replaced an existing one.
+  // `handler`, registered under the job id. Returns true if the job was created, false if it
+  // replaced an existing one (which stays paused if it was: a program that schedules its jobs at
+  // every start keeps an operator's pause). The id may not be that of a handler every node ships
+  // (noop, sleep), and the handler may not be empty. Nothing changes if it throws.
   bool scheduleCron(const std::string& job_id, const std::string& cron_expression,
                     JobHandler handler);
   bool scheduleCron(const std::string& job_id, const std::string& cron_expression,
                     const std::string& timezone, JobHandler handler);
-  // Creates or replaces a one-time job at `time`.
+  // Creates or replaces a one-time job at `time`, as scheduleCron does.
   bool scheduleOnce(const std::string& job_id, TimePoint time, JobHandler handler);
   // Creates or replaces a job from a full spec (its tenant is this scheduler's).
   JobRecord schedule(JobSpec spec);
@@ -183,17 +186,24 @@ class JobScheduler {
                                    const std::vector<std::string>& payloads = {});
 
   std::optional<JobRecord> getJob(const std::string& job_id);
-  // Newest first.
+  // Newest first, at most `limit` (1 to 1000) of them.
   std::vector<RunRecord> listRuns(const std::string& job_id, int limit = 100);
   std::optional<RunRecord> getRun(const std::string& run_id);
   bool cancelRun(const std::string& run_id);
 
-  // Registers a named C++ handler for jobs with {"type": "builtin", "name": name}.
+  // Registers a named C++ handler for jobs with {"type": "builtin", "name": name}, replacing
+  // one registered under that name before. Not empty, and not a name every node ships (noop,
+  // sleep).
   void registerHandler(const std::string& name, JobHandler handler);
   // Calls `callback` for events of runs executed or fired by this node and jobs changed
-  // through it. Callbacks run on internal threads and must not block.
+  // through it. Callbacks of runs run on internal threads, those of kJobChanged on the thread
+  // that changed the job; they must not block.
   void on(EventType type, std::function<void(const SchedulerEvent&)> callback);
 
+  // Not from a handler or an event callback: they run on the threads these wait for (throws
+  // kFailedPrecondition). Thread-safe with each other. stop() waits for running C++ handlers
+  // to return: after shutdown_grace their cancellation flag is set and their runs are handed
+  // back, but a function that never looks at the flag holds stop() until it returns.
   void start();
   void stop();
 
@@ -202,6 +212,7 @@ class JobScheduler {
 
  private:
   JobRecord Upsert(JobSpec spec, bool* created);
+  bool ScheduleWithHandler(JobSpec spec, JobHandler handler);
 
   std::unique_ptr<Node> node_;
   std::string tenant_;

@@ -18,6 +18,8 @@ constexpr int kMaxAttempts = 100;
 constexpr int64_t kMaxDurationMs = int64_t{365} * 24 * 3600 * 1000;
 constexpr int64_t kMaxOutputBytes = int64_t{16} << 20;
 constexpr int kMaxCpuCores = 1024;
+constexpr int64_t kMaxCpuSeconds = 7 * 24 * 3600;
+constexpr int64_t kMaxMemoryMb = int64_t{1} << 20;
 constexpr size_t kMaxDependencies = 256;
 constexpr size_t kMaxLabels = 64;
 
@@ -449,8 +451,8 @@ Status ParseSpecObject(const Json& j, JobSpec& spec) {
   }
   ASSIGN_OR_RETURN(auto limits, r.Object("limits"));
   if (limits) {
-    RETURN_IF_ERROR(limits->Int("cpu_seconds", 0, 7 * 24 * 3600, spec.limits.cpu_seconds));
-    RETURN_IF_ERROR(limits->Int("memory_mb", 0, 1 << 20, spec.limits.memory_mb));
+    RETURN_IF_ERROR(limits->Int("cpu_seconds", 0, kMaxCpuSeconds, spec.limits.cpu_seconds));
+    RETURN_IF_ERROR(limits->Int("memory_mb", 0, kMaxMemoryMb, spec.limits.memory_mb));
     RETURN_IF_ERROR(
         limits->Int("max_output_bytes", 0, kMaxOutputBytes, spec.limits.max_output_bytes));
     RETURN_IF_ERROR(limits->Number("cpu_cores", 0, kMaxCpuCores, spec.limits.cpu_cores));
@@ -506,6 +508,40 @@ Status ValidateQueueName(std::string_view name, const std::string& field) {
   }
   return Status::Ok();
 }
+
+namespace {
+
+// The bounds the JSON reader applies as it reads (ParseSpecObject), for specs built in C++.
+Status CheckBounds(const JobSpec& spec) {
+  const auto millis = [](const char* field, Duration d) {
+    return d.count() > kMaxDurationMs
+               ? FieldError(field, "must be at most 365 days (" + std::to_string(kMaxDurationMs) +
+                                       ")")
+               : Status::Ok();
+  };
+  const auto instant = [](const char* field, const std::optional<TimePoint>& t) {
+    return t && !InRfc3339Range(*t) ? FieldError(field, "outside the years 0000-9999 in UTC")
+                                    : Status::Ok();
+  };
+  const Schedule& s = spec.schedule;
+  if (s.kind == Schedule::Kind::kAt) RETURN_IF_ERROR(instant("schedule.at", s.at));
+  RETURN_IF_ERROR(instant("schedule.start_at", s.start_at));
+  RETURN_IF_ERROR(instant("schedule.end_at", s.end_at));
+  RETURN_IF_ERROR(millis("schedule.jitter_ms", s.jitter));
+  RETURN_IF_ERROR(millis("retry.initial_delay_ms", spec.retry.initial_delay));
+  RETURN_IF_ERROR(millis("retry.max_delay_ms", spec.retry.max_delay));
+  RETURN_IF_ERROR(millis("timeout_ms", spec.timeout));
+  RETURN_IF_ERROR(millis("misfire.grace_ms", spec.misfire.grace));
+  if (spec.limits.cpu_seconds > kMaxCpuSeconds) {
+    return FieldError("limits.cpu_seconds", "must be at most " + std::to_string(kMaxCpuSeconds));
+  }
+  if (spec.limits.memory_mb > kMaxMemoryMb) {
+    return FieldError("limits.memory_mb", "must be at most " + std::to_string(kMaxMemoryMb));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
 
 Status ValidateJobSpec(const JobSpec& spec) {
   RETURN_IF_ERROR(ValidateJobId(spec.id));
@@ -629,7 +665,7 @@ Status ValidateJobSpec(const JobSpec& spec) {
     }
   }
   if (!Json::accept(spec.payload)) return FieldError("payload", "must be valid JSON");
-  return Status::Ok();
+  return CheckBounds(spec);
 }
 
 namespace {

@@ -98,10 +98,14 @@ Result<TimePoint> ParseRfc3339(std::string_view text) {
                      std::chrono::seconds(second);
   const TimePoint utc = TimePoint(local) + Duration(millis) - std::chrono::minutes(offset_minutes);
   // Every instant must have a four-digit year in UTC too, so that it formats and parses back.
+  if (!InRfc3339Range(utc)) return TimeError(text, "outside the years 0000-9999 in UTC");
+  return utc;
+}
+
+bool InRfc3339Range(TimePoint t) {
   static const TimePoint kFirst = TimePoint(date::sys_days(date::year(0) / 1 / 1));
   static const TimePoint kEnd = TimePoint(date::sys_days(date::year(10000) / 1 / 1));
-  if (utc < kFirst || utc >= kEnd) return TimeError(text, "outside the years 0000-9999 in UTC");
-  return utc;
+  return t >= kFirst && t < kEnd;
 }
 
 std::string FormatRfc3339(TimePoint t) { return date::format("%FT%TZ", t); }

@@ -13,6 +13,8 @@ namespace jobsched {
 // 'T' may be 't' or a space, 'Z' may be 'z'; a fraction of up to 9 digits is truncated to
 // milliseconds. Years 0000-9999. Errors are kInvalidArgument and say which part is wrong.
 Result<TimePoint> ParseRfc3339(std::string_view text);
+// Whether `t` has a four-digit year in UTC (0000-9999): what RFC 3339 text can carry.
+bool InRfc3339Range(TimePoint t);
 
 // "2026-12-01T10:00:00.000Z": UTC with milliseconds (the API's form).
 std::string FormatRfc3339(TimePoint t);

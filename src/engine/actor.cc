@@ -5,6 +5,12 @@
 #include <algorithm>
 
 namespace jobsched {
+namespace {
+thread_local bool t_node_thread = false;
+}  // namespace
+
+bool OnNodeThread() { return t_node_thread; }
+void MarkNodeThread() { t_node_thread = true; }
 
 void ActorThread::Start(std::string name, std::function<Duration()> tick, Duration max_sleep) {
   Stop();
@@ -35,6 +41,7 @@ void ActorThread::Stop() {
 }
 
 void ActorThread::Loop(std::function<Duration()> tick, Duration max_sleep) {
+  MarkNodeThread();
   while (true) {
     Duration sleep = max_sleep;
     try {

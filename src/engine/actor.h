@@ -14,6 +14,13 @@
 
 namespace jobsched {
 
+// Whether the calling thread is one a node runs (its actors, workers and committer): handlers and
+// event callbacks run on those, and a node is not started or stopped from one (stopping joins
+// them, and a thread cannot join itself).
+bool OnNodeThread();
+// Marks the calling thread as a node's, for the rest of its life.
+void MarkNodeThread();
+
 class ActorThread {
  public:
   ActorThread() = default;

@@ -15,6 +15,9 @@ class BuiltinRegistry {
  public:
   BuiltinRegistry();
 
+  // Whether every node ships a handler of that name ("noop", "sleep").
+  static bool Shipped(const std::string& name);
+
   void Register(const std::string& name, JobHandler handler);
   // A copy of the handler, or an empty function.
   JobHandler Find(const std::string& name) const;

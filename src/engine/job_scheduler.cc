@@ -1,7 +1,10 @@
 // The public JobScheduler: a thin layer over Node that turns Status into jobsched::Error.
 #include <jobsched/scheduler.h>
 
+#include <spdlog/spdlog.h>
+
 #include "core/job_codec.h"
+#include "engine/actor.h"
 #include "engine/node.h"
 
 namespace jobsched {
@@ -17,6 +20,25 @@ void OrThrow(Status status) {
   if (!status.ok()) throw Error(std::move(status));
 }
 
+// A handler that can be registered under `name` (`field` names it in the error).
+void CheckHandler(const std::string& name, const JobHandler& handler, const char* field) {
+  if (!handler) throw Error(InvalidArgument("handler: an empty function", "handler"));
+  if (BuiltinRegistry::Shipped(name)) {
+    throw Error(InvalidArgument(std::string(field) + ": '" + name +
+                                    "' is a handler every node ships; choose another name",
+                                field));
+  }
+}
+
+// start() and stop() wait for the scheduler's threads, where handlers and callbacks run.
+void CheckNotOnNodeThread(const char* method) {
+  if (OnNodeThread()) {
+    throw Error(FailedPrecondition(std::string(method) +
+                                   " called from a handler or an event callback, which run on "
+                                   "the scheduler's own threads; call it from another thread"));
+  }
+}
+
 }  // namespace
 
 JobScheduler::JobScheduler(SchedulerOptions options) : tenant_(options.tenant) {
@@ -24,7 +46,13 @@ JobScheduler::JobScheduler(SchedulerOptions options) : tenant_(options.tenant) {
   node_ = OrThrow(Node::Create(std::move(options)));
 }
 
-JobScheduler::~JobScheduler() { stop(); }
+JobScheduler::~JobScheduler() {
+  try {
+    stop();
+  } catch (const Error& e) {
+    spdlog::error("JobScheduler destroyed: {}", e.what());
+  }
+}
 
 JobRecord JobScheduler::Upsert(JobSpec spec, bool* created) {
   spec.tenant = tenant_;
@@ -38,24 +66,38 @@ bool JobScheduler::scheduleCron(const std::string& job_id, const std::string& cr
 
 bool JobScheduler::scheduleCron(const std::string& job_id, const std::string& cron_expression,
                                 const std::string& timezone, JobHandler handler) {
-  JobSpec spec{.id = job_id};
-  spec.schedule = {.kind = Schedule::Kind::kCron, .cron = cron_expression, .timezone = timezone};
-  spec.handler = {.type = HandlerSpec::Type::kBuiltin, .name = job_id};
-  OrThrow(ValidateJobSpec(JobSpec{spec.id, tenant_, spec.queue, spec.schedule, spec.handler}));
-  node_->builtins().Register(job_id, std::move(handler));
-  bool created = false;
-  Upsert(std::move(spec), &created);
-  return created;
+  return ScheduleWithHandler(
+      {.id = job_id,
+       .schedule = {.kind = Schedule::Kind::kCron, .cron = cron_expression, .timezone = timezone}},
+      std::move(handler));
 }
 
 bool JobScheduler::scheduleOnce(const std::string& job_id, TimePoint time, JobHandler handler) {
-  JobSpec spec{.id = job_id};
-  spec.schedule = {.kind = Schedule::Kind::kAt, .at = time};
-  spec.handler = {.type = HandlerSpec::Type::kBuiltin, .name = job_id};
-  OrThrow(ValidateJobId(job_id));
-  node_->builtins().Register(job_id, std::move(handler));
+  return ScheduleWithHandler({.id = job_id, .schedule = {.kind = Schedule::Kind::kAt, .at = time}},
+                             std::move(handler));
+}
+
+bool JobScheduler::ScheduleWithHandler(JobSpec spec, JobHandler handler) {
+  spec.tenant = tenant_;
+  spec.handler = {.type = HandlerSpec::Type::kBuiltin, .name = spec.id};
+  OrThrow(ValidateJobSpec(spec));
+  CheckHandler(spec.id, handler, "id");
+  // A program that schedules its jobs at every start keeps an operator's pause.
+  auto existing = node_->store().GetJob(tenant_, spec.id);
+  if (!existing.ok() && existing.status().code() != StatusCode::kNotFound)
+    OrThrow(existing.status());
+  if (existing.ok()) spec.paused = existing->spec.paused;
+  // Registered before the write (a run due at once finds it), put back if the write fails.
+  const std::string id = spec.id;
+  JobHandler previous = node_->builtins().Find(id);
+  node_->builtins().Register(id, std::move(handler));
   bool created = false;
-  Upsert(std::move(spec), &created);
+  try {
+    Upsert(std::move(spec), &created);
+  } catch (const Error&) {
+    node_->builtins().Register(id, std::move(previous));
+    throw;
+  }
   return created;
 }
 
@@ -92,6 +134,7 @@ std::optional<JobRecord> JobScheduler::getJob(const std::string& job_id) {
 }
 
 std::vector<RunRecord> JobScheduler::listRuns(const std::string& job_id, int limit) {
+  if (limit < 1 || limit > 1000) throw Error(InvalidArgument("limit: must be between 1 and 1000", "limit"));
   return OrThrow(node_->store().ListRuns(tenant_, RunFilter{.job_id = job_id, .limit = limit}))
       .items;
 }
@@ -111,6 +154,8 @@ bool JobScheduler::cancelRun(const std::string& run_id) {
 }
 
 void JobScheduler::registerHandler(const std::string& name, JobHandler handler) {
+  if (name.empty()) throw Error(InvalidArgument("name: empty", "name"));
+  CheckHandler(name, handler, "name");
   node_->builtins().Register(name, std::move(handler));
 }
 
@@ -118,9 +163,15 @@ void JobScheduler::on(EventType type, std::function<void(const SchedulerEvent&)>
   node_->events().On(type, std::move(callback));
 }
 
-void JobScheduler::start() { OrThrow(node_->Start()); }
+void JobScheduler::start() {
+  CheckNotOnNodeThread("start()");
+  OrThrow(node_->Start());
+}
+
 void JobScheduler::stop() {
-  if (node_) node_->Stop();
+  if (!node_) return;
+  CheckNotOnNodeThread("stop()");
+  node_->Stop();
 }
 
 Store& JobScheduler::store() { return node_->store(); }

@@ -104,6 +104,14 @@ Result<std::unique_ptr<Node>> Node::Create(SchedulerOptions options) {
       return InvalidArgument(std::string(name) + ": must be shorter than lease", name);
     }
   }
+  for (auto [d, name] : {std::pair{options.shutdown_grace, "shutdown_grace"},
+                         {options.kill_grace, "kill_grace"},
+                         {options.keep_runs_for, "keep_runs_for"}}) {
+    if (d.count() < 0) return InvalidArgument(std::string(name) + ": must not be negative", name);
+  }
+  if (options.keep_runs_per_job < 1 || options.keep_runs_per_job > 1'000'000) {
+    return InvalidArgument("keep_runs_per_job: must be between 1 and 1000000", "keep_runs_per_job");
+  }
   ASSIGN_OR_RETURN(options.node_id, ClaimNodeId(*store, options.clock, options.node_id, defaulted,
                                                 options.node_dead_after));
   return std::unique_ptr<Node>(new Node(std::move(options), std::move(store)));
@@ -209,6 +217,12 @@ Node::~Node() {
 }
 
 Status Node::Start() {
+  if (OnNodeThread()) {
+    return FailedPrecondition("node " + options_.node_id +
+                              ": start called from one of its own threads (a handler or an "
+                              "event callback); call it from another thread");
+  }
+  std::lock_guard lock(lifecycle_mu_);
   if (running_) return Status::Ok();
   if (store_clock_) {
     Status synced = store_clock_->Sync(*store_);
@@ -248,6 +262,13 @@ Status Node::Start() {
 }
 
 void Node::Stop() {
+  if (OnNodeThread()) {
+    spdlog::error("node {}: stop called from one of its own threads (a handler or an event "
+                  "callback), which stopping waits for: ignored",
+                  options_.node_id);
+    return;
+  }
+  std::lock_guard lock(lifecycle_mu_);
   if (!running_) return;
   scheduler_->Stop();
   dependencies_->Stop();

@@ -41,9 +41,11 @@ class Node {
   static Result<std::unique_ptr<Node>> Create(SchedulerOptions options);
   ~Node();
 
+  // Not from a node's own threads (a handler, an event callback): Start refuses with
+  // kFailedPrecondition, Stop logs an error and does nothing. One at a time.
   Status Start();
   void Stop();
-  bool running() const { return running_; }
+  bool running() const { return running_.load(); }
 
   Store& store() { return *store_; }
   const Clock& clock() const { return *clock_; }
@@ -84,7 +86,8 @@ class Node {
   std::unique_ptr<Heartbeater> heartbeater_;
   std::unique_ptr<ClusterActor> cluster_;
   std::atomic<bool> subscribed_{false};
-  bool running_ = false;
+  std::mutex lifecycle_mu_;  // Start and Stop
+  std::atomic<bool> running_{false};
 };
 
 // The host name, the default node id.

@@ -276,6 +276,7 @@ std::shared_ptr<Processor::Attempt> Processor::NextAttempt() {
 }
 
 void Processor::WorkerLoop() {
+  MarkNodeThread();
   while (std::shared_ptr<Attempt> attempt = NextAttempt()) {
     const auto t0 = std::chrono::steady_clock::now();
     try {
@@ -499,6 +500,7 @@ void Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* s
 }
 
 void Processor::CommitLoop() {
+  MarkNodeThread();
   std::vector<PendingCompletion> batch;
   std::vector<Completion> completions;
   // Results the store could not take (unreachable), tried again with the next batch and at

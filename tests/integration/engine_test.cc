@@ -1609,6 +1609,150 @@ TEST(JobSchedulerApiTest, EventCallbacksFireForRunsOfAStartedScheduler) {
   EXPECT_EQ(payloads.back(), R"({"x":1})");
 }
 
+// The status of the Error `fn` throws (kOk if it throws none).
+template <typename Fn>
+Status Thrown(Fn fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.status();
+  }
+  return Status::Ok();
+}
+
+// A rejected call changes nothing: not the stored job, not the handler its runs call.
+TEST(JobSchedulerApiTest, ARejectedScheduleKeepsTheJobAndItsHandler) {
+  FakeClock clock(kT0);
+  JobScheduler s(ApiOptions(&clock));
+  std::atomic<int> first{0}, second{0};
+  ASSERT_TRUE(s.scheduleOnce("x", kT0 + 1min, [&](RunContext&) {
+    ++first;
+    return Status::Ok();
+  }));
+  // The year 12110: beyond what the store can write and read back.
+  const Status far = Thrown([&] {
+    s.scheduleOnce("x", FromUnixMillis(320000000000000), [&](RunContext&) {
+      ++second;
+      return Status::Ok();
+    });
+  });
+  EXPECT_EQ(far.code(), StatusCode::kInvalidArgument) << far.ToString();
+  EXPECT_EQ(far.field(), "schedule.at");
+  JobSpec long_timeout = BuiltinSpec("y");
+  long_timeout.timeout = std::chrono::days(400);
+  const Status timeout = Thrown([&] { s.schedule(long_timeout); });
+  EXPECT_EQ(timeout.code(), StatusCode::kInvalidArgument) << timeout.ToString();
+  EXPECT_EQ(timeout.field(), "timeout_ms");
+  EXPECT_FALSE(s.getJob("y"));
+
+  ASSERT_TRUE(s.getJob("x"));
+  EXPECT_EQ(s.getJob("x")->next_fire, kT0 + 1min);
+  testing::EventLog log;
+  s.on(EventType::kRunSucceeded, [&log](const SchedulerEvent& e) { log.Push(e); });
+  s.start();
+  clock.Advance(1min);
+  s.node().scheduler().Wake();
+  ASSERT_TRUE(log.Wait(EventType::kRunSucceeded, RunId("x", kT0 + 1min)));
+  s.stop();
+  EXPECT_EQ(first.load(), 1);
+  EXPECT_EQ(second.load(), 0) << "the rejected call's handler replaced the job's";
+}
+
+TEST(JobSchedulerApiTest, HandlersMustBeGivenAndMayNotReplaceTheShippedOnes) {
+  FakeClock clock(kT0);
+  JobScheduler s(ApiOptions(&clock));
+  for (const char* id : {"noop", "sleep"}) {
+    const Status shipped = Thrown([&] { s.scheduleCron(id, "* * * * *", Noop); });
+    EXPECT_EQ(shipped.code(), StatusCode::kInvalidArgument) << id;
+    EXPECT_EQ(shipped.field(), "id") << shipped.ToString();
+    EXPECT_FALSE(s.getJob(id));
+    EXPECT_EQ(Thrown([&] { s.registerHandler(id, Noop); }).field(), "name");
+  }
+  const Status empty = Thrown([&] { s.scheduleCron("e", "* * * * *", JobHandler()); });
+  EXPECT_EQ(empty.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(empty.field(), "handler");
+  EXPECT_FALSE(s.getJob("e"));
+  EXPECT_EQ(Thrown([&] { s.registerHandler("e", JobHandler()); }).field(), "handler");
+  EXPECT_EQ(Thrown([&] { s.listRuns("e", 0); }).field(), "limit");
+}
+
+// A program schedules its jobs at every start: a job an operator paused stays paused.
+TEST(JobSchedulerApiTest, SchedulingAPausedJobAgainKeepsItPaused) {
+  FakeClock clock(kT0);
+  JobScheduler s(ApiOptions(&clock));
+  ASSERT_TRUE(s.scheduleCron("p", "* * * * *", Noop));
+  ASSERT_TRUE(s.pauseJob("p"));
+  EXPECT_FALSE(s.scheduleCron("p", "* * * * *", Noop));
+  EXPECT_EQ(s.getJob("p")->state, JobState::kPaused);
+  EXPECT_FALSE(s.scheduleCron("p", "*/5 * * * *", Noop));
+  EXPECT_EQ(s.getJob("p")->state, JobState::kPaused);
+  EXPECT_EQ(s.getJob("p")->spec.schedule.cron, "*/5 * * * *");
+  EXPECT_TRUE(s.resumeJob("p"));
+}
+
+TEST(JobSchedulerApiTest, OptionsOutOfRangeAreRefused) {
+  for (auto [mutate, field] :
+       {std::pair<std::function<void(SchedulerOptions&)>, std::string>{
+            [](SchedulerOptions& o) { o.shutdown_grace = Duration(-5); }, "shutdown_grace"},
+        {[](SchedulerOptions& o) { o.kill_grace = Duration(-1); }, "kill_grace"},
+        {[](SchedulerOptions& o) { o.keep_runs_per_job = 0; }, "keep_runs_per_job"},
+        {[](SchedulerOptions& o) { o.keep_runs_for = Duration(-1); }, "keep_runs_for"}}) {
+    FakeClock clock(kT0);
+    SchedulerOptions options = ApiOptions(&clock);
+    mutate(options);
+    const Status s = Thrown([&] { JobScheduler scheduler(std::move(options)); });
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << field;
+    EXPECT_EQ(s.field(), field) << s.ToString();
+  }
+}
+
+// stop() and start() from a handler would wait for the thread they run on: they are refused,
+// and the scheduler goes on (before, the node was left half stopped and its destructor aborted
+// the program). Two threads starting or stopping at once do it once.
+TEST(JobSchedulerApiTest, StartAndStopAreRefusedOnTheSchedulersThreadsAndSerialised) {
+  FakeClock clock(kT0);
+  testing::EventLog log;
+  std::mutex mu;
+  std::vector<Status> from_handler;
+  JobScheduler s(ApiOptions(&clock));
+  s.on(EventType::kRunSucceeded, [&](const SchedulerEvent& e) {
+    {
+      std::lock_guard lock(mu);
+      from_handler.push_back(Thrown([&] { s.stop(); }));
+    }
+    log.Push(e);
+  });
+  ASSERT_TRUE(s.scheduleCron("t", "* * * * *", [&](RunContext&) {
+    std::lock_guard lock(mu);
+    from_handler.push_back(Thrown([&] { s.stop(); }));
+    from_handler.push_back(Thrown([&] { s.start(); }));
+    return Status::Ok();
+  }));
+  {
+    std::thread a([&] { s.start(); }), b([&] { s.start(); });
+    a.join();
+    b.join();
+  }
+  for (int minute = 1; minute <= 2; ++minute) {
+    clock.Advance(1min);
+    s.node().scheduler().Wake();
+    ASSERT_TRUE(log.Wait(EventType::kRunSucceeded, RunId("t", kT0 + minute * 1min)))
+        << "minute " << minute << ": the scheduler goes on";
+  }
+  {
+    std::thread a([&] { s.stop(); }), b([&] { s.stop(); });
+    a.join();
+    b.join();
+  }
+  EXPECT_FALSE(s.node().running());
+  std::lock_guard lock(mu);
+  ASSERT_EQ(from_handler.size(), 6u);
+  for (const Status& st : from_handler) {
+    EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition) << st.ToString();
+    EXPECT_NE(st.message().find("another thread"), std::string::npos) << st.ToString();
+  }
+}
+
 // With a cgroup parent, each shell attempt runs in a cgroup of its own under it, removed after
 // the attempt.
 TEST(JobSchedulerApiTest, ShellRunsGetTheirOwnCgroupUnderTheConfiguredParent) {

@@ -892,6 +892,46 @@ std::vector<BadBuiltSpecCase> BadBuiltSpecCases() {
     for (int i = 0; i < 257; ++i) s.depends_on.push_back("d" + std::to_string(i));
   });
   add("PayloadNotJson", "payload", [](JobSpec& s) { s.payload = "{not json"; });
+  // The bounds the JSON reader applies hold for a spec built in C++ too: a spec written
+  // beyond them could not be read back.
+  const Duration year_and_a_day = std::chrono::days(366);
+  add("JitterBeyondAYear", "schedule.jitter_ms", [&](JobSpec& s) {
+    s.schedule.kind = Schedule::Kind::kEvery;
+    s.schedule.every = Duration(1000);
+    s.schedule.jitter = year_and_a_day;
+  });
+  add("InitialDelayBeyondAYear", "retry.initial_delay_ms", [&](JobSpec& s) {
+    s.retry.initial_delay = year_and_a_day;
+    s.retry.max_delay = year_and_a_day;
+  });
+  add("MaxDelayBeyondAYear", "retry.max_delay_ms",
+      [&](JobSpec& s) { s.retry.max_delay = year_and_a_day; });
+  add("TimeoutBeyondAYear", "timeout_ms", [&](JobSpec& s) { s.timeout = year_and_a_day; });
+  add("GraceBeyondAYear", "misfire.grace_ms",
+      [&](JobSpec& s) { s.misfire.grace = year_and_a_day; });
+  add("CpuSecondsBeyondAWeek", "limits.cpu_seconds",
+      [](JobSpec& s) { s.limits.cpu_seconds = 7 * 24 * 3600 + 1; });
+  add("MemoryBeyondATebibyte", "limits.memory_mb",
+      [](JobSpec& s) { s.limits.memory_mb = (int64_t{1} << 20) + 1; });
+  const TimePoint year_10000 = FromUnixMillis(253402300800000);  // 10000-01-01T00:00:00Z
+  add("AtInTheYear10000", "schedule.at", [&](JobSpec& s) {
+    s.schedule.kind = Schedule::Kind::kAt;
+    s.schedule.at = year_10000;
+  });
+  add("AtBeforeTheYear0", "schedule.at", [](JobSpec& s) {
+    s.schedule.kind = Schedule::Kind::kAt;
+    s.schedule.at = FromUnixMillis(-62167219200001);  // just before 0000-01-01T00:00:00Z
+  });
+  add("StartAtInTheYear10000", "schedule.start_at", [&](JobSpec& s) {
+    s.schedule.kind = Schedule::Kind::kEvery;
+    s.schedule.every = Duration(1000);
+    s.schedule.start_at = year_10000;
+  });
+  add("EndAtInTheYear10000", "schedule.end_at", [&](JobSpec& s) {
+    s.schedule.kind = Schedule::Kind::kEvery;
+    s.schedule.every = Duration(1000);
+    s.schedule.end_at = year_10000;
+  });
   return cases;
 }
 
