@@ -71,16 +71,19 @@ class RunContext {
 using JobHandler = std::function<Status(RunContext&)>;
 
 enum class EventType {
-  kRunStarted,
+  kRunStarted,  // the handler begins (an attempt that ended before it, e.g. cancelled, has none)
   kRunSucceeded,
   kRunFailed,
   kRunRetrying,
   kRunTimedOut,
+  // An attempt that ended cancelled. A run cancelled while queued or waiting to retry (by
+  // cancelRun, cancelJob or pauseJob) emits none: the call that cancelled it says so.
   kRunCancelled,
-  kRunSkipped,
+  kRunSkipped,  // an occurrence recorded skipped (overlap, misfire, a failed dependency)
   kJobChanged,
   kRunLeaseLost,  // this node stopped an attempt because it lost (or could not renew) its lease
-  kRunRecovered,  // a run whose lease had expired was queued again (or failed) by this node
+  kRunRecovered,  // a run whose lease had expired was queued again (or failed) by this node;
+                  // error: its lost attempt's
 };
 
 struct SchedulerEvent {

@@ -118,11 +118,9 @@ Result<int> DependencyActor::Evaluate(const std::string& tenant, const std::stri
                  RunStateName(run.state), run.id, job_id, tenant,
                  run.error.empty() ? "" : " error=" + run.error);
     if (run.state == RunState::kSkipped) {
-      events_.Emit({.type = EventType::kRunSkipped,
-                    .tenant = tenant,
-                    .job_id = job_id,
-                    .run_id = run.id,
-                    .error = run.error});
+      SchedulerEvent skipped = RunEvent(EventType::kRunSkipped, run);
+      skipped.error = run.error;
+      events_.Emit(skipped);
     }
   }
   return created;

@@ -22,6 +22,13 @@ inline SchedulerEvent RunEvent(EventType type, const RunRecord& run) {
           .scheduled_at = run.scheduled_at};
 }
 
+// A run whose lease had expired, queued again (or failed): the error is its lost attempt's.
+inline SchedulerEvent RecoveredEvent(const RunRecord& run) {
+  SchedulerEvent e = RunEvent(EventType::kRunRecovered, run);
+  if (!run.attempts.empty()) e.error = run.attempts.back().error;
+  return e;
+}
+
 class EventBus {
  public:
   // Returns an id for Off().

@@ -244,7 +244,7 @@ Status Node::Start() {
   if (!recovered.empty()) {
     spdlog::warn("node {}: recovered {} runs left unfinished by a previous process",
                  options_.node_id, recovered.size());
-    for (const RunRecord& run : recovered) events_.Emit(RunEvent(EventType::kRunRecovered, run));
+    for (const RunRecord& run : recovered) events_.Emit(RecoveredEvent(run));
   }
   if (options_.execute) processor_->Start();
   // Every node reaps (recovery is a compare-and-set, so nodes reaping at once is harmless): a

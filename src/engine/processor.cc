@@ -127,7 +127,7 @@ void Processor::ForgetSpecs() {
   std::lock_guard lock(mu_);
   ++spec_generation_;
   spec_cache_.clear();
-  // Held, queued, or starting (an attempt reads its spec as it starts, after run-started).
+  // Held, queued, or starting (an attempt reads its spec as it starts, before run-started).
   for (auto& [key, attempt] : active_) attempt->spec.reset();
 }
 
@@ -385,9 +385,6 @@ void Processor::Execute(const std::shared_ptr<Attempt>& attempt) {
             .error = "cancelled before it started"});
     return;
   }
-  spdlog::info("run running run_id={} job_id={} tenant={} node={} attempt={} fence={}", run.id,
-               run.job_id, run.tenant, options_.node_id, run.attempt, run.fence);
-  events_.Emit(RunEvent(EventType::kRunStarted, run));
   std::shared_ptr<const JobSpec> claimed_spec;
   {
     std::lock_guard lock(mu_);
@@ -411,6 +408,10 @@ void Processor::Execute(const std::shared_ptr<Attempt>& attempt) {
            {.kind = AttemptOutcome::Kind::kCancelled, .error = "job paused before its occurrence"});
     return;
   }
+  // The handler begins (an attempt ended above never started: no kRunStarted).
+  spdlog::info("run running run_id={} job_id={} tenant={} node={} attempt={} fence={}", run.id,
+               run.job_id, run.tenant, options_.node_id, run.attempt, run.fence);
+  events_.Emit(RunEvent(EventType::kRunStarted, run));
   if ((*spec)->handler.type == HandlerSpec::Type::kBuiltin && (*spec)->timeout.count() > 0) {
     {
       std::lock_guard lock(mu_);

@@ -13,7 +13,7 @@ Result<int> Reaper::Tick() {
   for (const RunRecord& run : runs) {
     spdlog::warn("run lease_lost run_id={} job_id={} tenant={} node={} now={}", run.id, run.job_id,
                  run.tenant, run.node, RunStateName(run.state));
-    events_.Emit(RunEvent(EventType::kRunRecovered, run));
+    events_.Emit(RecoveredEvent(run));
   }
   if (!runs.empty() && on_recovered_) on_recovered_();
   return static_cast<int>(runs.size());

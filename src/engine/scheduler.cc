@@ -101,11 +101,9 @@ void SchedulerActor::Fired(const FireRequest& request) {
     if (run.state == RunState::kSkipped) {
       spdlog::info("run skipped run_id={} job_id={} tenant={} reason=\"{}\"", run.id, run.job_id,
                    run.tenant, run.error);
-      events_.Emit({.type = EventType::kRunSkipped,
-                    .tenant = run.tenant,
-                    .job_id = run.job_id,
-                    .run_id = run.id,
-                    .error = run.error});
+      SchedulerEvent skipped = RunEvent(EventType::kRunSkipped, run);
+      skipped.error = run.error;
+      events_.Emit(skipped);
     }
   }
 }

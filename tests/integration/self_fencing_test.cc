@@ -136,8 +136,14 @@ TEST_F(SelfFencingTest, UnrenewableLeaseStopsTheAttemptReportsNothingAndTheRunIs
   Node& n = *node_;
   // What the metrics count (jobsched_leases_lost_total, jobsched_runs_recovered_total).
   std::atomic<int> lost{0}, recovered_events{0};
+  std::mutex recovered_mu;
+  std::string recovered_error;
   n.events().On(EventType::kRunLeaseLost, [&](const SchedulerEvent&) { ++lost; });
-  n.events().On(EventType::kRunRecovered, [&](const SchedulerEvent&) { ++recovered_events; });
+  n.events().On(EventType::kRunRecovered, [&](const SchedulerEvent& e) {
+    std::lock_guard lock(recovered_mu);
+    recovered_error = e.error;
+    ++recovered_events;
+  });
 
   Signal started, stopped;
   std::atomic<bool> saw_cancel{false};
@@ -178,6 +184,10 @@ TEST_F(SelfFencingTest, UnrenewableLeaseStopsTheAttemptReportsNothingAndTheRunIs
   ASSERT_TRUE(recovered.ok());
   EXPECT_EQ(*recovered, 1);
   EXPECT_EQ(recovered_events.load(), 1);
+  {
+    std::lock_guard lock(recovered_mu);
+    EXPECT_FALSE(recovered_error.empty()) << "the event says why: its lost attempt's error";
+  }
   run = n.store().GetRun("default", run_id);
   ASSERT_TRUE(run.ok());
   EXPECT_TRUE(run->state == RunState::kQueued || run->state == RunState::kRunning)
