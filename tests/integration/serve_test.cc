@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -134,9 +135,10 @@ TEST_F(ServeProcessTest, FirstStartWritesAnAdminKeyServesTheSampleJobAndStopsOnS
 }
 
 // The page as Chromium (headless, a profile of its own under `profile`) has it once its script
-// ran: the DOM after the page's fetches, with a few seconds of the page's own time.
+// ran: the DOM after the page's fetches, with a few seconds of the page's own time. A page that
+// keeps fetching holds the page's time still: it is given up after 60 s (a failure).
 std::string BrowserDom(const std::string& url, const std::filesystem::path& profile) {
-  const std::string command = "chromium --headless --no-sandbox --disable-gpu --user-data-dir='" +
+  const std::string command = "timeout -k 5 60 chromium --headless --no-sandbox --disable-gpu --user-data-dir='" +
                               profile.string() + "' --virtual-time-budget=3000 --dump-dom '" + url +
                               "' 2>/dev/null";
   FILE* pipe = ::popen(command.c_str(), "r");
@@ -188,6 +190,59 @@ TEST_F(ServeProcessTest, DashboardInARealBrowserShowsJobsAndRunsWithTheKeyOfItsL
       BrowserDom(base + "#key=js_wrong_0000000000000000000000000000", dir_ / "browser2");
   EXPECT_THAT(refused, Not(HasSubstr("<td>sample</td>")));
   EXPECT_THAT(refused, ::testing::MatchesRegex(".*<span id=\"error\">[^<]+</span>.*"));
+}
+
+// A busy cluster sends the page thousands of events a second: it shows the newest 200 and reads
+// its tables at most once a second, not once an event (which would flood the API).
+TEST_F(ServeProcessTest, DashboardUnderABurstOfEventsKeepsItsReadsAndItsListBounded) {
+  Start({"--listen", "127.0.0.1:0", "--data-dir", (dir_ / "data").string(), "--concurrency", "8"});
+  const int port = WaitForPort();
+  ASSERT_GT(port, 0);
+  std::string key;
+  std::ifstream(dir_ / "data" / "admin.key") >> key;
+  httplib::Client client("127.0.0.1", port);
+  const httplib::Headers auth{{"Authorization", "Bearer " + key}};
+  auto made = client.Post("/v1/tenants/default/jobs", auth,
+                          R"({"id": "burst", "handler": {"type": "builtin", "name": "noop"}})",
+                          "application/json");
+  ASSERT_TRUE(made);
+  ASSERT_EQ(made->status, 201) << made->body;
+
+  // Runs triggered for as long as the page is open.
+  std::atomic<bool> open{true};
+  std::thread load([&] {
+    httplib::Client loader("127.0.0.1", port);
+    const std::string payloads = R"({"payloads": [)" + [] {
+      std::string list;
+      for (int i = 0; i < 20; ++i) list += (i ? ",{}" : "{}");
+      return list;
+    }() + "]}";
+    while (open) {
+      loader.Post("/v1/tenants/default/jobs/burst/trigger", auth, payloads, "application/json");
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  const std::string dom =
+      BrowserDom("http://127.0.0.1:" + std::to_string(port) + "/#key=" + key, dir_ / "browser");
+  open = false;
+  load.join();
+
+  const size_t from = dom.find("<div id=\"events\">");
+  ASSERT_NE(from, std::string::npos) << dom;
+  const std::string events = dom.substr(from, dom.find("</section>", from) - from);
+  int lines = 0;
+  for (size_t at = events.find("<div>"); at != std::string::npos; at = events.find("<div>", at + 1))
+    ++lines;
+  EXPECT_GE(lines, 50) << "the page saw the burst: " << events.substr(0, 2000);
+  EXPECT_LE(lines, 200);
+
+  auto metrics = client.Get("/metrics", auth);
+  ASSERT_TRUE(metrics);
+  const std::regex reads(
+      R"re(jobsched_http_requests_total\{route="GET /v1/tenants/\{t\}/runs",code="200"\} (\d+))re");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(metrics->body, m, reads)) << metrics->body;
+  EXPECT_LE(std::stoi(m[1]), 10) << "run table reads for " << lines << "+ events";
 }
 
 TEST_F(ServeProcessTest, SecondStartKeepsTheKeyAndAGivenAdminKeyIsAccepted) {
