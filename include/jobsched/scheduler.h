@@ -200,8 +200,10 @@ class JobScheduler {
   void registerHandler(const std::string& name, JobHandler handler);
   // Calls `callback` for events of runs executed or fired by this node and jobs changed
   // through it. Callbacks of runs run on internal threads, those of kJobChanged on the thread
-  // that changed the job; they must not block.
-  void on(EventType type, std::function<void(const SchedulerEvent&)> callback);
+  // that changed the job; they must not block. Returns an id for off().
+  int64_t on(EventType type, std::function<void(const SchedulerEvent&)> callback);
+  // Removes a callback added by on(); a call of it already under way may still finish.
+  void off(int64_t id);
 
   // Not from a handler or an event callback: they run on the threads these wait for (throws
   // kFailedPrecondition). Thread-safe with each other. stop() waits for running C++ handlers

@@ -159,9 +159,11 @@ void JobScheduler::registerHandler(const std::string& name, JobHandler handler) 
   node_->builtins().Register(name, std::move(handler));
 }
 
-void JobScheduler::on(EventType type, std::function<void(const SchedulerEvent&)> callback) {
-  node_->events().On(type, std::move(callback));
+int64_t JobScheduler::on(EventType type, std::function<void(const SchedulerEvent&)> callback) {
+  return node_->events().On(type, std::move(callback));
 }
+
+void JobScheduler::off(int64_t id) { node_->events().Off(id); }
 
 void JobScheduler::start() {
   CheckNotOnNodeThread("start()");

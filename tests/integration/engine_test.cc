@@ -1574,6 +1574,11 @@ TEST(JobSchedulerApiTest, EventCallbacksFireForRunsOfAStartedScheduler) {
   for (EventType t : testing::kAllEventTypes) {
     s.on(t, [&log](const SchedulerEvent& e) { log.Push(e); });
   }
+  std::atomic<int> removed_calls{0};
+  const int64_t removed = s.on(EventType::kRunSucceeded, [&](const SchedulerEvent&) {
+    ++removed_calls;
+  });
+  s.off(removed);
   EXPECT_TRUE(s.scheduleCron("tick", "* * * * *", [&](RunContext& ctx) {
     std::lock_guard lock(mu);
     ran.push_back(ctx.run_id());
@@ -1598,6 +1603,7 @@ TEST(JobSchedulerApiTest, EventCallbacksFireForRunsOfAStartedScheduler) {
   ASSERT_TRUE(run);
   EXPECT_EQ(run->state, RunState::kSucceeded);
   EXPECT_EQ(run->reason, RunReason::kManual);
+  EXPECT_EQ(removed_calls.load(), 0) << "a callback removed with off() was called";
   const std::vector<RunRecord> runs = s.listRuns("tick");
   EXPECT_EQ(runs.size(), 2u) << Describe(runs);
   std::lock_guard lock(mu);
