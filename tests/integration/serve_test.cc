@@ -134,6 +134,15 @@ TEST_F(ServeProcessTest, FirstStartWritesAnAdminKeyServesTheSampleJobAndStopsOnS
   EXPECT_THAT(Log(), HasSubstr("received SIGTERM"));
 }
 
+// Creates job `id`, with the noop handler, through the API.
+void CreateNoopJob(httplib::Client& client, const httplib::Headers& auth, const std::string& id) {
+  auto made = client.Post("/v1/tenants/default/jobs", auth,
+                          R"({"id": ")" + id + R"(", "handler": {"type": "builtin", "name": "noop"}})",
+                          "application/json");
+  ASSERT_TRUE(made);
+  ASSERT_EQ(made->status, 201) << made->body;
+}
+
 // The page as Chromium (headless, a profile of its own under `profile`) has it once its script
 // ran: the DOM after the page's fetches, with a few seconds of the page's own time. A page that
 // keeps fetching holds the page's time still: it is given up after 60 s (a failure).
@@ -202,11 +211,7 @@ TEST_F(ServeProcessTest, DashboardUnderABurstOfEventsKeepsItsReadsAndItsListBoun
   std::ifstream(dir_ / "data" / "admin.key") >> key;
   httplib::Client client("127.0.0.1", port);
   const httplib::Headers auth{{"Authorization", "Bearer " + key}};
-  auto made = client.Post("/v1/tenants/default/jobs", auth,
-                          R"({"id": "burst", "handler": {"type": "builtin", "name": "noop"}})",
-                          "application/json");
-  ASSERT_TRUE(made);
-  ASSERT_EQ(made->status, 201) << made->body;
+  ASSERT_NO_FATAL_FAILURE(CreateNoopJob(client, auth, "burst"));
 
   // Runs triggered for as long as the page is open.
   std::atomic<bool> open{true};
@@ -281,11 +286,7 @@ TEST_F(ServeProcessTest, JsonLogsCarryRunTransitionsAsFields) {
   ASSERT_GT(port, 0);
   httplib::Client client("127.0.0.1", port);
   const httplib::Headers auth{{"Authorization", "Bearer " + given}};
-  auto made = client.Post("/v1/tenants/default/jobs", auth,
-                          R"({"id": "logged", "handler": {"type": "builtin", "name": "noop"}})",
-                          "application/json");
-  ASSERT_TRUE(made);
-  ASSERT_EQ(made->status, 201) << made->body;
+  ASSERT_NO_FATAL_FAILURE(CreateNoopJob(client, auth, "logged"));
   auto trig = client.Post("/v1/tenants/default/jobs/logged/trigger", auth, "", "application/json");
   ASSERT_TRUE(trig);
   ASSERT_EQ(trig->status, 201) << trig->body;
