@@ -268,7 +268,7 @@ class ApiServer::Impl {
   std::vector<int64_t> listeners_;     // on node_.events(), removed with the server
   std::mutex keys_mu_;
   std::unordered_map<std::string, std::pair<Principal, std::chrono::steady_clock::time_point>>
-      verified_;  // guarded by keys_mu_
+      verified_;                                              // guarded by keys_mu_
   std::vector<std::pair<std::regex, std::string>> patterns_;  // path pattern, method (Register)
 };
 

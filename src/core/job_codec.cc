@@ -514,10 +514,9 @@ namespace {
 // The bounds the JSON reader applies as it reads (ParseSpecObject), for specs built in C++.
 Status CheckBounds(const JobSpec& spec) {
   const auto millis = [](const char* field, Duration d) {
-    return d.count() > kMaxDurationMs
-               ? FieldError(field, "must be at most 365 days (" + std::to_string(kMaxDurationMs) +
-                                       ")")
-               : Status::Ok();
+    return d.count() > kMaxDurationMs ? FieldError(field, "must be at most 365 days (" +
+                                                              std::to_string(kMaxDurationMs) + ")")
+                                      : Status::Ok();
   };
   const auto instant = [](const char* field, const std::optional<TimePoint>& t) {
     return t && !InRfc3339Range(*t) ? FieldError(field, "outside the years 0000-9999 in UTC")

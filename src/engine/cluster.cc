@@ -29,9 +29,9 @@ Status StoreClock::Sync(Store& store) {
     ASSIGN_OR_RETURN(std::optional<Store::ServerTimePoint> server, store.ServerTime());
     const auto reply = std::chrono::system_clock::now();
     if (!server) return Status::Ok();
-    const Sample s{
-        .low = *server - std::chrono::time_point_cast<microseconds>(reply),
-        .rtt = std::max(microseconds(0), std::chrono::duration_cast<microseconds>(reply - request))};
+    const Sample s{.low = *server - std::chrono::time_point_cast<microseconds>(reply),
+                   .rtt = std::max(microseconds(0),
+                                   std::chrono::duration_cast<microseconds>(reply - request))};
     if (!best || s.rtt < best->rtt) best = s;
   }
   std::lock_guard lock(mu_);
@@ -47,7 +47,8 @@ Status StoreClock::Sync(Store& store) {
   offset_us_.store(best->low.count(), std::memory_order_relaxed);
   rtt_ = best->rtt;
   taken_ = now;
-  if (!std::exchange(synced_, true) || std::chrono::abs(old - best->low) > std::chrono::seconds(1)) {
+  if (!std::exchange(synced_, true) ||
+      std::chrono::abs(old - best->low) > std::chrono::seconds(1)) {
     const double ms = static_cast<double>(best->low.count()) / 1000;
     spdlog::info("clock: the store's clock is {:.3f} ms {} this node's (round trip {:.3f} ms)",
                  std::abs(ms), ms < 0 ? "behind" : "ahead of",

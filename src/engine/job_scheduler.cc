@@ -1,6 +1,5 @@
 // The public JobScheduler: a thin layer over Node that turns Status into jobsched::Error.
 #include <jobsched/scheduler.h>
-
 #include <spdlog/spdlog.h>
 
 #include "core/job_codec.h"
@@ -24,9 +23,9 @@ void OrThrow(Status status) {
 void CheckHandler(const std::string& name, const JobHandler& handler, const char* field) {
   if (!handler) throw Error(InvalidArgument("handler: an empty function", "handler"));
   if (BuiltinRegistry::Shipped(name)) {
-    throw Error(InvalidArgument(std::string(field) + ": '" + name +
-                                    "' is a handler every node ships; choose another name",
-                                field));
+    throw Error(InvalidArgument(
+        std::string(field) + ": '" + name + "' is a handler every node ships; choose another name",
+        field));
   }
 }
 
@@ -134,7 +133,8 @@ std::optional<JobRecord> JobScheduler::getJob(const std::string& job_id) {
 }
 
 std::vector<RunRecord> JobScheduler::listRuns(const std::string& job_id, int limit) {
-  if (limit < 1 || limit > 1000) throw Error(InvalidArgument("limit: must be between 1 and 1000", "limit"));
+  if (limit < 1 || limit > 1000)
+    throw Error(InvalidArgument("limit: must be between 1 and 1000", "limit"));
   return OrThrow(node_->store().ListRuns(tenant_, RunFilter{.job_id = job_id, .limit = limit}))
       .items;
 }

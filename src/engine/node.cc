@@ -263,9 +263,10 @@ Status Node::Start() {
 
 void Node::Stop() {
   if (OnNodeThread()) {
-    spdlog::error("node {}: stop called from one of its own threads (a handler or an event "
-                  "callback), which stopping waits for: ignored",
-                  options_.node_id);
+    spdlog::error(
+        "node {}: stop called from one of its own threads (a handler or an event "
+        "callback), which stopping waits for: ignored",
+        options_.node_id);
     return;
   }
   std::lock_guard lock(lifecycle_mu_);

@@ -33,9 +33,9 @@ TimePoint FireTime(const FireRequest& request) {
 }
 
 Status LastAdminKey(const std::string& id) {
-  return Status(
-      StatusCode::kFailedPrecondition,
-      "key " + id + " is the last admin key: create another admin key before revoking it", "id");
+  return Status(StatusCode::kFailedPrecondition,
+                "key " + id + " is the last admin key: create another admin key before revoking it",
+                "id");
 }
 
 }  // namespace jobsched

@@ -1575,9 +1575,8 @@ TEST(JobSchedulerApiTest, EventCallbacksFireForRunsOfAStartedScheduler) {
     s.on(t, [&log](const SchedulerEvent& e) { log.Push(e); });
   }
   std::atomic<int> removed_calls{0};
-  const int64_t removed = s.on(EventType::kRunSucceeded, [&](const SchedulerEvent&) {
-    ++removed_calls;
-  });
+  const int64_t removed =
+      s.on(EventType::kRunSucceeded, [&](const SchedulerEvent&) { ++removed_calls; });
   s.off(removed);
   EXPECT_TRUE(s.scheduleCron("tick", "* * * * *", [&](RunContext& ctx) {
     std::lock_guard lock(mu);

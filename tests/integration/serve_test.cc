@@ -136,9 +136,10 @@ TEST_F(ServeProcessTest, FirstStartWritesAnAdminKeyServesTheSampleJobAndStopsOnS
 
 // Creates job `id`, with the noop handler, through the API.
 void CreateNoopJob(httplib::Client& client, const httplib::Headers& auth, const std::string& id) {
-  auto made = client.Post("/v1/tenants/default/jobs", auth,
-                          R"({"id": ")" + id + R"(", "handler": {"type": "builtin", "name": "noop"}})",
-                          "application/json");
+  auto made =
+      client.Post("/v1/tenants/default/jobs", auth,
+                  R"({"id": ")" + id + R"(", "handler": {"type": "builtin", "name": "noop"}})",
+                  "application/json");
   ASSERT_TRUE(made);
   ASSERT_EQ(made->status, 201) << made->body;
 }
@@ -147,9 +148,9 @@ void CreateNoopJob(httplib::Client& client, const httplib::Headers& auth, const 
 // ran: the DOM after the page's fetches, with a few seconds of the page's own time. A page that
 // keeps fetching holds the page's time still: it is given up after 60 s (a failure).
 std::string BrowserDom(const std::string& url, const std::filesystem::path& profile) {
-  const std::string command = "timeout -k 5 60 chromium --headless --no-sandbox --disable-gpu --user-data-dir='" +
-                              profile.string() + "' --virtual-time-budget=3000 --dump-dom '" + url +
-                              "' 2>/dev/null";
+  const std::string command =
+      "timeout -k 5 60 chromium --headless --no-sandbox --disable-gpu --user-data-dir='" +
+      profile.string() + "' --virtual-time-budget=3000 --dump-dom '" + url + "' 2>/dev/null";
   FILE* pipe = ::popen(command.c_str(), "r");
   if (pipe == nullptr) return "";
   std::string dom;
