@@ -746,7 +746,8 @@ Result<Json> ApiServer::Impl::JobDetail(const JobRecord& job) {
   j["next_fire_times"] = next;
   ASSIGN_OR_RETURN(Page<RunRecord> last,
                    node_.store().ListRuns(job.spec.tenant, {.job_id = job.spec.id, .limit = 1}));
-  j["last_run"] = last.items.empty() ? Json(nullptr) : RunJson(last.items.front());
+  j["last_run"] =
+      last.items.empty() ? Json(nullptr) : RunJson(last.items.front(), kListedOutputBytes);
   ASSIGN_OR_RETURN(std::vector<RunCount> counts,
                    node_.store().CountRuns(job.spec.tenant, job.spec.id));
   Json by_state = Json::object();
@@ -916,7 +917,7 @@ Result<Reply> ApiServer::Impl::Runs(Call& call, const std::string& job_id) {
   }
   ASSIGN_OR_RETURN(Page<RunRecord> runs, std::move(page));
   Json items = Json::array();
-  for (const RunRecord& r : runs.items) items.push_back(RunJson(r));
+  for (const RunRecord& r : runs.items) items.push_back(RunJson(r, kListedOutputBytes));
   return Reply{
       .body = {{"items", items},
                {"next_cursor", runs.next_cursor ? Json(*runs.next_cursor) : Json(nullptr)}}};

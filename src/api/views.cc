@@ -18,7 +18,14 @@ Json PayloadJson(const std::string& text) {
 }
 }  // namespace
 
-Json RunJson(const RunRecord& r) {
+Json RunJson(const RunRecord& r, size_t max_output) {
+  std::string_view output = r.output;
+  if (output.size() > max_output) {
+    output.remove_prefix(output.size() - max_output);
+    // Not in the middle of a UTF-8 character: continuation bytes are 10xxxxxx.
+    while (!output.empty() && (static_cast<unsigned char>(output.front()) & 0xC0) == 0x80)
+      output.remove_prefix(1);
+  }
   Json attempts = Json::array();
   for (const AttemptRecord& a : r.attempts) {
     attempts.push_back({{"number", a.number},
@@ -50,7 +57,8 @@ Json RunJson(const RunRecord& r) {
               {"duration_ms", duration},
               {"exit_code", OptInt(r.exit_code)},
               {"http_status", OptInt(r.http_status)},
-              {"output", r.output},
+              {"output", output},
+              {"output_bytes", r.output.size()},
               {"error", r.error},
               {"payload", PayloadJson(r.payload)},
               {"cancel_requested", r.cancel_requested},

@@ -11,7 +11,11 @@ namespace jobsched::api {
 using Json = nlohmann::ordered_json;
 
 Json TimeJson(const std::optional<TimePoint>& t);
-Json RunJson(const RunRecord& run);
+// A run; `output` holds at most the last `max_output` bytes of its output (whole characters),
+// and `output_bytes` the whole length (lists carry a tail: an output may be 16 MiB).
+Json RunJson(const RunRecord& run, size_t max_output = std::string::npos);
+// What lists of runs (and a job's last run) carry of each run's output.
+inline constexpr size_t kListedOutputBytes = 4096;
 // A job in lists: spec plus version, state, next fire time.
 Json JobJson(const JobRecord& job);
 Json EventJson(const Event& event);

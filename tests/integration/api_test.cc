@@ -584,6 +584,40 @@ TEST_F(ApiTest, TriggerRunsTheJobWithTheGivenPayloads) {
   EXPECT_EQ(r.json["next_fire_times"].size(), 5u);
 }
 
+// An output may be up to 16 MiB: lists carry its tail, the run itself all of it.
+TEST_F(ApiTest, ListsCarryTheTailOfEachRunsOutputAndTheRunAllOfIt) {
+  h.node().builtins().Register("chatty", [](RunContext& ctx) {
+    for (int i = 0; i < 1000; ++i) ctx.Log("line " + std::to_string(i) + " \xE2\x82\xAC");  // €
+    return Status::Ok();
+  });
+  Json spec = Builtin("chatty", "chatty");
+  spec["limits"] = {{"max_output_bytes", 1 << 20}};
+  h.MustCreate("acme", spec);
+  const std::string id = h.MustTrigger("acme", "chatty").at(0);
+  ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, id));
+
+  Response whole = h.Get("/v1/tenants/acme/runs/" + id, Who::kViewer);
+  ASSERT_EQ(whole.status, 200) << whole;
+  const std::string output = whole.json["output"];
+  EXPECT_GT(output.size(), 10000u);
+  EXPECT_EQ(whole.json["output_bytes"], output.size());
+  EXPECT_THAT(output, StartsWith("line 0 "));
+
+  for (const std::string path : {"/v1/tenants/acme/runs", "/v1/tenants/acme/jobs/chatty/runs"}) {
+    Response list = h.Get(path, Who::kViewer);
+    ASSERT_EQ(list.status, 200) << list;
+    ASSERT_EQ(list.json["items"].size(), 1u) << path;
+    const std::string tail = list.json["items"][0]["output"];
+    EXPECT_LE(tail.size(), 4096u) << path;
+    EXPECT_GE(tail.size(), 4090u) << path;
+    EXPECT_TRUE(output.ends_with(tail)) << path;
+    EXPECT_EQ(list.json["items"][0]["output_bytes"], output.size()) << path;
+  }
+  Response job = h.Get("/v1/tenants/acme/jobs/chatty", Who::kViewer);
+  ASSERT_EQ(job.status, 200) << job;
+  EXPECT_LE(job.json["last_run"]["output"].get<std::string>().size(), 4096u);
+}
+
 TEST_F(ApiTest, CancelAQueuedAndARunningRun) {
   Gate& gate = h.NewGate();
   h.node().builtins().Register("block", [&gate](RunContext& ctx) {
