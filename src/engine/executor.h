@@ -50,6 +50,7 @@ class Executor {
   const ExecutorOptions options_;
   // Whether a run went without its cgroup (or some of its limits) already: warned once.
   mutable std::atomic<bool> cgroup_warned_{false};
+  mutable std::atomic<bool> cores_warned_{false};  // cpu_cores without a cgroup_parent
 };
 
 }  // namespace jobsched

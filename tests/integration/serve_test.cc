@@ -316,6 +316,42 @@ TEST_F(ServeProcessTest, JsonLogsCarryRunTransitionsAsFields) {
   EXPECT_TRUE(found);
 }
 
+// limits.cpu_cores needs a cgroup_parent: a node without one runs the job and says, once, that
+// the limit is not applied.
+TEST_F(ServeProcessTest, CpuCoresOnANodeWithoutACgroupParentIsLoggedAsNotApplied) {
+  Start({"--listen", "127.0.0.1:0", "--data-dir", (dir_ / "data").string()});
+  const int port = WaitForPort();
+  ASSERT_GT(port, 0);
+  std::string key;
+  std::ifstream(dir_ / "data" / "admin.key") >> key;
+  httplib::Client client("127.0.0.1", port);
+  const httplib::Headers auth{{"Authorization", "Bearer " + key}};
+  auto made = client.Post(
+      "/v1/tenants/default/jobs", auth,
+      R"({"id": "capped", "handler": {"type": "shell", "command": ["true"]},
+          "limits": {"cpu_cores": 0.5}})",
+      "application/json");
+  ASSERT_TRUE(made);
+  ASSERT_EQ(made->status, 201) << made->body;
+  for (int i = 0; i < 2; ++i) {
+    auto trig =
+        client.Post("/v1/tenants/default/jobs/capped/trigger", auth, "", "application/json");
+    ASSERT_TRUE(trig);
+    ASSERT_EQ(trig->status, 201) << trig->body;
+  }
+  bool done = false;
+  for (int i = 0; i < 1500 && !done; ++i) {
+    auto runs = client.Get("/v1/tenants/default/jobs/capped/runs?state=succeeded", auth);
+    done = runs && nlohmann::json::parse(runs->body)["items"].size() == 2;
+    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(done) << Log();
+  const std::string log = Log();
+  const std::string line = "limits.cpu_cores (job capped tenant default) is not applied";
+  EXPECT_THAT(log, HasSubstr(line + ": this node has no cgroup_parent"));
+  EXPECT_EQ(log.find(line), log.rfind(line)) << "once: " << log;
+}
+
 TEST_F(ServeProcessTest, ServesHttpsWithTheGivenCertificate) {
   const std::string cert = (dir_ / "cert.pem").string();
   const std::string key = (dir_ / "key.pem").string();

@@ -858,6 +858,19 @@ std::vector<BadBuiltSpecCase> BadBuiltSpecCases() {
     s.handler.url = "http://x/";
     s.handler.headers["X"] = "a\r\nInjected: 1";
   });
+  // What the node sets itself, in any case.
+  for (const std::string name :
+       {"Content-Length", "transfer-encoding", "X-Jobsched-Fence", "x-jobsched-run-id"}) {
+    add("HttpHeader_" + std::string(name == "Content-Length"      ? "ContentLength"
+                                    : name == "transfer-encoding" ? "TransferEncoding"
+                                    : name == "X-Jobsched-Fence"  ? "JobschedFence"
+                                                                  : "JobschedRunIdLowerCase"),
+        "handler.headers." + name, [name](JobSpec& s) {
+          s.handler.type = HandlerSpec::Type::kHttp;
+          s.handler.url = "http://x/";
+          s.handler.headers[name] = "1";
+        });
+  }
   add("ShellEnvNameEmpty", "handler.env.", [](JobSpec& s) {
     s.handler.type = HandlerSpec::Type::kShell;
     s.handler.command = {"/bin/true"};
