@@ -34,6 +34,10 @@
 namespace jobsched::cli {
 namespace {
 
+// What makes a single --shell argument a shell line (run as sh -c ARG) instead of a program:
+// blanks, and what the shell would expand, redirect, quote or chain.
+constexpr std::string_view kShellCharacters = " \t\n;|&<>$`~*?[]{}()'\"\\#!";
+
 // ---- Shared plumbing ----------------------------------------------------------------------
 
 // The flags every client subcommand takes.
@@ -370,7 +374,7 @@ Json BuildSpec(const AddArgs& a) {
           "--shell: the command is missing (--shell /path/to/program ARGS... or --shell 'a shell "
           "line')");
     } else if (a.command.size() == 1 &&
-               a.command.front().find_first_of(" \t\n;|&<>$") != std::string::npos) {
+               a.command.front().find_first_of(kShellCharacters) != std::string::npos) {
       argv = {"sh", "-c", a.command.front()};
     } else {
       argv = a.command;
