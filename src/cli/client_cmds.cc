@@ -898,7 +898,18 @@ void PrintRunDetail(std::ostream& out, const Json& r) {
     }
     t.Print(out);
   }
-  const std::string output = r.value("output", std::string());
+  // The job's output, with its control characters shown (^[ for ESC) instead of sent to the
+  // terminal, where an escape sequence could rewrite the screen or the window title.
+  std::string output;
+  for (const char c : r.value("output", std::string())) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\n' && c != '\t') || u == 0x7f) {
+      output += '^';
+      output += static_cast<char>(u ^ 0x40);
+    } else {
+      output += c;
+    }
+  }
   if (!output.empty()) {
     out << "\noutput:\n" << output;
     if (output.back() != '\n') out << "\n";

@@ -389,6 +389,28 @@ TEST_F(CliClientTest, PauseResumeTriggerAndRemove) {
 
 // ---- runs ---------------------------------------------------------------------------------
 
+// A job's output may hold terminal escape sequences: the table shows them, it does not send them.
+TEST_F(CliClientTest, RunsGetShowsControlCharactersOfTheOutputInsteadOfSendingThem) {
+  node_->builtins().Register("escapes", [](RunContext& ctx) {
+    ctx.Log("\x1b[31mred\x1b[0m\x07\tend");
+    return Status::Ok();
+  });
+  ASSERT_EQ(Run({"jobs", "add", "esc", "--builtin", "escapes"}).code, 0);
+  const std::string id = RunJson({"jobs", "trigger", "esc"})["run_ids"][0];
+  bool done = false;
+  for (int i = 0; i < 1000 && !done; ++i) {
+    done = RunJson({"runs", "get", id})["state"] == "succeeded";
+    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(done);
+  CliResult get = Run({"runs", "get", id});
+  ASSERT_EQ(get.code, 0) << get.err;
+  EXPECT_THAT(get.out, HasSubstr("^[[31mred^[[0m^G\tend"));
+  EXPECT_EQ(get.out.find('\x1b'), std::string::npos);
+  EXPECT_EQ(RunJson({"runs", "get", id})["output"], "\x1b[31mred\x1b[0m\x07\tend\n")
+      << "the JSON output is the output as it is";
+}
+
 TEST_F(CliClientTest, RunsListGetAndCancel) {
   ASSERT_EQ(Run({"jobs", "add", "slow", "--builtin", "noop", "--queue", "parked"}).code, 0);
   ASSERT_EQ(Run({"jobs", "add", "fast", "--builtin", "noop"}).code, 0);
