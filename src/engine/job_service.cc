@@ -166,15 +166,21 @@ void JobService::CancelFiredAhead(const JobRecord& job) {
                  active.status().message(), job.spec.id, job.spec.tenant);
     return;
   }
+  // Occurrences after the pause: queued, or claimed ahead and held by a node for their time.
+  // One whose time came before the pause (waiting for a worker, delayed by jitter, waiting to
+  // retry) still runs.
   for (const RunRecord& run : *active) {
-    if (run.state != RunState::kQueued || run.reason != RunReason::kSchedule || run.attempt > 0 ||
-        run.scheduled_at <= job.updated_at) {
+    if ((run.state != RunState::kQueued && run.state != RunState::kRunning) ||
+        run.reason != RunReason::kSchedule || run.scheduled_at <= job.updated_at) {
       continue;
     }
     Status s = store_.CancelRun(run.tenant, run.id, job.updated_at);
     if (!s.ok() && s.code() != StatusCode::kFailedPrecondition) {
       spdlog::warn("job paused, but its run {} fired ahead was not cancelled: {}", run.id,
                    s.message());
+    }
+    if (s.ok() && run.state == RunState::kRunning && on_run_cancelled_) {
+      on_run_cancelled_(run.tenant, run.id);
     }
   }
 }

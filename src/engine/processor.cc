@@ -400,14 +400,6 @@ void Processor::Execute(const std::shared_ptr<Attempt>& attempt) {
                              : "cannot read job: " + spec.status().message()});
     return;
   }
-  // An occurrence claimed ahead of its time whose job was paused meanwhile: the pause came
-  // before the occurrence, which would not have been fired at all (the spec is read again
-  // after any change of its job).
-  if (attempt->held && run.reason == RunReason::kSchedule && (*spec)->paused) {
-    Finish(attempt, nullptr,
-           {.kind = AttemptOutcome::Kind::kCancelled, .error = "job paused before its occurrence"});
-    return;
-  }
   // The handler begins (an attempt ended above never started: no kRunStarted).
   spdlog::info("run running run_id={} job_id={} tenant={} node={} attempt={} fence={}", run.id,
                run.job_id, run.tenant, options_.node_id, run.attempt, run.fence);

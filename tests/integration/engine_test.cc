@@ -228,7 +228,32 @@ TEST_F(AheadTest, AJobPausedBeforeAnOccurrenceFiredAheadDoesNotRunIt) {
 TEST_F(AheadTest, AJobPausedWhileItsOccurrenceIsHeldDoesNotRunIt) {
   ASSERT_NO_FATAL_FAILURE(HoldTheOccurrence());
   ASSERT_TRUE(h.node().jobs().Pause("default", "every-minute").value());
-  ExpectCancelledAtItsTimeUnbegun("job paused before its occurrence");
+  ExpectCancelledAtItsTimeUnbegun("cancelled before it started");
+}
+
+// An occurrence whose time came before the pause is not the pause's: a run waiting to retry
+// (claimed ahead of its retry time, too) retries, and succeeds.
+TEST(EngineCronTest, ARunWaitingToRetryWhenItsJobIsPausedStillRetries) {
+  EngineHarness h;
+  ASSERT_TRUE(h.ok());
+  h.node().builtins().Register("second-time", [](RunContext& ctx) {
+    return ctx.attempt() >= 2 ? Status::Ok() : Status(StatusCode::kUnavailable, "first try");
+  });
+  JobSpec spec = CronSpec("flaky", "* * * * *", "second-time");
+  spec.retry = {.max_attempts = 3, .backoff = Backoff::kFixed, .initial_delay = Duration(10000),
+                .jitter = 0};
+  h.MustCreate(spec);
+  h.StartProcessor();
+  const std::string id = RunId("flaky", kT0 + 1min);
+  h.Advance(1min);
+  ASSERT_EQ(h.Tick(), 1);
+  ASSERT_TRUE(h.events.Wait(EventType::kRunRetrying, id));
+  h.Advance(10s - 200ms);  // within claim_ahead of the retry: held
+  ASSERT_TRUE(h.node().processor().ClaimOnce().ok());
+  ASSERT_TRUE(h.node().jobs().Pause("default", "flaky").value());
+  h.Advance(200ms);
+  ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, id, 2));
+  EXPECT_EQ(h.Run(id)->state, RunState::kSucceeded);
 }
 
 // A run that was due when its job was paused (fired at its time, waiting for a worker) is not
