@@ -16,13 +16,32 @@ void DependencyActor::OnRunFinished(const RunRecord& run) {
   thread_.Wake();
 }
 
+void DependencyActor::OnJobChanged(const std::string& tenant, const std::string& job_id) {
+  {
+    std::lock_guard lock(mu_);
+    changed_jobs_.insert({tenant, job_id});
+  }
+  thread_.Wake();
+}
+
 Result<int> DependencyActor::Tick() {
-  std::set<std::pair<std::string, std::string>> jobs;
+  std::set<std::pair<std::string, std::string>> jobs, changed;
   {
     std::lock_guard lock(mu_);
     jobs.swap(finished_jobs_);
+    changed.swap(changed_jobs_);
   }
   int created = 0;
+  for (auto it = changed.begin(); it != changed.end(); ++it) {
+    auto n = Evaluate(it->first, it->second);
+    if (!n.ok()) {
+      std::lock_guard lock(mu_);
+      changed_jobs_.insert(it, changed.end());  // try again next pass
+      finished_jobs_.insert(jobs.begin(), jobs.end());
+      return n.status();
+    }
+    created += *n;
+  }
   for (const auto& [tenant, job_id] : jobs) {
     auto dependents = store_.Dependents(tenant, job_id);
     if (!dependents.ok()) {

@@ -26,6 +26,9 @@ class DependencyActor {
 
   // A run reached a final state: its job's dependents are evaluated at the next pass.
   void OnRunFinished(const RunRecord& run);
+  // A job was created, changed or resumed: it is evaluated at the next pass (its dependencies
+  // may have succeeded meanwhile, or it may depend on others now).
+  void OnJobChanged(const std::string& tenant, const std::string& job_id);
   // One pass over the jobs marked by OnRunFinished. Returns the runs created.
   Result<int> Tick();
   // Evaluates every job with dependencies in every tenant: the safety net for a trigger whose
@@ -45,6 +48,7 @@ class DependencyActor {
   const std::function<void()> on_fired_;
   std::mutex mu_;
   std::set<std::pair<std::string, std::string>> finished_jobs_;  // guarded by mu_
+  std::set<std::pair<std::string, std::string>> changed_jobs_;   // guarded by mu_
   std::chrono::steady_clock::time_point next_scan_{};            // only the actor thread
   ActorThread thread_;
 };

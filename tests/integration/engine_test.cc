@@ -1339,6 +1339,31 @@ TEST(EngineDependencyTest, AFailedDependencyTurnsThePendingTriggerIntoASkippedRu
       << Describe(runs);
 }
 
+// A dependent resumed after its dependency succeeded is evaluated at the next pass, not at the
+// next full scan (30 s) or the dependency's next run.
+TEST(EngineDependencyTest, ADependentResumedAfterItsDependencySucceededRunsAtTheNextPass) {
+  EngineHarness h;
+  ASSERT_TRUE(h.ok());
+  h.MustCreate(BuiltinSpec("A", "noop"));
+  h.MustCreate(DependentSpec("B", {"A"}));
+  ASSERT_TRUE(h.node().jobs().Pause("default", "B").value());
+  h.StartProcessor();
+  DependencyActor& deps = h.node().dependencies();
+  h.Advance(1s);
+  ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, h.Trigger("A").at(0)));
+  auto n = deps.Tick();
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(*n, 0) << "B is paused";
+
+  ASSERT_TRUE(h.node().jobs().Resume("default", "B").value());
+  n = deps.Tick();
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(*n, 1) << "the resume marks B for the next pass";
+  const std::vector<RunRecord> runs = h.Runs("B");
+  ASSERT_EQ(runs.size(), 1u) << Describe(runs);
+  EXPECT_EQ(runs[0].reason, RunReason::kDependency);
+}
+
 TEST(EngineDependencyTest, ACycleIsRejectedAtWriteTime) {
   EngineHarness h;
   ASSERT_TRUE(h.ok());
