@@ -141,8 +141,7 @@ AttemptOutcome Executor::RunShell(const JobSpec& spec, const RunRecord& run,
   req.max_output_bytes = static_cast<size_t>(spec.limits.max_output_bytes);
   req.cgroup_parent = options_.cgroup_parent;
 
-  if (spec.limits.cpu_cores > 0 && !options_.cgroup_parent &&
-      !cores_warned_.exchange(true)) {
+  if (spec.limits.cpu_cores > 0 && !options_.cgroup_parent && !cores_warned_.exchange(true)) {
     spdlog::warn(
         "limits.cpu_cores (job {} tenant {}) is not applied: this node has no cgroup_parent "
         "(warned once)",

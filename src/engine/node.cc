@@ -128,9 +128,8 @@ Node::Node(SchedulerOptions options, std::shared_ptr<Store> store)
   dependencies_ =
       std::make_unique<DependencyActor>(*store_, *clock_, events_, [this] { WakeProcessors(); });
   // A job created, changed or resumed here may be a dependent whose dependencies succeeded.
-  events_.On(EventType::kJobChanged, [this](const SchedulerEvent& e) {
-    dependencies_->OnJobChanged(e.tenant, e.job_id);
-  });
+  events_.On(EventType::kJobChanged,
+             [this](const SchedulerEvent& e) { dependencies_->OnJobChanged(e.tenant, e.job_id); });
   processor_ = std::make_unique<Processor>(
       *store_, *clock_, *executor_, events_,
       ProcessorOptions{.node_id = options_.node_id,

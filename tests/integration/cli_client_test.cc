@@ -262,14 +262,15 @@ TEST_F(CliClientTest, AddBuildsTheSpecFromFlags) {
   // So does one the shell would expand or quote, without a space.
   for (const std::string shell_line :
        {"~/bin/backup.sh", "echo`date`", "rm*.tmp", "it's", "a(b)", "{a,b}", "x?y", "a\\b"}) {
-    Json j = RunJson({"jobs", "add", "sh-" + std::to_string(shell_line.size()) + "-" +
-                                         std::to_string(static_cast<unsigned char>(shell_line[1])),
+    Json j = RunJson({"jobs", "add",
+                      "sh-" + std::to_string(shell_line.size()) + "-" +
+                          std::to_string(static_cast<unsigned char>(shell_line[1])),
                       "--shell", shell_line});
     EXPECT_EQ(j["spec"]["handler"]["command"], Json({"sh", "-c", shell_line})) << shell_line;
   }
-  EXPECT_EQ(RunJson({"jobs", "add", "plain", "--shell", "/usr/bin/true"})["spec"]["handler"]
-                   ["command"],
-            Json({"/usr/bin/true"}));
+  EXPECT_EQ(
+      RunJson({"jobs", "add", "plain", "--shell", "/usr/bin/true"})["spec"]["handler"]["command"],
+      Json({"/usr/bin/true"}));
   Json ls =
       RunJson({"jobs", "add", "ls", "--shell", "/bin/ls", "-l", "--every", "1h", "-o", "table"});
   EXPECT_EQ(ls["spec"]["handler"]["command"],

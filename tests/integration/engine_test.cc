@@ -240,8 +240,8 @@ TEST(EngineCronTest, ARunWaitingToRetryWhenItsJobIsPausedStillRetries) {
     return ctx.attempt() >= 2 ? Status::Ok() : Status(StatusCode::kUnavailable, "first try");
   });
   JobSpec spec = CronSpec("flaky", "* * * * *", "second-time");
-  spec.retry = {.max_attempts = 3, .backoff = Backoff::kFixed, .initial_delay = Duration(10000),
-                .jitter = 0};
+  spec.retry = {
+      .max_attempts = 3, .backoff = Backoff::kFixed, .initial_delay = Duration(10000), .jitter = 0};
   h.MustCreate(spec);
   h.StartProcessor();
   const std::string id = RunId("flaky", kT0 + 1min);

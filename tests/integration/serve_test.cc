@@ -326,11 +326,10 @@ TEST_F(ServeProcessTest, CpuCoresOnANodeWithoutACgroupParentIsLoggedAsNotApplied
   std::ifstream(dir_ / "data" / "admin.key") >> key;
   httplib::Client client("127.0.0.1", port);
   const httplib::Headers auth{{"Authorization", "Bearer " + key}};
-  auto made = client.Post(
-      "/v1/tenants/default/jobs", auth,
-      R"({"id": "capped", "handler": {"type": "shell", "command": ["true"]},
+  auto made = client.Post("/v1/tenants/default/jobs", auth,
+                          R"({"id": "capped", "handler": {"type": "shell", "command": ["true"]},
           "limits": {"cpu_cores": 0.5}})",
-      "application/json");
+                          "application/json");
   ASSERT_TRUE(made);
   ASSERT_EQ(made->status, 201) << made->body;
   for (int i = 0; i < 2; ++i) {
