@@ -84,6 +84,19 @@ class ServeProcessTest : public ::testing::Test {
     return -1;
   }
 
+  // Starts serve on a free port with its data in the test's directory (and `more` arguments), and
+  // waits until it listens: its port (-1 after a failure) and the admin key it wrote.
+  std::pair<int, std::string> StartServing(std::vector<std::string> more = {}) {
+    std::vector<std::string> args = {"--listen", "127.0.0.1:0", "--data-dir",
+                                     (dir_ / "data").string()};
+    args.insert(args.end(), more.begin(), more.end());
+    Start(std::move(args));
+    const int port = WaitForPort();
+    std::string key;
+    std::ifstream(dir_ / "data" / "admin.key") >> key;
+    return {port, key};
+  }
+
   int WaitExit() {
     int status = 0;
     ::waitpid(pid_, &status, 0);
@@ -144,6 +157,26 @@ void CreateNoopJob(httplib::Client& client, const httplib::Headers& auth, const 
   ASSERT_EQ(made->status, 201) << made->body;
 }
 
+// One run of job `id` (its own payload).
+void TriggerJob(httplib::Client& client, const httplib::Headers& auth, const std::string& id) {
+  auto trig = client.Post("/v1/tenants/default/jobs/" + id + "/trigger", auth, "",
+                          "application/json");
+  ASSERT_TRUE(trig);
+  ASSERT_EQ(trig->status, 201) << trig->body;
+}
+
+// Waits (15 s at most) until job `id` has `n` succeeded runs.
+bool WaitForSucceededRuns(httplib::Client& client, const httplib::Headers& auth,
+                          const std::string& id, size_t n) {
+  for (int i = 0; i < 1500; ++i) {
+    auto runs = client.Get("/v1/tenants/default/jobs/" + id + "/runs?state=succeeded", auth);
+    if (runs && runs->status == 200 && nlohmann::json::parse(runs->body)["items"].size() >= n)
+      return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
 // The page as Chromium (headless, a profile of its own under `profile`) has it once its script
 // ran: the DOM after the page's fetches, with a few seconds of the page's own time. A page that
 // keeps fetching holds the page's time still: it is given up after 60 s (a failure).
@@ -172,18 +205,8 @@ TEST_F(ServeProcessTest, DashboardInARealBrowserShowsJobsAndRunsWithTheKeyOfItsL
   // One run of the sample job, finished before the page is opened.
   httplib::Client client("127.0.0.1", port);
   const httplib::Headers auth{{"Authorization", "Bearer " + key}};
-  auto trigger =
-      client.Post("/v1/tenants/default/jobs/sample/trigger", auth, "", "application/json");
-  ASSERT_TRUE(trigger);
-  ASSERT_LT(trigger->status, 300) << trigger->body;
-  bool succeeded = false;
-  for (int i = 0; i < 300 && !succeeded; ++i) {
-    auto runs = client.Get("/v1/tenants/default/jobs/sample/runs?state=succeeded", auth);
-    ASSERT_TRUE(runs);
-    succeeded = !nlohmann::json::parse(runs->body)["items"].empty();
-    if (!succeeded) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ASSERT_TRUE(succeeded) << Log();
+  ASSERT_NO_FATAL_FAILURE(TriggerJob(client, auth, "sample"));
+  ASSERT_TRUE(WaitForSucceededRuns(client, auth, "sample", 1)) << Log();
 
   const std::string base = "http://127.0.0.1:" + std::to_string(port) + "/";
   const std::string dom = BrowserDom(base + "#key=" + key, dir_ / "browser");
@@ -205,11 +228,8 @@ TEST_F(ServeProcessTest, DashboardInARealBrowserShowsJobsAndRunsWithTheKeyOfItsL
 // A busy cluster sends the page thousands of events a second: it shows the newest 200 and reads
 // its tables at most once a second, not once an event (which would flood the API).
 TEST_F(ServeProcessTest, DashboardUnderABurstOfEventsKeepsItsReadsAndItsListBounded) {
-  Start({"--listen", "127.0.0.1:0", "--data-dir", (dir_ / "data").string(), "--concurrency", "8"});
-  const int port = WaitForPort();
+  const auto [port, key] = StartServing({"--concurrency", "8"});
   ASSERT_GT(port, 0);
-  std::string key;
-  std::ifstream(dir_ / "data" / "admin.key") >> key;
   httplib::Client client("127.0.0.1", port);
   const httplib::Headers auth{{"Authorization", "Bearer " + key}};
   ASSERT_NO_FATAL_FAILURE(CreateNoopJob(client, auth, "burst"));
@@ -319,11 +339,8 @@ TEST_F(ServeProcessTest, JsonLogsCarryRunTransitionsAsFields) {
 // limits.cpu_cores needs a cgroup_parent: a node without one runs the job and says, once, that
 // the limit is not applied.
 TEST_F(ServeProcessTest, CpuCoresOnANodeWithoutACgroupParentIsLoggedAsNotApplied) {
-  Start({"--listen", "127.0.0.1:0", "--data-dir", (dir_ / "data").string()});
-  const int port = WaitForPort();
+  const auto [port, key] = StartServing();
   ASSERT_GT(port, 0);
-  std::string key;
-  std::ifstream(dir_ / "data" / "admin.key") >> key;
   httplib::Client client("127.0.0.1", port);
   const httplib::Headers auth{{"Authorization", "Bearer " + key}};
   auto made = client.Post("/v1/tenants/default/jobs", auth,
@@ -332,19 +349,8 @@ TEST_F(ServeProcessTest, CpuCoresOnANodeWithoutACgroupParentIsLoggedAsNotApplied
                           "application/json");
   ASSERT_TRUE(made);
   ASSERT_EQ(made->status, 201) << made->body;
-  for (int i = 0; i < 2; ++i) {
-    auto trig =
-        client.Post("/v1/tenants/default/jobs/capped/trigger", auth, "", "application/json");
-    ASSERT_TRUE(trig);
-    ASSERT_EQ(trig->status, 201) << trig->body;
-  }
-  bool done = false;
-  for (int i = 0; i < 1500 && !done; ++i) {
-    auto runs = client.Get("/v1/tenants/default/jobs/capped/runs?state=succeeded", auth);
-    done = runs && nlohmann::json::parse(runs->body)["items"].size() == 2;
-    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_TRUE(done) << Log();
+  for (int i = 0; i < 2; ++i) ASSERT_NO_FATAL_FAILURE(TriggerJob(client, auth, "capped"));
+  ASSERT_TRUE(WaitForSucceededRuns(client, auth, "capped", 2)) << Log();
   const std::string log = Log();
   const std::string line = "limits.cpu_cores (job capped tenant default) is not applied";
   EXPECT_THAT(log, HasSubstr(line + ": this node has no cgroup_parent"));
