@@ -216,7 +216,7 @@ class JobScheduler {
   Node& node();
 
  private:
-  JobRecord Upsert(JobSpec spec, bool* created);
+  JobRecord Upsert(JobSpec spec, bool* created, bool keep_paused = false);
   bool ScheduleWithHandler(JobSpec spec, JobHandler handler);
 
   std::unique_ptr<Node> node_;

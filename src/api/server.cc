@@ -217,7 +217,7 @@ class ApiServer::Impl {
  private:
   void Serve(const Route& route, const httplib::Request& req, httplib::Response& res);
   std::optional<HttpError> Authorize(const Route& route, Call& call);
-  // Keys verified in the store, for the routes that answer during an outage (by key hash).
+  // Keys verified in the store by the routes that answer during an outage (by key hash).
   void RememberKey(std::string_view key, const Principal& who);
   std::optional<Principal> RecentKey(std::string_view key);
   void ForgetKey(const std::string& id);
@@ -514,7 +514,7 @@ std::optional<HttpError> ApiServer::Impl::Authorize(const Route& route, Call& ca
   const std::string_view key = std::string_view(header).substr(7);
   auto who = Authenticate(node_.store(), key);
   if (who.ok()) {
-    RememberKey(key, *who);
+    if (route.info.during_outage) RememberKey(key, *who);
   } else if (who.status().code() != StatusCode::kUnavailable) {
     return HttpError{401, "unauthenticated", "invalid API key"};
   } else if (auto recent = route.info.during_outage ? RecentKey(key) : std::nullopt) {

@@ -55,7 +55,8 @@ struct RouteInfo {
   // Whether the route reads a request body; a body sent to one that does not is refused.
   bool takes_body = false;
   // Whether the route answers while the store is unreachable, to a key this node verified in
-  // the store within the last 10 minutes (GET /metrics: a node's own series matter most then).
+  // the store for this route within the last 10 minutes (GET /metrics: a node's own series
+  // matter most then).
   bool during_outage = false;
 };
 

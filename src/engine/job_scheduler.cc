@@ -53,9 +53,9 @@ JobScheduler::~JobScheduler() {
   }
 }
 
-JobRecord JobScheduler::Upsert(JobSpec spec, bool* created) {
+JobRecord JobScheduler::Upsert(JobSpec spec, bool* created, bool keep_paused) {
   spec.tenant = tenant_;
-  return OrThrow(node_->jobs().Put(std::move(spec), std::nullopt, created));
+  return OrThrow(node_->jobs().Put(std::move(spec), std::nullopt, created, keep_paused));
 }
 
 bool JobScheduler::scheduleCron(const std::string& job_id, const std::string& cron_expression,
@@ -81,18 +81,14 @@ bool JobScheduler::ScheduleWithHandler(JobSpec spec, JobHandler handler) {
   spec.handler = {.type = HandlerSpec::Type::kBuiltin, .name = spec.id};
   OrThrow(ValidateJobSpec(spec));
   CheckHandler(spec.id, handler, "id");
-  // A program that schedules its jobs at every start keeps an operator's pause.
-  auto existing = node_->store().GetJob(tenant_, spec.id);
-  if (!existing.ok() && existing.status().code() != StatusCode::kNotFound)
-    OrThrow(existing.status());
-  if (existing.ok()) spec.paused = existing->spec.paused;
   // Registered before the write (a run due at once finds it), put back if the write fails.
   const std::string id = spec.id;
   JobHandler previous = node_->builtins().Find(id);
   node_->builtins().Register(id, std::move(handler));
   bool created = false;
   try {
-    Upsert(std::move(spec), &created);
+    // A program that schedules its jobs at every start keeps an operator's pause.
+    Upsert(std::move(spec), &created, /*keep_paused=*/true);
   } catch (const Error&) {
     node_->builtins().Register(id, std::move(previous));
     throw;

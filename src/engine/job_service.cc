@@ -82,7 +82,8 @@ Result<JobRecord> JobService::Create(JobSpec spec) {
   return stored;
 }
 
-Result<JobRecord> JobService::Put(JobSpec spec, std::optional<int64_t> if_match, bool* created) {
+Result<JobRecord> JobService::Put(JobSpec spec, std::optional<int64_t> if_match, bool* created,
+                                  bool keep_paused) {
   RETURN_IF_ERROR(ValidateJobSpec(spec));
   RETURN_IF_ERROR(CheckCycles(spec));
   for (int round = 0; round < 10; ++round) {
@@ -102,6 +103,7 @@ Result<JobRecord> JobService::Put(JobSpec spec, std::optional<int64_t> if_match,
       if (created) *created = made.ok();
       return made;
     }
+    if (keep_paused) spec.paused = existing->spec.paused;
     if (if_match && *if_match != existing->version) {
       return FailedPrecondition("version mismatch: the job is at version " +
                                 std::to_string(existing->version) + ", If-Match asked for " +

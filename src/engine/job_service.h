@@ -26,8 +26,10 @@ class JobService {
   // kInvalidArgument (names the field), kAlreadyExists.
   Result<JobRecord> Create(JobSpec spec);
   // Creates or replaces. `if_match`: the version the caller read (kFailedPrecondition when it
-  // differs, kNotFound when the job is absent). *created tells which happened.
-  Result<JobRecord> Put(JobSpec spec, std::optional<int64_t> if_match, bool* created = nullptr);
+  // differs, kNotFound when the job is absent). *created tells which happened. `keep_paused`:
+  // a job replaced keeps its paused state, whatever spec.paused says.
+  Result<JobRecord> Put(JobSpec spec, std::optional<int64_t> if_match, bool* created = nullptr,
+                        bool keep_paused = false);
   // Whether the state changed. kNotFound.
   Result<bool> Pause(const std::string& tenant, const std::string& id);
   Result<bool> Resume(const std::string& tenant, const std::string& id);
