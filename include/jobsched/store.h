@@ -276,7 +276,10 @@ class Store {
   // Commits occurrences of a job atomically: checks that the job still has `expected_version`
   // and `expected_next_fire` (kFailedPrecondition otherwise — someone else fired or changed
   // it; nothing is written), sets next_fire / state / dependency_since, inserts each run whose
-  // id is new (an existing id is counted in `existed` and left alone), and cancels the listed
+  // id is new (an existing id is counted in `existed` and left alone, unless that run was
+  // cancelled before any attempt began and the new one is queued: then the new one replaces
+  // it, counted in `created` — the occurrence fired again after a pause or a delete of its
+  // job before its time), and cancels the listed
   // runs (queued or retry-waiting: kCancelled; running: cancel_requested). Does not bump the
   // job's version. kNotFound if the job is gone.
   virtual Result<FireResult> Fire(const FireRequest& request) = 0;

@@ -147,10 +147,17 @@ Result<bool> JobService::SetPaused(const std::string& tenant, const std::string&
     ASSIGN_OR_RETURN(JobRecord job, store_.GetJob(tenant, id));
     if (job.state != from) return false;
     const int64_t version = job.version;
-    // next_fire stays where it was: occurrences missed while paused follow the misfire policy.
     job.state = paused ? JobState::kPaused : JobState::kActive;
     job.spec.paused = paused;
     job.updated_at = clock_.Now();
+    // next_fire stays where it was: occurrences missed while paused follow the misfire policy.
+    // A pause goes back to the first occurrence fired ahead of its time (CancelFiredAhead
+    // cancels its run): on resume it is fired again, and its run with it, or it is missed.
+    if (paused) {
+      if (auto first = FirstFiredAhead(job); first && (!job.next_fire || *first < *job.next_fire)) {
+        job.next_fire = first;
+      }
+    }
     auto stored = store_.PutJob(job, version);
     if (!stored.ok() && stored.status().code() == StatusCode::kFailedPrecondition) continue;
     if (!stored.ok()) return stored.status();
@@ -161,6 +168,26 @@ Result<bool> JobService::SetPaused(const std::string& tenant, const std::string&
   return Unavailable("job '" + id + "' keeps changing; try again");
 }
 
+// Occurrences after the pause: queued, or claimed ahead and held by a node for their time. One
+// whose time came before the pause (waiting for a worker, delayed by jitter, waiting to retry)
+// still runs.
+static bool FiredAheadOfPause(const RunRecord& run, TimePoint pause) {
+  return (run.state == RunState::kQueued || run.state == RunState::kRunning) &&
+         run.reason == RunReason::kSchedule && run.scheduled_at > pause;
+}
+
+std::optional<TimePoint> JobService::FirstFiredAhead(const JobRecord& job) {
+  auto active = store_.ActiveRuns(job.spec.tenant, job.spec.id);
+  if (!active.ok()) return std::nullopt;  // CancelFiredAhead reads them again, and says so
+  std::optional<TimePoint> first;
+  for (const RunRecord& run : *active) {
+    if (FiredAheadOfPause(run, job.updated_at) && (!first || run.scheduled_at < *first)) {
+      first = run.scheduled_at;
+    }
+  }
+  return first;
+}
+
 void JobService::CancelFiredAhead(const JobRecord& job) {
   auto active = store_.ActiveRuns(job.spec.tenant, job.spec.id);
   if (!active.ok()) {
@@ -168,14 +195,8 @@ void JobService::CancelFiredAhead(const JobRecord& job) {
                  active.status().message(), job.spec.id, job.spec.tenant);
     return;
   }
-  // Occurrences after the pause: queued, or claimed ahead and held by a node for their time.
-  // One whose time came before the pause (waiting for a worker, delayed by jitter, waiting to
-  // retry) still runs.
   for (const RunRecord& run : *active) {
-    if ((run.state != RunState::kQueued && run.state != RunState::kRunning) ||
-        run.reason != RunReason::kSchedule || run.scheduled_at <= job.updated_at) {
-      continue;
-    }
+    if (!FiredAheadOfPause(run, job.updated_at)) continue;
     Status s = store_.CancelRun(run.tenant, run.id, job.updated_at);
     if (!s.ok() && s.code() != StatusCode::kFailedPrecondition) {
       spdlog::warn("job paused, but its run {} fired ahead was not cancelled: {}", run.id,

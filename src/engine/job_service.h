@@ -47,6 +47,8 @@ class JobService {
   void Changed(const JobRecord& job);
   // Pause (true) or resume (false), with a CAS retry; whether the state changed.
   Result<bool> SetPaused(const std::string& tenant, const std::string& id, bool paused);
+  // The earliest occurrence of the job fired ahead of job.updated_at (the pause), if any.
+  std::optional<TimePoint> FirstFiredAhead(const JobRecord& job);
   // Cancels the job's runs fired ahead (fire_ahead) whose occurrence is after the pause: not
   // yet due, they would not have been fired. Best effort (logged): a failure leaves them queued.
   void CancelFiredAhead(const JobRecord& job);

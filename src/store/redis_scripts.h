@@ -699,6 +699,8 @@ inline constexpr char kFire[] = R"lua(
 -- ARGV[6] new dependency_since ms ("" = unchanged); ARGV[7] time of the fire ms (stamps
 -- cancellations and events); ARGV[8] number of runs, then each run as a record (a field count,
 -- then field, value pairs); then the number of runs to cancel, then their ids.
+-- A run whose id exists is left alone (counted in existed), unless the existing one was
+-- cancelled before any attempt began and the new one is not terminal: then it is replaced.
 -- Returns {"ok", created, existed} | {"not_found"} | {"precondition", version, next_fire}.
 local id = ARGV[1]
 local key = P .. 'job:' .. id
@@ -720,9 +722,25 @@ if state ~= job.s then
   job_count(state, 1)
   job_event(id, time, 'job.updated', state, job.v)
 end
+-- An occurrence fired again whose run was cancelled before any attempt began (by a pause or a
+-- delete of its job before its time): the new run takes the old one's id and place.
+local function replace_never_started(r)
+  local old = fields(r.id, {'state', 'attempt', 'job', 'queue', 'started', 'finished', 'created'})
+  if not old or old.state ~= 'cancelled' or (tonumber(old.attempt) or 0) ~= 0 then return false end
+  unindex(old)
+  local m = lex(old.created, r.id)
+  redis.call('ZREM', P .. 'runs:' .. old.job, m)
+  redis.call('ZREM', P .. 'runs', m)
+  redis.call('DEL', run_key(r.id))
+  return insert_run(r)
+end
 local created, existed = 0, 0
 for _, r in ipairs(runs) do
-  if insert_run(r) then created = created + 1 else existed = existed + 1 end
+  if insert_run(r) or (not TERMINAL[r.state] and replace_never_started(r)) then
+    created = created + 1
+  else
+    existed = existed + 1
+  end
 end
 for _, rid in ipairs(cancels) do
   local r = hash(run_key(rid))

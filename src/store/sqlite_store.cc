@@ -754,6 +754,19 @@ Result<bool> InsertNewRun(Txn& txn, RunRecord run) {
   return true;
 }
 
+// An occurrence fired again whose run was cancelled before any attempt began (by a pause, or
+// a delete, of the job before the occurrence's time): the new run takes its id and its place.
+Result<bool> ReplaceNeverStarted(Txn& txn, const RunRecord& run) {
+  ASSIGN_OR_RETURN(std::optional<RunRecord> old, LoadRun(txn, run.tenant, run.id));
+  if (!old || !NeverStarted(*old)) return false;
+  {
+    ASSIGN_OR_RETURN(Stmt st, txn.Prepare("DELETE FROM runs WHERE tenant = ?1 AND id = ?2"));
+    st.Text(1, run.tenant).Text(2, run.id);
+    RETURN_IF_ERROR(st.Run());
+  }
+  return InsertNewRun(txn, run);
+}
+
 std::string TimeText(const std::optional<TimePoint>& t) {
   return t ? std::to_string(ToUnixMillis(*t)) : "none";
 }
@@ -811,6 +824,9 @@ Result<FireResult> FireInTxn(Txn& txn, const FireRequest& request) {
   FireResult result;
   for (const RunRecord& run : request.runs) {
     ASSIGN_OR_RETURN(bool inserted, InsertNewRun(txn, run));
+    if (!inserted && !IsTerminal(run.state)) {
+      ASSIGN_OR_RETURN(inserted, ReplaceNeverStarted(txn, run));
+    }
     ++(inserted ? result.created : result.existed);
   }
   for (const std::string& run_id : request.cancel_run_ids) {

@@ -20,6 +20,12 @@ Status CheckNewRuns(const std::string& tenant, const std::string& job_id,
 // built without one, the newest run committed with them, else the expected fire.
 TimePoint FireTime(const FireRequest& request);
 
+// A run that Fire may replace with the same occurrence fired again: cancelled before any of its
+// attempts began (attempt 0).
+inline bool NeverStarted(const RunRecord& run) {
+  return run.state == RunState::kCancelled && run.attempt == 0;
+}
+
 // DeleteApiKey's refusal of the last admin key.
 Status LastAdminKey(const std::string& id);
 

@@ -19,6 +19,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
+using ::testing::UnorderedElementsAre;
 
 namespace {
 
@@ -557,6 +558,74 @@ TEST_P(StoreContractTest, FireWithAnExistingRunIdCountsItAndChangesNothing) {
   EXPECT_EQ(after.payload, R"({"first":true})");
   EXPECT_EQ(after.priority, 5);
   EXPECT_EQ(claimed.state, RunState::kRunning);
+}
+
+// An occurrence cancelled before any attempt began (its job paused, or deleted and created
+// again, before its time) and fired again gets its run: the new one takes the id and the place
+// of the cancelled one. One whose attempt began, or a skip, leaves the existing run alone.
+TEST_P(StoreContractTest, FireReplacesARunCancelledBeforeItsFirstAttempt) {
+  Create(MakeJob("default", "cron", At(60)));
+  FireRequest fire{.tenant = "default",
+                   .job_id = "cron",
+                   .expected_version = 1,
+                   .expected_next_fire = At(60),
+                   .next_fire = At(120),
+                   .runs = {MakeRun("default", "cron", "cron@60000", At(60)),
+                            MakeRun("default", "cron", "cron@30000", At(30))}};
+  ASSERT_TRUE(store_->Fire(fire).ok());
+  RunRecord began = Claim("n1", At(31)).at(0);
+  ASSERT_EQ(began.id, "cron@30000");
+  ASSERT_TRUE(store_
+                  ->Complete({.tenant = "default",
+                              .run_id = began.id,
+                              .fence = began.fence,
+                              .now = At(32),
+                              .state = RunState::kCancelled,
+                              .attempt_outcome = "cancelled"})
+                  .ok());
+  ASSERT_TRUE(store_->CancelRun("default", "cron@60000", At(40)).ok());
+  ASSERT_EQ(MustGetRun("default", "cron@60000").state, RunState::kCancelled);
+
+  RunRecord again = MakeRun("default", "cron", "cron@60000", At(60));
+  again.payload = R"({"again":true})";
+  again.created_at = At(50);
+  RunRecord skipped = MakeRun("default", "cron", "cron@30000", At(30));
+  skipped.state = RunState::kSkipped;
+  RunRecord queued_again = MakeRun("default", "cron", "cron@30000", At(30));
+  fire.expected_next_fire = At(120);
+  fire.next_fire = At(180);
+  fire.runs = {again, skipped};
+  auto result = store_->Fire(fire);
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(result->created, 1);
+  EXPECT_EQ(result->existed, 1) << "a skip does not replace a cancelled run";
+  fire.expected_next_fire = At(180);
+  fire.runs = {queued_again};
+  result = store_->Fire(fire);
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(result->existed, 1) << "a run whose attempt began is not replaced";
+  EXPECT_EQ(MustGetRun("default", "cron@30000").state, RunState::kCancelled);
+
+  RunRecord replaced = MustGetRun("default", "cron@60000");
+  EXPECT_EQ(replaced.state, RunState::kQueued);
+  EXPECT_EQ(replaced.payload, R"({"again":true})");
+  EXPECT_EQ(replaced.created_at, At(50));
+  EXPECT_EQ(replaced.finished_at, std::nullopt);
+  EXPECT_EQ(replaced.error, "");
+  auto page = store_->ListRuns("default", {.job_id = "cron"});
+  ASSERT_TRUE(page.ok()) << page.status().ToString();
+  std::vector<std::string> ids;
+  for (const RunRecord& r : page->items) ids.push_back(r.id);
+  EXPECT_THAT(ids, UnorderedElementsAre("cron@60000", "cron@30000")) << "listed once";
+  auto counts = store_->CountRuns("default", "cron");
+  ASSERT_TRUE(counts.ok());
+  std::map<RunState, int64_t> by_state;
+  for (const RunCount& c : *counts) by_state[c.state] += c.count;
+  EXPECT_EQ(by_state, (std::map<RunState, int64_t>{{RunState::kQueued, 1},
+                                                    {RunState::kCancelled, 1}}));
+  RunRecord claimed = Claim("n1", At(60)).at(0);
+  EXPECT_EQ(claimed.id, "cron@60000");
+  EXPECT_EQ(claimed.attempt, 1);
 }
 
 TEST_P(StoreContractTest, FireSetsStateAndDependencyBarrier) {

@@ -218,11 +218,51 @@ TEST_F(AheadTest, AJobPausedBeforeAnOccurrenceFiredAheadDoesNotRunIt) {
   EXPECT_FALSE(h.node().processor().ClaimOnce().value() > 0);
   EXPECT_TRUE(h.seen.Began(id).empty()) << "the handler never began";
 
-  // Resumed: the next occurrences run as before.
+  // Resumed: the occurrence missed while paused follows the misfire policy, as it would have
+  // had it not been fired ahead (fire_once, within the grace: it runs, late, once); then the
+  // next occurrences run as before.
+  h.Advance(10s);
   ASSERT_TRUE(h.node().jobs().Resume("default", "every-minute").value());
-  h.Advance(1min);
-  EXPECT_GE(h.Tick(), 1);
+  EXPECT_EQ(h.Tick(), 1);
+  ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, id));
+  EXPECT_EQ(h.seen.Began(id), std::vector<TimePoint>{due + 10s});
+  h.Advance(1min - 10s);
+  EXPECT_EQ(h.Tick(), 1);
   ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, RunId("every-minute", due + 1min)));
+}
+
+// Paused and resumed between the fire ahead and the occurrence's time: the occurrence runs,
+// once, at its time (the pause cancelled its run; the resume fires it again).
+TEST_F(AheadTest, AJobPausedAndResumedBeforeAnOccurrenceFiredAheadRunsIt) {
+  h.Advance(1min - 400ms);
+  ASSERT_EQ(h.Tick(), 1);
+  ASSERT_TRUE(h.node().jobs().Pause("default", "every-minute").value());
+  ASSERT_EQ(h.Run(id)->state, RunState::kCancelled);
+  h.Advance(100ms);
+  ASSERT_TRUE(h.node().jobs().Resume("default", "every-minute").value());
+  EXPECT_EQ(h.Job("every-minute")->next_fire, due) << "the pause went back to the occurrence";
+  EXPECT_EQ(h.Tick(), 1) << "fired ahead again";
+  EXPECT_EQ(h.Run(id)->state, RunState::kQueued);
+  h.Advance(300ms);
+  ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, id));
+  EXPECT_EQ(h.seen.Began(id), std::vector<TimePoint>{due});
+  EXPECT_EQ(h.Runs("every-minute").size(), 1u);
+  EXPECT_EQ(h.Job("every-minute")->next_fire, due + 1min);
+}
+
+// Deleted and created again (a program replacing its job) between the fire ahead and the
+// occurrence's time: the new job's occurrence runs, though the deleted job's run of it was
+// cancelled under the same id.
+TEST_F(AheadTest, AJobDeletedAndCreatedAgainBeforeAnOccurrenceFiredAheadRunsIt) {
+  h.Advance(1min - 400ms);
+  ASSERT_EQ(h.Tick(), 1);
+  ASSERT_TRUE(h.node().jobs().Delete("default", "every-minute", false).ok());
+  ASSERT_EQ(h.Run(id)->state, RunState::kCancelled);
+  h.MustCreate(CronSpec("every-minute", "* * * * *", "probe"));
+  EXPECT_EQ(h.Tick(), 1);
+  h.Advance(400ms);
+  ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, id));
+  EXPECT_EQ(h.seen.Began(id), std::vector<TimePoint>{due});
 }
 
 TEST_F(AheadTest, AJobPausedWhileItsOccurrenceIsHeldDoesNotRunIt) {
