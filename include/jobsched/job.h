@@ -151,6 +151,9 @@ struct RunRecord {
   std::optional<int> exit_code;
   std::optional<int> http_status;
   std::string output;  // tail, capped by limits.max_output_bytes
+  // Set when `output` holds only the last part of what the run stored (a list that asked for
+  // RunFilter::output_tail): the length of the whole. Unset: `output` is whole.
+  std::optional<int64_t> output_bytes;
   std::string error;
   std::string payload = "null";  // JSON text
   bool cancel_requested = false;

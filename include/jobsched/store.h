@@ -46,6 +46,9 @@ struct RunFilter {
   std::optional<RunState> state;
   std::string cursor;
   int limit = 100;  // 1-1000
+  // > 0: each run's output is cut, in the store, to its last `output_tail` bytes (whole UTF-8
+  // characters), and RunRecord::output_bytes says how long the whole output is.
+  size_t output_tail = 0;
 };
 
 // One occurrence (or several) committed for a job: see Store::Fire.

@@ -745,7 +745,9 @@ Result<Json> ApiServer::Impl::JobDetail(const JobRecord& job) {
   }
   j["next_fire_times"] = next;
   ASSIGN_OR_RETURN(Page<RunRecord> last,
-                   node_.store().ListRuns(job.spec.tenant, {.job_id = job.spec.id, .limit = 1}));
+                   node_.store().ListRuns(job.spec.tenant, {.job_id = job.spec.id,
+                                                            .limit = 1,
+                                                            .output_tail = kListedOutputBytes}));
   j["last_run"] =
       last.items.empty() ? Json(nullptr) : RunJson(last.items.front(), kListedOutputBytes);
   ASSIGN_OR_RETURN(std::vector<RunCount> counts,
@@ -898,7 +900,7 @@ Result<Reply> ApiServer::Impl::TriggerJob(Call& call) {
 }
 
 Result<Reply> ApiServer::Impl::Runs(Call& call, const std::string& job_id) {
-  RunFilter filter{.job_id = job_id};
+  RunFilter filter{.job_id = job_id, .output_tail = kListedOutputBytes};
   if (call.req.has_param("state")) {
     auto state = ParseRunState(call.req.get_param_value("state"));
     if (!state.ok()) {
@@ -932,7 +934,9 @@ Result<Reply> ApiServer::Impl::JobRuns(Call& call) {
   // A deleted job's history stays until it is pruned: listed while it has runs.
   RETURN_IF_ERROR(ValidateJobId(call.id, "id"));
   ASSIGN_OR_RETURN(Page<RunRecord> any,
-                   node_.store().ListRuns(call.tenant, RunFilter{.job_id = call.id, .limit = 1}));
+                   node_.store().ListRuns(call.tenant, RunFilter{.job_id = call.id,
+                                                                  .limit = 1,
+                                                                  .output_tail = 1}));
   if (any.items.empty()) return job.status();
   return Runs(call, call.id);
 }

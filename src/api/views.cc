@@ -58,7 +58,7 @@ Json RunJson(const RunRecord& r, size_t max_output) {
               {"exit_code", OptInt(r.exit_code)},
               {"http_status", OptInt(r.http_status)},
               {"output", output},
-              {"output_bytes", r.output.size()},
+              {"output_bytes", r.output_bytes.value_or(static_cast<int64_t>(r.output.size()))},
               {"error", r.error},
               {"payload", PayloadJson(r.payload)},
               {"cancel_requested", r.cancel_requested},

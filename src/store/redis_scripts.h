@@ -1298,11 +1298,14 @@ inline constexpr char kListRuns[] = R"lua(
 -- KEYS: the prelude's.
 -- ARGV[1] index after the tenant prefix: "runs" (the tenant's) or "runs:<job id>";
 -- ARGV[2] cursor: the index member of the last run of the previous page ("" = the newest);
--- ARGV[3] limit; ARGV[4] state ("" = any); ARGV[5] scan budget (runs examined at most).
+-- ARGV[3] limit; ARGV[4] state ("" = any); ARGV[5] scan budget (runs examined at most);
+-- ARGV[6] output tail: > 0, an output longer than that many bytes is replaced by its last that
+-- many bytes, and the field output_bytes added with its whole length.
 -- Returns {runs, resume}: up to limit + 1 matching runs (flat hashes), newest first, and the
 -- last index member examined if the budget ran out before ("" otherwise).
 local idx = P .. ARGV[1]
 local limit, state, budget = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local tail = tonumber(ARGV[6]) or 0
 local max = ARGV[2] == '' and '+' or '(' .. ARGV[2]
 local out, scanned = {}, 0
 while true do
@@ -1313,6 +1316,15 @@ while true do
     if state == '' or redis.call('HGET', key, 'state') == state then
       local h = redis.call('HGETALL', key)
       if #h > 0 then
+        if tail > 0 then
+          for i = 1, #h, 2 do
+            if h[i] == 'output' and #h[i + 1] > tail then
+              h[#h + 1], h[#h + 2] = 'output_bytes', int(#h[i + 1])
+              h[i + 1] = string.sub(h[i + 1], -tail)
+              break
+            end
+          end
+        end
         out[#out + 1] = h
         if #out > limit then return {out, ''} end
       end

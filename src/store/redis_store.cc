@@ -1005,6 +1005,7 @@ Result<RunRecord> RunFromHash(const Reply& flat, const std::string& tenant) {
   if (auto v = f.OptInt("exit")) r.exit_code = static_cast<int>(*v);
   if (auto v = f.OptInt("http")) r.http_status = static_cast<int>(*v);
   r.output = f.Str("output");
+  r.output_bytes = f.OptInt("output_bytes");  // list_runs cut the output to its tail
   r.error = f.Str("error");
   r.payload = f.Str("payload");
   r.cancel_requested = f.Str("cancel") == "1";
@@ -1607,11 +1608,12 @@ Result<Page<RunRecord>> RedisStore::ListRuns(const std::string& tenant, const Ru
                        Script::kListRuns, tenant,
                        {filter.job_id.empty() ? "runs" : "runs:" + filter.job_id, cursor_member,
                         std::to_string(limit), filter.state ? RunStateName(*filter.state) : "",
-                        std::to_string(kScanBudget)})));
+                        std::to_string(kScanBudget), std::to_string(filter.output_tail)})));
   if (!r.is_array() || r.elements.size() != 2) return Unexpected("list_runs");
   Page<RunRecord> page;
   for (const Reply& h : r.elements[0].elements) {
     ASSIGN_OR_RETURN(RunRecord run, RunFromHash(h, tenant));
+    if (run.output_bytes) CutOutput(run, filter.output_tail, *run.output_bytes);
     page.items.push_back(std::move(run));
   }
   if (static_cast<int>(page.items.size()) > limit) {

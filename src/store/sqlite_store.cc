@@ -678,12 +678,17 @@ Result<std::optional<RunRecord>> LoadRun(Txn& txn, const std::string& tenant,
   return std::optional<RunRecord>(std::move(run));
 }
 
-Result<std::vector<RunRecord>> ReadRuns(Stmt& st) {
+// `output_tail`: RunFilter's, applied row by row (one whole output in memory at a time).
+Result<std::vector<RunRecord>> ReadRuns(Stmt& st, size_t output_tail = 0) {
   std::vector<RunRecord> runs;
   for (;;) {
     ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) return runs;
     ASSIGN_OR_RETURN(RunRecord run, ReadRun(st));
+    if (output_tail > 0 && run.output.size() > output_tail) {
+      CutOutput(run, output_tail, static_cast<int64_t>(run.output.size()));
+      run.output.shrink_to_fit();
+    }
     runs.push_back(std::move(run));
   }
 }
@@ -1234,7 +1239,7 @@ Result<Page<RunRecord>> SqliteStore::ListRuns(const std::string& tenant, const R
     st.Null(5);
   }
   st.Int(6, limit + 1);
-  ASSIGN_OR_RETURN(std::vector<RunRecord> runs, ReadRuns(st));
+  ASSIGN_OR_RETURN(std::vector<RunRecord> runs, ReadRuns(st, filter.output_tail));
   RETURN_IF_ERROR(txn.Commit());
   Page<RunRecord> page;
   if (static_cast<int>(runs.size()) > limit) {

@@ -628,6 +628,48 @@ TEST_P(StoreContractTest, FireReplacesARunCancelledBeforeItsFirstAttempt) {
   EXPECT_EQ(claimed.attempt, 1);
 }
 
+// A list that asks for the tail of each output gets it cut in the store, at a character
+// start, with the whole length; a short output, and a list that does not ask, are whole.
+TEST_P(StoreContractTest, ListRunsCutsEachOutputToTheTailAskedFor) {
+  Create(MakeJob("default", "j"));
+  Enqueue({MakeRun("default", "j", "j@1", At(1)), MakeRun("default", "j", "j@2", At(2))});
+  const std::string e_acute = "\xc3\xa9";
+  // 15 bytes; the last 5 start with the second byte of an e-acute.
+  const std::string long_output = "abc" + e_acute + "xyzw" + e_acute + "xyzw";
+  const std::map<std::string, std::string> outputs = {{"j@1", long_output}, {"j@2", "short"}};
+  for (const RunRecord& r : Claim("n1", At(3), 2)) {
+    ASSERT_TRUE(store_
+                    ->Complete({.tenant = r.tenant,
+                                .run_id = r.id,
+                                .fence = r.fence,
+                                .now = At(4),
+                                .state = RunState::kSucceeded,
+                                .attempt_outcome = "succeeded",
+                                .output = outputs.at(r.id)})
+                    .ok());
+  }
+  auto cut = store_->ListRuns("default", {.job_id = "j", .output_tail = 5});
+  ASSERT_TRUE(cut.ok()) << cut.status().ToString();
+  auto whole = store_->ListRuns("default", {.job_id = "j"});
+  ASSERT_TRUE(whole.ok()) << whole.status().ToString();
+  ASSERT_EQ(cut->items.size(), 2u);
+  ASSERT_EQ(whole->items.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    const RunRecord& c = cut->items[i];
+    const RunRecord& w = whole->items[i];
+    EXPECT_EQ(w.output, outputs.at(w.id));
+    EXPECT_EQ(w.output_bytes, std::nullopt);
+    if (c.id == "j@1") {
+      EXPECT_EQ(c.output, "xyzw");
+      EXPECT_EQ(c.output_bytes, 15);
+    } else {
+      EXPECT_EQ(c.output, "short");
+      EXPECT_EQ(c.output_bytes, std::nullopt);
+    }
+  }
+  EXPECT_EQ(MustGetRun("default", "j@1").output, long_output) << "the run is whole";
+}
+
 TEST_P(StoreContractTest, FireSetsStateAndDependencyBarrier) {
   Create(MakeJob("default", "once", At(60)));
   auto fire = store_->Fire({.tenant = "default",
