@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <httplib.h>
+#include <openssl/x509.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -74,7 +75,8 @@ void EraseHeader(std::map<std::string, std::string>* headers, std::string_view n
   std::erase_if(*headers, [&](const auto& kv) { return EqualsIgnoreCase(kv.first, name); });
 }
 
-std::string DescribeError(httplib::Error err, const Url& url) {
+// `tls_verify_result`: OpenSSL's verification result of the server's certificate chain.
+std::string DescribeError(httplib::Error err, const Url& url, long tls_verify_result) {
   const std::string where = url.Authority();
   switch (err) {
     case httplib::Error::Connection:
@@ -90,7 +92,10 @@ std::string DescribeError(httplib::Error err, const Url& url) {
     case httplib::Error::SSLLoadingCerts:
       return "cannot load the CA certificates";
     case httplib::Error::SSLServerVerification:
-      return "TLS certificate of " + where + " could not be verified";
+      // The chain verified, so the name check failed (or the server sent no certificate).
+      return "TLS certificate of " + where + " could not be verified: " +
+             (tls_verify_result != X509_V_OK ? X509_verify_cert_error_string(tls_verify_result)
+                                             : "it does not name the host");
     case httplib::Error::Compression:
       return "cannot decompress the response from " + where;
     default:
@@ -301,7 +306,7 @@ void Exchange(const HttpRequest& req, Url url, SteadyTime start, std::optional<S
         SetCancelled(CancelReason::kTimeout, start, result);
       } else {
         result->outcome = HttpOutcome::kFailed;
-        result->error = DescribeError(err, url);
+        result->error = DescribeError(err, url, client.get_openssl_verify_result());
       }
       return;
     }

@@ -539,7 +539,8 @@ class Runner {
   void KillGroup(int sig);
   bool ChildExited();
   void Drain();
-  void Finish(int wait_status);
+  // `usage`: the program's own resource use (wait4).
+  void Finish(int wait_status, const struct rusage& usage);
 
   const ShellRequest& req_;
   CancelSource& cancel_;
@@ -784,7 +785,7 @@ void Runner::Drain() {
   output_.Reset();
 }
 
-void Runner::Finish(int wait_status) {
+void Runner::Finish(int wait_status, const struct rusage& usage) {
   if (WIFEXITED(wait_status)) result_.exit_code = WEXITSTATUS(wait_status);
   if (WIFSIGNALED(wait_status)) result_.term_signal = WTERMSIG(wait_status);
   switch (terminating_) {
@@ -808,7 +809,11 @@ void Runner::Finish(int wait_status) {
       if (WIFSIGNALED(wait_status)) {
         result_.outcome = ShellOutcome::kSignaled;
         result_.error = "killed by " + SignalText(result_.term_signal);
-        if (result_.term_signal == SIGXCPU) {
+        // SIGXCPU at the limit; SIGKILL a second later for a program that ignores SIGXCPU.
+        const int64_t cpu_s = usage.ru_utime.tv_sec + usage.ru_stime.tv_sec;
+        if (result_.term_signal == SIGXCPU ||
+            (result_.term_signal == SIGKILL && req_.limits.cpu_seconds > 0 &&
+             cpu_s >= req_.limits.cpu_seconds)) {
           result_.error +=
               ": CPU time limit of " + std::to_string(req_.limits.cpu_seconds) + "s exceeded";
         }
@@ -843,7 +848,7 @@ Result<ShellResult> Runner::Run() {
   if (cancel_.cancelled()) {
     // Nothing was started, so nothing needs terminating.
     terminating_ = cancel_.reason();
-    Finish(0);
+    Finish(0, {});
     result_.exit_code = -1;
     result_.duration = Elapsed(start_, SteadyClock::now());
     return std::move(result_);
@@ -865,14 +870,15 @@ Result<ShellResult> Runner::Run() {
       // so nothing outlives it and the output pipe reaches EOF.
       KillGroup(SIGKILL);
       int status = 0;
+      struct rusage usage {};
       pid_t waited;
-      while ((waited = waitpid(pid_, &status, 0)) < 0 && errno == EINTR) {
+      while ((waited = wait4(pid_, &status, 0, &usage)) < 0 && errno == EINTR) {
       }
-      if (waited < 0) spawned = ErrnoStatus("waitpid", errno);
+      if (waited < 0) spawned = ErrnoStatus("wait4", errno);
       UnguardGroup(pid_);
       stdin_.Reset();
       Drain();
-      if (spawned.ok()) Finish(status);
+      if (spawned.ok()) Finish(status, usage);
     }
     if (stdin_epipe_) {
       // Consume the SIGPIPE our write raised, so it does not fire when the mask is restored.

@@ -14,6 +14,7 @@
 //   ignore-term [FIFO]       ignore SIGTERM, write "ready" to FIFO (if given), then sleep
 //   exit K                   exit with code K
 //   burn-cpu                 spin forever
+//   burn-cpu-ignoring-xcpu   spin forever, SIGXCPU ignored
 //   pwd                      print the working directory
 //   echo ARGS...             print the arguments separated by spaces
 //
@@ -155,7 +156,8 @@ int main(int argc, char** argv) {
     SleepForever();
   }
   if (mode == "exit" && arg2) return atoi(arg2);
-  if (mode == "burn-cpu") {
+  if (mode == "burn-cpu-ignoring-xcpu") signal(SIGXCPU, SIG_IGN);
+  if (mode == "burn-cpu" || mode == "burn-cpu-ignoring-xcpu") {
     volatile unsigned long x = 0;
     for (;;) x = x + 1;
   }

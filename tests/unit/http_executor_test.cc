@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
@@ -20,6 +22,13 @@ namespace jobsched::exec {
 namespace {
 
 using ::testing::HasSubstr;
+
+HttpResult MustRun(const HttpRequest& req) {
+  CancelSource cancel;
+  Result<HttpResult> r = RunHttp(req, cancel);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? std::move(r).value() : HttpResult{};
+}
 
 // A cpp-httplib server on 127.0.0.1 and a free port, serving the routes the tests use.
 class HttpExecutorTest : public ::testing::Test {
@@ -89,13 +98,6 @@ class HttpExecutorTest : public ::testing::Test {
 
   std::string Url(const std::string& path) const {
     return "http://127.0.0.1:" + std::to_string(port_) + path;
-  }
-
-  HttpResult MustRun(const HttpRequest& req) {
-    CancelSource cancel;
-    Result<HttpResult> r = RunHttp(req, cancel);
-    EXPECT_TRUE(r.ok()) << r.status().ToString();
-    return r.ok() ? std::move(r).value() : HttpResult{};
   }
 
   bool WaitForSlowRequest() {
@@ -254,6 +256,42 @@ TEST_F(HttpExecutorTest, ConnectionRefusedIsAFailedOutcome) {
   EXPECT_EQ(r.outcome, HttpOutcome::kFailed);
   EXPECT_FALSE(r.success);
   EXPECT_THAT(r.error, HasSubstr("127.0.0.1:" + std::to_string(port)));
+}
+
+// An https server whose certificate is self-signed: the error says why the certificate was
+// refused; with verify_tls false the request goes through.
+TEST(HttpExecutorTlsTest, AnUnverifiedCertificateSaysWhy) {
+  char dir_template[] = "/tmp/jobsched-tls-XXXXXX";
+  ASSERT_NE(mkdtemp(dir_template), nullptr);
+  const std::string dir = dir_template;
+  const std::string cert = dir + "/cert.pem", key = dir + "/key.pem";
+  const std::string cmd =
+      "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 -addext "
+      "subjectAltName=IP:127.0.0.1 -keyout " +
+      key + " -out " + cert + " 2>/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << "openssl could not make a test certificate";
+  httplib::SSLServer server(cert.c_str(), key.c_str());
+  ASSERT_TRUE(server.is_valid());
+  server.Get("/ok", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("hello", "text/plain");
+  });
+  const int port = server.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  std::thread thread([&] { server.listen_after_bind(); });
+  const std::string url = "https://127.0.0.1:" + std::to_string(port) + "/ok";
+
+  HttpResult refused = MustRun({.url = url});
+  EXPECT_EQ(refused.outcome, HttpOutcome::kFailed);
+  EXPECT_THAT(refused.error, HasSubstr("TLS certificate of 127.0.0.1:" + std::to_string(port) +
+                                       " could not be verified: self"))
+      << "names OpenSSL's reason (a self-signed certificate): " << refused.error;
+  HttpResult unverified = MustRun({.url = url, .verify_tls = false});
+  EXPECT_TRUE(unverified.success) << unverified.error;
+  EXPECT_EQ(unverified.body, "hello");
+
+  server.stop();
+  thread.join();
+  std::filesystem::remove_all(dir);
 }
 
 TEST(HttpExecutorValidationTest, BadUrlsAreInvalidArgumentsNamingTheUrl) {

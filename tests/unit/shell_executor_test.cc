@@ -426,6 +426,19 @@ TEST_F(ShellExecutorTest, CpuLimitEndsABusyLoop) {
   EXPECT_EQ(r.outcome, ShellOutcome::kSignaled) << r.error;
   EXPECT_THAT(r.term_signal, AnyOf(SIGXCPU, SIGKILL));
   EXPECT_THAT(r.error, HasSubstr("killed by signal"));
+  EXPECT_THAT(r.error, HasSubstr("CPU time limit of 1s exceeded"));
+}
+
+// A program that ignores SIGXCPU is killed by the kernel's SIGKILL a second later; the error
+// still names the limit, not a bare signal.
+TEST_F(ShellExecutorTest, CpuLimitIsNamedWhenTheProgramIgnoresSigxcpu) {
+  ShellRequest req = Child({"burn-cpu-ignoring-xcpu"});
+  req.limits.cpu_seconds = 1;
+  req.timeout = Duration(120000);  // a safety net only
+  ShellResult r = MustRun(req);
+  EXPECT_EQ(r.outcome, ShellOutcome::kSignaled) << r.error;
+  EXPECT_EQ(r.term_signal, SIGKILL);
+  EXPECT_EQ(r.error, "killed by signal 9 (SIGKILL): CPU time limit of 1s exceeded");
 }
 
 TEST_F(ShellExecutorTest, OpenFilesLimitIsApplied) {
