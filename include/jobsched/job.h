@@ -151,8 +151,9 @@ struct RunRecord {
   std::optional<int> exit_code;
   std::optional<int> http_status;
   std::string output;  // tail, capped by limits.max_output_bytes
-  // Set when `output` holds only the last part of what the run stored (a list that asked for
-  // RunFilter::output_tail): the length of the whole. Unset: `output` is whole.
+  // Set when `output` holds only the end of the output: the length of the whole, in bytes. The
+  // handler wrote more than limits.max_output_bytes, or a list cut it (RunFilter::output_tail).
+  // Unset: `output` is whole.
   std::optional<int64_t> output_bytes;
   std::string error;
   std::string payload = "null";  // JSON text

@@ -112,6 +112,8 @@ struct Completion {
   std::optional<int> exit_code;
   std::optional<int> http_status;
   std::string output;
+  // Set when `output` is only the end of what the handler wrote: the length of the whole.
+  std::optional<int64_t> output_bytes;
   std::string error;
   // When the attempt really began, if not when it was claimed (a run claimed ahead of its time
   // starts when its time comes): replaces the attempt's recorded start, and the run's when this

@@ -26,6 +26,7 @@ Json RunJson(const RunRecord& r, size_t max_output) {
     while (!output.empty() && (static_cast<unsigned char>(output.front()) & 0xC0) == 0x80)
       output.remove_prefix(1);
   }
+  const int64_t whole_output = r.output_bytes.value_or(static_cast<int64_t>(r.output.size()));
   Json attempts = Json::array();
   for (const AttemptRecord& a : r.attempts) {
     attempts.push_back({{"number", a.number},
@@ -58,7 +59,8 @@ Json RunJson(const RunRecord& r, size_t max_output) {
               {"exit_code", OptInt(r.exit_code)},
               {"http_status", OptInt(r.http_status)},
               {"output", output},
-              {"output_bytes", r.output_bytes.value_or(static_cast<int64_t>(r.output.size()))},
+              {"output_bytes", whole_output},
+              {"output_truncated", static_cast<int64_t>(output.size()) < whole_output},
               {"error", r.error},
               {"payload", PayloadJson(r.payload)},
               {"cancel_requested", r.cancel_requested},

@@ -12,7 +12,8 @@ using Json = nlohmann::ordered_json;
 
 Json TimeJson(const std::optional<TimePoint>& t);
 // A run; `output` holds at most the last `max_output` bytes of its output (whole characters),
-// and `output_bytes` the whole length (lists carry a tail: an output may be 16 MiB).
+// `output_bytes` the whole length (what the handler wrote: lists carry a tail, and the run
+// keeps the last limits.max_output_bytes), `output_truncated` whether `output` is only a tail.
 Json RunJson(const RunRecord& run, size_t max_output = std::string::npos);
 // What lists of runs (and a job's last run) carry of each run's output.
 inline constexpr size_t kListedOutputBytes = 4096;

@@ -911,7 +911,12 @@ void PrintRunDetail(std::ostream& out, const Json& r) {
     }
   }
   if (!output.empty()) {
-    out << "\noutput:\n" << output;
+    if (r.value("output_truncated", false)) {
+      out << "\noutput (the end of " << r.value("output_bytes", int64_t{0}) << " bytes):\n"
+          << output;
+    } else {
+      out << "\noutput:\n" << output;
+    }
     if (output.back() != '\n') out << "\n";
   }
 }

@@ -63,8 +63,10 @@ class BuiltinContext final : public RunContext {
     output_.Append("\n");
   }
 
-  std::string TakeOutput() {
+  // The kept output, and the length of the whole when some of it was dropped.
+  std::string TakeOutput(std::optional<int64_t>& whole_bytes) {
     std::lock_guard lock(mu_);
+    if (output_.truncated()) whole_bytes = static_cast<int64_t>(output_.total_bytes());
     return std::move(output_).Take();
   }
 
@@ -107,7 +109,7 @@ AttemptOutcome Executor::RunBuiltin(const JobSpec& spec, const RunRecord& run,
   } catch (...) {
     status = Status(StatusCode::kInternal, "handler threw a non-standard exception");
   }
-  out.output = ctx.TakeOutput();
+  out.output = ctx.TakeOutput(out.output_bytes);
   if (cancel.cancelled()) {
     out.kind = KindOfCancel(cancel.reason());
     out.error = out.kind == Kind::kTimedOut
@@ -160,6 +162,7 @@ AttemptOutcome Executor::RunShell(const JobSpec& spec, const RunRecord& run,
                  result->cgroup_note);
   }
   out.output = std::move(result->output);
+  if (result->output_truncated) out.output_bytes = static_cast<int64_t>(result->output_bytes);
   out.error = result->error;
   if (result->exit_code >= 0) out.exit_code = result->exit_code;
   switch (result->outcome) {
@@ -204,6 +207,7 @@ AttemptOutcome Executor::RunHttp(const JobSpec& spec, const RunRecord& run,
     return out;
   }
   out.output = std::move(result->body);
+  if (result->body_truncated) out.output_bytes = static_cast<int64_t>(result->body_bytes);
   out.error = result->error;
   if (result->status > 0) out.http_status = result->status;
   switch (result->outcome) {

@@ -18,6 +18,9 @@ struct AttemptOutcome {
   std::optional<int> exit_code;
   std::optional<int> http_status;
   std::string output;
+  // Set when `output` is only the end of what the handler wrote (limits.max_output_bytes): the
+  // length of the whole.
+  std::optional<int64_t> output_bytes;
   std::string error;
 };
 

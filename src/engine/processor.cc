@@ -448,6 +448,7 @@ void Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* s
                .exit_code = outcome.exit_code,
                .http_status = outcome.http_status,
                .output = outcome.output,
+               .output_bytes = outcome.output_bytes,
                .error = outcome.error,
                .started_at = attempt->started};
   switch (outcome.kind) {

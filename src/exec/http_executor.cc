@@ -317,6 +317,7 @@ void Exchange(const HttpRequest& req, Url url, SteadyTime start, std::optional<S
         result->outcome = HttpOutcome::kFailed;
         result->error = "too many redirects (max " + std::to_string(req.max_redirects) + ")";
         result->body_truncated = tail.truncated();
+        result->body_bytes = tail.total_bytes();
         result->body = std::move(tail).Take();
         return;
       }
@@ -347,6 +348,7 @@ void Exchange(const HttpRequest& req, Url url, SteadyTime start, std::optional<S
     result->success = res.status >= 200 && res.status <= 299;
     if (!result->success) result->error = "HTTP " + std::to_string(res.status);
     result->body_truncated = tail.truncated();
+    result->body_bytes = tail.total_bytes();
     result->body = std::move(tail).Take();
     return;
   }

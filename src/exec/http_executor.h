@@ -72,6 +72,7 @@ struct HttpResult {
   // The tail of the final response's body, at most max_output_bytes (see OutputTail).
   std::string body;
   bool body_truncated = false;
+  uint64_t body_bytes = 0;  // the length of the whole body, kept or not
   // The URL that produced the final response, and how many redirects led to it.
   std::string final_url;
   int redirects = 0;

@@ -892,6 +892,7 @@ Result<ShellResult> Runner::Run() {
     result_.cgroup_note += (result_.cgroup_note.empty() ? "" : "; ") + cgroup_note;
   }
   result_.output_truncated = tail_.truncated();
+  result_.output_bytes = tail_.total_bytes();
   result_.output = std::move(tail_).Take();
   result_.duration = Elapsed(start_, SteadyClock::now());
   return std::move(result_);

@@ -107,6 +107,7 @@ struct ShellResult {
   // character boundary (so it may be up to 3 bytes shorter).
   std::string output;
   bool output_truncated = false;
+  uint64_t output_bytes = 0;  // how many bytes the program wrote, kept or not
   // From just before fork until the program and its output were collected.
   Duration duration{0};
   // Empty for exit code 0, else why the run did not succeed: "exited with code 3",

@@ -1019,10 +1019,11 @@ return out
 inline constexpr char kComplete[] = R"lua(
 -- complete: Complete and CompleteMany (a batch of one tenant's completions in one call).
 -- KEYS: the prelude's.
--- ARGV[1] number of completions n; then n groups of 11: run id; fence; now ms; new state
+-- ARGV[1] number of completions n; then n groups of 12: run id; fence; now ms; new state
 -- (succeeded, failed, timed_out, cancelled or retry_wait); retry_at ms (retry_wait only);
 -- attempt outcome; exit code ("" = none); http status ("" = none); output; error; when the
--- attempt really began ms ("" = as claimed).
+-- attempt really began ms ("" = as claimed); the whole output's length ("" = the output is
+-- whole).
 -- Returns one word per completion, in order: "ok" | "stale" (not running with that fence:
 -- nothing recorded for it).
 -- A completion of a run with no attempt recorded (not claimed by claim): the general state
@@ -1042,6 +1043,7 @@ local function complete_general(a)
   set(r, 'exit', ARGV[a + 6])
   set(r, 'http', ARGV[a + 7])
   set(r, 'output', ARGV[a + 8])
+  set(r, 'output_bytes', ARGV[a + 11])
   set(r, 'error', ARGV[a + 9])
   set(r, 'lease', '')
   set(r, 'state', state)
@@ -1106,6 +1108,7 @@ local function complete(a)
   put(hs, hd, 'exit', exit)
   put(hs, hd, 'http', http)
   put(hs, hd, 'output', ARGV[a + 8])
+  put(hs, hd, 'output_bytes', ARGV[a + 11])
   put(hs, hd, 'error', err)
   local nj = node_json[node]
   if not nj then
@@ -1138,7 +1141,7 @@ local function complete(a)
 end
 local out = {}
 defer()
-for k = 0, tonumber(ARGV[1]) - 1 do out[#out + 1] = complete(2 + 11 * k) end
+for k = 0, tonumber(ARGV[1]) - 1 do out[#out + 1] = complete(2 + 12 * k) end
 flush()
 return out
 )lua";
@@ -1300,7 +1303,8 @@ inline constexpr char kListRuns[] = R"lua(
 -- ARGV[2] cursor: the index member of the last run of the previous page ("" = the newest);
 -- ARGV[3] limit; ARGV[4] state ("" = any); ARGV[5] scan budget (runs examined at most);
 -- ARGV[6] output tail: > 0, an output longer than that many bytes is replaced by its last that
--- many bytes, and the field output_bytes added with its whole length.
+-- many bytes from a UTF-8 character's start, and the field output_bytes (the whole length) is
+-- added unless the run has it (a longer output than the one stored).
 -- Returns {runs, resume}: up to limit + 1 matching runs (flat hashes), newest first, and the
 -- last index member examined if the budget ran out before ("" otherwise).
 local idx = P .. ARGV[1]
@@ -1317,12 +1321,13 @@ while true do
       local h = redis.call('HGETALL', key)
       if #h > 0 then
         if tail > 0 then
+          local at, whole
           for i = 1, #h, 2 do
-            if h[i] == 'output' and #h[i + 1] > tail then
-              h[#h + 1], h[#h + 2] = 'output_bytes', int(#h[i + 1])
-              h[i + 1] = string.sub(h[i + 1], -tail)
-              break
-            end
+            if h[i] == 'output' then at = i + 1 elseif h[i] == 'output_bytes' then whole = true end
+          end
+          if at and #h[at] > tail then
+            if not whole then h[#h + 1], h[#h + 2] = 'output_bytes', int(#h[at]) end
+            h[at] = string.gsub(string.sub(h[at], -tail), '^[\128-\191]+', '')
           end
         end
         out[#out + 1] = h

@@ -1005,7 +1005,7 @@ Result<RunRecord> RunFromHash(const Reply& flat, const std::string& tenant) {
   if (auto v = f.OptInt("exit")) r.exit_code = static_cast<int>(*v);
   if (auto v = f.OptInt("http")) r.http_status = static_cast<int>(*v);
   r.output = f.Str("output");
-  r.output_bytes = f.OptInt("output_bytes");  // list_runs cut the output to its tail
+  r.output_bytes = f.OptInt("output_bytes");
   r.error = f.Str("error");
   r.payload = f.Str("payload");
   r.cancel_requested = f.Str("cancel") == "1";
@@ -1613,7 +1613,6 @@ Result<Page<RunRecord>> RedisStore::ListRuns(const std::string& tenant, const Ru
   Page<RunRecord> page;
   for (const Reply& h : r.elements[0].elements) {
     ASSIGN_OR_RETURN(RunRecord run, RunFromHash(h, tenant));
-    if (run.output_bytes) CutOutput(run, filter.output_tail, *run.output_bytes);
     page.items.push_back(std::move(run));
   }
   if (static_cast<int>(page.items.size()) > limit) {
@@ -1897,7 +1896,8 @@ Status AppendCompletion(const Completion& c, std::vector<std::string>& args) {
   args.insert(args.end(),
               {c.run_id, std::to_string(c.fence), Ms(c.now), RunStateName(c.state),
                c.state == RunState::kRetryWait ? Ms(*c.retry_at) : "", outcome, OptInt(c.exit_code),
-               OptInt(c.http_status), c.output, c.error, c.started_at ? Ms(*c.started_at) : ""});
+               OptInt(c.http_status), c.output, c.error, c.started_at ? Ms(*c.started_at) : "",
+               c.output_bytes ? std::to_string(*c.output_bytes) : ""});
   return Status::Ok();
 }
 

@@ -197,7 +197,12 @@ DROP INDEX runs_finished;
 CREATE INDEX runs_finished ON runs (tenant, job_id, finished_at)
   WHERE state = 'timed_out' OR state IN ('succeeded', 'failed');
 )sql"},
-    // {6, "ALTER TABLE ..."},  -- the next schema change goes here.
+    {6, R"sql(
+-- The length of a run's whole output when the stored output is only its end (the handler wrote
+-- more than limits.max_output_bytes); NULL when the output is whole.
+ALTER TABLE runs ADD COLUMN output_bytes INTEGER;
+)sql"},
+    // {7, "ALTER TABLE ..."},  -- the next schema change goes here.
 };
 
 // The WHERE terms of the partial indexes runs_active and runs_finished (migration 5), repeated
@@ -547,7 +552,7 @@ constexpr char kUpdateJob[] =
   "tenant, id, job_id, queue, priority, scheduled_at, available_at, created_at, reason, " \
   "state, attempt, max_attempts, exclusive, node, fence, lease_deadline, started_at, "    \
   "finished_at, exit_code, http_status, output, error, payload, cancel_requested, "       \
-  "leases_lost, attempts"
+  "leases_lost, attempts, output_bytes"
 
 Result<RunRecord> ReadRun(const Stmt& st) {
   RunRecord run;
@@ -583,10 +588,11 @@ Result<RunRecord> ReadRun(const Stmt& st) {
   auto attempts = AttemptsFromJson(st.GetText(25));
   if (!attempts.ok()) return Internal("run '" + run.id + "': " + attempts.status().message());
   run.attempts = std::move(attempts).value();
+  if (!st.IsNull(26)) run.output_bytes = st.GetInt(26);
   return run;
 }
 
-// Binds ?1..?26 in the order of JOBSCHED_RUN_COLUMNS.
+// Binds ?1..?27 in the order of JOBSCHED_RUN_COLUMNS.
 void BindRun(Stmt& st, const RunRecord& run) {
   st.Text(1, run.tenant)
       .Text(2, run.id)
@@ -614,19 +620,24 @@ void BindRun(Stmt& st, const RunRecord& run) {
       .Int(24, run.cancel_requested ? 1 : 0)
       .Int(25, run.leases_lost)
       .Text(26, AttemptsToJson(run.attempts));
+  if (run.output_bytes) {
+    st.Int(27, *run.output_bytes);
+  } else {
+    st.Null(27);
+  }
 }
 
 constexpr char kInsertRun[] =
     "INSERT INTO runs (" JOBSCHED_RUN_COLUMNS
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, "
-    "?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26) ON CONFLICT (tenant, id) DO NOTHING";
+    "?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27) ON CONFLICT (tenant, id) DO NOTHING";
 constexpr char kUpdateRun[] =
     "UPDATE runs SET job_id = ?3, queue = ?4, priority = ?5, scheduled_at = ?6, "
     "available_at = ?7, created_at = ?8, reason = ?9, state = ?10, attempt = ?11, "
     "max_attempts = ?12, exclusive = ?13, node = ?14, fence = ?15, lease_deadline = ?16, "
     "started_at = ?17, finished_at = ?18, exit_code = ?19, http_status = ?20, output = ?21, "
-    "error = ?22, payload = ?23, cancel_requested = ?24, leases_lost = ?25, attempts = ?26 "
-    "WHERE tenant = ?1 AND id = ?2";
+    "error = ?22, payload = ?23, cancel_requested = ?24, leases_lost = ?25, attempts = ?26, "
+    "output_bytes = ?27 WHERE tenant = ?1 AND id = ?2";
 
 // ---- Operations inside a transaction ------------------------------------------------------
 
@@ -686,7 +697,7 @@ Result<std::vector<RunRecord>> ReadRuns(Stmt& st, size_t output_tail = 0) {
     if (!row) return runs;
     ASSIGN_OR_RETURN(RunRecord run, ReadRun(st));
     if (output_tail > 0 && run.output.size() > output_tail) {
-      CutOutput(run, output_tail, static_cast<int64_t>(run.output.size()));
+      CutOutput(run, output_tail);
       run.output.shrink_to_fit();
     }
     runs.push_back(std::move(run));
@@ -885,6 +896,7 @@ Status CompleteInTxn(Txn& txn, const Completion& completion) {
   run->exit_code = completion.exit_code;
   run->http_status = completion.http_status;
   run->output = completion.output;
+  run->output_bytes = completion.output_bytes;
   run->error = completion.error;
   run->lease_deadline.reset();
   run->state = completion.state;

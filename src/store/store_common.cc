@@ -32,15 +32,15 @@ TimePoint FireTime(const FireRequest& request) {
   return request.expected_next_fire.value_or(TimePoint{});
 }
 
-void CutOutput(RunRecord& run, size_t tail, int64_t whole_bytes) {
-  if (tail == 0 || whole_bytes <= static_cast<int64_t>(tail)) return;
-  if (run.output.size() > tail) run.output.erase(0, run.output.size() - tail);
+void CutOutput(RunRecord& run, size_t tail) {
+  if (tail == 0 || run.output.size() <= tail) return;
+  if (!run.output_bytes) run.output_bytes = static_cast<int64_t>(run.output.size());
+  run.output.erase(0, run.output.size() - tail);
   // Not in the middle of a UTF-8 character: continuation bytes are 10xxxxxx.
   size_t cut = 0;
   while (cut < run.output.size() && (static_cast<unsigned char>(run.output[cut]) & 0xC0) == 0x80)
     ++cut;
   run.output.erase(0, cut);
-  run.output_bytes = whole_bytes;
 }
 
 Status LastAdminKey(const std::string& id) {

@@ -26,10 +26,10 @@ inline bool NeverStarted(const RunRecord& run) {
   return run.state == RunState::kCancelled && run.attempt == 0;
 }
 
-// RunFilter::output_tail applied to a run read with the last `tail` bytes of its output
-// (`whole_bytes` long): drops a partial UTF-8 character at the start, and records the whole
-// length. `tail` 0, or an output not longer than it, leaves the run as it is.
-void CutOutput(RunRecord& run, size_t tail, int64_t whole_bytes);
+// RunFilter::output_tail applied to a run read whole: keeps the last `tail` bytes of its output
+// from a UTF-8 character's start, and records the whole length in output_bytes (unless it holds
+// a longer one: the handler's). `tail` 0, or an output not longer, leaves the run as it is.
+void CutOutput(RunRecord& run, size_t tail);
 
 // DeleteApiKey's refusal of the last admin key.
 Status LastAdminKey(const std::string& id);

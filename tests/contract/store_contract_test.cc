@@ -629,45 +629,49 @@ TEST_P(StoreContractTest, FireReplacesARunCancelledBeforeItsFirstAttempt) {
 }
 
 // A list that asks for the tail of each output gets it cut in the store, at a character
-// start, with the whole length; a short output, and a list that does not ask, are whole.
+// start, with the whole length; a short output, and a list that does not ask, are whole. A run
+// whose handler wrote more than it kept (output_bytes at its completion) keeps that length.
 TEST_P(StoreContractTest, ListRunsCutsEachOutputToTheTailAskedFor) {
   Create(MakeJob("default", "j"));
-  Enqueue({MakeRun("default", "j", "j@1", At(1)), MakeRun("default", "j", "j@2", At(2))});
+  Enqueue({MakeRun("default", "j", "j@1", At(1)), MakeRun("default", "j", "j@2", At(2)),
+           MakeRun("default", "j", "j@3", At(3))});
   const std::string e_acute = "\xc3\xa9";
   // 15 bytes; the last 5 start with the second byte of an e-acute.
   const std::string long_output = "abc" + e_acute + "xyzw" + e_acute + "xyzw";
-  const std::map<std::string, std::string> outputs = {{"j@1", long_output}, {"j@2", "short"}};
-  for (const RunRecord& r : Claim("n1", At(3), 2)) {
+  const std::map<std::string, std::string> outputs = {
+      {"j@1", long_output}, {"j@2", "short"}, {"j@3", long_output}};
+  const std::map<std::string, std::optional<int64_t>> written = {
+      {"j@1", std::nullopt}, {"j@2", std::nullopt}, {"j@3", 1000}};
+  for (const RunRecord& r : Claim("n1", At(4), 3)) {
     ASSERT_TRUE(store_
                     ->Complete({.tenant = r.tenant,
                                 .run_id = r.id,
                                 .fence = r.fence,
-                                .now = At(4),
+                                .now = At(5),
                                 .state = RunState::kSucceeded,
                                 .attempt_outcome = "succeeded",
-                                .output = outputs.at(r.id)})
+                                .output = outputs.at(r.id),
+                                .output_bytes = written.at(r.id)})
                     .ok());
   }
   auto cut = store_->ListRuns("default", {.job_id = "j", .output_tail = 5});
   ASSERT_TRUE(cut.ok()) << cut.status().ToString();
   auto whole = store_->ListRuns("default", {.job_id = "j"});
   ASSERT_TRUE(whole.ok()) << whole.status().ToString();
-  ASSERT_EQ(cut->items.size(), 2u);
-  ASSERT_EQ(whole->items.size(), 2u);
-  for (size_t i = 0; i < 2; ++i) {
+  ASSERT_EQ(cut->items.size(), 3u);
+  ASSERT_EQ(whole->items.size(), 3u);
+  const std::map<std::string, std::optional<int64_t>> listed_bytes = {
+      {"j@1", 15}, {"j@2", std::nullopt}, {"j@3", 1000}};
+  for (size_t i = 0; i < 3; ++i) {
     const RunRecord& c = cut->items[i];
     const RunRecord& w = whole->items[i];
     EXPECT_EQ(w.output, outputs.at(w.id));
-    EXPECT_EQ(w.output_bytes, std::nullopt);
-    if (c.id == "j@1") {
-      EXPECT_EQ(c.output, "xyzw");
-      EXPECT_EQ(c.output_bytes, 15);
-    } else {
-      EXPECT_EQ(c.output, "short");
-      EXPECT_EQ(c.output_bytes, std::nullopt);
-    }
+    EXPECT_EQ(w.output_bytes, written.at(w.id)) << w.id;
+    EXPECT_EQ(c.output, c.id == "j@2" ? "short" : "xyzw") << c.id;
+    EXPECT_EQ(c.output_bytes, listed_bytes.at(c.id)) << c.id;
   }
   EXPECT_EQ(MustGetRun("default", "j@1").output, long_output) << "the run is whole";
+  EXPECT_EQ(MustGetRun("default", "j@3").output_bytes, 1000);
 }
 
 TEST_P(StoreContractTest, FireSetsStateAndDependencyBarrier) {

@@ -601,6 +601,7 @@ TEST_F(ApiTest, ListsCarryTheTailOfEachRunsOutputAndTheRunAllOfIt) {
   const std::string output = whole.json["output"];
   EXPECT_GT(output.size(), 10000u);
   EXPECT_EQ(whole.json["output_bytes"], output.size());
+  EXPECT_EQ(whole.json["output_truncated"], false);
   EXPECT_THAT(output, StartsWith("line 0 "));
 
   for (const std::string path : {"/v1/tenants/acme/runs", "/v1/tenants/acme/jobs/chatty/runs"}) {
@@ -612,10 +613,42 @@ TEST_F(ApiTest, ListsCarryTheTailOfEachRunsOutputAndTheRunAllOfIt) {
     EXPECT_GE(tail.size(), 4090u) << path;
     EXPECT_TRUE(output.ends_with(tail)) << path;
     EXPECT_EQ(list.json["items"][0]["output_bytes"], output.size()) << path;
+    EXPECT_EQ(list.json["items"][0]["output_truncated"], true) << path;
   }
   Response job = h.Get("/v1/tenants/acme/jobs/chatty", Who::kViewer);
   ASSERT_EQ(job.status, 200) << job;
   EXPECT_LE(job.json["last_run"]["output"].get<std::string>().size(), 4096u);
+}
+
+// A handler that writes more than limits.max_output_bytes: the run keeps the end, and says how
+// much was written, in the run and in lists.
+TEST_F(ApiTest, ARunSaysItsOutputIsTheEndOfALongerOne) {
+  h.node().builtins().Register("long", [](RunContext& ctx) {
+    for (int i = 0; i < 100; ++i) ctx.Log("line " + std::to_string(i + 1000));  // 10 bytes
+    return Status::Ok();
+  });
+  Json spec = Builtin("long", "long");
+  spec["limits"] = {{"max_output_bytes", 100}};
+  h.MustCreate("acme", spec);
+  h.MustCreate("acme", Builtin("short", "noop"));
+  const std::string id = h.MustTrigger("acme", "long").at(0);
+  const std::string other = h.MustTrigger("acme", "short").at(0);
+  ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, id));
+  ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, other));
+
+  Response run = h.Get("/v1/tenants/acme/runs/" + id, Who::kViewer);
+  ASSERT_EQ(run.status, 200) << run;
+  EXPECT_EQ(run.json["output"], "line 1090\nline 1091\nline 1092\nline 1093\nline 1094\n"
+                                "line 1095\nline 1096\nline 1097\nline 1098\nline 1099\n");
+  EXPECT_EQ(run.json["output_bytes"], 1000);
+  EXPECT_EQ(run.json["output_truncated"], true);
+  Response list = h.Get("/v1/tenants/acme/jobs/long/runs", Who::kViewer);
+  ASSERT_EQ(list.status, 200) << list;
+  EXPECT_EQ(list.json["items"][0]["output_bytes"], 1000);
+  EXPECT_EQ(list.json["items"][0]["output_truncated"], true);
+  Response whole = h.Get("/v1/tenants/acme/runs/" + other, Who::kViewer);
+  EXPECT_EQ(whole.json["output_bytes"], 0);
+  EXPECT_EQ(whole.json["output_truncated"], false);
 }
 
 TEST_F(ApiTest, CancelAQueuedAndARunningRun) {

@@ -185,6 +185,15 @@ class CliClientTest : public ::testing::Test {
     return j;
   }
 
+  // Polls `runs get` until the run is in `state` (at most 10 s).
+  bool WaitForState(const std::string& run_id, const std::string& state) {
+    for (int i = 0; i < 1000; ++i) {
+      if (RunJson({"runs", "get", run_id})["state"] == state) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+
   std::string WriteFile(const std::string& name, const std::string& text) {
     const std::string path = (dir_ / name).string();
     std::ofstream(path) << text;
@@ -398,18 +407,30 @@ TEST_F(CliClientTest, RunsGetShowsControlCharactersOfTheOutputInsteadOfSendingTh
   });
   ASSERT_EQ(Run({"jobs", "add", "esc", "--builtin", "escapes"}).code, 0);
   const std::string id = RunJson({"jobs", "trigger", "esc"})["run_ids"][0];
-  bool done = false;
-  for (int i = 0; i < 1000 && !done; ++i) {
-    done = RunJson({"runs", "get", id})["state"] == "succeeded";
-    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_TRUE(done);
+  ASSERT_TRUE(WaitForState(id, "succeeded"));
   CliResult get = Run({"runs", "get", id});
   ASSERT_EQ(get.code, 0) << get.err;
   EXPECT_THAT(get.out, HasSubstr("^[[31mred^[[0m^G\tend"));
   EXPECT_EQ(get.out.find('\x1b'), std::string::npos);
   EXPECT_EQ(RunJson({"runs", "get", id})["output"], "\x1b[31mred\x1b[0m\x07\tend\n")
       << "the JSON output is the output as it is";
+}
+
+// An output longer than limits.max_output_bytes: `runs get` says it shows the end.
+TEST_F(CliClientTest, RunsGetSaysTheOutputIsTheEndOfALongerOne) {
+  node_->builtins().Register("long", [](RunContext& ctx) {
+    ctx.Log(std::string(100, 'a') + "END");
+    return Status::Ok();
+  });
+  const std::string file = WriteFile("long.json", R"({"jobs": [
+    {"id": "long", "handler": {"type": "builtin", "name": "long"},
+     "limits": {"max_output_bytes": 10}}]})");
+  ASSERT_EQ(Run({"jobs", "apply", "-f", file}).code, 0);
+  const std::string id = RunJson({"jobs", "trigger", "long"})["run_ids"][0];
+  ASSERT_TRUE(WaitForState(id, "succeeded"));
+  CliResult get = Run({"runs", "get", id});
+  ASSERT_EQ(get.code, 0) << get.err;
+  EXPECT_THAT(get.out, HasSubstr("output (the end of 104 bytes):\naaaaaaEND\n"));
 }
 
 TEST_F(CliClientTest, RunsListGetAndCancel) {

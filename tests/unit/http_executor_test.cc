@@ -191,6 +191,7 @@ TEST_F(HttpExecutorTest, BodyIsCappedToTheTail) {
   HttpResult r = MustRun({.url = Url("/big"), .max_output_bytes = 1000});
   EXPECT_TRUE(r.success);
   EXPECT_TRUE(r.body_truncated);
+  EXPECT_EQ(r.body_bytes, 100003u);
   ASSERT_EQ(r.body.size(), 1000u);
   EXPECT_EQ(r.body, std::string(997, 'a') + "END");
 }

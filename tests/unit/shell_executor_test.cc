@@ -255,12 +255,14 @@ TEST_F(ShellExecutorTest, OutputIsCappedToTheTail) {
   ShellResult r = MustRun(req);
   EXPECT_TRUE(r.succeeded()) << r.error;
   EXPECT_TRUE(r.output_truncated);
+  EXPECT_EQ(r.output_bytes, 100003u);
   ASSERT_EQ(r.output.size(), 1000u);
   EXPECT_EQ(r.output, std::string(997, 'x') + "END");
 
   ShellRequest small = Child({"print-bytes", "10"});
   ShellResult s = MustRun(small);
   EXPECT_FALSE(s.output_truncated);
+  EXPECT_EQ(s.output_bytes, 13u);
   EXPECT_EQ(s.output, "xxxxxxxxxxEND");
 }
 
