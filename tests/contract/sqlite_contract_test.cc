@@ -251,8 +251,8 @@ TEST(SqliteStoreFile, WritingARunNeedsNoTemporaryTable) {
   }
 }
 
-// A file of schema 4 gets runs_active and runs_finished written anew (migration 5); the queries
-// that name them read its runs as before.
+// A file of schema 4 gets runs_active and runs_finished written anew (migration 5) and the
+// column output_bytes (migration 6); the queries that name the indexes read its runs as before.
 TEST(SqliteStoreFile, Schema4IndexesOfRunsAreRewritten) {
   TempDir dir;
   const std::string path = (dir.path() / "v4.db").string();
@@ -282,6 +282,7 @@ TEST(SqliteStoreFile, Schema4IndexesOfRunsAreRewritten) {
   QueryFile(path,
             "CREATE INDEX runs_finished ON runs (tenant, job_id, finished_at) "
             "WHERE state IN ('succeeded', 'failed', 'timed_out')");
+  QueryFile(path, "ALTER TABLE runs DROP COLUMN output_bytes");  // schema 6's
   QueryFile(path, "UPDATE meta SET value = 4 WHERE key = 'schema_version'");
   const std::string update = "UPDATE runs SET state = 'running' WHERE tenant = 't' AND id = 'r'";
   ASSERT_TRUE(UsesTemporaryTable(Opcodes(path, update)));
