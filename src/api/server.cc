@@ -268,7 +268,9 @@ class ApiServer::Impl {
   std::vector<int64_t> listeners_;     // on node_.events(), removed with the server
   std::mutex keys_mu_;
   std::unordered_map<std::string, std::pair<Principal, std::chrono::steady_clock::time_point>>
-      verified_;                                              // guarded by keys_mu_
+      verified_;                        // guarded by keys_mu_
+  std::atomic<uint64_t> revoked_{0};    // keys revoked through this node: streams check theirs
+  std::atomic<int> open_streams_{0};
   std::vector<std::pair<std::regex, std::string>> patterns_;  // path pattern, method (Register)
 };
 
@@ -494,8 +496,12 @@ std::optional<Principal> ApiServer::Impl::RecentKey(std::string_view key) {
 }
 
 void ApiServer::Impl::ForgetKey(const std::string& id) {
-  std::lock_guard lock(keys_mu_);
-  std::erase_if(verified_, [&](const auto& entry) { return entry.second.first.key_id == id; });
+  {
+    std::lock_guard lock(keys_mu_);
+    std::erase_if(verified_, [&](const auto& entry) { return entry.second.first.key_id == id; });
+  }
+  ++revoked_;
+  events_cv_.notify_all();
 }
 
 std::optional<HttpError> ApiServer::Impl::Authorize(const Route& route, Call& call) {
@@ -954,7 +960,38 @@ Result<Reply> ApiServer::Impl::CancelRun(Call& call) {
   return Reply{.body = RunJson(run)};
 }
 
+namespace {
+
+// How often an open event stream checks that its key still exists (at once when a key is
+// revoked through this node).
+constexpr auto kStreamKeyRecheck = std::chrono::seconds(5);
+
+// An open event stream's place in the count of them (open_streams_), for the stream's life.
+class StreamSlot {
+ public:
+  explicit StreamSlot(std::atomic<int>& open) : open_(open) { ++open_; }
+  ~StreamSlot() { --open_; }
+  StreamSlot(const StreamSlot&) = delete;
+  StreamSlot& operator=(const StreamSlot&) = delete;
+
+ private:
+  std::atomic<int>& open_;
+};
+
+// The most event streams a server of `threads` request threads keeps open at once.
+int MaxEventStreams(int threads) { return std::max(1, threads - std::max(4, threads / 4)); }
+
+}  // namespace
+
 Result<Reply> ApiServer::Impl::Events(Call& call) {
+  // Each stream holds a request thread until its client leaves: some are kept for the other
+  // routes (health checks among them), whoever opens streams.
+  const int max_streams = MaxEventStreams(options_.threads);
+  if (open_streams_.load() >= max_streams) {
+    return Unavailable("this node has " + std::to_string(max_streams) +
+                       " event streams open, the most it serves; close one, or follow the "
+                       "events through another node");
+  }
   int64_t after = -1;
   std::string resume = call.req.get_header_value("Last-Event-ID");
   if (resume.empty() && call.req.has_param("after")) resume = call.req.get_param_value("after");
@@ -974,16 +1011,32 @@ Result<Reply> ApiServer::Impl::Events(Call& call) {
   }
   const std::string job = call.req.has_param("job") ? call.req.get_param_value("job") : "";
   struct Stream {
-    int64_t after;
+    explicit Stream(std::atomic<int>& open) : slot(open) {}
+    StreamSlot slot;
+    int64_t after = 0;
     std::chrono::steady_clock::time_point last_write;
+    std::string key;  // checked again while the stream is open: a revoked key's stream ends
+    uint64_t revoked = 0;
+    std::chrono::steady_clock::time_point key_checked;
   };
-  auto stream = std::make_shared<Stream>(Stream{after, std::chrono::steady_clock::now()});
+  auto stream = std::make_shared<Stream>(open_streams_);
+  stream->after = after;
+  stream->last_write = stream->key_checked = std::chrono::steady_clock::now();
+  stream->key = call.req.get_header_value("Authorization").substr(7);  // Authorize read it
+  stream->revoked = revoked_.load();
   const std::string tenant = call.tenant;
   call.res.set_header("Cache-Control", "no-cache");
   call.res.set_header("X-Accel-Buffering", "no");
   call.res.set_chunked_content_provider("text/event-stream", [this, stream, tenant, job](
                                                                  size_t, httplib::DataSink& sink) {
     if (stopping_) return false;
+    const auto now = std::chrono::steady_clock::now();
+    if (revoked_.load() != stream->revoked || now - stream->key_checked >= kStreamKeyRecheck) {
+      stream->revoked = revoked_.load();
+      stream->key_checked = now;
+      auto who = Authenticate(node_.store(), stream->key);
+      if (!who.ok() && who.status().code() != StatusCode::kUnavailable) return false;
+    }
     auto events = node_.store().ReadEvents(tenant, stream->after, 200);
     if (events.ok() && !events->empty()) {
       std::string chunk;

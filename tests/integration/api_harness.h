@@ -211,6 +211,8 @@ inline std::string CodeForStatus(int status) {
 struct ApiHarnessOptions {
   // SSE keep-alive period of the server (short, so that tests see keep-alive comments).
   Duration keepalive{200};
+  // Request threads of the server. Default: the server's
+  int threads = api::ServerOptions{}.threads;
   // The node's store instead of a fresh "sqlite::memory:" (fault injection). Default: none
   std::shared_ptr<Store> store;
 };
@@ -317,6 +319,12 @@ class SseStream {
     std::lock_guard lock(mu_);
     return status_;
   }
+  // Waits for the response's status (or the end of the stream); -1 if there was none.
+  int WaitStatus() {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, kGuard, [&] { return status_ >= 0 || done_; });
+    return status_;
+  }
   std::string content_type() const {
     std::lock_guard lock(mu_);
     return content_type_;
@@ -409,7 +417,7 @@ class ApiHarness {
       return;
     }
     auto server =
-        api::ApiServer::Create(*node_, {.listen = "127.0.0.1:0", .keepalive = options.keepalive});
+        api::ApiServer::Create(*node_, {.listen = "127.0.0.1:0", .threads = options.threads, .keepalive = options.keepalive});
     if (!server.ok()) {
       ADD_FAILURE() << "ApiServer::Create: " << server.status().ToString();
       return;

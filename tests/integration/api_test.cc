@@ -1322,6 +1322,60 @@ TEST_F(ApiTest, EventsCanBeLimitedToOneJob) {
     EXPECT_EQ(e.json.value("job_id", ""), "watched") << e.data;
 }
 
+// A revoked key's open stream ends: revoking a leaked key ends its access.
+TEST_F(ApiTest, AnEventStreamEndsWhenItsKeyIsRevoked) {
+  Response created =
+      h.Post("/v1/keys", Who::kAdmin, R"({"role": "viewer", "tenant": "acme", "name": "leaked"})");
+  ASSERT_EQ(created.status, 201) << created;
+  SseStream stream(h.port(), "/v1/tenants/acme/events", created.json["key"]);
+  ASSERT_TRUE(stream.WaitUntil(
+      [](const std::string& t) { return t.find(": keep-alive\n") != std::string::npos; },
+      "a keep-alive comment"));
+  SseStream kept(h.port(), "/v1/tenants/acme/events", h.Key(Who::kViewer));
+  ASSERT_TRUE(kept.WaitUntil(
+      [](const std::string& t) { return t.find(": keep-alive\n") != std::string::npos; },
+      "a keep-alive comment"));
+  ASSERT_EQ(h.Delete("/v1/keys/" + created.json["id"].get<std::string>(), Who::kAdmin).status,
+            204);
+  ASSERT_TRUE(stream.WaitDone()) << "the stream of the revoked key ended";
+  // Another key's stream goes on.
+  h.MustCreate("acme", Builtin("after-revoke"));
+  EXPECT_TRUE(kept.WaitEvent("job.created", ""));
+}
+
+// Event streams hold a request thread each: a node keeps some threads for the other routes,
+// whoever opens streams, and refuses streams beyond that (503) until one closes.
+TEST(ApiStreamLimitTest, EventStreamsLeaveThreadsForTheOtherRoutes) {
+  ApiHarness h({.threads = 8});  // at most 4 streams
+  ASSERT_TRUE(h.ok());
+  const auto keep_alive = [](const std::string& t) {
+    return t.find(": keep-alive\n") != std::string::npos;
+  };
+  std::vector<std::unique_ptr<SseStream>> streams;
+  for (int i = 0; i < 4; ++i) {
+    streams.push_back(
+        std::make_unique<SseStream>(h.port(), "/v1/tenants/acme/events", h.Key(Who::kViewer)));
+    ASSERT_TRUE(streams.back()->WaitUntil(keep_alive, "a keep-alive comment"));
+  }
+  SseStream refused(h.port(), "/v1/tenants/acme/events", h.Key(Who::kViewer));
+  ASSERT_TRUE(refused.WaitDone());
+  EXPECT_EQ(refused.status(), 503);
+  EXPECT_EQ(h.Get("/healthz", Who::kNone).status, 200);
+  EXPECT_EQ(h.Get("/v1/tenants/acme/jobs", Who::kViewer).status, 200);
+
+  // One closed: its place is free once the server has seen it go (its next keep-alive write
+  // fails), within a second or two.
+  streams.front()->Close();
+  bool opened = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!opened && std::chrono::steady_clock::now() < deadline) {
+    SseStream again(h.port(), "/v1/tenants/acme/events", h.Key(Who::kViewer));
+    opened = again.WaitStatus() == 200;
+    if (!opened) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(opened);
+}
+
 TEST_F(ApiTest, EventsOfAnotherTenantAreNotFound) {
   SseStream stream(h.port(), "/v1/tenants/acme/events", h.Key(Who::kOther));
   ASSERT_TRUE(stream.WaitDone());
