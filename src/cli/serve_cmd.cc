@@ -382,7 +382,19 @@ Status BootstrapAdminKey(Store& store, const ServeConfig& c, TimePoint now) {
   std::error_code ec;
   std::filesystem::create_directories(c.data_dir, ec);
   const std::string path = (std::filesystem::path(c.data_dir) / "admin.key").string();
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0 && errno == EEXIST) {
+    // The key of another store (this data dir served another, or --store changed): it may be
+    // the only admin key of that store, so it is kept aside, not overwritten.
+    const std::string kept =
+        path + "." + std::to_string(ToUnixMillis(now)) + ".old";
+    if (::rename(path.c_str(), kept.c_str()) != 0) {
+      return Internal("cannot move " + path + " aside to " + kept + ": " + std::strerror(errno));
+    }
+    spdlog::warn("{} held a key this store does not know (another store's?); kept as {}", path,
+                 kept);
+    fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  }
   if (fd < 0) return Internal("cannot write " + path + ": " + std::strerror(errno));
   ::fchmod(fd, 0600);
   const std::string line = key.key + "\n";

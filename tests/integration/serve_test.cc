@@ -297,6 +297,28 @@ TEST_F(ServeProcessTest, SecondStartKeepsTheKeyAndAGivenAdminKeyIsAccepted) {
   }
 }
 
+// A data dir whose admin.key belongs to another store (here the file store, while the new
+// start uses an in-memory one): the new store's first key does not overwrite it.
+TEST_F(ServeProcessTest, AnotherStoresAdminKeyIsKeptAside) {
+  const auto [port, first] = StartServing();
+  ASSERT_GT(port, 0);
+  ::kill(pid_, SIGTERM);
+  ASSERT_EQ(WaitExit(), 0);
+
+  const auto [other_port, second] = StartServing({"--store", "sqlite::memory:"});
+  ASSERT_GT(other_port, 0);
+  EXPECT_NE(second, first);
+  std::vector<std::filesystem::path> kept;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_ / "data")) {
+    if (entry.path().filename().string().starts_with("admin.key.")) kept.push_back(entry.path());
+  }
+  ASSERT_EQ(kept.size(), 1u);
+  std::string old;
+  std::ifstream(kept[0]) >> old;
+  EXPECT_EQ(old, first);
+  EXPECT_THAT(Log(), HasSubstr("kept as " + kept[0].string()));
+}
+
 TEST_F(ServeProcessTest, JsonLogsCarryRunTransitionsAsFields) {
   const std::string given = "js_logtest_" + std::string(64, 'b');
   ::setenv("JOBSCHED_ADMIN_KEY", given.c_str(), 1);
