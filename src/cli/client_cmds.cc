@@ -649,6 +649,7 @@ Result<std::string> ApplyOne(Session& s, const Json& spec, const std::string& id
 Status Apply(Session& s, const LoadedSpecs& loaded) {
   Json results = Json::array();
   int failed = 0;
+  size_t unsent_from = loaded.specs.size();  // after the server could not be reached
   for (size_t i = 0; i < loaded.specs.size(); ++i) {
     const Json& spec = loaded.specs[i];
     const std::string where = loaded.name + ": jobs[" + std::to_string(i) + "]";
@@ -673,14 +674,31 @@ Status Apply(Session& s, const LoadedSpecs& loaded) {
       line["message"] = result.status().message();
       s.err << where << " (" << (id.empty() ? "?" : id) << "): " << result.status().message()
             << "\n";
-      if (result.status().code() == StatusCode::kUnavailable) break;  // the rest would fail alike
+      if (result.status().code() == StatusCode::kUnavailable) unsent_from = i + 1;
     }
     results.push_back(std::move(line));
+    if (unsent_from < loaded.specs.size()) break;  // the rest would fail alike: not sent
+  }
+  const size_t unsent = loaded.specs.size() - std::min(unsent_from, loaded.specs.size());
+  for (size_t i = unsent_from; i < loaded.specs.size(); ++i) {
+    const Json& spec = loaded.specs[i];
+    const Json id = spec.is_object() && spec.contains("id") && spec["id"].is_string()
+                        ? spec["id"]
+                        : Json(nullptr);
+    results.push_back({{"index", i},
+                       {"id", id},
+                       {"result", "not_sent"},
+                       {"message", "not sent: the server could not be reached"}});
+  }
+  if (unsent > 0) {
+    s.err << loaded.name << ": jobs[" << unsent_from << "] to jobs[" << loaded.specs.size() - 1
+          << "] not sent: the server could not be reached\n";
   }
   if (s.json) PrintJson(s.out, Json{{"items", results}});
-  if (failed > 0) {
-    return InvalidArgument(std::to_string(failed) + " of " + std::to_string(loaded.specs.size()) +
-                           " jobs in " + loaded.name + " not applied");
+  if (failed > 0 || unsent > 0) {
+    return InvalidArgument(std::to_string(failed + unsent) + " of " +
+                           std::to_string(loaded.specs.size()) + " jobs in " + loaded.name +
+                           " not applied");
   }
   return Status::Ok();
 }

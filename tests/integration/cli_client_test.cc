@@ -570,6 +570,32 @@ TEST_F(CliClientTest, ApplyReportsABadSpecAndAppliesTheRest) {
   EXPECT_EQ(node_->store().GetJob("default", "bad").status().code(), StatusCode::kNotFound);
 }
 
+// The server cannot be reached: the first job says why, the others are reported not sent, and
+// the count says none was applied; the JSON lists every job.
+TEST_F(CliClientTest, ApplyToAnUnreachableServerReportsEveryJobNotApplied) {
+  const std::string file = WriteFile("three.json", R"([
+    {"id": "u1", "handler": {"type": "builtin", "name": "noop"}},
+    {"id": "u2", "handler": {"type": "builtin", "name": "noop"}},
+    {"id": "u3", "handler": {"type": "builtin", "name": "noop"}}
+  ])");
+  CliResult r =
+      RunMain({"jobs", "apply", "-f", file, "--server", "http://127.0.0.1:1", "--key", key_});
+  EXPECT_EQ(r.code, kExitFailure);
+  EXPECT_THAT(r.err, HasSubstr(file + ": jobs[0] (u1): cannot reach http://127.0.0.1:1"));
+  EXPECT_THAT(r.err, HasSubstr(file + ": jobs[1] to jobs[2] not sent"));
+  EXPECT_THAT(r.err, HasSubstr("error: 3 of 3 jobs"));
+
+  CliResult json = RunMain(
+      {"jobs", "apply", "-f", file, "-o", "json", "--server", "http://127.0.0.1:1", "--key", key_});
+  EXPECT_EQ(json.code, kExitFailure);
+  const Json items = Json::parse(json.out, nullptr, false)["items"];
+  ASSERT_EQ(items.size(), 3u) << json.out;
+  EXPECT_EQ(items[0]["result"], "error");
+  EXPECT_EQ(items[1]["result"], "not_sent");
+  EXPECT_EQ(items[2]["id"], "u3");
+  EXPECT_EQ(items[2]["result"], "not_sent");
+}
+
 TEST_F(CliClientTest, ApplyUnreadableOrUnknownFilesAreUsageErrors) {
   CliResult missing = Run({"jobs", "apply", "-f", (dir_ / "nope.json").string()});
   EXPECT_EQ(missing.code, kExitUsage);
