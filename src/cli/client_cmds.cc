@@ -782,6 +782,9 @@ Status PauseOrResume(Session& s, const std::string& id, bool pause) {
     PrintJson(s.out, job);
   } else if (job.value("changed", true)) {
     s.out << "job " << id << (pause ? " paused" : " resumed") << "\n";
+  } else if (job.value("state", "") == "completed") {
+    s.out << "job " << id << " is completed (it has nothing more to fire): not "
+          << (pause ? "paused" : "resumed") << "\n";
   } else {
     s.out << "job " << id << (pause ? " was already paused" : " was not paused") << "\n";
   }

@@ -376,6 +376,18 @@ TEST_F(CliClientTest, PauseResumeTriggerAndRemove) {
   EXPECT_EQ(Run({"jobs", "resume", "j"}).out, "job j resumed\n");
   EXPECT_EQ(RunJson({"jobs", "get", "j"})["state"], "active");
 
+  // A one-time job whose instant has passed has fired and completed: nothing to pause.
+  ASSERT_EQ(Run({"jobs", "add", "past", "--at", "2020-01-01T00:00:00Z", "--builtin", "noop"}).code,
+            0);
+  bool completed = false;
+  for (int i = 0; i < 1000 && !completed; ++i) {
+    completed = RunJson({"jobs", "get", "past"})["state"] == "completed";
+    if (!completed) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(completed);
+  EXPECT_EQ(Run({"jobs", "pause", "past"}).out,
+            "job past is completed (it has nothing more to fire): not paused\n");
+
   CliResult one = Run({"jobs", "trigger", "j"});
   ASSERT_EQ(one.code, 0) << one.err;
   ASSERT_EQ(Lines(one.out).size(), 2u) << one.out;
