@@ -188,8 +188,12 @@ Status ParseServeConfig(std::string_view text, const std::string& path, ServeCon
 }
 
 Status ApplyServeEnv(ServeConfig& c) {
+  // Inside a job (JOBSCHED_RUN_ID is set), JOBSCHED_NODE_ID names the node executing the job:
+  // a node started by the job does not take its id (--node-id and the config file still do).
+  const bool in_a_job = std::getenv("JOBSCHED_RUN_ID") != nullptr;
   for (const Setting& s : kSettings) {
     const std::string name = EnvName(s.key);
+    if (in_a_job && name == "JOBSCHED_NODE_ID") continue;
     if (const char* v = std::getenv(name.c_str())) RETURN_IF_ERROR(SetFromText(s, v, name, c));
   }
   return Status::Ok();

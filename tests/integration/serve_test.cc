@@ -319,6 +319,24 @@ TEST_F(ServeProcessTest, AnotherStoresAdminKeyIsKeptAside) {
   EXPECT_THAT(Log(), HasSubstr("kept as " + kept[0].string()));
 }
 
+// A node started by a job (a shell job's environment holds JOBSCHED_RUN_ID and the executing
+// node's JOBSCHED_NODE_ID) does not take the executing node's id.
+TEST_F(ServeProcessTest, ANodeStartedByAJobDoesNotTakeTheExecutingNodesId) {
+  ::setenv("JOBSCHED_RUN_ID", "parent@1", 1);
+  ::setenv("JOBSCHED_NODE_ID", "parent-node", 1);
+  Start({"--listen", "127.0.0.1:0", "--data-dir", (dir_ / "data").string()});
+  ::unsetenv("JOBSCHED_RUN_ID");
+  ::unsetenv("JOBSCHED_NODE_ID");
+  ASSERT_GT(WaitForPort(), 0);
+  std::string log = Log();
+  for (int i = 0; i < 1500 && log.find("serve ready: node ") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // logged after "listening"
+    log = Log();
+  }
+  EXPECT_THAT(log, HasSubstr("jobsched serve ready: node "));
+  EXPECT_THAT(log, Not(HasSubstr("node parent-node"))) << log;
+}
+
 TEST_F(ServeProcessTest, JsonLogsCarryRunTransitionsAsFields) {
   const std::string given = "js_logtest_" + std::string(64, 'b');
   ::setenv("JOBSCHED_ADMIN_KEY", given.c_str(), 1);
