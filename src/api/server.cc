@@ -4,8 +4,11 @@
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <charconv>
+#include <cctype>
 #include <condition_variable>
 #include <cstring>
 #include <regex>
@@ -108,12 +111,9 @@ Result<std::pair<std::string, int>> ParseListen(const std::string& listen) {
 Result<int> IntParam(const httplib::Request& req, const char* name, int def, int min, int max) {
   if (!req.has_param(name)) return def;
   const std::string v = req.get_param_value(name);
-  try {
-    size_t used = 0;
-    const long n = std::stol(v, &used);
-    if (used == v.size() && n >= min && n <= max) return static_cast<int>(n);
-  } catch (...) {
-  }
+  int n = 0;  // digits, with an optional '-': no space, no '+'
+  const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec == std::errc() && end == v.data() + v.size() && n >= min && n <= max) return n;
   return InvalidArgument(std::string(name) + ": must be an integer from " + std::to_string(min) +
                              " to " + std::to_string(max) + ", got '" + v + "'",
                          name);
@@ -778,8 +778,8 @@ Result<Reply> ApiServer::Impl::CreateJob(Call& call) {
 Result<Reply> ApiServer::Impl::PutJob(Call& call) {
   RETURN_IF_ERROR(ValidateJobId(call.id, "id"));
   ASSIGN_OR_RETURN(Json body, ParseBody(call.req));
-  if (body.is_object() && !body.contains("id")) {
-    body["id"] = call.id;
+  if (body.is_object() && (!body.contains("id") || body["id"].is_null())) {
+    body["id"] = call.id;  // null counts as left out, as for every field
   } else if (body.is_object() && body["id"] != call.id) {
     return InvalidArgument(
         "id: " + body["id"].dump(-1, ' ', false, Json::error_handler_t::replace) +
@@ -994,16 +994,16 @@ Result<Reply> ApiServer::Impl::Events(Call& call) {
   }
   int64_t after = -1;
   std::string resume = call.req.get_header_value("Last-Event-ID");
-  if (resume.empty() && call.req.has_param("after")) resume = call.req.get_param_value("after");
-  if (!resume.empty()) {
-    try {
-      size_t used = 0;
-      after = std::stoll(resume, &used);
-      if (used != resume.size() || after < 0) throw std::invalid_argument(resume);
-    } catch (...) {
+  std::string field = "Last-Event-ID";
+  if (resume.empty() && call.req.has_param("after")) {
+    resume = call.req.get_param_value("after");
+    field = "after";
+  }
+  if (!resume.empty() || field == "after") {
+    const auto [end, ec] = std::from_chars(resume.data(), resume.data() + resume.size(), after);
+    if (resume.empty() || ec != std::errc() || end != resume.data() + resume.size() || after < 0) {
       return InvalidArgument(
-          "Last-Event-ID: must be an event id (a non-negative integer), got '" + resume + "'",
-          "Last-Event-ID");
+          field + ": must be an event id (a non-negative integer), got '" + resume + "'", field);
     }
   }
   if (after < 0) {
@@ -1329,7 +1329,10 @@ Status ApiServer::Bind() {
                              req.get_header_value("Transfer-Encoding") + "' is not accepted)");
     }
     const std::string encoding = req.get_header_value("Content-Encoding");
-    if (!encoding.empty() && encoding != "identity") {
+    std::string coding = encoding;  // content codings are case-insensitive
+    std::transform(coding.begin(), coding.end(), coding.begin(),
+                   [](unsigned char ch) { return std::tolower(ch); });
+    if (!encoding.empty() && coding != "identity") {
       return refuse(
           415, "Content-Encoding '" + encoding + "' is not accepted: send the body uncompressed");
     }
@@ -1349,7 +1352,12 @@ Status ApiServer::Bind() {
       return refuse(400,
                     "a " + req.method + " request takes no body (Content-Length " + length + ")");
     }
-    if (req.get_header_value("Content-Type").rfind("application/x-www-form-urlencoded", 0) == 0) {
+    // Bodies are JSON whatever their Content-Type: the library would parse a form (urlencoded or
+    // multipart) into fields and leave the body empty, and the request would go on as if it had
+    // none. As JSON, a form is refused as invalid JSON.
+    const std::string type = req.get_header_value("Content-Type");
+    if (type.rfind("application/x-www-form-urlencoded", 0) == 0 ||
+        type.rfind("multipart/", 0) == 0) {
       headers.erase("Content-Type");
       headers.emplace("Content-Type", "application/json");
     }

@@ -1120,6 +1120,36 @@ TEST_F(ApiTest, ABodyIsJsonWhateverItsContentType) {
   EXPECT_EQ(stored["spec"]["payload"]["data"].get<std::string>().size(), 20000u) << stored;
 }
 
+// A form (curl -F) is not a JSON body: refused as invalid JSON, not read as a request without
+// a body (which would trigger one run with the job's payload instead of the three asked for).
+TEST_F(ApiTest, AMultipartFormIsRefusedNotReadAsNoBody) {
+  h.MustCreate("acme", Builtin("formed"));
+  const std::string form =
+      "--xyz\r\nContent-Disposition: form-data; name=\"payloads\"\r\n\r\n[1,2,3]\r\n--xyz--\r\n";
+  Response r = h.Post(kJobs + "/formed/trigger", Who::kOperator, form,
+                      {{"Content-Type", "multipart/form-data; boundary=xyz"}});
+  EXPECT_EQ(r.status, 400) << r;
+  EXPECT_THAT(r.body, HasSubstr("invalid JSON"));
+  EXPECT_EQ(h.Get(kJobs + "/formed/runs", Who::kViewer).json["items"].size(), 0u);
+  // A JSON body sent with a multipart type is read as JSON.
+  r = h.Post(kJobs + "/formed/trigger", Who::kOperator, R"({"payloads": [1, 2, 3]})",
+             {{"Content-Type", "multipart/form-data; boundary=xyz"}});
+  EXPECT_EQ(r.status, 201) << r;
+  EXPECT_EQ(r.json["run_ids"].size(), 3u);
+  // Content codings are case-insensitive: "Identity" is no coding.
+  r = h.Post(kJobs + "/formed/trigger", Who::kOperator, "", {{"Content-Encoding", "Identity"}});
+  EXPECT_EQ(r.status, 201) << r;
+}
+
+// A PUT whose spec says "id": null takes the path's id, as for any field set to null.
+TEST_F(ApiTest, PutWithANullIdTakesThePathsId) {
+  Json spec = Builtin("ignored");
+  spec["id"] = nullptr;
+  Response r = h.Put(kJobs + "/from-path", Who::kOperator, spec.dump());
+  EXPECT_EQ(r.status, 201) << r;
+  EXPECT_EQ(r.json["id"], "from-path");
+}
+
 // A second server on the port of a running one is refused, and says why (without it, the
 // kernel would split the connections between the two).
 TEST_F(ApiTest, ASecondServerCannotListenOnTheSamePort) {
@@ -1895,6 +1925,8 @@ std::vector<BadRequest> BadRequests() {
       {.name = "limit_zero", .method = "GET", .path = kJobs + "?limit=0", .field = "limit"},
       {.name = "limit_1001", .method = "GET", .path = kJobs + "?limit=1001", .field = "limit"},
       {.name = "limit_not_a_number", .method = "GET", .path = kJobs + "?limit=x", .field = "limit"},
+      {.name = "limit_with_a_space", .method = "GET", .path = kJobs + "?limit=%201", .field = "limit"},
+      {.name = "limit_with_a_plus", .method = "GET", .path = kJobs + "?limit=%2B1", .field = "limit"},
       {.name = "runs_limit_zero",
        .method = "GET",
        .path = tenant_runs + "?limit=0",
@@ -1937,6 +1969,17 @@ std::vector<BadRequest> BadRequests() {
        .who = Who::kViewer,
        .headers = {{"Last-Event-ID", "abc"}},
        .field = "Last-Event-ID"},
+      {.name = "bad_after",
+       .method = "GET",
+       .path = "/v1/tenants/acme/events?after=abc",
+       .who = Who::kViewer,
+       .message = "after: must be an event id",
+       .field = "after"},
+      {.name = "empty_after",
+       .method = "GET",
+       .path = "/v1/tenants/acme/events?after=",
+       .who = Who::kViewer,
+       .field = "after"},
       // Trigger bodies.
       {.name = "trigger_unknown_field",
        .method = "POST",
