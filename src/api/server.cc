@@ -3,6 +3,7 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -1286,8 +1287,19 @@ Status ApiServer::Bind() {
   if (!options_.tls_cert.empty()) {
     auto ssl =
         std::make_unique<httplib::SSLServer>(options_.tls_cert.c_str(), options_.tls_key.c_str());
-    if (!ssl->is_valid())
-      return InvalidArgument("tls: cannot load the certificate or key", "tls_cert");
+    if (!ssl->is_valid()) {
+      for (const auto& [field, path] : {std::pair{"tls_cert", &options_.tls_cert},
+                                        std::pair{"tls_key", &options_.tls_key}}) {
+        if (::access(path->c_str(), R_OK) != 0) {
+          return InvalidArgument(std::string(field) + ": cannot read '" + *path +
+                                     "': " + std::strerror(errno),
+                                 field);
+        }
+      }
+      return InvalidArgument("tls: '" + options_.tls_cert + "' and '" + options_.tls_key +
+                                 "' are not a PEM certificate and its private key",
+                             "tls_cert");
+    }
     http_ = std::move(ssl);
   } else {
     http_ = std::make_unique<httplib::Server>();
@@ -1416,7 +1428,8 @@ void ApiServer::Serve() {
   // httplib's stop() is a no-op until its accept loop runs: return only once it does, so that
   // a Stop() right after Start() cannot hang.
   while (!http_->is_running() && !*ended) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  spdlog::info("listening on {}://{}:{}", options_.tls_cert.empty() ? "http" : "https", host_,
+  spdlog::info("listening on {}://{}:{}", options_.tls_cert.empty() ? "http" : "https",
+               host_.find(':') == std::string::npos ? host_ : "[" + host_ + "]",
                port_);
 }
 

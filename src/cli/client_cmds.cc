@@ -740,7 +740,7 @@ void AddJobsList(CLI::App* jobs, int* exit_code) {
   AddCommonFlags(cmd, *c);
   cmd->add_option("--queue", a->queue, "Only this queue");
   cmd->add_option("--state", a->state, "Only this state: active, paused, completed");
-  cmd->add_option("--label", a->label, "Only jobs with this label KEY:VALUE");
+  cmd->add_option("--label", a->label, "Only jobs with this label KEY:VALUE (or KEY=VALUE)");
   cmd->add_option("--limit", a->limit, "At most this many jobs")
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
@@ -749,7 +749,10 @@ void AddJobsList(CLI::App* jobs, int* exit_code) {
       std::vector<std::pair<std::string, std::string>> params;
       if (!a->queue.empty()) params.emplace_back("queue", a->queue);
       if (!a->state.empty()) params.emplace_back("state", a->state);
-      if (!a->label.empty()) params.emplace_back("label", a->label);
+      if (!a->label.empty()) {
+        const auto [key, value] = SplitPair("--label", a->label, ":=");  // as jobs add takes it
+        params.emplace_back("label", key + ":" + value);
+      }
       ASSIGN_OR_RETURN(Json list, ListAll(s.client, s.TenantPath("/jobs"), params, a->limit));
       if (s.json) {
         PrintJson(s.out, list);

@@ -125,8 +125,17 @@ Status SetFromText(const Setting& s, const std::string& text, const std::string&
 }  // namespace
 
 Status LoadServeConfigFile(const std::string& path, ServeConfig& c) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return InvalidArgument("config " + path + ": is a directory, not a TOML file");
+  }
   std::ifstream in(path, std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string text;
+  try {
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  } catch (const std::exception& e) {
+    return InvalidArgument("config " + path + ": cannot read the file: " + e.what());
+  }
   if (!in && !in.eof()) {
     return InvalidArgument("config " + path + ": cannot read the file: " + std::strerror(errno));
   }
@@ -556,7 +565,7 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       "Worker threads (default 4)",
       "Queues to execute, comma-separated (default all)",
       "text or json (default text)",
-      "trace, debug, info, warn, error (default info)",
+      "trace, debug, info, warn, error, critical or off (default info)",
       "TLS certificate (PEM)",
       "TLS private key (PEM)",
       "Allow a non-loopback --listen without TLS",

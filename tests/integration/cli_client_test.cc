@@ -244,6 +244,14 @@ TEST_F(CliClientTest, AddGetAndListAJob) {
   Json filtered = RunJson({"jobs", "list", "--queue", "critical"});
   ASSERT_EQ(filtered["items"].size(), 1u);
   EXPECT_EQ(filtered["items"][0]["id"], "ping");
+
+  // A label filter is written as `jobs add` takes a label: KEY:VALUE or KEY=VALUE.
+  ASSERT_EQ(Run({"jobs", "add", "labelled", "--label", "team=data", "--builtin", "noop"}).code, 0);
+  for (const char* label : {"team:data", "team=data"}) {
+    Json by_label = RunJson({"jobs", "list", "--label", label});
+    ASSERT_EQ(by_label["items"].size(), 1u) << label;
+    EXPECT_EQ(by_label["items"][0]["id"], "labelled");
+  }
 }
 
 TEST_F(CliClientTest, AddBuildsTheSpecFromFlags) {

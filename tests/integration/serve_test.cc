@@ -397,6 +397,23 @@ TEST_F(ServeProcessTest, CpuCoresOnANodeWithoutACgroupParentIsLoggedAsNotApplied
   EXPECT_EQ(log.find(line), log.rfind(line)) << "once: " << log;
 }
 
+// A TLS pair that cannot be used: the error names the file that cannot be read, or says the
+// pair is not a certificate and its key.
+TEST_F(ServeProcessTest, ABadTlsPairIsNamed) {
+  const std::string data = (dir_ / "data").string();
+  const std::string not_pem = (dir_ / "not.pem").string();
+  std::ofstream(not_pem) << "not a certificate\n";
+  const std::string missing = (dir_ / "missing.pem").string();
+  Start({"--listen", "127.0.0.1:0", "--data-dir", data, "--tls-cert", not_pem, "--tls-key",
+         missing});
+  EXPECT_NE(WaitExit(), 0);
+  EXPECT_THAT(Log(), HasSubstr("tls_key: cannot read '" + missing + "'"));
+  Start({"--listen", "127.0.0.1:0", "--data-dir", data, "--tls-cert", not_pem, "--tls-key",
+         not_pem});
+  EXPECT_NE(WaitExit(), 0);
+  EXPECT_THAT(Log(), HasSubstr("are not a PEM certificate and its private key"));
+}
+
 TEST_F(ServeProcessTest, ServesHttpsWithTheGivenCertificate) {
   const std::string cert = (dir_ / "cert.pem").string();
   const std::string key = (dir_ / "key.pem").string();
@@ -547,6 +564,13 @@ TEST(ServeConfigTest, ErrorsNameTheKey) {
     Status s = LoadServeConfigFile(path.string(), c);  // removed: cannot be read
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
     EXPECT_THAT(s.message(), HasSubstr("config " + path.string() + ": cannot read the file"));
+  }
+  {
+    ServeConfig c;
+    const std::string dir = path.parent_path().string();
+    Status s = LoadServeConfigFile(dir, c);  // a directory: an error, not an exception
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+    EXPECT_THAT(s.message(), HasSubstr("config " + dir + ": is a directory"));
   }
   ::setenv("JOBSCHED_LEASE_MS", "soon", 1);
   ServeConfig c;
