@@ -813,7 +813,10 @@ Result<Reply> ApiServer::Impl::PutJob(Call& call) {
 Result<Reply> ApiServer::Impl::ListJobs(Call& call) {
   const auto& req = call.req;
   JobFilter filter;
-  if (req.has_param("queue")) filter.queue = req.get_param_value("queue");
+  if (req.has_param("queue")) {
+    filter.queue = req.get_param_value("queue");  // a name no queue can have matches nothing
+    RETURN_IF_ERROR(ValidateQueueName(filter.queue, "queue"));
+  }
   if (req.has_param("state")) {
     auto state = ParseJobState(req.get_param_value("state"));
     if (!state.ok()) return InvalidArgument("state: must be active, paused or completed", "state");
@@ -1011,6 +1014,7 @@ Result<Reply> ApiServer::Impl::Events(Call& call) {
     ASSIGN_OR_RETURN(after, node_.store().LastEventSeq());
   }
   const std::string job = call.req.has_param("job") ? call.req.get_param_value("job") : "";
+  if (call.req.has_param("job")) RETURN_IF_ERROR(ValidateJobId(job, "job"));
   struct Stream {
     explicit Stream(std::atomic<int>& open) : slot(open) {}
     StreamSlot slot;

@@ -662,7 +662,9 @@ Status Apply(Session& s, const LoadedSpecs& loaded) {
       result = InvalidArgument("id: missing (every job in a file needs an id)");
     } else {
       id = spec["id"].get<std::string>();
-      result = ApplyOne(s, spec, id);
+      // Checked here too: an id with a '/' would otherwise reach the server as another path.
+      Status valid = ValidateJobId(id, "id");
+      result = valid.ok() ? ApplyOne(s, spec, id) : Result<std::string>(valid);
     }
     Json line{{"index", i}, {"id", id.empty() ? Json(nullptr) : Json(id)}};
     if (result.ok()) {

@@ -577,7 +577,8 @@ TEST_F(CliClientTest, ApplyReportsABadSpecAndAppliesTheRest) {
     {"id": "bad", "schedule": {"cron": "0 25 * * *"}, "handler": {"type": "builtin", "name": "noop"}},
     {"id": "typo", "handler": {"type": "builtin", "name": "noop"}, "priorty": 3},
     {"handler": {"type": "builtin", "name": "noop"}},
-    {"id": "good2", "handler": {"type": "builtin", "name": "noop"}}
+    {"id": "good2", "handler": {"type": "builtin", "name": "noop"}},
+    {"id": "a/b", "handler": {"type": "builtin", "name": "noop"}}
   ])");
   CliResult r = Run({"jobs", "apply", "-f", file});
   EXPECT_EQ(r.code, kExitFailure);
@@ -586,7 +587,8 @@ TEST_F(CliClientTest, ApplyReportsABadSpecAndAppliesTheRest) {
   EXPECT_THAT(r.err, HasSubstr("hour: value 25 out of range 0-23"));
   EXPECT_THAT(r.err, HasSubstr(file + ": jobs[2] (typo): priorty"));
   EXPECT_THAT(r.err, HasSubstr(file + ": jobs[3] (?): id: missing"));
-  EXPECT_THAT(r.err, HasSubstr("error: 3 of 5 jobs"));
+  EXPECT_THAT(r.err, HasSubstr(file + ": jobs[5] (a/b): id: 'a/b' may only contain"));
+  EXPECT_THAT(r.err, HasSubstr("error: 4 of 6 jobs"));
   EXPECT_EQ(node_->store().GetJob("default", "bad").status().code(), StatusCode::kNotFound);
 }
 
