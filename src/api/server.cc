@@ -1020,6 +1020,7 @@ Result<Reply> ApiServer::Impl::Events(Call& call) {
     StreamSlot slot;
     int64_t after = 0;
     std::chrono::steady_clock::time_point last_write;
+    bool positioned = false;  // the first write says where the stream starts (an id alone)
     std::string key;  // checked again while the stream is open: a revoked key's stream ends
     uint64_t revoked = 0;
     std::chrono::steady_clock::time_point key_checked;
@@ -1041,6 +1042,14 @@ Result<Reply> ApiServer::Impl::Events(Call& call) {
       stream->key_checked = now;
       auto who = Authenticate(node_.store(), stream->key);
       if (!who.ok() && who.status().code() != StatusCode::kUnavailable) return false;
+    }
+    if (!stream->positioned) {
+      // An id without data: a client that reconnects before any event came resumes here, not
+      // at the newest event of that time (events meanwhile would be lost to it).
+      stream->positioned = true;
+      stream->last_write = now;
+      const std::string position = fmt::format("id: {}\n\n", stream->after);
+      return sink.write(position.data(), position.size());
     }
     auto events = node_.store().ReadEvents(tenant, stream->after, 200);
     if (events.ok() && !events->empty()) {

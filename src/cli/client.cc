@@ -274,7 +274,7 @@ Result<Json> Client::Put(const std::string& path, const Json& body, const std::s
   return Send("PUT", path, &body, if_match);
 }
 
-Status Client::Stream(const std::string& path, const std::string& last_event_id,
+Status Client::Stream(const std::string& path, std::string& last_event_id,
                       const std::function<void()>& on_open,
                       const std::function<bool(const SseEvent&)>& on_event) {
   httplib::Headers headers{{"Accept", "text/event-stream"}};
@@ -285,6 +285,13 @@ Status Client::Stream(const std::string& path, const std::string& last_event_id,
   SseParser parser;
   http_->set_read_timeout(options_.stream_read_timeout);
   httplib::Result res{nullptr, httplib::Error::Unknown};
+  struct KeepLastId {  // on every return
+    std::string& id;
+    const SseParser& parser;
+    ~KeepLastId() {
+      if (!parser.last_id().empty()) id = parser.last_id();
+    }
+  } keep{last_event_id, parser};
   try {
     res = http_->Get(
         prefix_ + path, headers,

@@ -56,6 +56,8 @@ class SseParser {
   // Calls on_event for every complete event in `chunk`; stops and returns false as soon as
   // on_event returns false.
   bool Feed(std::string_view chunk, const std::function<bool(const SseEvent&)>& on_event);
+  // The last id the stream sent, with an event or alone ("" before any).
+  const std::string& last_id() const { return event_.id; }
 
  private:
   bool Line(std::string_view line, const std::function<bool(const SseEvent&)>& on_event);
@@ -83,8 +85,9 @@ class Client {
   // Follows an event stream: GET `path` (with Last-Event-ID when `last_event_id` is not empty),
   // calls on_open once the server has accepted the stream, then on_event for each event until
   // on_event returns false (→ OK). A stream that ends or breaks is kUnavailable; a refusal by
-  // the server is the server's error.
-  Status Stream(const std::string& path, const std::string& last_event_id,
+  // the server is the server's error. `last_event_id` is then the stream's last id (an id the
+  // server sent without an event counts: where the stream started), for a reconnect.
+  Status Stream(const std::string& path, std::string& last_event_id,
                 const std::function<void()>& on_open,
                 const std::function<bool(const SseEvent&)>& on_event);
 

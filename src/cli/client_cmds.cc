@@ -1041,7 +1041,6 @@ Status FollowEvents(Session& s, const EventsArgs& a) {
     }
   };
   auto on_event = [&](const SseEvent& e) {
-    if (!e.id.empty()) last_id = e.id;
     if (s.json) {
       s.out << e.data << std::endl;
     } else {

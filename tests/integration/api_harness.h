@@ -345,7 +345,7 @@ class SseStream {
       const std::string block = text.substr(pos, end - pos);
       pos = end + 2;
       SseEvent e;
-      bool any = false;
+      bool any = false;  // a block with data: an event (one with an id alone only moves the id)
       size_t line_start = 0;
       while (line_start <= block.size()) {
         size_t line_end = block.find('\n', line_start);
@@ -357,10 +357,8 @@ class SseStream {
         };
         if (line.starts_with("id:")) {
           e.id = value(3);
-          any = true;
         } else if (line.starts_with("event:")) {
           e.type = value(6);
-          any = true;
         } else if (line.starts_with("data:")) {
           e.data += value(5);
           any = true;

@@ -758,6 +758,42 @@ TEST_F(CliClientTest, EventsReconnectsWhereItLeftOff) {
   EXPECT_THAT(capture.err.str(), HasSubstr("reconnecting after event"));
 }
 
+// A stream that breaks before any event came: the client resumes where the stream began (the
+// server's first id), so a change made while it was disconnected is not lost.
+TEST_F(CliClientTest, EventsReconnectsWhereTheStreamBeganWhenNoEventHadCome) {
+  ASSERT_EQ(Run({"jobs", "add", "ev", "--builtin", "noop"}).code, 0);
+  const int port = servers_.back()->port();
+  Capture capture;
+  int code = -1;
+  std::vector<std::string> storage{"jobsched", "events",   "--job", "ev",    "--count",
+                                   "1",        "--server", url_,    "--key", key_};
+  std::thread events([&] {
+    std::vector<char*> argv;
+    for (std::string& s : storage) argv.push_back(s.data());
+    code = Main(static_cast<int>(argv.size()), argv.data());
+  });
+  bool ok =
+      capture.out.WaitFor([](const std::string& s) { return s.find("TIME") != std::string::npos; });
+  if (ok) {
+    servers_.back()->Stop();  // drops the stream before any event
+    ok = capture.err.WaitFor(
+        [](const std::string& s) { return s.find("reconnecting") != std::string::npos; });
+  }
+  if (ok) {
+    EXPECT_TRUE(node_->jobs().Pause("default", "ev").ok());  // while disconnected
+    StartServer("127.0.0.1:" + std::to_string(port));
+    ok = capture.out.WaitFor(
+        [](const std::string& s) { return s.find("job.updated") != std::string::npos; });
+  }
+  if (!ok) {
+    EXPECT_TRUE(node_->jobs().Resume("default", "ev").ok());  // lets the client end
+  }
+  events.join();
+  ASSERT_TRUE(ok) << capture.out.str() << capture.err.str();
+  EXPECT_EQ(code, kExitOk) << capture.err.str();
+  EXPECT_THAT(capture.err.str(), HasSubstr("reconnecting after event"));
+}
+
 // ---- nodes, keys, tenants -----------------------------------------------------------------
 
 TEST_F(CliClientTest, Nodes) {
