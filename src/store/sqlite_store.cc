@@ -1,6 +1,8 @@
 #include "store/sqlite_store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
@@ -925,6 +927,12 @@ int SqliteStore::LatestSchemaVersion() { return std::end(kMigrations)[-1].versio
 
 Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const SqliteOptions& options) {
   if (options.path.empty()) return InvalidArgument("sqlite: empty database path", "path");
+  if (options.path != ":memory:") {
+    // A new database file is readable by its owner only: it holds job specs (environment, HTTP
+    // headers), payloads and outputs. SQLite gives its WAL and shared-memory files the same mode.
+    const int fd = ::open(options.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) ::close(fd);
+  }
   sqlite3* db = nullptr;
   // Our own mutex serialises every use of the connection, so SQLite's is not needed.
   int rc =

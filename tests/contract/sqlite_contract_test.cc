@@ -2,6 +2,7 @@
 // can show: data survives a reopen, two connections share one file, the schema is versioned.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <jobsched/store.h>
 #include <sqlite3.h>
 #include <stdlib.h>
@@ -199,6 +200,21 @@ TEST(SqliteStoreFile, TwoConnectionsToOneFileClaimEachRunOnce) {
   all.insert(claimed[1].begin(), claimed[1].end());
   EXPECT_EQ(claimed[0].size() + claimed[1].size(), 200u);
   EXPECT_EQ(all.size(), 200u);
+}
+
+// The database holds job specs (environment, headers), payloads and outputs: a new file, and
+// its WAL, are readable by their owner only.
+TEST(SqliteStoreFile, ANewDatabaseIsReadableByItsOwnerOnly) {
+  TempDir dir;
+  const std::string path = (dir.path() / "private.db").string();
+  auto store = MustOpen({.path = path});
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateJob(Job("x")).ok());
+  for (const std::string& file : {path, path + "-wal"}) {
+    struct stat st {};
+    ASSERT_EQ(::stat(file.c_str(), &st), 0) << file;
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << file;
+  }
 }
 
 TEST(SqliteStoreFile, FileIsWalAndRecordsItsSchemaVersion) {
