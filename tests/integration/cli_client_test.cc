@@ -185,6 +185,17 @@ class CliClientTest : public ::testing::Test {
     return j;
   }
 
+  // `jobsched events --job JOB --count COUNT` on a thread; its exit code in *code when it ends.
+  std::thread FollowEvents(const std::string& job, int count, int* code) {
+    std::vector<std::string> args{"jobsched", "events", "--job",  job,   "--count",
+                                  std::to_string(count), "--server", url_, "--key", key_};
+    return std::thread([args = std::move(args), code]() mutable {
+      std::vector<char*> argv;
+      for (std::string& a : args) argv.push_back(a.data());
+      *code = Main(static_cast<int>(argv.size()), argv.data());
+    });
+  }
+
   // Polls `runs get` until the run is in `state` (at most 10 s).
   bool WaitForState(const std::string& run_id, const std::string& state) {
     for (int i = 0; i < 1000; ++i) {
@@ -680,13 +691,7 @@ TEST_F(CliClientTest, EventsPrintsATriggerHappeningMeanwhile) {
   ASSERT_EQ(Run({"jobs", "add", "ev", "--builtin", "noop"}).code, 0);
   Capture capture;
   int code = -1;
-  std::vector<std::string> storage{"jobsched", "events",   "--job", "ev",    "--count",
-                                   "2",        "--server", url_,    "--key", key_};
-  std::thread events([&] {
-    std::vector<char*> argv;
-    for (std::string& s : storage) argv.push_back(s.data());
-    code = Main(static_cast<int>(argv.size()), argv.data());
-  });
+  std::thread events = FollowEvents("ev", 2, &code);
   // The header is printed once the server has accepted the stream: events from now on are seen.
   const bool open =
       capture.out.WaitFor([](const std::string& s) { return s.find("TIME") != std::string::npos; });
@@ -728,13 +733,7 @@ TEST_F(CliClientTest, EventsReconnectsWhereItLeftOff) {
   const int port = servers_.back()->port();
   Capture capture;
   int code = -1;
-  std::vector<std::string> storage{"jobsched", "events",   "--job", "ev",    "--count",
-                                   "2",        "--server", url_,    "--key", key_};
-  std::thread events([&] {
-    std::vector<char*> argv;
-    for (std::string& s : storage) argv.push_back(s.data());
-    code = Main(static_cast<int>(argv.size()), argv.data());
-  });
+  std::thread events = FollowEvents("ev", 2, &code);
   bool ok =
       capture.out.WaitFor([](const std::string& s) { return s.find("TIME") != std::string::npos; });
   if (ok) {
@@ -765,13 +764,7 @@ TEST_F(CliClientTest, EventsReconnectsWhereTheStreamBeganWhenNoEventHadCome) {
   const int port = servers_.back()->port();
   Capture capture;
   int code = -1;
-  std::vector<std::string> storage{"jobsched", "events",   "--job", "ev",    "--count",
-                                   "1",        "--server", url_,    "--key", key_};
-  std::thread events([&] {
-    std::vector<char*> argv;
-    for (std::string& s : storage) argv.push_back(s.data());
-    code = Main(static_cast<int>(argv.size()), argv.data());
-  });
+  std::thread events = FollowEvents("ev", 1, &code);
   bool ok =
       capture.out.WaitFor([](const std::string& s) { return s.find("TIME") != std::string::npos; });
   if (ok) {
