@@ -420,11 +420,16 @@ TEST_F(ShellExecutorTest, MemoryLimitMakesABigAllocationFail) {
   EXPECT_TRUE(s.succeeded()) << s.error << " " << s.output;
 }
 
-TEST_F(ShellExecutorTest, CpuLimitEndsABusyLoop) {
-  ShellRequest req = Child({"burn-cpu"});
+// The test child in `mode` (a busy loop) under a CPU limit of 1 s.
+ShellResult BurnOneCpuSecond(const std::string& mode) {
+  ShellRequest req = Child({mode});
   req.limits.cpu_seconds = 1;
   req.timeout = Duration(120000);  // a safety net only
-  ShellResult r = MustRun(req);
+  return MustRun(req);
+}
+
+TEST_F(ShellExecutorTest, CpuLimitEndsABusyLoop) {
+  ShellResult r = BurnOneCpuSecond("burn-cpu");
   EXPECT_EQ(r.outcome, ShellOutcome::kSignaled) << r.error;
   EXPECT_THAT(r.term_signal, AnyOf(SIGXCPU, SIGKILL));
   EXPECT_THAT(r.error, HasSubstr("killed by signal"));
@@ -434,10 +439,7 @@ TEST_F(ShellExecutorTest, CpuLimitEndsABusyLoop) {
 // A program that ignores SIGXCPU is killed by the kernel's SIGKILL a second later; the error
 // still names the limit, not a bare signal.
 TEST_F(ShellExecutorTest, CpuLimitIsNamedWhenTheProgramIgnoresSigxcpu) {
-  ShellRequest req = Child({"burn-cpu-ignoring-xcpu"});
-  req.limits.cpu_seconds = 1;
-  req.timeout = Duration(120000);  // a safety net only
-  ShellResult r = MustRun(req);
+  ShellResult r = BurnOneCpuSecond("burn-cpu-ignoring-xcpu");
   EXPECT_EQ(r.outcome, ShellOutcome::kSignaled) << r.error;
   EXPECT_EQ(r.term_signal, SIGKILL);
   EXPECT_EQ(r.error, "killed by signal 9 (SIGKILL): CPU time limit of 1s exceeded");
