@@ -68,6 +68,7 @@ const Setting kSettings[] = {
     {"keep_runs_days", Setting::kInt, nullptr, &ServeConfig::keep_runs_days},
     {"sample_job", Setting::kBool, nullptr, nullptr, &ServeConfig::sample_job},
     {"cgroup_parent", Setting::kString, &ServeConfig::cgroup_parent},
+    {"http_threads", Setting::kInt, nullptr, &ServeConfig::http_threads},
 };
 
 std::string EnvName(const char* key) {
@@ -245,6 +246,8 @@ Status ValidateServeConfig(const ServeConfig& c) {
   }
   if (c.concurrency < 1 || c.concurrency > 4096)
     return InvalidArgument("concurrency: must be 1-4096", "concurrency");
+  if (c.http_threads < 8 || c.http_threads > 4096)
+    return InvalidArgument("http_threads: must be 8-4096", "http_threads");
   if (!c.node_id.empty()) RETURN_IF_ERROR(ValidateJobId(c.node_id, "node_id"));
   for (size_t i = 0; i < c.queues.size(); ++i) {
     RETURN_IF_ERROR(ValidateQueueName(c.queues[i], "queues[" + std::to_string(i) + "]"));
@@ -486,7 +489,8 @@ int RunServe(const ServeConfig& c) {
   auto server = api::ApiServer::Create(**node, {.listen = c.listen,
                                                 .tls_cert = c.tls_cert,
                                                 .tls_key = c.tls_key,
-                                                .insecure_listen = c.insecure_listen});
+                                                .insecure_listen = c.insecure_listen,
+                                                .threads = static_cast<int>(c.http_threads)});
   if (!server.ok()) return fail("cannot serve", server.status());
   // The address first: a node that cannot serve must not join the cluster and run jobs (nor
   // create, and print, the first admin key).
@@ -554,7 +558,7 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       "--renew-ms",          "--reaper-ms",         "--heartbeat-ms",    "--node-dead-ms",
       "--leader-ttl-ms",     "--leader-renew-ms",   "--fire-ahead-ms",   "--claim-ahead-ms",
       "--shutdown-grace-ms", "--keep-runs-per-job", "--keep-runs-days",  "--sample-job",
-      "--cgroup-parent"};
+      "--cgroup-parent",     "--http-threads"};
   // clang-format on
   const char* kHelp[] = {
       "Store URL: sqlite:PATH, sqlite::memory:, redis://[user:pass@]host:port[/db] (default "
@@ -584,7 +588,9 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       "Runs younger than this many days are kept (default 7)",
       "Create the 'sample' shell job (every 10 s) if it does not exist",
       "cgroup v2 directory under which each shell run gets its own cgroup (memory.max, and a "
-      "kill that reaches all it started); default none: rlimits only"};
+      "kill that reaches all it started); default none: rlimits only",
+      "API request threads; event streams may hold all but a quarter of them (at least 4) "
+      "(default 32)"};
   for (size_t i = 0; i < std::size(kSettings); ++i) add(kFlags[i], kSettings[i], kHelp[i]);
   serve->add_flag("--print-routes", *print_routes,
                   "Print the REST API route table (Markdown) and exit");

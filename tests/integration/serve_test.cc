@@ -586,6 +586,7 @@ TEST(ServeConfigTest, ErrorsNameTheKey) {
             "claim_ahead_ms: must be shorter than lease_ms");
   EXPECT_TRUE(ValidateServeConfig({.fire_ahead_ms = 0, .claim_ahead_ms = 0}).ok())
       << "0 turns fire-ahead and claim-ahead off";
+  EXPECT_EQ(ValidateServeConfig({.http_threads = 4}).message(), "http_threads: must be 8-4096");
 }
 
 TEST(ServeConfigTest, NodeIdsQueueNamesAndEnvironmentNumbersAreChecked) {
