@@ -7,9 +7,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
-#include <cctype>
 #include <condition_variable>
 #include <cstring>
 #include <regex>
@@ -269,8 +269,8 @@ class ApiServer::Impl {
   std::vector<int64_t> listeners_;     // on node_.events(), removed with the server
   std::mutex keys_mu_;
   std::unordered_map<std::string, std::pair<Principal, std::chrono::steady_clock::time_point>>
-      verified_;                        // guarded by keys_mu_
-  std::atomic<uint64_t> revoked_{0};    // keys revoked through this node: streams check theirs
+      verified_;                      // guarded by keys_mu_
+  std::atomic<uint64_t> revoked_{0};  // keys revoked through this node: streams check theirs
   std::atomic<int> open_streams_{0};
   std::vector<std::pair<std::regex, std::string>> patterns_;  // path pattern, method (Register)
 };
@@ -751,10 +751,10 @@ Result<Json> ApiServer::Impl::JobDetail(const JobRecord& job) {
     }
   }
   j["next_fire_times"] = next;
-  ASSIGN_OR_RETURN(Page<RunRecord> last,
-                   node_.store().ListRuns(job.spec.tenant, {.job_id = job.spec.id,
-                                                            .limit = 1,
-                                                            .output_tail = kListedOutputBytes}));
+  ASSIGN_OR_RETURN(
+      Page<RunRecord> last,
+      node_.store().ListRuns(
+          job.spec.tenant, {.job_id = job.spec.id, .limit = 1, .output_tail = kListedOutputBytes}));
   j["last_run"] =
       last.items.empty() ? Json(nullptr) : RunJson(last.items.front(), kListedOutputBytes);
   ASSIGN_OR_RETURN(std::vector<RunCount> counts,
@@ -944,9 +944,8 @@ Result<Reply> ApiServer::Impl::JobRuns(Call& call) {
   // A deleted job's history stays until it is pruned: listed while it has runs.
   RETURN_IF_ERROR(ValidateJobId(call.id, "id"));
   ASSIGN_OR_RETURN(Page<RunRecord> any,
-                   node_.store().ListRuns(call.tenant, RunFilter{.job_id = call.id,
-                                                                  .limit = 1,
-                                                                  .output_tail = 1}));
+                   node_.store().ListRuns(
+                       call.tenant, RunFilter{.job_id = call.id, .limit = 1, .output_tail = 1}));
   if (any.items.empty()) return job.status();
   return Runs(call, call.id);
 }
@@ -1021,7 +1020,7 @@ Result<Reply> ApiServer::Impl::Events(Call& call) {
     int64_t after = 0;
     std::chrono::steady_clock::time_point last_write;
     bool positioned = false;  // the first write says where the stream starts (an id alone)
-    std::string key;  // checked again while the stream is open: a revoked key's stream ends
+    std::string key;          // checked again while the stream is open: a revoked key's stream ends
     uint64_t revoked = 0;
     std::chrono::steady_clock::time_point key_checked;
   };
@@ -1301,12 +1300,11 @@ Status ApiServer::Bind() {
     auto ssl =
         std::make_unique<httplib::SSLServer>(options_.tls_cert.c_str(), options_.tls_key.c_str());
     if (!ssl->is_valid()) {
-      for (const auto& [field, path] : {std::pair{"tls_cert", &options_.tls_cert},
-                                        std::pair{"tls_key", &options_.tls_key}}) {
+      for (const auto& [field, path] :
+           {std::pair{"tls_cert", &options_.tls_cert}, std::pair{"tls_key", &options_.tls_key}}) {
         if (::access(path->c_str(), R_OK) != 0) {
-          return InvalidArgument(std::string(field) + ": cannot read '" + *path +
-                                     "': " + std::strerror(errno),
-                                 field);
+          return InvalidArgument(
+              std::string(field) + ": cannot read '" + *path + "': " + std::strerror(errno), field);
         }
       }
       return InvalidArgument("tls: '" + options_.tls_cert + "' and '" + options_.tls_key +
@@ -1442,8 +1440,7 @@ void ApiServer::Serve() {
   // a Stop() right after Start() cannot hang.
   while (!http_->is_running() && !*ended) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   spdlog::info("listening on {}://{}:{}", options_.tls_cert.empty() ? "http" : "https",
-               host_.find(':') == std::string::npos ? host_ : "[" + host_ + "]",
-               port_);
+               host_.find(':') == std::string::npos ? host_ : "[" + host_ + "]", port_);
 }
 
 void ApiServer::Stop() {

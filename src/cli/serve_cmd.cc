@@ -402,8 +402,7 @@ Status BootstrapAdminKey(Store& store, const ServeConfig& c, TimePoint now) {
   if (fd < 0 && errno == EEXIST) {
     // The key of another store (this data dir served another, or --store changed): it may be
     // the only admin key of that store, so it is kept aside, not overwritten.
-    const std::string kept =
-        path + "." + std::to_string(ToUnixMillis(now)) + ".old";
+    const std::string kept = path + "." + std::to_string(ToUnixMillis(now)) + ".old";
     if (::rename(path.c_str(), kept.c_str()) != 0) {
       return Internal("cannot move " + path + " aside to " + kept + ": " + std::strerror(errno));
     }

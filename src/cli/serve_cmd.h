@@ -26,7 +26,7 @@ struct ServeConfig {
   std::string data_dir = "./data";        // admin.key and the default database live here
   std::string node_id;                    // Default: the host name
   int64_t concurrency = 4;
-  int64_t http_threads = 32;  // API request threads (each open event stream holds one)
+  int64_t http_threads = 32;        // API request threads (each open event stream holds one)
   std::vector<std::string> queues;  // Default: all
   std::string log_format = "text";  // text | json
   std::string log_level = "info";   // trace | debug | info | warn | error

@@ -2,10 +2,10 @@
 // can show: data survives a reopen, two connections share one file, the schema is versioned.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <sys/stat.h>
 #include <jobsched/store.h>
 #include <sqlite3.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>

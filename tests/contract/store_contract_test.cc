@@ -621,8 +621,8 @@ TEST_P(StoreContractTest, FireReplacesARunCancelledBeforeItsFirstAttempt) {
   ASSERT_TRUE(counts.ok());
   std::map<RunState, int64_t> by_state;
   for (const RunCount& c : *counts) by_state[c.state] += c.count;
-  EXPECT_EQ(by_state, (std::map<RunState, int64_t>{{RunState::kQueued, 1},
-                                                    {RunState::kCancelled, 1}}));
+  EXPECT_EQ(by_state,
+            (std::map<RunState, int64_t>{{RunState::kQueued, 1}, {RunState::kCancelled, 1}}));
   RunRecord claimed = Claim("n1", At(60)).at(0);
   EXPECT_EQ(claimed.id, "cron@60000");
   EXPECT_EQ(claimed.attempt, 1);

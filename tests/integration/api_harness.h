@@ -414,8 +414,9 @@ class ApiHarness {
       ADD_FAILURE() << "Node::Start: " << started.ToString();
       return;
     }
-    auto server =
-        api::ApiServer::Create(*node_, {.listen = "127.0.0.1:0", .threads = options.threads, .keepalive = options.keepalive});
+    auto server = api::ApiServer::Create(
+        *node_,
+        {.listen = "127.0.0.1:0", .threads = options.threads, .keepalive = options.keepalive});
     if (!server.ok()) {
       ADD_FAILURE() << "ApiServer::Create: " << server.status().ToString();
       return;

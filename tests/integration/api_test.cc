@@ -638,8 +638,9 @@ TEST_F(ApiTest, ARunSaysItsOutputIsTheEndOfALongerOne) {
 
   Response run = h.Get("/v1/tenants/acme/runs/" + id, Who::kViewer);
   ASSERT_EQ(run.status, 200) << run;
-  EXPECT_EQ(run.json["output"], "line 1090\nline 1091\nline 1092\nline 1093\nline 1094\n"
-                                "line 1095\nline 1096\nline 1097\nline 1098\nline 1099\n");
+  EXPECT_EQ(run.json["output"],
+            "line 1090\nline 1091\nline 1092\nline 1093\nline 1094\n"
+            "line 1095\nline 1096\nline 1097\nline 1098\nline 1099\n");
   EXPECT_EQ(run.json["output_bytes"], 1000);
   EXPECT_EQ(run.json["output_truncated"], true);
   Response list = h.Get("/v1/tenants/acme/jobs/long/runs", Who::kViewer);
@@ -1365,8 +1366,7 @@ TEST_F(ApiTest, AnEventStreamEndsWhenItsKeyIsRevoked) {
   ASSERT_TRUE(kept.WaitUntil(
       [](const std::string& t) { return t.find(": keep-alive\n") != std::string::npos; },
       "a keep-alive comment"));
-  ASSERT_EQ(h.Delete("/v1/keys/" + created.json["id"].get<std::string>(), Who::kAdmin).status,
-            204);
+  ASSERT_EQ(h.Delete("/v1/keys/" + created.json["id"].get<std::string>(), Who::kAdmin).status, 204);
   ASSERT_TRUE(stream.WaitDone()) << "the stream of the revoked key ended";
   // Another key's stream goes on.
   h.MustCreate("acme", Builtin("after-revoke"));
@@ -1925,8 +1925,14 @@ std::vector<BadRequest> BadRequests() {
       {.name = "limit_zero", .method = "GET", .path = kJobs + "?limit=0", .field = "limit"},
       {.name = "limit_1001", .method = "GET", .path = kJobs + "?limit=1001", .field = "limit"},
       {.name = "limit_not_a_number", .method = "GET", .path = kJobs + "?limit=x", .field = "limit"},
-      {.name = "limit_with_a_space", .method = "GET", .path = kJobs + "?limit=%201", .field = "limit"},
-      {.name = "limit_with_a_plus", .method = "GET", .path = kJobs + "?limit=%2B1", .field = "limit"},
+      {.name = "limit_with_a_space",
+       .method = "GET",
+       .path = kJobs + "?limit=%201",
+       .field = "limit"},
+      {.name = "limit_with_a_plus",
+       .method = "GET",
+       .path = kJobs + "?limit=%2B1",
+       .field = "limit"},
       {.name = "runs_limit_zero",
        .method = "GET",
        .path = tenant_runs + "?limit=0",

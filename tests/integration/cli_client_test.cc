@@ -187,8 +187,9 @@ class CliClientTest : public ::testing::Test {
 
   // `jobsched events --job JOB --count COUNT` on a thread; its exit code in *code when it ends.
   std::thread FollowEvents(const std::string& job, int count, int* code) {
-    std::vector<std::string> args{"jobsched", "events", "--job",  job,   "--count",
-                                  std::to_string(count), "--server", url_, "--key", key_};
+    std::vector<std::string> args{
+        "jobsched", "events", "--job", job, "--count", std::to_string(count),
+        "--server", url_,     "--key", key_};
     return std::thread([args = std::move(args), code]() mutable {
       std::vector<char*> argv;
       for (std::string& a : args) argv.push_back(a.data());

@@ -404,12 +404,12 @@ TEST_F(ServeProcessTest, ABadTlsPairIsNamed) {
   const std::string not_pem = (dir_ / "not.pem").string();
   std::ofstream(not_pem) << "not a certificate\n";
   const std::string missing = (dir_ / "missing.pem").string();
-  Start({"--listen", "127.0.0.1:0", "--data-dir", data, "--tls-cert", not_pem, "--tls-key",
-         missing});
+  Start(
+      {"--listen", "127.0.0.1:0", "--data-dir", data, "--tls-cert", not_pem, "--tls-key", missing});
   EXPECT_NE(WaitExit(), 0);
   EXPECT_THAT(Log(), HasSubstr("tls_key: cannot read '" + missing + "'"));
-  Start({"--listen", "127.0.0.1:0", "--data-dir", data, "--tls-cert", not_pem, "--tls-key",
-         not_pem});
+  Start(
+      {"--listen", "127.0.0.1:0", "--data-dir", data, "--tls-cert", not_pem, "--tls-key", not_pem});
   EXPECT_NE(WaitExit(), 0);
   EXPECT_THAT(Log(), HasSubstr("are not a PEM certificate and its private key"));
 }

@@ -8,9 +8,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
-#include <condition_variable>
 #include <mutex>
 #include <optional>
 #include <string>
