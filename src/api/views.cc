@@ -51,6 +51,7 @@ Json RunJson(const RunRecord& r, size_t max_output) {
               {"state", RunStateName(r.state)},
               {"attempt", r.attempt},
               {"max_attempts", r.max_attempts},
+              {"leases_lost", r.leases_lost},
               {"node", r.node.empty() ? Json(nullptr) : Json(r.node)},
               {"fence", r.fence},
               {"started_at", TimeJson(r.started_at)},

@@ -880,12 +880,20 @@ void AddJobsCommands(CLI::App& app, int* exit_code) {
 
 // ---- runs ---------------------------------------------------------------------------------
 
+// "2/3", and "2/1 (1 lost)" when attempts were lost with their node's lease: those do not count
+// against max_attempts.
+std::string AttemptText(const Json& r) {
+  std::string text = Field(r, "attempt") + "/" + Field(r, "max_attempts");
+  if (r.value("leases_lost", 0) > 0) text += " (" + Field(r, "leases_lost") + " lost)";
+  return text;
+}
+
 void PrintRunList(std::ostream& out, const Json& items) {
   Table t({"ID", "JOB", "STATE", "REASON", "ATTEMPT", "SCHEDULED_AT", "STARTED_AT", "DURATION_MS",
            "NODE"});
   for (const Json& r : items) {
     t.Row({Field(r, "id"), Field(r, "job_id"), Field(r, "state"), Field(r, "reason"),
-           Field(r, "attempt") + "/" + Field(r, "max_attempts"), Field(r, "scheduled_at"),
+           AttemptText(r), Field(r, "scheduled_at"),
            Field(r, "started_at"), Field(r, "duration_ms"), Field(r, "node")});
   }
   t.Print(out);
@@ -898,7 +906,7 @@ void PrintRunDetail(std::ostream& out, const Json& r) {
                        {"job", Field(r, "job_id")},
                        {"state", Field(r, "state")},
                        {"reason", Field(r, "reason")},
-                       {"attempt", Field(r, "attempt") + "/" + Field(r, "max_attempts")},
+                       {"attempt", AttemptText(r)},
                        {"queue", Field(r, "queue")},
                        {"priority", Field(r, "priority")},
                        {"node", Field(r, "node")},

@@ -465,6 +465,31 @@ TEST_F(CliClientTest, RunsGetSaysTheOutputIsTheEndOfALongerOne) {
   EXPECT_THAT(get.out, HasSubstr("output (the end of 104 bytes):\naaaaaaEND\n"));
 }
 
+// An attempt lost with its node's lease does not count against max_attempts: the run says so
+// next to its attempt number, which is otherwise over the limit ("2/1").
+TEST_F(CliClientTest, RunsShowAttemptsLostWithTheirLease) {
+  // In a queue this test's node does not serve: only the nodes below claim it.
+  ASSERT_EQ(Run({"jobs", "add", "lossy", "--builtin", "noop", "--queue", "elsewhere"}).code, 0);
+  const std::string id = RunJson({"jobs", "trigger", "lossy"})["run_ids"][0];
+  // Twice, another node claims it and dies: its lease expires, and the run is queued again.
+  Store& store = node_->store();
+  TimePoint now = node_->clock().Now();
+  for (int i = 0; i < 2; ++i) {
+    auto claimed = store.ClaimRuns({.node = "gone", .queues = {"elsewhere"}, .now = now});
+    ASSERT_TRUE(claimed.ok() && claimed->size() == 1u) << i << claimed.status().ToString();
+    now += Duration(60000);  // its lease (15 s) has expired
+    auto lost = store.RecoverLostRuns(now, "", 5, 100);
+    ASSERT_TRUE(lost.ok()) << lost.status().ToString();
+  }
+  const Json run = RunJson({"runs", "get", id});
+  EXPECT_EQ(run["state"], "queued");
+  EXPECT_EQ(run["leases_lost"], 2);
+  CliResult get = Run({"runs", "get", id});
+  EXPECT_THAT(get.out, HasSubstr("2/1 (2 lost)")) << get.out;
+  CliResult list = Run({"runs", "list", "--job", "lossy"});
+  EXPECT_THAT(list.out, HasSubstr("2/1 (2 lost)")) << list.out;
+}
+
 TEST_F(CliClientTest, RunsListGetAndCancel) {
   ASSERT_EQ(Run({"jobs", "add", "slow", "--builtin", "noop", "--queue", "parked"}).code, 0);
   ASSERT_EQ(Run({"jobs", "add", "fast", "--builtin", "noop"}).code, 0);
