@@ -893,8 +893,8 @@ void PrintRunList(std::ostream& out, const Json& items) {
            "NODE"});
   for (const Json& r : items) {
     t.Row({Field(r, "id"), Field(r, "job_id"), Field(r, "state"), Field(r, "reason"),
-           AttemptText(r), Field(r, "scheduled_at"),
-           Field(r, "started_at"), Field(r, "duration_ms"), Field(r, "node")});
+           AttemptText(r), Field(r, "scheduled_at"), Field(r, "started_at"),
+           Field(r, "duration_ms"), Field(r, "node")});
   }
   t.Print(out);
 }
