@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <condition_variable>
@@ -17,6 +16,7 @@
 #include "api/dashboard.h"
 #include "api/views.h"
 #include "core/cron.h"
+#include "core/http_url.h"
 #include "core/job_codec.h"
 #include "core/policy.h"
 #include "core/time_util.h"
@@ -755,8 +755,7 @@ Result<Json> ApiServer::Impl::JobDetail(const JobRecord& job) {
       Page<RunRecord> last,
       node_.store().ListRuns(
           job.spec.tenant, {.job_id = job.spec.id, .limit = 1, .output_tail = kListedOutputBytes}));
-  j["last_run"] =
-      last.items.empty() ? Json(nullptr) : RunJson(last.items.front(), kListedOutputBytes);
+  j["last_run"] = last.items.empty() ? Json(nullptr) : RunJson(last.items.front());
   ASSIGN_OR_RETURN(std::vector<RunCount> counts,
                    node_.store().CountRuns(job.spec.tenant, job.spec.id));
   Json by_state = Json::object();
@@ -929,7 +928,7 @@ Result<Reply> ApiServer::Impl::Runs(Call& call, const std::string& job_id) {
   }
   ASSIGN_OR_RETURN(Page<RunRecord> runs, std::move(page));
   Json items = Json::array();
-  for (const RunRecord& r : runs.items) items.push_back(RunJson(r, kListedOutputBytes));
+  for (const RunRecord& r : runs.items) items.push_back(RunJson(r));
   return Reply{
       .body = {{"items", items},
                {"next_cursor", runs.next_cursor ? Json(*runs.next_cursor) : Json(nullptr)}}};
@@ -1352,10 +1351,7 @@ Status ApiServer::Bind() {
                              req.get_header_value("Transfer-Encoding") + "' is not accepted)");
     }
     const std::string encoding = req.get_header_value("Content-Encoding");
-    std::string coding = encoding;  // content codings are case-insensitive
-    std::transform(coding.begin(), coding.end(), coding.begin(),
-                   [](unsigned char ch) { return std::tolower(ch); });
-    if (!encoding.empty() && coding != "identity") {
+    if (!encoding.empty() && !EqualsIgnoreCase(encoding, "identity")) {
       return refuse(
           415, "Content-Encoding '" + encoding + "' is not accepted: send the body uncompressed");
     }

@@ -18,14 +18,7 @@ Json PayloadJson(const std::string& text) {
 }
 }  // namespace
 
-Json RunJson(const RunRecord& r, size_t max_output) {
-  std::string_view output = r.output;
-  if (output.size() > max_output) {
-    output.remove_prefix(output.size() - max_output);
-    // Not in the middle of a UTF-8 character: continuation bytes are 10xxxxxx.
-    while (!output.empty() && (static_cast<unsigned char>(output.front()) & 0xC0) == 0x80)
-      output.remove_prefix(1);
-  }
+Json RunJson(const RunRecord& r) {
   const int64_t whole_output = r.output_bytes.value_or(static_cast<int64_t>(r.output.size()));
   Json attempts = Json::array();
   for (const AttemptRecord& a : r.attempts) {
@@ -59,9 +52,9 @@ Json RunJson(const RunRecord& r, size_t max_output) {
               {"duration_ms", duration},
               {"exit_code", OptInt(r.exit_code)},
               {"http_status", OptInt(r.http_status)},
-              {"output", output},
+              {"output", r.output},
               {"output_bytes", whole_output},
-              {"output_truncated", static_cast<int64_t>(output.size()) < whole_output},
+              {"output_truncated", static_cast<int64_t>(r.output.size()) < whole_output},
               {"error", r.error},
               {"payload", PayloadJson(r.payload)},
               {"cancel_requested", r.cancel_requested},

@@ -11,11 +11,11 @@ namespace jobsched::api {
 using Json = nlohmann::ordered_json;
 
 Json TimeJson(const std::optional<TimePoint>& t);
-// A run; `output` holds at most the last `max_output` bytes of its output (whole characters),
-// `output_bytes` the whole length (what the handler wrote: lists carry a tail, and the run
-// keeps the last limits.max_output_bytes), `output_truncated` whether `output` is only a tail.
-Json RunJson(const RunRecord& run, size_t max_output = std::string::npos);
-// What lists of runs (and a job's last run) carry of each run's output.
+// A run; `output` as read (a list's store cuts it: RunFilter::output_tail), `output_bytes` the
+// whole length (what the handler wrote: lists carry a tail, and the run keeps the last
+// limits.max_output_bytes), `output_truncated` whether `output` is only a tail.
+Json RunJson(const RunRecord& run);
+// What lists of runs (and a job's last run) carry of each run's output: the stores cut it.
 inline constexpr size_t kListedOutputBytes = 4096;
 // A job in lists: spec plus version, state, next fire time.
 Json JobJson(const JobRecord& job);

@@ -34,6 +34,10 @@ struct Url {
 // Errors are kInvalidArgument for the field handler.url: "invalid url '...': missing host".
 Result<Url> ParseUrl(std::string_view text);
 
+// ASCII case-insensitive comparisons, as HTTP compares header names and content codings.
+bool EqualsIgnoreCase(std::string_view a, std::string_view b);
+bool StartsWithIgnoreCase(std::string_view text, std::string_view prefix);
+
 // A Location header's reference resolved against the URL it answered (RFC 3986, reduced to the
 // forms servers send).
 Result<Url> ResolveLocation(const Url& base, std::string_view location);

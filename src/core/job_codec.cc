@@ -1,7 +1,6 @@
 #include "core/job_codec.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -608,13 +607,12 @@ Status ValidateJobSpec(const JobSpec& spec) {
       }
       RETURN_IF_ERROR(CheckHttpHeaders(h.headers));
       for (const auto& [name, value] : h.headers) {
-        std::string lower = name;
-        for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        if (lower == "content-length" || lower == "transfer-encoding") {
+        if (EqualsIgnoreCase(name, "Content-Length") ||
+            EqualsIgnoreCase(name, "Transfer-Encoding")) {
           return FieldError("handler.headers." + name,
                             "the node frames the request itself (Content-Length from body)");
         }
-        if (lower.starts_with("x-jobsched-")) {
+        if (StartsWithIgnoreCase(name, "X-Jobsched-")) {
           return FieldError("handler.headers." + name,
                             "X-Jobsched-* headers are set by the node for each attempt");
         }

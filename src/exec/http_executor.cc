@@ -59,13 +59,6 @@ Status Validate(const HttpRequest& req) {
   return Status::Ok();
 }
 
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
 bool HasHeader(const std::map<std::string, std::string>& headers, std::string_view name) {
   return std::any_of(headers.begin(), headers.end(),
                      [&](const auto& kv) { return EqualsIgnoreCase(kv.first, name); });
