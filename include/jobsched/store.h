@@ -119,7 +119,17 @@ struct Completion {
   // starts when its time comes): replaces the attempt's recorded start, and the run's when this
   // is its first attempt.
   std::optional<TimePoint> started_at;
+  // False: the attempt's handler never began (the run was cancelled, or its job deleted, while
+  // it was held for its time or for a worker). Only with state kCancelled. The attempt is not
+  // recorded: the run keeps the attempts before it (none: attempt 0, no start), so an
+  // occurrence cancelled this way is replaced when it is fired again (see Store::Fire).
+  bool began = true;
 };
+
+// Store::Complete's refusal of a never-began cancellation (Completion::began false) of a run whose
+// cancellation was withdrawn since (its occurrence fired again) or whose job exists when nothing
+// asked to cancel it: the run stays with its holder, who runs it after all.
+inline constexpr char kCancelWithdrawn[] = "cancel_withdrawn";
 
 // Something that changed, in commit order per tenant (the SSE feed and the audit log).
 struct Event {
@@ -281,10 +291,12 @@ class Store {
   // Commits occurrences of a job atomically: checks that the job still has `expected_version`
   // and `expected_next_fire` (kFailedPrecondition otherwise — someone else fired or changed
   // it; nothing is written), sets next_fire / state / dependency_since, inserts each run whose
-  // id is new (an existing id is counted in `existed` and left alone, unless that run was
-  // cancelled before any attempt began and the new one is queued: then the new one replaces
-  // it, counted in `created` — the occurrence fired again after a pause or a delete of its
-  // job before its time), and cancels the listed
+  // id is new (an existing id is counted in `existed` and left alone, unless the new one is
+  // queued and that run was cancelled before any attempt began: then the new one replaces it,
+  // counted in `created` — the occurrence fired again after a pause or a delete of its job
+  // before its time; or that run is running with its cancellation requested, as a run held by
+  // a node for its time is by such a pause: then the request is withdrawn, counted in
+  // `existed` — see kCancelWithdrawn), and cancels the listed
   // runs (queued or retry-waiting: kCancelled; running: cancel_requested). Does not bump the
   // job's version. kNotFound if the job is gone.
   virtual Result<FireResult> Fire(const FireRequest& request) = 0;
@@ -358,6 +370,9 @@ class Store {
   // Ends the current attempt if the run is running with `fence`: records the attempt's outcome,
   // exit code, http status, output and error; the run becomes `state` (kRetryWait: queued again
   // at retry_at). kFailedPrecondition with message "stale_token" otherwise — nothing recorded.
+  // A completion whose attempt never began (Completion::began false) is not recorded as an
+  // attempt; it is refused, nothing recorded, with kFailedPrecondition "cancel_withdrawn" when
+  // the run's cancellation is not requested and its job exists (kCancelWithdrawn).
   virtual Status Complete(const Completion& completion) = 0;
 
   // Complete for many attempts at once, each checked and applied as by Complete, committed

@@ -16,6 +16,7 @@ struct Processor::Attempt {
   exec::CancelSource cancel;
   TimePoint started{};  // when a worker began it
   bool held = false;    // claimed ahead of its available_at (claim_ahead)
+  bool began = false;   // its handler began (set by the worker before it does)
   // Read when it was claimed (null: read when it starts); guarded by Processor::mu_
   std::shared_ptr<const JobSpec> spec;
   TimePoint lease_until{};             // guarded by Processor::mu_
@@ -412,6 +413,7 @@ void Processor::Execute(const std::shared_ptr<Attempt>& attempt) {
     watchdog_.Wake();
   }
   if (run.cancel_requested) attempt->cancel.Cancel(exec::CancelReason::kCancelled);
+  attempt->began = true;
   const AttemptOutcome outcome = executor_.Run(**spec, run, attempt->cancel);
   Finish(attempt, spec->get(), outcome);
 }
@@ -450,7 +452,9 @@ void Processor::Finish(const std::shared_ptr<Attempt>& attempt, const JobSpec* s
                .output = outcome.output,
                .output_bytes = outcome.output_bytes,
                .error = outcome.error,
-               .started_at = attempt->started};
+               .started_at = attempt->started,
+               // A run cancelled before its handler began: the attempt is not recorded.
+               .began = attempt->began || outcome.kind != Kind::kCancelled};
   switch (outcome.kind) {
     case Kind::kSucceeded:
       c.state = RunState::kSucceeded;
@@ -574,6 +578,8 @@ void Processor::CommitLoop() {
 bool Processor::WrittenBefore(const Completion& c) {
   auto run = store_.GetRun(c.tenant, c.run_id);
   if (!run.ok()) return false;
+  // Not recorded as an attempt: the run ended cancelled with this fence.
+  if (!c.began) return run->state == RunState::kCancelled && run->fence == c.fence;
   return std::any_of(run->attempts.begin(), run->attempts.end(), [&](const AttemptRecord& a) {
     return a.fence == c.fence && a.finished_at && a.outcome == c.attempt_outcome;
   });
@@ -581,6 +587,10 @@ bool Processor::WrittenBefore(const Completion& c) {
 
 void Processor::Reported(const PendingCompletion& p, const Completion& c, const Status& status) {
   const RunRecord& run = p.attempt->run;
+  if (status.code() == StatusCode::kFailedPrecondition && status.message() == kCancelWithdrawn) {
+    RunAgain(p.attempt);
+    return;
+  }
   if (!status.ok()) {
     spdlog::warn("run result rejected run_id={} job_id={} tenant={} node={} fence={}: {}", run.id,
                  run.job_id, run.tenant, options_.node_id, run.fence, status.ToString());
@@ -603,6 +613,37 @@ void Processor::Reported(const PendingCompletion& p, const Completion& c, const 
     on_finished_(finished);
   }
   Release(p.attempt);
+}
+
+// A cancellation of an attempt whose handler never began, refused by the store: it was
+// withdrawn (the run's occurrence was fired again after a pause, or its job created again), or
+// nothing asked for it and the job exists (deleted and created again before the result was
+// written). The run is still this node's, with the same fence: a new attempt of it runs it, at
+// its time, reading its job again.
+void Processor::RunAgain(const std::shared_ptr<Attempt>& cancelled) {
+  const RunRecord& run = cancelled->run;
+  spdlog::info("run run_id={} job_id={} tenant={} node={}: its cancellation was withdrawn, it runs",
+               run.id, run.job_id, run.tenant, options_.node_id);
+  auto again = std::make_shared<Attempt>();
+  again->run = run;
+  {
+    std::lock_guard lock(mu_);
+    again->lease_until = cancelled->lease_until;
+    if (stopping_workers_) {
+      // Handed back with the others when the node stops, or reaped after its lease.
+      active_.erase(again->key());
+      idle_cv_.notify_all();
+      return;
+    }
+    active_[again->key()] = again;
+    if (again->run.available_at > clock_.Now()) {
+      again->held = true;
+      held_.emplace(again->run.available_at, again);
+    } else {
+      queue_.push_back(again);
+    }
+  }
+  work_cv_.notify_all();
 }
 
 Duration Processor::RenewOnce() {

@@ -120,6 +120,7 @@ class Processor {
               const AttemptOutcome& outcome);
   // After the store took (or refused) a result: logs, events, dependencies; frees the attempt.
   void Reported(const PendingCompletion& p, const Completion& c, const Status& status);
+  void RunAgain(const std::shared_ptr<Attempt>& cancelled);
   void CommitLoop();
   // Whether the store holds `c` already: its attempt (by fence) ended with its outcome.
   bool WrittenBefore(const Completion& c);

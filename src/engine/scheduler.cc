@@ -62,6 +62,13 @@ Result<FireRequest> SchedulerActor::PlanJob(const JobRecord& job, TimePoint now,
   } else if (needs_active) {
     ASSIGN_OR_RETURN(active, store_.ActiveRuns(job.spec.tenant, job.spec.id));
   }
+  // A planned occurrence's own run (fired again after a pause, held with its cancellation
+  // requested) is not an earlier run: Fire withdraws the cancellation.
+  std::erase_if(active, [&](const RunRecord& r) {
+    return std::any_of(plan.runs.begin(), plan.runs.end(), [&](const PlannedRun& p) {
+      return r.id == ScheduledRunId(job.spec.id, p.scheduled_at);
+    });
+  });
 
   const int64_t jitter_ms = job.spec.schedule.jitter.count();
   // The overlap policy is decided against the runs that existed before this firing: the runs of
@@ -143,8 +150,11 @@ Result<int> SchedulerActor::Tick() {
         const Result<std::vector<RunRecord>>& a = actives[ref_of[i]];
         if (!a.ok()) return a.status();
         active = &*a;
-        // Early, and its overlap decision depends on runs that may end before its time.
-        if (*job.next_fire > now && !a->empty()) {
+        // Early, and its overlap decision depends on runs that may end before its time (other
+        // than the occurrence's own: see PlanJob).
+        const std::string own = ScheduledRunId(job.spec.id, *job.next_fire);
+        if (*job.next_fire > now &&
+            std::any_of(a->begin(), a->end(), [&](const RunRecord& r) { return r.id != own; })) {
           deferred_ = std::min(deferred_.value_or(*job.next_fire), *job.next_fire);
           continue;
         }

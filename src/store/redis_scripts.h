@@ -722,10 +722,19 @@ if state ~= job.s then
   job_count(state, 1)
   job_event(id, time, 'job.updated', state, job.v)
 end
--- An occurrence fired again whose run was cancelled before any attempt began (by a pause or a
--- delete of its job before its time): the new run takes the old one's id and place.
-local function replace_never_started(r)
-  local old = fields(r.id, {'state', 'attempt', 'job', 'queue', 'started', 'finished', 'created'})
+-- An occurrence fired again after a pause or a delete of its job before its time. Its run
+-- cancelled before any attempt began: the new run takes the old one's id and place (true). Its
+-- run running, asked to cancel (held by a node for its time): the request is withdrawn, and the
+-- node runs it if its handler has not begun (false: the run existed).
+local function fire_again(r)
+  local old = fields(r.id, {'state', 'attempt', 'job', 'queue', 'started', 'finished', 'created',
+                            'cancel', 'node'})
+  if old and old.state == 'running' and old.cancel == '1' then
+    set(old, 'cancel', '')
+    save(old)
+    run_event(old, time, 'run.cancel_withdrawn', {'reason', '"fired again"'})
+    return false
+  end
   if not old or old.state ~= 'cancelled' or (tonumber(old.attempt) or 0) ~= 0 then return false end
   unindex(old)
   local m = lex(old.created, r.id)
@@ -736,7 +745,7 @@ local function replace_never_started(r)
 end
 local created, existed = 0, 0
 for _, r in ipairs(runs) do
-  if insert_run(r) or (not TERMINAL[r.state] and replace_never_started(r)) then
+  if insert_run(r) or (not TERMINAL[r.state] and fire_again(r)) then
     created = created + 1
   else
     existed = existed + 1
@@ -1022,10 +1031,11 @@ inline constexpr char kComplete[] = R"lua(
 -- ARGV[1] number of completions n; then n groups of 12: run id; fence; now ms; new state
 -- (succeeded, failed, timed_out, cancelled or retry_wait); retry_at ms (retry_wait only);
 -- attempt outcome; exit code ("" = none); http status ("" = none); output; error; when the
--- attempt really began ms ("" = as claimed); the whole output's length ("" = the output is
--- whole).
+-- attempt really began ms ("" = as claimed, "-" = it never began: cancelled only); the whole
+-- output's length ("" = the output is whole).
 -- Returns one word per completion, in order: "ok" | "stale" (not running with that fence:
--- nothing recorded for it).
+-- nothing recorded for it) | "cancel_withdrawn" (it never began, and its run's cancellation is
+-- not requested while its job exists: nothing recorded, its holder runs it).
 -- A completion of a run with no attempt recorded (not claimed by claim): the general state
 -- change (unindex, changes, index, save).
 local function complete_general(a)
@@ -1068,6 +1078,31 @@ local function complete_general(a)
   run_event(r, now, nil, extra)
   return 'ok'
 end
+-- A completion whose attempt never began: the run is cancelled without that attempt (the ones
+-- before it stay; none: attempt 0 and no start, so Fire replaces it when its occurrence is fired
+-- again), or refused.
+local ATTEMPT_FIELDS = {'a_num', 'a_node', 'a_fence', 'a_start', 'a_end', 'a_outcome', 'a_error'}
+local function complete_never_began(a)
+  local r = fields(ARGV[a], {'state', 'fence', 'job', 'queue', 'started', 'finished', 'attempts',
+                             'attempt', 'node', 'prio', 'cancel'})
+  if r.cancel ~= '1' and redis.call('EXISTS', P .. 'job:' .. r.job) == 1 then
+    return 'cancel_withdrawn'
+  end
+  -- Checks done; writes.
+  local now = ARGV[a + 2]
+  unindex(r)
+  for _, k in ipairs(ATTEMPT_FIELDS) do set(r, k, '') end
+  set(r, 'attempt', tostring(math.max(0, (tonumber(r.attempt) or 1) - 1)))
+  if not opt(r.attempts) then set(r, 'started', '') end
+  set(r, 'error', ARGV[a + 9])
+  set(r, 'lease', '')
+  set(r, 'state', 'cancelled')
+  set(r, 'finished', now)
+  index(r)
+  save(r)
+  run_event(r, now, nil, {'outcome', '"cancelled"'})
+  return 'ok'
+end
 -- Field k to set to x (hs: HSET arguments), or, when x is empty, to delete (hd: HDEL's).
 local function put(hs, hd, k, x)
   if x == '' then
@@ -1086,6 +1121,7 @@ local function complete(a)
   local v = redis.call('HMGET', key, 'state', 'fence', 'job', 'queue', 'started', 'finished',
                        'a_num', 'attempts', 'attempt', 'node', 'prio')
   if v[1] ~= 'running' or v[2] ~= ARGV[a + 1] then return 'stale' end
+  if ARGV[a + 10] == '-' then return complete_never_began(a) end
   if not v[7] then return complete_general(a) end
   -- Checks done; writes.
   local job, queue, started, finished, attempt = v[3], v[4], v[5] or nil, v[6] or nil, v[9]

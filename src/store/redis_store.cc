@@ -1874,21 +1874,9 @@ Result<std::vector<LeaseStatus>> RedisStore::RenewLeases(std::span<const LeaseRe
 
 namespace {
 
-// Appends the 11 arguments of one completion to `args` (see the complete script).
+// Appends the 12 arguments of one completion to `args` (see the complete script).
 Status AppendCompletion(const Completion& c, std::vector<std::string>& args) {
-  switch (c.state) {
-    case RunState::kSucceeded:
-    case RunState::kFailed:
-    case RunState::kTimedOut:
-    case RunState::kCancelled:
-      break;
-    case RunState::kRetryWait:
-      if (!c.retry_at) return InvalidArgument("retry_wait needs retry_at", "retry_at");
-      break;
-    default:
-      return InvalidArgument(std::string("an attempt cannot end in state ") + RunStateName(c.state),
-                             "state");
-  }
+  RETURN_IF_ERROR(CheckCompletion(c));
   std::string outcome = c.attempt_outcome;
   if (outcome.empty()) {
     outcome = c.state == RunState::kRetryWait ? "failed" : RunStateName(c.state);
@@ -1896,7 +1884,8 @@ Status AppendCompletion(const Completion& c, std::vector<std::string>& args) {
   args.insert(args.end(),
               {c.run_id, std::to_string(c.fence), Ms(c.now), RunStateName(c.state),
                c.state == RunState::kRetryWait ? Ms(*c.retry_at) : "", outcome, OptInt(c.exit_code),
-               OptInt(c.http_status), c.output, c.error, c.started_at ? Ms(*c.started_at) : "",
+               OptInt(c.http_status), c.output, c.error,
+               !c.began ? "-" : c.started_at ? Ms(*c.started_at) : "",
                c.output_bytes ? std::to_string(*c.output_bytes) : ""});
   return Status::Ok();
 }
@@ -1951,6 +1940,8 @@ std::vector<Status> RedisStore::CompleteMany(std::span<const Completion> complet
         s = Status::Ok();
       } else if (r->elements[j].str == "stale") {
         s = FailedPrecondition(kStaleToken);
+      } else if (r->elements[j].str == kCancelWithdrawn) {
+        s = FailedPrecondition(kCancelWithdrawn);
       } else {
         s = Unexpected("complete");
       }

@@ -772,17 +772,28 @@ Result<bool> InsertNewRun(Txn& txn, RunRecord run) {
   return true;
 }
 
-// An occurrence fired again whose run was cancelled before any attempt began (by a pause, or
-// a delete, of the job before the occurrence's time): the new run takes its id and its place.
-Result<bool> ReplaceNeverStarted(Txn& txn, const RunRecord& run) {
+enum class FiredAgain { kNo, kReplaced, kWithdrawn };
+
+// An occurrence fired again after a pause, or a delete, of its job before the occurrence's time.
+// Its run cancelled before any attempt began: the new run takes its id and its place. Its run
+// running, asked to cancel (held by a node for its time): the request is withdrawn. The node
+// runs it if its handler has not begun (see kCancelWithdrawn).
+Result<FiredAgain> FireAgain(Txn& txn, const RunRecord& run, TimePoint now) {
   ASSIGN_OR_RETURN(std::optional<RunRecord> old, LoadRun(txn, run.tenant, run.id));
-  if (!old || !NeverStarted(*old)) return false;
+  if (old && old->state == RunState::kRunning && old->cancel_requested) {
+    old->cancel_requested = false;
+    RETURN_IF_ERROR(SaveRun(txn, *old));
+    RETURN_IF_ERROR(RunEvent(txn, *old, now, {{"reason", "fired again"}}, "run.cancel_withdrawn"));
+    return FiredAgain::kWithdrawn;
+  }
+  if (!old || !NeverStarted(*old)) return FiredAgain::kNo;
   {
     ASSIGN_OR_RETURN(Stmt st, txn.Prepare("DELETE FROM runs WHERE tenant = ?1 AND id = ?2"));
     st.Text(1, run.tenant).Text(2, run.id);
     RETURN_IF_ERROR(st.Run());
   }
-  return InsertNewRun(txn, run);
+  ASSIGN_OR_RETURN(bool inserted, InsertNewRun(txn, run));
+  return inserted ? FiredAgain::kReplaced : FiredAgain::kNo;
 }
 
 std::string TimeText(const std::optional<TimePoint>& t) {
@@ -843,7 +854,8 @@ Result<FireResult> FireInTxn(Txn& txn, const FireRequest& request) {
   for (const RunRecord& run : request.runs) {
     ASSIGN_OR_RETURN(bool inserted, InsertNewRun(txn, run));
     if (!inserted && !IsTerminal(run.state)) {
-      ASSIGN_OR_RETURN(inserted, ReplaceNeverStarted(txn, run));
+      ASSIGN_OR_RETURN(FiredAgain again, FireAgain(txn, run, fire_time));
+      inserted = again == FiredAgain::kReplaced;
     }
     ++(inserted ? result.created : result.existed);
   }
@@ -855,26 +867,34 @@ Result<FireResult> FireInTxn(Txn& txn, const FireRequest& request) {
   return result;
 }
 
+// A completion whose attempt never began, of a running `run` with the completion's fence: the
+// run is cancelled without that attempt (see Completion::began), or the cancellation is refused
+// (kCancelWithdrawn).
+Status CompleteNeverBegan(Txn& txn, RunRecord& run, const Completion& completion) {
+  if (!run.cancel_requested) {
+    ASSIGN_OR_RETURN(std::optional<JobRecord> job, LoadJob(txn, run.tenant, run.job_id));
+    if (job) return FailedPrecondition(kCancelWithdrawn);
+  }
+  if (!run.attempts.empty()) run.attempts.pop_back();
+  run.attempt = std::max(0, run.attempt - 1);
+  if (run.attempts.empty()) run.started_at.reset();
+  run.error = completion.error;
+  run.lease_deadline.reset();
+  run.state = RunState::kCancelled;
+  run.finished_at = completion.now;
+  RETURN_IF_ERROR(SaveRun(txn, run));
+  return RunEvent(txn, run, completion.now, {{"outcome", "cancelled"}});
+}
+
 // Complete inside `txn`; on error the caller rolls back what it wrote.
 Status CompleteInTxn(Txn& txn, const Completion& completion) {
-  switch (completion.state) {
-    case RunState::kSucceeded:
-    case RunState::kFailed:
-    case RunState::kTimedOut:
-    case RunState::kCancelled:
-      break;
-    case RunState::kRetryWait:
-      if (!completion.retry_at) return InvalidArgument("retry_wait needs retry_at", "retry_at");
-      break;
-    default:
-      return InvalidArgument(
-          std::string("an attempt cannot end in state ") + RunStateName(completion.state), "state");
-  }
+  RETURN_IF_ERROR(CheckCompletion(completion));
   ASSIGN_OR_RETURN(std::optional<RunRecord> run,
                    LoadRun(txn, completion.tenant, completion.run_id));
   if (!run || run->state != RunState::kRunning || run->fence != completion.fence) {
     return FailedPrecondition(kStaleToken);
   }
+  if (!completion.began) return CompleteNeverBegan(txn, *run, completion);
   std::string outcome = completion.attempt_outcome;
   if (outcome.empty()) {
     outcome = completion.state == RunState::kRetryWait ? "failed" : RunStateName(completion.state);

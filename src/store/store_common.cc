@@ -43,6 +43,28 @@ void CutOutput(RunRecord& run, size_t tail) {
   run.output.erase(0, cut);
 }
 
+Status CheckCompletion(const Completion& c) {
+  switch (c.state) {
+    case RunState::kSucceeded:
+    case RunState::kFailed:
+    case RunState::kTimedOut:
+    case RunState::kCancelled:
+      break;
+    case RunState::kRetryWait:
+      if (!c.retry_at) return InvalidArgument("retry_wait needs retry_at", "retry_at");
+      break;
+    default:
+      return InvalidArgument(std::string("an attempt cannot end in state ") + RunStateName(c.state),
+                             "state");
+  }
+  if (!c.began && c.state != RunState::kCancelled) {
+    return InvalidArgument(std::string("an attempt that never began cannot end ") +
+                               RunStateName(c.state) + ": only cancelled",
+                           "began");
+  }
+  return Status::Ok();
+}
+
 Status LastAdminKey(const std::string& id) {
   return Status(StatusCode::kFailedPrecondition,
                 "key " + id + " is the last admin key: create another admin key before revoking it",

@@ -20,6 +20,10 @@ Status CheckNewRuns(const std::string& tenant, const std::string& job_id,
 // built without one, the newest run committed with them, else the expected fire.
 TimePoint FireTime(const FireRequest& request);
 
+// Store::Complete's checks of a completion before it is applied: an end state an attempt can
+// have (kRetryWait with retry_at), and `began` false with kCancelled only.
+Status CheckCompletion(const Completion& completion);
+
 // A run that Fire may replace with the same occurrence fired again: cancelled before any of its
 // attempts began (attempt 0).
 inline bool NeverStarted(const RunRecord& run) {

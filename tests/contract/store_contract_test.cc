@@ -628,6 +628,164 @@ TEST_P(StoreContractTest, FireReplacesARunCancelledBeforeItsFirstAttempt) {
   EXPECT_EQ(claimed.attempt, 1);
 }
 
+// A completion whose attempt never began (cancelled while held for its time) records no attempt:
+// a first one leaves the run at attempt 0 with no start, so its occurrence fired again replaces
+// it; a later one leaves the attempts before it. It can only end cancelled.
+TEST_P(StoreContractTest, ACancellationBeforeTheHandlerBeganRecordsNoAttempt) {
+  Create(MakeJob("default", "cron", At(60)));
+  Enqueue({MakeRun("default", "cron", "cron@60000", At(60)),
+           MakeRun("default", "cron", "retried", At(10))});
+  RunRecord retried = Claim("n1", At(10)).at(0);
+  ASSERT_EQ(retried.id, "retried");
+  ASSERT_TRUE(store_
+                  ->Complete({.tenant = "default",
+                              .run_id = retried.id,
+                              .fence = retried.fence,
+                              .now = At(11),
+                              .state = RunState::kRetryWait,
+                              .retry_at = At(20),
+                              .attempt_outcome = "failed",
+                              .error = "boom"})
+                  .ok());
+  retried = Claim("n1", At(20)).at(0);
+  RunRecord held = Claim("n1", At(60)).at(0);
+  ASSERT_EQ(held.id, "cron@60000");
+  ASSERT_TRUE(store_->CancelRun("default", held.id, At(58)).ok());
+  ASSERT_TRUE(store_->CancelRun("default", retried.id, At(58)).ok());
+
+  Completion never_began{.tenant = "default",
+                         .run_id = held.id,
+                         .fence = held.fence,
+                         .now = At(60),
+                         .state = RunState::kSucceeded,
+                         .error = "cancelled before it started",
+                         .began = false};
+  Status s = store_->Complete(never_began);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_EQ(s.field(), "began");
+  never_began.state = RunState::kCancelled;
+  ASSERT_TRUE(store_->Complete(never_began).ok());
+  RunRecord run = MustGetRun("default", held.id);
+  EXPECT_EQ(run.state, RunState::kCancelled);
+  EXPECT_EQ(run.attempt, 0);
+  EXPECT_TRUE(run.attempts.empty());
+  EXPECT_EQ(run.started_at, std::nullopt);
+  EXPECT_EQ(run.finished_at, At(60));
+  EXPECT_EQ(run.error, "cancelled before it started");
+  EXPECT_EQ(store_->Complete(never_began).message(), "stale_token") << "once";
+
+  never_began.run_id = retried.id;
+  never_began.fence = retried.fence;
+  ASSERT_TRUE(store_->Complete(never_began).ok());
+  run = MustGetRun("default", retried.id);
+  EXPECT_EQ(run.state, RunState::kCancelled);
+  EXPECT_EQ(run.attempt, 1);
+  ASSERT_EQ(run.attempts.size(), 1u);
+  EXPECT_EQ(run.attempts[0].outcome, "failed");
+  EXPECT_EQ(run.attempts[0].error, "boom");
+  EXPECT_EQ(run.started_at, At(10));
+
+  auto fired = store_->Fire({.tenant = "default",
+                             .job_id = "cron",
+                             .expected_version = 1,
+                             .expected_next_fire = At(60),
+                             .next_fire = At(120),
+                             .runs = {MakeRun("default", "cron", "cron@60000", At(60))},
+                             .now = At(61)});
+  ASSERT_TRUE(fired.ok()) << fired.status().ToString();
+  EXPECT_EQ(fired->created, 1) << "the occurrence fired again replaces it";
+  EXPECT_EQ(MustGetRun("default", held.id).state, RunState::kQueued);
+  auto counts = store_->CountRuns("default", "cron");
+  ASSERT_TRUE(counts.ok());
+  std::map<RunState, int64_t> by_state;
+  for (const RunCount& c : *counts) by_state[c.state] += c.count;
+  EXPECT_EQ(by_state,
+            (std::map<RunState, int64_t>{{RunState::kQueued, 1}, {RunState::kCancelled, 1}}));
+}
+
+// An occurrence fired again while its run is held with its cancellation requested (a pause, or a
+// delete with kill_running, then a resume or a re-create, before its time): the request is
+// withdrawn, and the holder's cancellation before the handler began is refused
+// ("cancel_withdrawn", nothing recorded), so it runs the run after all. A never-began
+// cancellation that nothing requested is refused too while the job exists, and taken once the
+// job is gone (deleted without kill_running: the held run is cancelled when it would start).
+TEST_P(StoreContractTest, AnOccurrenceFiredAgainWithdrawsItsHeldRunsCancellation) {
+  Create(MakeJob("default", "cron", At(60)));
+  FireRequest fire{.tenant = "default",
+                   .job_id = "cron",
+                   .expected_version = 1,
+                   .expected_next_fire = At(60),
+                   .next_fire = At(120),
+                   .runs = {MakeRun("default", "cron", "cron@60000", At(60))},
+                   .now = At(59)};
+  ASSERT_TRUE(store_->Fire(fire).ok());
+  auto claimed = store_->ClaimRuns(
+      {.node = "n1", .now = At(59), .max_runs = 1, .horizon = At(60), .after = At(59)});
+  ASSERT_TRUE(claimed.ok()) << claimed.status().ToString();
+  ASSERT_EQ(claimed->size(), 1u) << "held for its time";
+  const RunRecord held = claimed->at(0);
+  ASSERT_TRUE(store_->CancelRun("default", held.id, At(59)).ok());
+  ASSERT_TRUE(MustGetRun("default", held.id).cancel_requested);
+
+  fire.expected_next_fire = At(120);
+  fire.next_fire = At(180);
+  fire.now = At(59) + Duration(500);
+  auto fired = store_->Fire(fire);
+  ASSERT_TRUE(fired.ok()) << fired.status().ToString();
+  EXPECT_EQ(fired->existed, 1);
+  RunRecord run = MustGetRun("default", held.id);
+  EXPECT_EQ(run.state, RunState::kRunning);
+  EXPECT_FALSE(run.cancel_requested) << "withdrawn";
+  EXPECT_EQ(run.fence, held.fence) << "still its holder's";
+  const std::vector<Event> events = AllEvents("default");
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().type, "run.cancel_withdrawn");
+  EXPECT_EQ(events.back().run_id, held.id);
+  auto renewed = store_->RenewLeases(std::vector<LeaseRef>{{"default", held.id, held.fence}},
+                                     At(60), Duration(15000));
+  ASSERT_TRUE(renewed.ok());
+  EXPECT_EQ(renewed->at(0), LeaseStatus::kRenewed) << "no longer asked to stop";
+
+  Completion never_began{.tenant = "default",
+                         .run_id = held.id,
+                         .fence = held.fence,
+                         .now = At(60),
+                         .state = RunState::kCancelled,
+                         .error = "cancelled before it started",
+                         .began = false};
+  Status refused = store_->Complete(never_began);
+  EXPECT_EQ(refused.code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(refused.message(), kCancelWithdrawn);
+  run = MustGetRun("default", held.id);
+  EXPECT_EQ(run.state, RunState::kRunning) << "nothing recorded";
+  EXPECT_EQ(run.attempt, 1);
+  ASSERT_TRUE(store_
+                  ->Complete({.tenant = "default",
+                              .run_id = held.id,
+                              .fence = held.fence,
+                              .now = At(61),
+                              .state = RunState::kSucceeded,
+                              .started_at = At(60)})
+                  .ok());
+  run = MustGetRun("default", held.id);
+  EXPECT_EQ(run.state, RunState::kSucceeded);
+  EXPECT_EQ(run.attempt, 1);
+
+  // Nothing asked to cancel it: refused while the job exists, taken once it is gone.
+  Enqueue({MakeRun("default", "cron", "manual", At(70))});
+  RunRecord other = Claim("n1", At(70)).at(0);
+  never_began.run_id = other.id;
+  never_began.fence = other.fence;
+  never_began.error = "job deleted before the run started";
+  EXPECT_EQ(store_->Complete(never_began).message(), kCancelWithdrawn);
+  ASSERT_TRUE(store_->DeleteJob("default", "cron", At(71), /*kill_running=*/false).ok());
+  ASSERT_TRUE(store_->Complete(never_began).ok());
+  run = MustGetRun("default", other.id);
+  EXPECT_EQ(run.state, RunState::kCancelled);
+  EXPECT_EQ(run.attempt, 0);
+  EXPECT_EQ(run.error, "job deleted before the run started");
+}
+
 // A list that asks for the tail of each output gets it cut in the store, at a character
 // start, with the whole length; a short output, and a list that does not ask, are whole. A run
 // whose handler wrote more than it kept (output_bytes at its completion) keeps that length.

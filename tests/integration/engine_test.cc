@@ -152,13 +152,17 @@ class AheadTest : public ::testing::Test {
     ASSERT_TRUE(h.node().processor().ClaimOnce().ok());
     ASSERT_EQ(h.Run(id)->state, RunState::kRunning) << "held ahead";
   }
-  // At its time, the held run ends cancelled with `error`, its handler never begun.
+  // At its time, the held run ends cancelled with `error`, its handler never begun, and with no
+  // attempt recorded.
   void ExpectCancelledAtItsTimeUnbegun(const std::string& error) {
     h.Advance(250ms);
     ASSERT_TRUE(h.events.Wait(EventType::kRunCancelled, id));
     const auto run = h.Run(id);
     EXPECT_EQ(run->state, RunState::kCancelled);
-    EXPECT_EQ(run->attempts.back().error, error);
+    EXPECT_EQ(run->error, error);
+    EXPECT_EQ(run->attempt, 0);
+    EXPECT_TRUE(run->attempts.empty());
+    EXPECT_FALSE(run->started_at);
     EXPECT_TRUE(h.seen.Began(id).empty()) << "the handler never began";
   }
 
@@ -269,6 +273,59 @@ TEST_F(AheadTest, AJobPausedWhileItsOccurrenceIsHeldDoesNotRunIt) {
   ASSERT_NO_FATAL_FAILURE(HoldTheOccurrence());
   ASSERT_TRUE(h.node().jobs().Pause("default", "every-minute").value());
   ExpectCancelledAtItsTimeUnbegun("cancelled before it started");
+}
+
+// Paused and resumed while the node holds the occurrence for its time: the resume fires it
+// again, which withdraws the pause's cancellation, and the node runs it at its time, once.
+TEST_F(AheadTest, AJobPausedAndResumedWhileItsOccurrenceIsHeldRunsIt) {
+  ASSERT_NO_FATAL_FAILURE(HoldTheOccurrence());
+  ASSERT_TRUE(h.node().jobs().Pause("default", "every-minute").value());
+  ASSERT_TRUE(h.Run(id)->cancel_requested);
+  h.Advance(100ms);
+  ASSERT_TRUE(h.node().jobs().Resume("default", "every-minute").value());
+  EXPECT_EQ(h.Job("every-minute")->next_fire, due) << "the pause went back to the occurrence";
+  h.Tick();
+  EXPECT_FALSE(h.Run(id)->cancel_requested) << "withdrawn";
+  EXPECT_EQ(h.Job("every-minute")->next_fire, due + 1min);
+  h.Advance(150ms);
+  ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, id));
+  EXPECT_EQ(h.seen.Began(id), std::vector<TimePoint>{due});
+  const auto run = h.Run(id);
+  EXPECT_EQ(run->state, RunState::kSucceeded);
+  EXPECT_EQ(run->attempt, 1);
+  EXPECT_EQ(run->attempts.size(), 1u);
+  EXPECT_EQ(h.Runs("every-minute").size(), 1u);
+}
+
+// Paused while held, resumed after the occurrence's time: the held run ended cancelled with no
+// attempt, so the occurrence missed while paused follows the misfire policy (fire_once, within
+// the grace: it runs, late, once), as one only queued would.
+TEST_F(AheadTest, AJobPausedWhileItsOccurrenceIsHeldAndResumedAfterItRunsItLate) {
+  ASSERT_NO_FATAL_FAILURE(HoldTheOccurrence());
+  ASSERT_TRUE(h.node().jobs().Pause("default", "every-minute").value());
+  ExpectCancelledAtItsTimeUnbegun("cancelled before it started");
+  h.Advance(10s);
+  ASSERT_TRUE(h.node().jobs().Resume("default", "every-minute").value());
+  EXPECT_EQ(h.Tick(), 1);
+  ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, id));
+  EXPECT_EQ(h.seen.Began(id), std::vector<TimePoint>{due + 10s});
+  EXPECT_EQ(h.Run(id)->attempt, 1);
+  EXPECT_EQ(h.Runs("every-minute").size(), 1u);
+}
+
+// Deleted with its running runs killed while the node holds the occurrence, and created again:
+// the new job's fire withdraws the cancellation, and the occurrence runs at its time, once.
+TEST_F(AheadTest, AJobDeletedWithKillAndCreatedAgainWhileItsOccurrenceIsHeldRunsIt) {
+  ASSERT_NO_FATAL_FAILURE(HoldTheOccurrence());
+  ASSERT_TRUE(h.node().jobs().Delete("default", "every-minute", true).ok());
+  ASSERT_TRUE(h.Run(id)->cancel_requested);
+  h.MustCreate(CronSpec("every-minute", "* * * * *", "probe"));
+  h.Tick();
+  EXPECT_FALSE(h.Run(id)->cancel_requested) << "withdrawn";
+  h.Advance(250ms);
+  ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, id));
+  EXPECT_EQ(h.seen.Began(id), std::vector<TimePoint>{due});
+  EXPECT_EQ(h.Run(id)->attempt, 1);
 }
 
 // An occurrence whose time came before the pause is not the pause's: a run waiting to retry
