@@ -125,6 +125,7 @@ Result<Duration> ParseDuration(std::string_view text) {
   if (text.empty()) return error("empty (expected e.g. 90s, 5m, 1h30m)");
   constexpr int64_t kMaxMillis = int64_t{100} * 366 * 24 * 3600 * 1000;
   int64_t total = 0;
+  int64_t last_scale = 0;  // of the previous unit: each unit is smaller than the one before
   size_t pos = 0;
   while (pos < text.size()) {
     size_t start = pos;
@@ -154,6 +155,10 @@ Result<Duration> ParseDuration(std::string_view text) {
     } else {
       return error("unknown unit '" + std::string(unit) + "' (expected ms, s, m, h or d)");
     }
+    if (last_scale != 0 && scale >= last_scale) {
+      return error("each unit once, largest first (e.g. 1h30m, not 30m1h or 1h1h)");
+    }
+    last_scale = scale;
     if (n > (kMaxMillis - total) / scale) return error("longer than 100 years");
     total += n * scale;
   }

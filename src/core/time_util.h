@@ -21,8 +21,9 @@ std::string FormatRfc3339(TimePoint t);
 // "2024-03-10T07:00:00Z": UTC, whole seconds (the fractional part is dropped).
 std::string FormatRfc3339Seconds(TimePoint t);
 
-// Parses a duration as a sequence of <integer><unit>, unit one of ms, s, m, h, d:
-// "90s", "5m", "1h30m", "250ms". The total must be positive and at most 100 years.
+// Parses a duration as a sequence of <integer><unit>, unit one of ms, s, m, h, d, each unit at
+// most once and largest first: "90s", "5m", "1h30m", "250ms". The total must be positive and at
+// most 100 years.
 Result<Duration> ParseDuration(std::string_view text);
 // The shortest form ParseDuration reads back to the same value: "1h30m", "250ms", "0s".
 std::string FormatDuration(Duration d);

@@ -216,6 +216,16 @@ TEST(ParseDurationTest, AFractionIsRefusedWithTheWayToWriteIt) {
   EXPECT_THAT(ParseDuration("15").status().message(), HasSubstr("missing unit"));
 }
 
+// "1h1h" is not two hours, nor "30m1h" ninety minutes: a repeated or out-of-order unit is more
+// likely a typo than a sum.
+TEST(ParseDurationTest, EachUnitComesOnceLargestFirst) {
+  for (const char* text : {"1h1h", "30m1h", "1s1m", "5ms5ms", "1h30m1h"}) {
+    Result<Duration> d = ParseDuration(text);
+    ASSERT_FALSE(d.ok()) << text << " parsed as " << d->count() << "ms";
+    EXPECT_THAT(d.status().message(), HasSubstr("each unit once, largest first")) << text;
+  }
+}
+
 TEST(FormatDurationTest, Examples) {
   EXPECT_EQ(FormatDuration(hours(1) + minutes(30)), "1h30m");
   EXPECT_EQ(FormatDuration(Duration(250)), "250ms");
