@@ -490,4 +490,8 @@ class Store {
 // or a malformed URL; kUnavailable when the store cannot be reached.
 Result<std::unique_ptr<Store>> OpenStore(const std::string& url);
 
+// The store URL with its password, if any, masked ("redis://user:***@host:6379"): for messages
+// and logs.
+std::string RedactStoreUrl(const std::string& url);
+
 }  // namespace jobsched

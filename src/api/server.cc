@@ -17,6 +17,7 @@
 #include "api/views.h"
 #include "core/cron.h"
 #include "core/http_url.h"
+#include "core/log_fields.h"
 #include "core/job_codec.h"
 #include "core/policy.h"
 #include "core/time_util.h"
@@ -557,8 +558,8 @@ std::optional<HttpError> ApiServer::Impl::Authorize(const Route& route, Call& ca
 
 void ApiServer::Impl::Audit(const Call& call, const Route& route, int status) {
   const std::string what = std::string(route.info.method) + " " + call.req.path;
-  spdlog::info("audit who={} role={} tenant={} what=\"{}\" status={}", call.who.key_id,
-               RoleName(call.who.role), call.tenant, what, status);
+  spdlog::info("audit who={} role={} tenant={} what={} status={}", call.who.key_id,
+               RoleName(call.who.role), call.tenant, LogValue(what), status);
   Event e{.tenant = call.tenant,
           .time = node_.clock().Now(),
           .type = "audit",

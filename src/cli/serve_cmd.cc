@@ -1,6 +1,7 @@
 #include "cli/serve_cmd.h"
 
 #include <fcntl.h>
+#include <nlohmann/json.hpp>
 #include <signal.h>
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -24,6 +25,7 @@
 #include "api/server.h"
 #include "cli/cli.h"
 #include "core/job_codec.h"
+#include "core/log_fields.h"
 #include "engine/node.h"
 
 namespace jobsched::cli {
@@ -300,60 +302,38 @@ namespace {
 
 // ---- Logging ------------------------------------------------------------------------------
 
-// %j: the message as JSON: "msg" plus every key=value token as its own field.
+// %j: the message as JSON: "msg" plus its key=value fields (LogFields), each its own field.
 class JsonMessageFlag final : public spdlog::custom_flag_formatter {
  public:
   void format(const spdlog::details::log_msg& msg, const std::tm&,
               spdlog::memory_buf_t& dest) override {
     const std::string_view text(msg.payload.data(), msg.payload.size());
-    std::string out = "\"msg\":" + Escape(text);
-    size_t pos = 0;
-    while (pos < text.size()) {
-      size_t end = text.find(' ', pos);
-      if (end == std::string_view::npos) end = text.size();
-      const std::string_view token = text.substr(pos, end - pos);
-      const size_t eq = token.find('=');
-      if (eq != std::string_view::npos && eq > 0 &&
-          token.substr(0, eq).find_first_not_of("abcdefghijklmnopqrstuvwxyz_") ==
-              std::string_view::npos) {
-        std::string_view value = token.substr(eq + 1);
-        if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
-          value = value.substr(1, value.size() - 2);
-        out += "," + Escape(token.substr(0, eq)) + ":" + Escape(value);
-      }
-      pos = end + 1;
+    nlohmann::ordered_json fields = nlohmann::ordered_json::object();
+    fields["msg"] = text;
+    for (auto& [key, value] : LogFields(text)) {
+      if (key == "time" || key == "level" || key == "msg") continue;  // the record's own
+      fields[key] = std::move(value);
     }
-    dest.append(out.data(), out.data() + out.size());
+    // Not valid UTF-8 (a handler's output, say) is replaced, not an exception.
+    const std::string out =
+        fields.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+    dest.append(out.data() + 1, out.data() + out.size() - 1);  // inside the braces
   }
   std::unique_ptr<custom_flag_formatter> clone() const override {
     return std::make_unique<JsonMessageFlag>();
   }
+};
 
- private:
-  static std::string Escape(std::string_view s) {
-    std::string out = "\"";
-    for (unsigned char c : s) {
-      switch (c) {
-        case '"':
-          out += "\\\"";
-          break;
-        case '\\':
-          out += "\\\\";
-          break;
-        case '\n':
-          out += "\\n";
-          break;
-        default:
-          if (c < 0x20) {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\u%04x", c);
-            out += buf;
-          } else {
-            out += static_cast<char>(c);
-          }
-      }
-    }
-    return out + "\"";
+// %V: the message with its control characters escaped: a record is one line whatever it holds.
+class EscapedMessageFlag final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    const std::string out = EscapeControl({msg.payload.data(), msg.payload.size()});
+    dest.append(out.data(), out.data() + out.size());
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<EscapedMessageFlag>();
   }
 };
 
@@ -363,6 +343,10 @@ void SetUpLogging(const ServeConfig& c) {
     auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
     formatter->add_flag<JsonMessageFlag>('j').set_pattern(
         R"({"time":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l",%j})");
+    logger->set_formatter(std::move(formatter));
+  } else {
+    auto formatter = std::make_unique<spdlog::pattern_formatter>();
+    formatter->add_flag<EscapedMessageFlag>('V').set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%n] [%^%l%$] %V");
     logger->set_formatter(std::move(formatter));
   }
   logger->set_level(spdlog::level::from_str(c.log_level));
@@ -482,7 +466,7 @@ int RunServe(const ServeConfig& c) {
   if (!node.ok()) {
     return fail(node.status().code() == StatusCode::kInvalidArgument
                     ? "cannot start the node"
-                    : "cannot open the store " + options.store_url,
+                    : "cannot open the store " + RedactStoreUrl(options.store_url),
                 node.status());
   }
   auto server = api::ApiServer::Create(**node, {.listen = c.listen,
@@ -512,7 +496,7 @@ int RunServe(const ServeConfig& c) {
     listening = listening.substr(0, colon + 1) + std::to_string((*server)->port());
   }
   spdlog::info("jobsched serve ready: node {} store {} listen {}", (*node)->options().node_id,
-               options.store_url, listening);
+               RedactStoreUrl(options.store_url), listening);
 
   int sig = 0;
   sigwait(&signals, &sig);

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "core/log_fields.h"
 #include "core/policy.h"
 #include "engine/failure_log.h"
 #include "engine/scheduler.h"
@@ -135,7 +136,7 @@ Result<int> DependencyActor::Evaluate(const std::string& tenant, const std::stri
     const RunRecord& run = req.runs.front();
     spdlog::info("run {} run_id={} job_id={} tenant={} reason=dependency{}",
                  RunStateName(run.state), run.id, job_id, tenant,
-                 run.error.empty() ? "" : " error=" + run.error);
+                 run.error.empty() ? "" : " error=" + LogValue(run.error));
     if (run.state == RunState::kSkipped) {
       SchedulerEvent skipped = RunEvent(EventType::kRunSkipped, run);
       skipped.error = run.error;

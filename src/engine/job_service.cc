@@ -191,8 +191,8 @@ std::optional<TimePoint> JobService::FirstFiredAhead(const JobRecord& job) {
 void JobService::CancelFiredAhead(const JobRecord& job) {
   auto active = store_.ActiveRuns(job.spec.tenant, job.spec.id);
   if (!active.ok()) {
-    spdlog::warn("job paused, but its runs fired ahead were not read: {} job_id={} tenant={}",
-                 active.status().message(), job.spec.id, job.spec.tenant);
+    spdlog::warn("job paused, but its runs fired ahead were not read job_id={} tenant={}: {}",
+                 job.spec.id, job.spec.tenant, active.status().message());
     return;
   }
   for (const RunRecord& run : *active) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <unordered_map>
 
+#include "core/log_fields.h"
 #include "core/policy.h"
 
 namespace jobsched {
@@ -599,7 +600,7 @@ void Processor::Reported(const PendingCompletion& p, const Completion& c, const 
   }
   spdlog::info("run {} run_id={} job_id={} tenant={} node={} attempt={}{}{}", RunStateName(c.state),
                run.id, run.job_id, run.tenant, options_.node_id, run.attempt,
-               c.error.empty() ? "" : " error=", c.error);
+               c.error.empty() ? "" : " error=", c.error.empty() ? "" : LogValue(c.error));
   SchedulerEvent finished_event = RunEvent(p.event, run);
   finished_event.error = c.error;
   finished_event.duration = c.now - p.attempt->started;

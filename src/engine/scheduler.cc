@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "core/log_fields.h"
 #include "core/policy.h"
 
 namespace jobsched {
@@ -106,8 +107,8 @@ void SchedulerActor::Fired(const FireRequest& request) {
   }
   for (const RunRecord& run : request.runs) {
     if (run.state == RunState::kSkipped) {
-      spdlog::info("run skipped run_id={} job_id={} tenant={} reason=\"{}\"", run.id, run.job_id,
-                   run.tenant, run.error);
+      spdlog::info("run skipped run_id={} job_id={} tenant={} reason={}", run.id, run.job_id,
+                   run.tenant, LogValue(run.error));
       SchedulerEvent skipped = RunEvent(EventType::kRunSkipped, run);
       skipped.error = run.error;
       events_.Emit(skipped);

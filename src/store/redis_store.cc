@@ -1149,8 +1149,9 @@ std::string FormatDouble(double v) {
 
 // ---- URLs ---------------------------------------------------------------------------------
 
-// The URL with its password (if any) masked, for messages.
-std::string RedactUrl(const std::string& url) {
+}  // namespace
+
+std::string RedactStoreUrl(const std::string& url) {
   const size_t start = url.find("://");
   const size_t at = url.rfind('@');
   if (start == std::string::npos || at == std::string::npos || at < start) return url;
@@ -1158,6 +1159,8 @@ std::string RedactUrl(const std::string& url) {
   const size_t from = colon != std::string::npos && colon < at ? colon + 1 : start + 3;
   return url.substr(0, from) + "***" + url.substr(at);
 }
+
+namespace {
 
 bool PercentDecode(std::string_view in, std::string& out) {
   out.clear();
@@ -1214,7 +1217,7 @@ Result<std::unique_ptr<RedisStore>> RedisStore::Open(const RedisOptions& options
 
 Result<RedisOptions> RedisStore::ParseUrl(const std::string& url) {
   auto bad = [&](const std::string& why) {
-    return InvalidArgument("store url '" + RedactUrl(url) + "': " + why +
+    return InvalidArgument("store url '" + RedactStoreUrl(url) + "': " + why +
                                "; expected redis://[user:password@]host:port[/db]",
                            "store");
   };

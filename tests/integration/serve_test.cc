@@ -376,6 +376,69 @@ TEST_F(ServeProcessTest, JsonLogsCarryRunTransitionsAsFields) {
   EXPECT_TRUE(found);
 }
 
+// What a job's author writes (here a builtin handler name, which the run's error repeats) cannot
+// forge a log record: not a line of its own in the text format, not a field (level, tenant) in
+// the JSON format.
+class ServeLogForgeryTest : public ServeProcessTest,
+                            public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(ServeLogForgeryTest, AJobCannotForgeALogRecord) {
+  const std::string format = GetParam();
+  const auto [port, key] = StartServing({"--log-format", format});
+  ASSERT_GT(port, 0);
+  httplib::Client client("127.0.0.1", port);
+  const httplib::Headers auth{{"Authorization", "Bearer " + key}};
+  const std::string forged = "[2020-01-01 00:00:00.000] [jobsched] [critical] FORGED";
+  const nlohmann::json spec = {
+      {"id", "forger"},
+      {"handler",
+       {{"type", "builtin"}, {"name", "x\" level=critical tenant=other\n" + forged}}}};
+  auto made = client.Post("/v1/tenants/default/jobs", auth, spec.dump(), "application/json");
+  ASSERT_TRUE(made);
+  ASSERT_EQ(made->status, 201) << made->body;
+  ASSERT_NO_FATAL_FAILURE(TriggerJob(client, auth, "forger"));
+  bool seen = false;
+  for (int i = 0; i < 1500 && !seen; ++i) {
+    seen = Log().find("run failed") != std::string::npos;
+    if (!seen) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(seen) << Log();
+  std::istringstream lines(Log());
+  bool found = false;
+  for (std::string line; std::getline(lines, line);) {
+    EXPECT_FALSE(line.starts_with("[2020-01-01")) << "a forged line: " << line;
+    if (format == "text") {
+      if (line.find("run failed") == std::string::npos) continue;
+      found = true;
+      EXPECT_THAT(line, HasSubstr(R"(error="no handler named 'x\" level=critical tenant=other\n[2020)"));
+      continue;
+    }
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << line;
+    if (!j["msg"].get<std::string>().starts_with("run failed")) continue;
+    found = true;
+    EXPECT_EQ(j["level"], "info") << line;
+    EXPECT_EQ(j["tenant"], "default") << line;
+    EXPECT_EQ(j["job_id"], "forger") << line;
+    EXPECT_THAT(j["error"].get<std::string>(),
+                HasSubstr("x\" level=critical tenant=other\n" + forged))
+        << line;
+  }
+  EXPECT_TRUE(found) << Log();
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, ServeLogForgeryTest, ::testing::Values("text", "json"));
+
+// The password of a Redis store URL is masked wherever serve logs the URL.
+TEST_F(ServeProcessTest, TheStorePasswordIsNotLogged) {
+  Start({"--listen", "127.0.0.1:0", "--data-dir", (dir_ / "data").string(), "--store",
+         "redis://default:SECRETPW@127.0.0.1:1"});
+  EXPECT_NE(WaitExit(), 0);
+  const std::string log = Log();
+  EXPECT_THAT(log, HasSubstr("cannot open the store redis://default:***@127.0.0.1:1"));
+  EXPECT_THAT(log, Not(HasSubstr("SECRETPW")));
+}
+
 // limits.cpu_cores needs a cgroup_parent: a node without one runs the job and says, once, that
 // the limit is not applied.
 TEST_F(ServeProcessTest, CpuCoresOnANodeWithoutACgroupParentIsLoggedAsNotApplied) {
