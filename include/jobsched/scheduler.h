@@ -95,6 +95,9 @@ struct SchedulerEvent {
   std::string error;
   std::string queue;
   TimePoint scheduled_at{};  // the occurrence's nominal time (runs)
+  // When the attempt could start (runs): the occurrence's time plus its jitter, a retry's time,
+  // or when the run was queued (a trigger, a run handed back after a lost lease).
+  TimePoint available_at{};
   Duration duration{0};      // the attempt's run time (finished runs)
 };
 

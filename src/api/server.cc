@@ -375,8 +375,9 @@ void ApiServer::Impl::OnEngineEvent(const SchedulerEvent& e) {
   auto seconds = [](Duration d) { return std::chrono::duration<double>(d).count(); };
   switch (e.type) {
     case EventType::kRunStarted:
+      // How late the node was: not a retry's backoff or a jitter, which are asked for.
       metrics_.Observe("jobsched_fire_delay_seconds", "tenant=\"" + Metrics::Label(e.tenant) + "\"",
-                       std::max(0.0, seconds(node_.clock().Now() - e.scheduled_at)));
+                       std::max(0.0, seconds(node_.clock().Now() - e.available_at)));
       break;
     case EventType::kRunSucceeded:
     case EventType::kRunFailed:

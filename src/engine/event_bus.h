@@ -11,7 +11,8 @@
 
 namespace jobsched {
 
-// The event of `type` about a run: its tenant, job, id, attempt, queue and scheduled time.
+// The event of `type` about a run: its tenant, job, id, attempt, queue, scheduled and available
+// times.
 inline SchedulerEvent RunEvent(EventType type, const RunRecord& run) {
   return {.type = type,
           .tenant = run.tenant,
@@ -19,7 +20,8 @@ inline SchedulerEvent RunEvent(EventType type, const RunRecord& run) {
           .run_id = run.id,
           .attempt = run.attempt,
           .queue = run.queue,
-          .scheduled_at = run.scheduled_at};
+          .scheduled_at = run.scheduled_at,
+          .available_at = run.available_at};
 }
 
 // A run whose lease had expired, queued again (or failed): the error is its lost attempt's.

@@ -353,6 +353,34 @@ TEST(EngineCronTest, ARunWaitingToRetryWhenItsJobIsPausedStillRetries) {
   EXPECT_EQ(h.Run(id)->state, RunState::kSucceeded);
 }
 
+// A run's started event says when the attempt could start, beside its occurrence's time: a
+// retry could start at its retry time (what a lateness measure counts from, not the backoff).
+TEST(EngineCronTest, AStartedEventSaysWhenItsAttemptCouldStart) {
+  EngineHarness h;
+  ASSERT_TRUE(h.ok());
+  h.node().builtins().Register("second-time", [](RunContext& ctx) {
+    return ctx.attempt() >= 2 ? Status::Ok() : Status(StatusCode::kUnavailable, "first try");
+  });
+  JobSpec spec = CronSpec("flaky", "* * * * *", "second-time");
+  spec.retry = {
+      .max_attempts = 2, .backoff = Backoff::kFixed, .initial_delay = Duration(10000), .jitter = 0};
+  h.MustCreate(spec);
+  h.StartProcessor();
+  const TimePoint due = kT0 + 1min;
+  const std::string id = RunId("flaky", due);
+  h.Advance(1min);
+  ASSERT_EQ(h.Tick(), 1);
+  ASSERT_TRUE(h.events.Wait(EventType::kRunRetrying, id));
+  h.Advance(10s);
+  ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, id, 2));
+  std::vector<std::pair<TimePoint, TimePoint>> started;  // (scheduled_at, available_at)
+  for (const SchedulerEvent& e : h.events.All()) {
+    if (e.type == EventType::kRunStarted && e.run_id == id)
+      started.emplace_back(e.scheduled_at, e.available_at);
+  }
+  EXPECT_EQ(started, (std::vector<std::pair<TimePoint, TimePoint>>{{due, due}, {due, due + 10s}}));
+}
+
 // A run that was due when its job was paused (fired at its time, waiting for a worker) is not
 // affected: the pause stops what comes next.
 TEST(EngineCronTest, ARunAlreadyDueWhenItsJobIsPausedStillRuns) {
