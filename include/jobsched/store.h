@@ -291,12 +291,12 @@ class Store {
   // Commits occurrences of a job atomically: checks that the job still has `expected_version`
   // and `expected_next_fire` (kFailedPrecondition otherwise — someone else fired or changed
   // it; nothing is written), sets next_fire / state / dependency_since, inserts each run whose
-  // id is new (an existing id is counted in `existed` and left alone, unless the new one is
-  // queued and that run was cancelled before any attempt began: then the new one replaces it,
-  // counted in `created` — the occurrence fired again after a pause or a delete of its job
-  // before its time; or that run is running with its cancellation requested, as a run held by
-  // a node for its time is by such a pause: then the request is withdrawn, counted in
-  // `existed` — see kCancelWithdrawn), and cancels the listed
+  // id is new (an existing id is counted in `existed` and left alone, unless that run was
+  // cancelled before any attempt began: then the new one replaces it, counted in `created` —
+  // the occurrence fired again after a pause or a delete of its job before its time; or the new
+  // one is queued and that run is running with its cancellation requested, as a run held by a
+  // node for its time is by such a pause: then the request is withdrawn, counted in `existed` —
+  // see kCancelWithdrawn), and cancels the listed
   // runs (queued or retry-waiting: kCancelled; running: cancel_requested). Does not bump the
   // job's version. kNotFound if the job is gone.
   virtual Result<FireResult> Fire(const FireRequest& request) = 0;

@@ -5,7 +5,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <set>
 #include <string>
 
 namespace jobsched {
@@ -30,12 +33,62 @@ bool ProcessEnded(int pid) {
   return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
 }
 
+// The node ids of this process's nodes (from Create to their destruction), each with the store it
+// works on (StoreKey): two nodes of one process on one store must not share an id, or each would
+// take the other's running attempts for its own, left over from an earlier run.
+std::mutex g_live_ids_mu;
+std::set<std::pair<std::string, std::string>> g_live_ids;  // (store key, node id)
+
+// What names the store a node works on within this process: the canonical file of an SQLite
+// store, the URL of another, the object of a store given in the options; "" for one no other
+// node can open (an in-memory SQLite database).
+std::string StoreKey(const SchedulerOptions& options) {
+  if (options.store) return "object:" + std::to_string(reinterpret_cast<uintptr_t>(options.store.get()));
+  const std::string& url = options.store_url;
+  if (url == "sqlite::memory:") return "";
+  if (url.starts_with("sqlite:")) {
+    std::error_code ec;
+    const auto path = std::filesystem::weakly_canonical(url.substr(7), ec);
+    return ec ? url : "sqlite:" + path.string();
+  }
+  return url;
+}
+
+// An id that no node of this process uses on `store_key`: "<host>-<pid>", then "-2", "-3", ...
+std::string UniqueNodeId(const std::string& store_key) {
+  const std::string base = DefaultNodeId() + "-" + std::to_string(::getpid());
+  std::lock_guard lock(g_live_ids_mu);
+  std::string id = base;
+  for (int k = 2; g_live_ids.count({store_key, id}) > 0; ++k) id = base + "-" + std::to_string(k);
+  return id;
+}
+
 // The node id this process may use: `wanted`, unless a live node of another process (another
-// host, or a running process of this host) heartbeats with it. Then a defaulted id becomes
-// "<host>-<pid>" and an id that was given is an error. A record of a process of this host that
-// is gone is a restart: the id is ours again.
+// host, or a running process of this host) heartbeats with it, or another node of this process
+// uses it on the same store. Then a defaulted id becomes "<host>-<pid>" (with a number after it
+// for a second node of this process) and an id that was given is an error. A record of a process
+// of this host that is gone is a restart, and one of this process whose node is gone too: the id
+// is ours again.
 Result<std::string> ClaimNodeId(Store& store, const Clock* clock, const std::string& wanted,
-                                bool defaulted, Duration dead_after) {
+                                bool defaulted, Duration dead_after,
+                                const std::string& store_key) {
+  bool live_here = false;
+  if (!store_key.empty()) {
+    std::lock_guard lock(g_live_ids_mu);
+    live_here = g_live_ids.count({store_key, wanted}) > 0;
+  }
+  if (live_here) {
+    if (defaulted) {
+      std::string unique = UniqueNodeId(store_key);
+      spdlog::info("node id {} is in use by another node of this process; this node is {}", wanted,
+                   unique);
+      return unique;
+    }
+    return InvalidArgument("node_id: '" + wanted +
+                               "' is in use by another node of this process on the same store; "
+                               "give each node its own node id",
+                           "node_id");
+  }
   auto nodes = store.ListNodes();
   if (!nodes.ok()) {
     spdlog::warn("node {}: cannot check that the node id is free: {}", wanted,
@@ -55,7 +108,7 @@ Result<std::string> ClaimNodeId(Store& store, const Clock* clock, const std::str
       continue;  // this process, or a previous process of this host that is gone
     }
     if (defaulted) {
-      std::string unique = host + "-" + std::to_string(::getpid());
+      std::string unique = UniqueNodeId(store_key);
       spdlog::info("node id {} is in use by {} pid {}; this node is {}", wanted, n.host, n.pid,
                    unique);
       return unique;
@@ -112,9 +165,19 @@ Result<std::unique_ptr<Node>> Node::Create(SchedulerOptions options) {
   if (options.keep_runs_per_job < 1 || options.keep_runs_per_job > 1'000'000) {
     return InvalidArgument("keep_runs_per_job: must be between 1 and 1000000", "keep_runs_per_job");
   }
+  const std::string store_key = StoreKey(options);
+  // Claimed and registered under one lock: two nodes created at once cannot both take an id.
+  static std::mutex claim_mu;
+  std::lock_guard claim(claim_mu);
   ASSIGN_OR_RETURN(options.node_id, ClaimNodeId(*store, options.clock, options.node_id, defaulted,
-                                                options.node_dead_after));
-  return std::unique_ptr<Node>(new Node(std::move(options), std::move(store)));
+                                                options.node_dead_after, store_key));
+  auto node = std::unique_ptr<Node>(new Node(std::move(options), std::move(store)));
+  if (!store_key.empty()) {
+    std::lock_guard lock(g_live_ids_mu);
+    node->live_id_ = {store_key, node->options_.node_id};
+    g_live_ids.insert(node->live_id_);
+  }
+  return node;
 }
 
 Node::Node(SchedulerOptions options, std::shared_ptr<Store> store)
@@ -217,6 +280,10 @@ Node::~Node() {
   if (subscribed_.exchange(false)) store_->Subscribe({});
   // A processor started on its own (tests) must stop before the actors its workers call.
   processor_->Stop(Duration(0));
+  if (!live_id_.first.empty()) {
+    std::lock_guard lock(g_live_ids_mu);
+    g_live_ids.erase(live_id_);
+  }
 }
 
 Status Node::Start() {

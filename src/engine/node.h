@@ -88,6 +88,7 @@ class Node {
   std::atomic<bool> subscribed_{false};
   std::mutex lifecycle_mu_;  // Start and Stop
   std::atomic<bool> running_{false};
+  std::pair<std::string, std::string> live_id_;  // (store key, node id) while it lives; see Create
 };
 
 // The host name, the default node id.

@@ -723,13 +723,14 @@ if state ~= job.s then
   job_event(id, time, 'job.updated', state, job.v)
 end
 -- An occurrence fired again after a pause or a delete of its job before its time. Its run
--- cancelled before any attempt began: the new run takes the old one's id and place (true). Its
--- run running, asked to cancel (held by a node for its time): the request is withdrawn, and the
--- node runs it if its handler has not begun (false: the run existed).
+-- cancelled before any attempt began: the new run (queued, or skipped) takes the old one's id and
+-- place (true). Its run running, asked to cancel (held by a node for its time), and the new one
+-- queued: the request is withdrawn, and the node runs it if its handler has not begun (false:
+-- the run existed).
 local function fire_again(r)
   local old = fields(r.id, {'state', 'attempt', 'job', 'queue', 'started', 'finished', 'created',
                             'cancel', 'node'})
-  if old and old.state == 'running' and old.cancel == '1' then
+  if old and old.state == 'running' and old.cancel == '1' and not TERMINAL[r.state] then
     set(old, 'cancel', '')
     save(old)
     run_event(old, time, 'run.cancel_withdrawn', {'reason', '"fired again"'})
@@ -745,7 +746,7 @@ local function fire_again(r)
 end
 local created, existed = 0, 0
 for _, r in ipairs(runs) do
-  if insert_run(r) or (not TERMINAL[r.state] and fire_again(r)) then
+  if insert_run(r) or fire_again(r) then
     created = created + 1
   else
     existed = existed + 1

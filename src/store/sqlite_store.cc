@@ -775,12 +775,13 @@ Result<bool> InsertNewRun(Txn& txn, RunRecord run) {
 enum class FiredAgain { kNo, kReplaced, kWithdrawn };
 
 // An occurrence fired again after a pause, or a delete, of its job before the occurrence's time.
-// Its run cancelled before any attempt began: the new run takes its id and its place. Its run
-// running, asked to cancel (held by a node for its time): the request is withdrawn. The node
-// runs it if its handler has not begun (see kCancelWithdrawn).
+// Its run cancelled before any attempt began: the new run (queued, or skipped by the misfire or
+// overlap policy) takes its id and its place. Its run running, asked to cancel (held by a node
+// for its time), and the new one queued: the request is withdrawn. The node runs it if its
+// handler has not begun (see kCancelWithdrawn).
 Result<FiredAgain> FireAgain(Txn& txn, const RunRecord& run, TimePoint now) {
   ASSIGN_OR_RETURN(std::optional<RunRecord> old, LoadRun(txn, run.tenant, run.id));
-  if (old && old->state == RunState::kRunning && old->cancel_requested) {
+  if (old && old->state == RunState::kRunning && old->cancel_requested && !IsTerminal(run.state)) {
     old->cancel_requested = false;
     RETURN_IF_ERROR(SaveRun(txn, *old));
     RETURN_IF_ERROR(RunEvent(txn, *old, now, {{"reason", "fired again"}}, "run.cancel_withdrawn"));
@@ -853,7 +854,7 @@ Result<FireResult> FireInTxn(Txn& txn, const FireRequest& request) {
   FireResult result;
   for (const RunRecord& run : request.runs) {
     ASSIGN_OR_RETURN(bool inserted, InsertNewRun(txn, run));
-    if (!inserted && !IsTerminal(run.state)) {
+    if (!inserted) {
       ASSIGN_OR_RETURN(FiredAgain again, FireAgain(txn, run, fire_time));
       inserted = again == FiredAgain::kReplaced;
     }

@@ -598,7 +598,7 @@ TEST_P(StoreContractTest, FireReplacesARunCancelledBeforeItsFirstAttempt) {
   auto result = store_->Fire(fire);
   ASSERT_TRUE(result.ok()) << result.status().ToString();
   EXPECT_EQ(result->created, 1);
-  EXPECT_EQ(result->existed, 1) << "a skip does not replace a cancelled run";
+  EXPECT_EQ(result->existed, 1) << "a skip does not replace a run whose attempt began";
   fire.expected_next_fire = At(180);
   fire.runs = {queued_again};
   result = store_->Fire(fire);
@@ -626,6 +626,58 @@ TEST_P(StoreContractTest, FireReplacesARunCancelledBeforeItsFirstAttempt) {
   RunRecord claimed = Claim("n1", At(60)).at(0);
   EXPECT_EQ(claimed.id, "cron@60000");
   EXPECT_EQ(claimed.attempt, 1);
+}
+
+// An occurrence whose run a pause cancelled before it began, fired again as skipped (missed while
+// paused, under misfire "skip"): the skip takes the cancelled run's place, as if the occurrence
+// had not been fired ahead. A run held with its cancellation requested keeps it: the occurrence
+// is skipped, not run.
+TEST_P(StoreContractTest, AnOccurrenceFiredAgainAsSkippedReplacesItsRunCancelledBeforeItBegan) {
+  Create(MakeJob("default", "cron", At(60)));
+  FireRequest fire{.tenant = "default",
+                   .job_id = "cron",
+                   .expected_version = 1,
+                   .expected_next_fire = At(60),
+                   .next_fire = At(120),
+                   .runs = {MakeRun("default", "cron", "cron@60000", At(60)),
+                            MakeRun("default", "cron", "cron@120000", At(120))},
+                   .now = At(59)};
+  ASSERT_TRUE(store_->Fire(fire).ok());
+  auto held = store_->ClaimRuns(
+      {.node = "n1", .now = At(119), .max_runs = 1, .horizon = At(120), .after = At(119)});
+  ASSERT_TRUE(held.ok()) << held.status().ToString();
+  ASSERT_EQ(held->size(), 1u);
+  ASSERT_EQ(held->at(0).id, "cron@120000");
+  ASSERT_TRUE(store_->CancelRun("default", "cron@60000", At(59)).ok());
+  ASSERT_TRUE(store_->CancelRun("default", "cron@120000", At(119)).ok());
+
+  std::vector<RunRecord> skips;
+  for (const char* id : {"cron@60000", "cron@120000"}) {
+    RunRecord skip = MakeRun("default", "cron", id, At(200));
+    skip.state = RunState::kSkipped;
+    skip.error = "misfire: missed while paused";
+    skips.push_back(skip);
+  }
+  fire.expected_next_fire = At(120);
+  fire.next_fire = At(300);
+  fire.runs = skips;
+  fire.now = At(200);
+  auto result = store_->Fire(fire);
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(result->created, 1);
+  EXPECT_EQ(result->existed, 1);
+  RunRecord run = MustGetRun("default", "cron@60000");
+  EXPECT_EQ(run.state, RunState::kSkipped);
+  EXPECT_EQ(run.error, "misfire: missed while paused");
+  run = MustGetRun("default", "cron@120000");
+  EXPECT_EQ(run.state, RunState::kRunning);
+  EXPECT_TRUE(run.cancel_requested) << "a skip does not withdraw a cancellation";
+  auto counts = store_->CountRuns("default", "cron");
+  ASSERT_TRUE(counts.ok());
+  std::map<RunState, int64_t> by_state;
+  for (const RunCount& c : *counts) by_state[c.state] += c.count;
+  EXPECT_EQ(by_state,
+            (std::map<RunState, int64_t>{{RunState::kSkipped, 1}, {RunState::kRunning, 1}}));
 }
 
 // A completion whose attempt never began (cancelled while held for its time) records no attempt:

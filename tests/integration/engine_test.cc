@@ -16,6 +16,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <set>
 #include <string>
 #include <thread>
@@ -351,6 +352,30 @@ TEST(EngineCronTest, ARunWaitingToRetryWhenItsJobIsPausedStillRetries) {
   h.Advance(200ms);
   ASSERT_TRUE(h.events.Wait(EventType::kRunSucceeded, id, 2));
   EXPECT_EQ(h.Run(id)->state, RunState::kSucceeded);
+}
+
+// Paused after its next occurrence was fired ahead, resumed after that occurrence's time, under
+// misfire "skip": the occurrence is recorded skipped like the others missed while paused, not
+// left cancelled by the pause (the fire ahead leaves no trace).
+TEST(EngineCronTest, AnOccurrenceFiredAheadOfAPauseIsSkippedLikeTheOthersUnderMisfireSkip) {
+  EngineHarness h;
+  ASSERT_TRUE(h.ok());
+  h.RegisterProbe("probe");
+  JobSpec spec = CronSpec("secs", "* * * * * *", "probe");
+  spec.misfire = {.policy = Misfire::kSkip, .grace = Duration(0)};
+  h.MustCreate(spec);
+  h.Advance(700ms);
+  ASSERT_EQ(h.Tick(), 1) << "fired ahead";
+  ASSERT_TRUE(h.node().jobs().Pause("default", "secs").value());
+  h.Advance(1600ms);
+  ASSERT_TRUE(h.node().jobs().Resume("default", "secs").value());
+  h.Tick();
+  for (const TimePoint t : {kT0 + 1s, kT0 + 2s}) {
+    const auto run = h.Run(RunId("secs", t));
+    ASSERT_TRUE(run) << Describe(h.Runs("secs"));
+    EXPECT_EQ(run->state, RunState::kSkipped) << run->id << ": " << run->error;
+  }
+  EXPECT_EQ(h.Job("secs")->next_fire, kT0 + 3s);
 }
 
 // A run's started event says when the attempt could start, beside its occurrence's time: a
@@ -1864,6 +1889,63 @@ TEST(JobSchedulerApiTest, SchedulingAPausedJobAgainKeepsItPaused) {
   EXPECT_EQ(s.getJob("p")->state, JobState::kPaused);
   EXPECT_EQ(s.getJob("p")->spec.schedule.cron, "*/5 * * * *");
   EXPECT_TRUE(s.resumeJob("p"));
+}
+
+// Two schedulers of one process on one database file (a worker and, say, a client that only
+// fires and reads) are two nodes: the second does not take the first's node id, so it does not
+// take the first's running attempt for its own, left over from an earlier run, and hand it back
+// to be run again beside it. The same id given to both is refused.
+TEST(JobSchedulerApiTest, TwoSchedulersOfOneProcessOnOneFileAreTwoNodes) {
+  const std::filesystem::path dir =
+      std::filesystem::path(::testing::TempDir()) / ("two-in-one-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  testing::EventLog log;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::atomic<int> began{0};
+  SchedulerOptions worker_options;
+  worker_options.store_url = "sqlite:" + (dir / "jobs.db").string();
+  {
+    JobScheduler worker(worker_options);
+    worker.on(EventType::kRunSucceeded, [&log](const SchedulerEvent& e) { log.Push(e); });
+    worker.on(EventType::kRunStarted, [&log](const SchedulerEvent& e) { log.Push(e); });
+    JobSpec spec;
+    spec.id = "slow";
+    spec.handler = {.type = HandlerSpec::Type::kBuiltin, .name = "slow"};
+    worker.registerHandler("slow", [&](RunContext&) {
+      ++began;
+      released.wait();
+      return Status::Ok();
+    });
+    worker.schedule(spec);
+    worker.start();
+    const std::string run_id = worker.trigger("slow").at(0);
+    ASSERT_TRUE(log.Wait(EventType::kRunStarted, run_id));
+
+    SchedulerOptions same_id = worker_options;
+    same_id.node_id = worker.node().options().node_id;
+    EXPECT_EQ(Thrown([&] { JobScheduler clash(same_id); }).field(), "node_id");
+
+    SchedulerOptions client_options = worker_options;
+    client_options.execute = false;
+    JobScheduler client(client_options);
+    EXPECT_NE(client.node().options().node_id, worker.node().options().node_id);
+    client.start();
+    auto run = client.getRun(run_id);
+    ASSERT_TRUE(run);
+    EXPECT_EQ(run->state, RunState::kRunning) << "not handed back";
+    EXPECT_EQ(run->attempt, 1);
+    release.set_value();
+    ASSERT_TRUE(log.Wait(EventType::kRunSucceeded, run_id));
+    run = client.getRun(run_id);
+    EXPECT_EQ(run->attempt, 1);
+    EXPECT_EQ(run->leases_lost, 0);
+    EXPECT_EQ(began.load(), 1);
+    client.stop();
+    worker.stop();
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST(JobSchedulerApiTest, OptionsOutOfRangeAreRefused) {
