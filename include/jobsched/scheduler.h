@@ -61,7 +61,8 @@ class RunContext {
   virtual const std::string& node_id() const = 0;
   // True once the attempt must stop: timeout, cancellation, or this node lost the lease.
   virtual bool cancelled() const = 0;
-  // Waits up to `d`; returns false early (at once) when cancelled.
+  // Waits up to `d` (Duration::max(): until cancelled); returns true when `d` has passed, false
+  // early (at once) when cancelled.
   virtual bool WaitFor(Duration d) const = 0;
   // Appends a line to the run's captured output.
   virtual void Log(std::string_view line) = 0;

@@ -42,7 +42,9 @@ class BuiltinContext final : public RunContext {
   bool cancelled() const override { return cancel_.cancelled(); }
 
   bool WaitFor(Duration d) const override {
-    const auto deadline = std::chrono::steady_clock::now() + d;
+    // A century stands for "until cancelled": the clock's nanoseconds overflow not far beyond.
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::min<Duration>(d, std::chrono::hours(24 * 36525));
     while (!cancel_.cancelled()) {
       const auto left =
           std::chrono::duration_cast<Duration>(deadline - std::chrono::steady_clock::now());

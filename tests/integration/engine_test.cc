@@ -904,6 +904,13 @@ TEST(EngineTimeoutTest, ABuiltinPastItsTimeoutIsCancelledAndEndsTimedOut) {
   JobSpec probe = BuiltinSpec("probe", "wait-long");
   probe.timeout = Duration(200);
   h.MustCreate(probe);
+  // "Until cancelled": a wait longer than the clock can count is not over at once.
+  h.RegisterProbe("wait-forever", nullptr, [](RunContext& ctx) {
+    return ctx.WaitFor(Duration::max()) ? Status::Ok() : Status(StatusCode::kUnavailable, "cut");
+  });
+  JobSpec forever = BuiltinSpec("forever", "wait-forever");
+  forever.timeout = Duration(200);
+  h.MustCreate(forever);
   h.StartProcessor();
 
   const auto started = std::chrono::steady_clock::now();
@@ -916,9 +923,11 @@ TEST(EngineTimeoutTest, ABuiltinPastItsTimeoutIsCancelledAndEndsTimedOut) {
   ASSERT_TRUE(h.events.Wait(EventType::kRunTimedOut, manual_run));
   const std::string probe_run = h.Trigger("probe").at(0);
   ASSERT_TRUE(h.events.Wait(EventType::kRunTimedOut, probe_run));
+  const std::string forever_run = h.Trigger("forever").at(0);
+  ASSERT_TRUE(h.events.Wait(EventType::kRunTimedOut, forever_run));
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(30));
 
-  for (const std::string& id : {scheduled_run, manual_run, probe_run}) {
+  for (const std::string& id : {scheduled_run, manual_run, probe_run, forever_run}) {
     SCOPED_TRACE(id);
     auto run = h.Run(id);
     ASSERT_TRUE(run);
