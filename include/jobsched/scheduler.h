@@ -166,7 +166,8 @@ class JobScheduler {
   JobScheduler& operator=(const JobScheduler&) = delete;
 
   // Creates or replaces job `job_id` with a cron schedule (UTC, or `timezone`) running
-  // `handler`, registered under the job id. Returns true if the job was created, false if it
+  // `handler`, registered under the job id, with the defaults of a JobSpec: one attempt (no
+  // retry), no timeout; schedule() sets those. Returns true if the job was created, false if it
   // replaced an existing one (which stays paused if it was: a program that schedules its jobs at
   // every start keeps an operator's pause). The id may not be that of a handler every node ships
   // (noop, sleep), and the handler may not be empty. Nothing changes if it throws.
@@ -180,9 +181,10 @@ class JobScheduler {
   JobRecord schedule(JobSpec spec);
 
   // Removes the job's schedule and cancels its queued runs (and running ones with
-  // kill_running). Returns false if there was no such job.
+  // kill_running). Returns false if there was no such job (an id no job can have included).
   bool cancelJob(const std::string& job_id, bool kill_running = false);
-  // Returns false if there is no such job or it was already paused (resp. not paused).
+  // Returns false if there is no such job, or it was not active (resp. not paused): already
+  // paused, or completed (a one-time job that fired, a schedule past its end_at).
   bool pauseJob(const std::string& job_id);
   bool resumeJob(const std::string& job_id);
 
@@ -196,6 +198,9 @@ class JobScheduler {
   // Newest first, at most `limit` (1 to 1000) of them.
   std::vector<RunRecord> listRuns(const std::string& job_id, int limit = 100);
   std::optional<RunRecord> getRun(const std::string& run_id);
+  // Cancels a queued or retry-waiting run, or asks a running one to stop (it ends cancelled
+  // when its attempt has stopped). Returns false if there is no such run or it already ended;
+  // true again for a running run asked before.
   bool cancelRun(const std::string& run_id);
 
   // Registers a named C++ handler for jobs with {"type": "builtin", "name": name}, replacing

@@ -361,7 +361,7 @@ Status ParseSchedule(ObjectReader& r, Schedule& s) {
   }
   if (r.Has("timezone") && !cron) return FieldError(r.Path("timezone"), "only allowed with cron");
   RETURN_IF_ERROR(r.String("timezone", s.timezone));
-  if (s.timezone.empty()) s.timezone = "UTC";  // as the cron engine reads it
+  if (s.timezone.empty()) return FieldError(r.Path("timezone"), "empty (leave it out for UTC)");
   RETURN_IF_ERROR(r.Millis("jitter_ms", 0, s.jitter));
   RETURN_IF_ERROR(r.Time("start_at", s.start_at));
   RETURN_IF_ERROR(r.Time("end_at", s.end_at));
@@ -540,6 +540,33 @@ Status CheckBounds(const JobSpec& spec) {
   return Status::Ok();
 }
 
+// The fields of the other handler types are left empty (a spec built in code: JSON cannot set
+// them).
+Status CheckHandlerFields(const HandlerSpec& h) {
+  using Type = HandlerSpec::Type;
+  struct Field {
+    const char* name;
+    bool set;
+    Type type;
+  };
+  const Field fields[] = {{"handler.name", !h.name.empty(), Type::kBuiltin},
+                          {"handler.command", !h.command.empty(), Type::kShell},
+                          {"handler.env", !h.env.empty(), Type::kShell},
+                          {"handler.cwd", !h.cwd.empty(), Type::kShell},
+                          {"handler.method", h.method != "GET", Type::kHttp},
+                          {"handler.url", !h.url.empty(), Type::kHttp},
+                          {"handler.headers", !h.headers.empty(), Type::kHttp},
+                          {"handler.body", !h.body.empty(), Type::kHttp}};
+  static constexpr const char* kTypeNames[] = {"builtin", "shell", "http"};
+  for (const Field& f : fields) {
+    if (f.set && f.type != h.type) {
+      return FieldError(f.name, std::string("only with a ") + kTypeNames[static_cast<int>(f.type)] +
+                                    " handler");
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status ValidateJobSpec(const JobSpec& spec) {
@@ -550,6 +577,7 @@ Status ValidateJobSpec(const JobSpec& spec) {
   switch (s.kind) {
     case Schedule::Kind::kCron: {
       if (s.cron.empty()) return FieldError("schedule.cron", "missing");
+      if (s.timezone.empty()) return FieldError("schedule.timezone", "empty (\"UTC\" for UTC)");
       auto parsed = CronSchedule::Parse(s.cron, s.timezone);
       if (!parsed.ok()) {
         const std::string& m = parsed.status().message();
@@ -570,6 +598,17 @@ Status ValidateJobSpec(const JobSpec& spec) {
     case Schedule::Kind::kNone:
       break;
   }
+  // What only another kind reads is not silently ignored (a spec built in code).
+  if (s.kind != Schedule::Kind::kCron) {
+    if (!s.cron.empty()) return FieldError("schedule.cron", "only with a cron schedule");
+    if (s.timezone != "UTC") return FieldError("schedule.timezone", "only allowed with cron");
+  }
+  if (s.kind != Schedule::Kind::kEvery && s.every.count() != 0) {
+    return FieldError("schedule.every_ms", "only with an every_ms schedule");
+  }
+  if (s.kind != Schedule::Kind::kAt && s.at != TimePoint{}) {
+    return FieldError("schedule.at", "only with an at schedule");
+  }
   if (s.jitter.count() < 0) return FieldError("schedule.jitter_ms", "must not be negative");
   if (s.kind == Schedule::Kind::kNone && (s.start_at || s.end_at || s.jitter.count() != 0)) {
     return FieldError("schedule", "start_at, end_at and jitter_ms need one of cron, at, every_ms");
@@ -578,6 +617,7 @@ Status ValidateJobSpec(const JobSpec& spec) {
     return FieldError("schedule.end_at", "must be after schedule.start_at");
   }
   const HandlerSpec& h = spec.handler;
+  RETURN_IF_ERROR(CheckHandlerFields(h));
   switch (h.type) {
     case HandlerSpec::Type::kBuiltin:
       if (h.name.empty())

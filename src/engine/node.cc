@@ -11,6 +11,8 @@
 #include <set>
 #include <string>
 
+#include "core/job_codec.h"
+
 namespace jobsched {
 
 std::string DefaultNodeId() {
@@ -132,8 +134,13 @@ Result<std::unique_ptr<Node>> Node::Create(SchedulerOptions options) {
   }
   const bool defaulted = options.node_id.empty();
   if (defaulted) options.node_id = DefaultNodeId();
-  if (options.concurrency < 1)
-    return InvalidArgument("concurrency: must be at least 1", "concurrency");
+  // The bounds of serve's configuration (docs/configuration.md) hold for a node made in code.
+  if (!defaulted) RETURN_IF_ERROR(ValidateJobId(options.node_id, "node_id"));
+  for (size_t i = 0; i < options.queues.size(); ++i) {
+    RETURN_IF_ERROR(ValidateQueueName(options.queues[i], "queues[" + std::to_string(i) + "]"));
+  }
+  if (options.concurrency < 1 || options.concurrency > 4096)
+    return InvalidArgument("concurrency: must be between 1 and 4096", "concurrency");
   if (options.lease <= options.renew_interval) {
     return InvalidArgument("lease: must be longer than renew_interval", "lease");
   }

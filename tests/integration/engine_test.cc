@@ -1963,7 +1963,12 @@ TEST(JobSchedulerApiTest, OptionsOutOfRangeAreRefused) {
             [](SchedulerOptions& o) { o.shutdown_grace = Duration(-5); }, "shutdown_grace"},
         {[](SchedulerOptions& o) { o.kill_grace = Duration(-1); }, "kill_grace"},
         {[](SchedulerOptions& o) { o.keep_runs_per_job = 0; }, "keep_runs_per_job"},
-        {[](SchedulerOptions& o) { o.keep_runs_for = Duration(-1); }, "keep_runs_for"}}) {
+        {[](SchedulerOptions& o) { o.keep_runs_for = Duration(-1); }, "keep_runs_for"},
+        {[](SchedulerOptions& o) { o.concurrency = 5000; }, "concurrency"},
+        {[](SchedulerOptions& o) { o.node_id = "a b/c"; }, "node_id"},
+        {[](SchedulerOptions& o) { o.node_id = std::string(129, 'n'); }, "node_id"},
+        {[](SchedulerOptions& o) { o.queues = {"a", "a b"}; }, "queues[1]"},
+        {[](SchedulerOptions& o) { o.queues = {""}; }, "queues[0]"}}) {
     FakeClock clock(kT0);
     SchedulerOptions options = ApiOptions(&clock);
     mutate(options);

@@ -256,11 +256,12 @@ TEST(ParseJobSpecTest, CronDefaultsToUtc) {
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->schedule.kind, Schedule::Kind::kCron);
   EXPECT_EQ(r->schedule.timezone, "UTC");
-  // An empty zone is UTC too, and is shown as such.
+  // An empty zone is not a zone: left out, it is UTC.
   r = ParseJobSpec(R"({"id": "j", "schedule": {"cron": "*/5 * * * *", "timezone": ""},
       "handler": {"type": "builtin", "name": "noop"}})");
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_EQ(r->schedule.timezone, "UTC");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().field(), "schedule.timezone");
+  EXPECT_THAT(r.status().message(), HasSubstr("leave it out for UTC"));
 }
 
 TEST(ParseJobSpecTest, AtSchedule) {
@@ -782,8 +783,55 @@ std::vector<BadBuiltSpecCase> BadBuiltSpecCases() {
   auto add = [&](std::string name, std::string field, auto mutate) {
     JobSpec s = MinimalSpec();
     mutate(s);
+    // A case that makes the handler another type is about that type: not the builtin's name.
+    if (s.handler.type != HandlerSpec::Type::kBuiltin && s.handler.name == MinimalSpec().handler.name)
+      s.handler.name.clear();
     cases.push_back({std::move(name), std::move(s), std::move(field)});
   };
+  // What only another kind of schedule or handler reads is refused, not ignored.
+  add("CronTimezoneEmpty", "schedule.timezone", [](JobSpec& s) {
+    s.schedule.kind = Schedule::Kind::kCron;
+    s.schedule.cron = "* * * * *";
+    s.schedule.timezone = "";
+  });
+  add("EveryWithATimezone", "schedule.timezone", [](JobSpec& s) {
+    s.schedule.kind = Schedule::Kind::kEvery;
+    s.schedule.every = Duration(1000);
+    s.schedule.timezone = "Mars/Olympus_Mons";
+  });
+  add("AtWithACron", "schedule.cron", [](JobSpec& s) {
+    s.schedule.kind = Schedule::Kind::kAt;
+    s.schedule.at = FromUnixMillis(1);
+    s.schedule.cron = "* * * * *";
+  });
+  add("CronWithAnInterval", "schedule.every_ms", [](JobSpec& s) {
+    s.schedule.kind = Schedule::Kind::kCron;
+    s.schedule.cron = "* * * * *";
+    s.schedule.every = Duration(1000);
+  });
+  add("EveryWithAnInstant", "schedule.at", [](JobSpec& s) {
+    s.schedule.kind = Schedule::Kind::kEvery;
+    s.schedule.every = Duration(1000);
+    s.schedule.at = FromUnixMillis(1);
+  });
+  add("BuiltinWithACommand", "handler.command",
+      [](JobSpec& s) { s.handler.command = {"/bin/true"}; });
+  add("BuiltinWithAMethod", "handler.method", [](JobSpec& s) { s.handler.method = "POST"; });
+  add("ShellWithAUrl", "handler.url", [](JobSpec& s) {
+    s.handler.type = HandlerSpec::Type::kShell;
+    s.handler.command = {"/bin/true"};
+    s.handler.url = "http://x/";
+  });
+  add("HttpWithAName", "handler.name", [](JobSpec& s) {
+    s.handler.type = HandlerSpec::Type::kHttp;
+    s.handler.url = "http://x/";
+    s.handler.name = "other";
+  });
+  add("HttpWithAnEnv", "handler.env", [](JobSpec& s) {
+    s.handler.type = HandlerSpec::Type::kHttp;
+    s.handler.url = "http://x/";
+    s.handler.env["A"] = "1";
+  });
   add("BadTenant", "tenant", [](JobSpec& s) { s.tenant = "Acme"; });
   add("EmptyTenant", "tenant", [](JobSpec& s) { s.tenant = ""; });
   add("EmptyId", "id", [](JobSpec& s) { s.id = ""; });
