@@ -291,7 +291,10 @@ void Processor::WorkerLoop() {
     {
       std::lock_guard lock(mu_);
       --executing_;
-      mean_attempt_ms_ = mean_attempt_ms_ == 0 ? ms : 0.95 * mean_attempt_ms_ + 0.05 * ms;
+      // Up at once, down gradually: when attempts get longer, prefetching (which the mean
+      // sizes) stops at the first long one, not after dozens of them, and a run claimed ahead
+      // does not show `running` while it waits for seconds.
+      mean_attempt_ms_ = ms > mean_attempt_ms_ ? ms : 0.95 * mean_attempt_ms_ + 0.05 * ms;
     }
     // Its result is the committer's now; without one (fenced), it ends here.
     if (!attempt->reporting) Release(attempt);
