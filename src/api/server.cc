@@ -638,7 +638,11 @@ Result<Reply> ApiServer::Impl::Healthz(Call&) { return Reply{.body = {{"status",
 Result<Reply> ApiServer::Impl::Readyz(Call&) {
   auto store = node_.store().GetTenant("default");
   if (!store.ok()) return Unavailable("store unreachable: " + store.status().message());
-  if (!node_.heartbeater().registered()) return Unavailable("node not registered in the store yet");
+  if (!node_.heartbeater().registered()) {
+    const std::string why = node_.heartbeater().last_error();
+    return Unavailable(why.empty() ? "node not registered in the store yet"
+                                   : "node not registered in the store: " + why);
+  }
   return Reply{.body = {{"status", "ready"}, {"node", node_.options().node_id}}};
 }
 

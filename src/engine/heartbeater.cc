@@ -31,8 +31,17 @@ Status Heartbeater::Tick() {
   info_.cpu_seconds = ProcessCpuSeconds();
   info_.rss_bytes = ProcessRssBytes();
   Status s = store_.Heartbeat(info_);
+  {
+    std::lock_guard lock(mu_);
+    last_error_ = s.ok() ? "" : s.message();
+  }
   registered_ = s.ok();
   return s;
+}
+
+std::string Heartbeater::last_error() const {
+  std::lock_guard lock(mu_);
+  return last_error_;
 }
 
 void Heartbeater::Start() {

@@ -4,6 +4,9 @@
 
 #include <jobsched/store.h>
 
+#include <mutex>
+#include <string>
+
 #include "engine/actor.h"
 
 namespace jobsched {
@@ -19,6 +22,8 @@ class Heartbeater {
   void Stop() { thread_.Stop(); }
   // Whether the last heartbeat reached the store.
   bool registered() const { return registered_.load(); }
+  // Why the last heartbeat did not ("" when it did, or none was tried).
+  std::string last_error() const;
 
  private:
   Store& store_;
@@ -26,6 +31,8 @@ class Heartbeater {
   NodeInfo info_;  // only the heartbeater thread (or the Tick caller)
   const Duration interval_;
   std::atomic<bool> registered_{false};
+  mutable std::mutex mu_;
+  std::string last_error_;  // guarded by mu_
   ActorThread thread_;
 };
 

@@ -2323,6 +2323,8 @@ Status RedisStore::Heartbeat(const NodeInfo& node) {
   const std::string key = backend_->SysKey("node:" + node.id);
   std::vector<Command> commands = {
       {"MULTI"},
+      // Written by Open, never deleted: without it the data is gone (below).
+      {"EXISTS", backend_->SysKey("layout")},
       {"DEL", key},
       {"HSET",        key,
        "id",          node.id,
@@ -2340,6 +2342,12 @@ Status RedisStore::Heartbeat(const NodeInfo& node) {
   ASSIGN_OR_RETURN(std::vector<Reply> replies, backend_->RunAll(std::move(commands)));
   for (const Reply& r : replies.back().elements) {
     if (r.is_error()) return backend_->ErrorStatus(r);
+  }
+  if (!replies.back().elements.empty() && replies.back().elements[0].integer == 0) {
+    return FailedPrecondition(
+        "the store's data is gone (its key layout marker is missing): Redis was restarted "
+        "without persistence, or flushed, and the jobs, runs and API keys it held are lost; "
+        "restart the nodes to begin afresh");
   }
   return Status::Ok();
 }

@@ -3,6 +3,8 @@
 // misfire policy that records every occurrence (fire_all) and one-time jobs fall due before, during
 // and after the outage. Afterwards, from the records: each occurrence has exactly one run, and it
 // succeeded.
+#include <gmock/gmock.h>
+
 #include <chrono>
 #include <set>
 #include <string>
@@ -82,6 +84,28 @@ TEST(Chaos, RedisRestartWithAppendOnlyFileLosesAndDoublesNoOccurrence) {
   const auto runs = cluster.WaitForFinalRuns("default", expected.size(), seconds(60));
   ASSERT_TRUE(runs);
   ExpectOneSucceededRunPerOccurrence(*runs, expected);
+}
+
+// Redis loses its data under a running node (here flushed; as a restart without persistence
+// does): the node says so on /readyz, with what to do, instead of answering ready and refusing
+// every key as unknown.
+TEST(Chaos, AStoreWhoseDataIsGoneIsNotReady) {
+  Cluster cluster;
+  ASSERT_TRUE(cluster.StartRedis());
+  ServeNode* node = cluster.StartNode({.id = "node1"});
+  ASSERT_NE(node, nullptr);
+  ASSERT_EQ(node->Get("/readyz", false).status, 200);
+  ASSERT_TRUE(cluster.redis().FlushAll());
+  HttpReply ready;
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        ready = node->Get("/readyz", false);
+        return ready.status == 503;
+      },
+      seconds(10)))
+      << "still ready: " << ready;
+  EXPECT_THAT(ready.body, ::testing::HasSubstr("data is gone")) << ready;
+  EXPECT_THAT(ready.body, ::testing::HasSubstr("restart the nodes")) << ready;
 }
 
 }  // namespace

@@ -396,6 +396,22 @@ TEST(RedisStoreServer, LostScriptsAreLoadedAgain) {
   EXPECT_EQ(results[0]->created, 1);
 }
 
+// A Redis that lost its data under a running node (restarted without persistence, flushed) is
+// reported by the node's next heartbeat, which /readyz shows: not taken for an empty store.
+TEST(RedisStoreServer, AHeartbeatReportsAStoreWhoseDataIsGone) {
+  auto store = MustOpen();
+  ASSERT_NE(store, nullptr);
+  NodeInfo node{.id = "n1", .host = "h", .pid = 1, .heartbeat_at = kT0};
+  ASSERT_TRUE(store->Heartbeat(node).ok());
+  ASSERT_TRUE(kRedis->FlushAll());
+  const Status lost = store->Heartbeat(node);
+  EXPECT_EQ(lost.code(), StatusCode::kFailedPrecondition) << lost.ToString();
+  EXPECT_THAT(lost.message(), HasSubstr("data is gone"));
+  auto reopened = MustOpen(/*flush=*/false);
+  ASSERT_NE(reopened, nullptr);
+  EXPECT_TRUE(reopened->Heartbeat(node).ok()) << "a node started afresh";
+}
+
 TEST(RedisStoreServer, EveryKeyCarriesATenantOrSystemHashTag) {
   auto store = MustOpen();
   ASSERT_NE(store, nullptr);
