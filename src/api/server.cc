@@ -208,6 +208,8 @@ class ApiServer::Impl {
   void Register(httplib::Server& http);
   // The methods of the routes whose path matches `path` ("GET, PUT"), "" for none.
   std::string MethodsOf(const std::string& path) const;
+  // jobsched_http_requests_total: `route` is "<method> <path pattern>", or "unmatched".
+  void CountRequest(const std::string& route, int code);
   ~Impl() {
     for (int64_t id : listeners_) node_.events().Off(id);
   }
@@ -230,6 +232,10 @@ class ApiServer::Impl {
 
   Result<Reply> Healthz(Call&);
   Result<Reply> Readyz(Call&);
+  // A 503 (the store unreachable, streams all in use, a probe of /readyz): expected during an
+  // outage, so logged at most every 10 s, with how many there were meanwhile.
+  void LogUnavailable(const std::string& request, const Status& s);
+
   Result<Reply> MetricsText(Call&);
   // The gauges read from the store; a tenant's key (`only`) sees its own tenant's.
   Status ClusterGauges(std::string& out, const std::string& only);
@@ -274,6 +280,9 @@ class ApiServer::Impl {
   std::atomic<uint64_t> revoked_{0};  // keys revoked through this node: streams check theirs
   std::atomic<int> open_streams_{0};
   std::vector<std::pair<std::regex, std::string>> patterns_;  // path pattern, method (Register)
+  std::mutex unavailable_mu_;                                 // LogUnavailable
+  std::chrono::steady_clock::time_point unavailable_logged_;  // guarded by unavailable_mu_
+  int64_t unavailable_count_ = 0;                             // guarded by unavailable_mu_
 };
 
 const std::vector<ApiServer::Impl::Route>& ApiServer::Impl::Table() {
@@ -612,7 +621,11 @@ void ApiServer::Impl::Serve(const Route& route, const httplib::Request& req,
       const Status& s = reply.status();
       const int http_status = HttpStatusFor(s.code());
       send_error(http_status, std::string(StatusCodeName(s.code())), s.message(), s.field());
-      if (http_status >= 500) spdlog::error("{} {}: {}", req.method, req.path, s.ToString());
+      if (http_status == 503) {
+        LogUnavailable(req.method + " " + req.path, s);
+      } else if (http_status >= 500) {
+        spdlog::error("{} {}: {}", req.method, req.path, s.ToString());
+      }
     } else if (reply->status != 0) {  // 0: the handler wrote a streaming response itself
       status = reply->status;
       res.status = reply->status;
@@ -626,14 +639,31 @@ void ApiServer::Impl::Serve(const Route& route, const httplib::Request& req,
     const std::string method = req.method;
     if (method != "GET" && status < 400) Audit(call, route, status);
   }
+  CountRequest(std::string(route.info.method) + " " + route.info.path, status);
+}
+
+void ApiServer::Impl::CountRequest(const std::string& route, int code) {
   metrics_.Inc("jobsched_http_requests_total",
-               "route=\"" + Metrics::Label(std::string(route.info.method) + " " + route.info.path) +
-                   "\",code=\"" + std::to_string(status) + "\"");
+               "route=\"" + Metrics::Label(route) + "\",code=\"" + std::to_string(code) + "\"");
 }
 
 // ---- Handlers -----------------------------------------------------------------------------
 
 Result<Reply> ApiServer::Impl::Healthz(Call&) { return Reply{.body = {{"status", "ok"}}}; }
+
+void ApiServer::Impl::LogUnavailable(const std::string& request, const Status& s) {
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(unavailable_mu_);
+  ++unavailable_count_;
+  if (unavailable_logged_ != std::chrono::steady_clock::time_point{} &&
+      now - unavailable_logged_ < std::chrono::seconds(10)) {
+    return;
+  }
+  spdlog::warn("{}: {} ({} answered 503 since the last such line)", request, s.ToString(),
+               unavailable_count_);
+  unavailable_logged_ = now;
+  unavailable_count_ = 0;
+}
 
 Result<Reply> ApiServer::Impl::Readyz(Call&) {
   auto store = node_.store().GetTenant("default");
@@ -1408,6 +1438,9 @@ Status ApiServer::Bind() {
     if (res.status == 414) message = "request line longer than 8 KiB";
     if (res.status == 400) message = "malformed HTTP request";
     res.set_content(ErrorBody(CodeForHttp(res.status), message, ""), "application/json");
+    // Not a route's (those are counted with it): no route, a method not allowed, a request
+    // that could not be read.
+    impl_->CountRequest("unmatched", res.status);
   });
   http_->set_exception_handler(
       [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {

@@ -72,8 +72,7 @@ ClusterActor::ClusterActor(Store& store, const Clock& clock, StoreClock* sync_cl
 Status ClusterActor::Tick() {
   const auto steady = std::chrono::steady_clock::now();
   if (sync_clock_ != nullptr && steady >= next_sync_) {
-    Status s = sync_clock_->Sync(store_);
-    if (!s.ok()) spdlog::warn("clock sync failed: {}", s.ToString());
+    sync_failures_.Record(sync_clock_->Sync(store_));
     next_sync_ = steady + options_.clock_sync;
   }
   const TimePoint now = clock_.Now();

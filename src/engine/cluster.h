@@ -21,6 +21,7 @@
 #include <mutex>
 
 #include "engine/actor.h"
+#include "engine/failure_log.h"
 
 namespace jobsched {
 
@@ -109,6 +110,7 @@ class ClusterActor {
 
   // Only the actor thread (or the Tick caller):
   std::chrono::steady_clock::time_point next_sync_{};
+  FailureLog sync_failures_{"clock sync"};  // the actor thread's
   TimePoint next_renew_{};
   LeaderLease lease_;
 

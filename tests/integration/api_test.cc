@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -163,11 +164,17 @@ TEST_F(ApiTest, MetricsNeedAKeyAndExposeTheDesignSeries) {
         {.type = EventType::kRunRecovered, .tenant = "acme", .queue = "default"});
   }
 
+  // Requests no route takes are counted too.
+  EXPECT_EQ(h.Get("/nope", Who::kViewer).status, 404);
+  EXPECT_EQ(h.Send("DELETE", "/metrics", Who::kAdmin).status, 405);
+
   for (Who who : {Who::kViewer, Who::kAdmin}) {
     SCOPED_TRACE(WhoName(who));
     Response r = h.Get("/metrics", who);
     ASSERT_EQ(r.status, 200) << r;
     EXPECT_THAT(r.content_type, StartsWith("text/plain"));
+    EXPECT_THAT(r.body, HasSubstr("jobsched_http_requests_total{route=\"unmatched\",code=\"404\"} 1\n"));
+    EXPECT_THAT(r.body, HasSubstr("jobsched_http_requests_total{route=\"unmatched\",code=\"405\"} 1\n"));
     const std::string& text = r.body;
     EXPECT_THAT(text, HasSubstr("# TYPE jobsched_jobs gauge"));
     EXPECT_THAT(text, HasSubstr("jobsched_jobs{tenant=\"acme\",state=\"active\"} 1\n"));
@@ -1487,6 +1494,11 @@ TEST(ApiStoreDownTest, AnUnreachableStoreIsA503AndLivenessStaysUp) {
     EXPECT_THAT(metrics.body, HasSubstr("\njobsched_is_leader "));
     EXPECT_THAT(metrics.body, HasSubstr("process_resident_memory_bytes"));
     EXPECT_THAT(metrics.body, Not(HasSubstr("jobsched_jobs")));
+    // The 503s of an outage are expected: logged once, not once each.
+    std::ostringstream log;
+    const auto logger = spdlog::default_logger();
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+        "captured", std::make_shared<spdlog::sinks::ostream_sink_mt>(log)));
     // A key this node has not verified, or has seen revoked, is not taken on trust.
     EXPECT_EQ(h.Get("/metrics", Who::kOther).status, 503);
     EXPECT_EQ(h.Send("GET", "/metrics", Who::kNone, "", revoked).status, 503);
@@ -1502,6 +1514,14 @@ TEST(ApiStoreDownTest, AnUnreachableStoreIsA503AndLivenessStaysUp) {
       EXPECT_EQ(r.ErrorCode(), "unavailable");
     }
     EXPECT_EQ(h.Get("/healthz", Who::kNone).status, 200);
+    spdlog::set_default_logger(logger);
+    const std::string lines = log.str();
+    size_t logged = 0;
+    for (size_t at = lines.find("answered 503"); at != std::string::npos;
+         at = lines.find("answered 503", at + 1)) {
+      ++logged;
+    }
+    EXPECT_EQ(logged, 1u) << lines;
 
     store->down = false;
     // A heartbeat that failed meanwhile unregisters the node until the next one: do it now.
