@@ -138,6 +138,19 @@ TEST_F(ApiTest, DashboardIsHtmlWithoutAKey) {
   std::transform(lower.begin(), lower.end(), lower.begin(),
                  [](unsigned char c) { return std::tolower(c); });
   EXPECT_THAT(lower, HasSubstr("<html"));
+  // It holds an API key: its own inline script and style only, by their hashes, no framing.
+  auto header = [&](const std::string& name) {
+    auto it = r.headers.find(name);
+    return it == r.headers.end() ? std::string() : it->second;
+  };
+  const std::string policy = header("Content-Security-Policy");
+  EXPECT_THAT(policy, HasSubstr("default-src 'none'"));
+  EXPECT_THAT(policy, ::testing::MatchesRegex(".*script-src 'sha256-[A-Za-z0-9+/]{43}=';.*"));
+  EXPECT_THAT(policy, ::testing::MatchesRegex(".*style-src 'sha256-[A-Za-z0-9+/]{43}=';.*"));
+  EXPECT_THAT(policy, HasSubstr("frame-ancestors 'none'"));
+  EXPECT_EQ(header("X-Content-Type-Options"), "nosniff");
+  EXPECT_EQ(header("Cache-Control"), "no-store");
+  EXPECT_THAT(lower, Not(HasSubstr(" style="))) << "an inline style attribute the policy refuses";
 }
 
 TEST_F(ApiTest, UnknownRouteIsAJsonNotFound) {
