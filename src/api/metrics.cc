@@ -16,7 +16,8 @@ struct Help {
 constexpr Help kHelp[] = {
     {"jobsched_runs_total", "counter", "Attempts that ended on this node, by outcome."},
     {"jobsched_run_duration_seconds", "histogram", "Run time of attempts on this node."},
-    {"jobsched_fire_delay_seconds", "histogram", "Start of an attempt minus when it could start (its occurrence's time plus jitter, its "
+    {"jobsched_fire_delay_seconds", "histogram",
+     "Start of an attempt minus when it could start (its occurrence's time plus jitter, its "
      "retry time, or when it was queued)."},
     {"jobsched_leases_lost_total", "counter",
      "Attempts this node stopped because it lost their lease, by tenant and queue."},

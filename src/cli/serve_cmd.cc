@@ -1,7 +1,6 @@
 #include "cli/serve_cmd.h"
 
 #include <fcntl.h>
-#include <nlohmann/json.hpp>
 #include <signal.h>
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -19,6 +18,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <nlohmann/json.hpp>
 #include <set>
 
 #include "api/auth.h"
@@ -346,7 +346,8 @@ void SetUpLogging(const ServeConfig& c) {
     logger->set_formatter(std::move(formatter));
   } else {
     auto formatter = std::make_unique<spdlog::pattern_formatter>();
-    formatter->add_flag<EscapedMessageFlag>('V').set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%n] [%^%l%$] %V");
+    formatter->add_flag<EscapedMessageFlag>('V').set_pattern(
+        "[%Y-%m-%d %H:%M:%S.%e] [%n] [%^%l%$] %V");
     logger->set_formatter(std::move(formatter));
   }
   logger->set_level(spdlog::level::from_str(c.log_level));

@@ -560,8 +560,8 @@ Status CheckHandlerFields(const HandlerSpec& h) {
   static constexpr const char* kTypeNames[] = {"builtin", "shell", "http"};
   for (const Field& f : fields) {
     if (f.set && f.type != h.type) {
-      return FieldError(f.name, std::string("only with a ") + kTypeNames[static_cast<int>(f.type)] +
-                                    " handler");
+      return FieldError(
+          f.name, std::string("only with a ") + kTypeNames[static_cast<int>(f.type)] + " handler");
     }
   }
   return Status::Ok();

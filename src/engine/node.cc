@@ -45,7 +45,8 @@ std::set<std::pair<std::string, std::string>> g_live_ids;  // (store key, node i
 // store, the URL of another, the object of a store given in the options; "" for one no other
 // node can open (an in-memory SQLite database).
 std::string StoreKey(const SchedulerOptions& options) {
-  if (options.store) return "object:" + std::to_string(reinterpret_cast<uintptr_t>(options.store.get()));
+  if (options.store)
+    return "object:" + std::to_string(reinterpret_cast<uintptr_t>(options.store.get()));
   const std::string& url = options.store_url;
   if (url == "sqlite::memory:") return "";
   if (url.starts_with("sqlite:")) {
@@ -72,8 +73,7 @@ std::string UniqueNodeId(const std::string& store_key) {
 // of this host that is gone is a restart, and one of this process whose node is gone too: the id
 // is ours again.
 Result<std::string> ClaimNodeId(Store& store, const Clock* clock, const std::string& wanted,
-                                bool defaulted, Duration dead_after,
-                                const std::string& store_key) {
+                                bool defaulted, Duration dead_after, const std::string& store_key) {
   bool live_here = false;
   if (!store_key.empty()) {
     std::lock_guard lock(g_live_ids_mu);

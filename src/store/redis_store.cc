@@ -1884,12 +1884,13 @@ Status AppendCompletion(const Completion& c, std::vector<std::string>& args) {
   if (outcome.empty()) {
     outcome = c.state == RunState::kRetryWait ? "failed" : RunStateName(c.state);
   }
-  args.insert(args.end(),
-              {c.run_id, std::to_string(c.fence), Ms(c.now), RunStateName(c.state),
-               c.state == RunState::kRetryWait ? Ms(*c.retry_at) : "", outcome, OptInt(c.exit_code),
-               OptInt(c.http_status), c.output, c.error,
-               !c.began ? "-" : c.started_at ? Ms(*c.started_at) : "",
-               c.output_bytes ? std::to_string(*c.output_bytes) : ""});
+  args.insert(args.end(), {c.run_id, std::to_string(c.fence), Ms(c.now), RunStateName(c.state),
+                           c.state == RunState::kRetryWait ? Ms(*c.retry_at) : "", outcome,
+                           OptInt(c.exit_code), OptInt(c.http_status), c.output, c.error,
+                           !c.began       ? "-"
+                           : c.started_at ? Ms(*c.started_at)
+                                          : "",
+                           c.output_bytes ? std::to_string(*c.output_bytes) : ""});
   return Status::Ok();
 }
 

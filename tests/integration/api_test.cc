@@ -186,8 +186,10 @@ TEST_F(ApiTest, MetricsNeedAKeyAndExposeTheDesignSeries) {
     Response r = h.Get("/metrics", who);
     ASSERT_EQ(r.status, 200) << r;
     EXPECT_THAT(r.content_type, StartsWith("text/plain"));
-    EXPECT_THAT(r.body, HasSubstr("jobsched_http_requests_total{route=\"unmatched\",code=\"404\"} 1\n"));
-    EXPECT_THAT(r.body, HasSubstr("jobsched_http_requests_total{route=\"unmatched\",code=\"405\"} 1\n"));
+    EXPECT_THAT(r.body,
+                HasSubstr("jobsched_http_requests_total{route=\"unmatched\",code=\"404\"} 1\n"));
+    EXPECT_THAT(r.body,
+                HasSubstr("jobsched_http_requests_total{route=\"unmatched\",code=\"405\"} 1\n"));
     const std::string& text = r.body;
     EXPECT_THAT(text, HasSubstr("# TYPE jobsched_jobs gauge"));
     EXPECT_THAT(text, HasSubstr("jobsched_jobs{tenant=\"acme\",state=\"active\"} 1\n"));

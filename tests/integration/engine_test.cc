@@ -1967,7 +1967,10 @@ TEST(JobSchedulerApiTest, OptionsOutOfRangeAreRefused) {
         {[](SchedulerOptions& o) { o.concurrency = 5000; }, "concurrency"},
         {[](SchedulerOptions& o) { o.node_id = "a b/c"; }, "node_id"},
         {[](SchedulerOptions& o) { o.node_id = std::string(129, 'n'); }, "node_id"},
-        {[](SchedulerOptions& o) { o.queues = {"a", "a b"}; }, "queues[1]"},
+        {[](SchedulerOptions& o) {
+           o.queues = {"a", "a b"};
+         },
+         "queues[1]"},
         {[](SchedulerOptions& o) { o.queues = {""}; }, "queues[0]"}}) {
     FakeClock clock(kT0);
     SchedulerOptions options = ApiOptions(&clock);

@@ -391,8 +391,7 @@ TEST_P(ServeLogForgeryTest, AJobCannotForgeALogRecord) {
   const std::string forged = "[2020-01-01 00:00:00.000] [jobsched] [critical] FORGED";
   const nlohmann::json spec = {
       {"id", "forger"},
-      {"handler",
-       {{"type", "builtin"}, {"name", "x\" level=critical tenant=other\n" + forged}}}};
+      {"handler", {{"type", "builtin"}, {"name", "x\" level=critical tenant=other\n" + forged}}}};
   auto made = client.Post("/v1/tenants/default/jobs", auth, spec.dump(), "application/json");
   ASSERT_TRUE(made);
   ASSERT_EQ(made->status, 201) << made->body;
@@ -410,7 +409,8 @@ TEST_P(ServeLogForgeryTest, AJobCannotForgeALogRecord) {
     if (format == "text") {
       if (line.find("run failed") == std::string::npos) continue;
       found = true;
-      EXPECT_THAT(line, HasSubstr(R"(error="no handler named 'x\" level=critical tenant=other\n[2020)"));
+      EXPECT_THAT(line,
+                  HasSubstr(R"(error="no handler named 'x\" level=critical tenant=other\n[2020)"));
       continue;
     }
     auto j = nlohmann::json::parse(line, nullptr, false);

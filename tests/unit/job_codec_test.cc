@@ -784,7 +784,8 @@ std::vector<BadBuiltSpecCase> BadBuiltSpecCases() {
     JobSpec s = MinimalSpec();
     mutate(s);
     // A case that makes the handler another type is about that type: not the builtin's name.
-    if (s.handler.type != HandlerSpec::Type::kBuiltin && s.handler.name == MinimalSpec().handler.name)
+    if (s.handler.type != HandlerSpec::Type::kBuiltin &&
+        s.handler.name == MinimalSpec().handler.name)
       s.handler.name.clear();
     cases.push_back({std::move(name), std::move(s), std::move(field)});
   };

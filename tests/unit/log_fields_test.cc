@@ -29,9 +29,10 @@ TEST(LogFieldsTest, ReadsTheFieldsAfterTheFirstWords) {
                         LogValue("exited with code 3")),
               ElementsAre(Pair("run_id", "j@1"), Pair("job_id", "j"), Pair("tenant", "acme"),
                           Pair("attempt", "2"), Pair("error", "exited with code 3")));
-  EXPECT_THAT(LogFields("audit who=k1 what=" + LogValue("PUT /v1/tenants/a/jobs/x") + " status=201"),
-              ElementsAre(Pair("who", "k1"), Pair("what", "PUT /v1/tenants/a/jobs/x"),
-                          Pair("status", "201")));
+  EXPECT_THAT(
+      LogFields("audit who=k1 what=" + LogValue("PUT /v1/tenants/a/jobs/x") + " status=201"),
+      ElementsAre(Pair("who", "k1"), Pair("what", "PUT /v1/tenants/a/jobs/x"),
+                  Pair("status", "201")));
   EXPECT_TRUE(LogFields("jobsched serve ready: node n1 store sqlite:x").empty());
 }
 
