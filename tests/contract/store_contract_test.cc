@@ -153,6 +153,17 @@ RunRecord StoreContractTest::MustGetRun(const std::string& tenant, const std::st
   return run.ok() ? *run : RunRecord{};
 }
 
+std::map<RunState, int64_t> StoreContractTest::RunCountsByState(const std::string& tenant,
+                                                                 const std::string& job_id) {
+  auto counts = store_->CountRuns(tenant, job_id);
+  EXPECT_TRUE(counts.ok()) << counts.status().ToString();
+  std::map<RunState, int64_t> by_state;
+  if (counts.ok()) {
+    for (const RunCount& c : *counts) by_state[c.state] += c.count;
+  }
+  return by_state;
+}
+
 std::vector<Event> StoreContractTest::AllEvents(const std::string& tenant) {
   std::vector<Event> all;
   int64_t after = 0;
@@ -617,11 +628,7 @@ TEST_P(StoreContractTest, FireReplacesARunCancelledBeforeItsFirstAttempt) {
   std::vector<std::string> ids;
   for (const RunRecord& r : page->items) ids.push_back(r.id);
   EXPECT_THAT(ids, UnorderedElementsAre("cron@60000", "cron@30000")) << "listed once";
-  auto counts = store_->CountRuns("default", "cron");
-  ASSERT_TRUE(counts.ok());
-  std::map<RunState, int64_t> by_state;
-  for (const RunCount& c : *counts) by_state[c.state] += c.count;
-  EXPECT_EQ(by_state,
+  EXPECT_EQ(RunCountsByState("default", "cron"),
             (std::map<RunState, int64_t>{{RunState::kQueued, 1}, {RunState::kCancelled, 1}}));
   RunRecord claimed = Claim("n1", At(60)).at(0);
   EXPECT_EQ(claimed.id, "cron@60000");
@@ -672,11 +679,7 @@ TEST_P(StoreContractTest, AnOccurrenceFiredAgainAsSkippedReplacesItsRunCancelled
   run = MustGetRun("default", "cron@120000");
   EXPECT_EQ(run.state, RunState::kRunning);
   EXPECT_TRUE(run.cancel_requested) << "a skip does not withdraw a cancellation";
-  auto counts = store_->CountRuns("default", "cron");
-  ASSERT_TRUE(counts.ok());
-  std::map<RunState, int64_t> by_state;
-  for (const RunCount& c : *counts) by_state[c.state] += c.count;
-  EXPECT_EQ(by_state,
+  EXPECT_EQ(RunCountsByState("default", "cron"),
             (std::map<RunState, int64_t>{{RunState::kSkipped, 1}, {RunState::kRunning, 1}}));
 }
 
@@ -747,11 +750,7 @@ TEST_P(StoreContractTest, ACancellationBeforeTheHandlerBeganRecordsNoAttempt) {
   ASSERT_TRUE(fired.ok()) << fired.status().ToString();
   EXPECT_EQ(fired->created, 1) << "the occurrence fired again replaces it";
   EXPECT_EQ(MustGetRun("default", held.id).state, RunState::kQueued);
-  auto counts = store_->CountRuns("default", "cron");
-  ASSERT_TRUE(counts.ok());
-  std::map<RunState, int64_t> by_state;
-  for (const RunCount& c : *counts) by_state[c.state] += c.count;
-  EXPECT_EQ(by_state,
+  EXPECT_EQ(RunCountsByState("default", "cron"),
             (std::map<RunState, int64_t>{{RunState::kQueued, 1}, {RunState::kCancelled, 1}}));
 }
 

@@ -11,6 +11,7 @@
 #include <jobsched/store.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,6 +42,8 @@ class StoreContractTest : public ::testing::TestWithParam<StoreFactory> {
   RunRecord MustGetRun(const std::string& tenant, const std::string& run_id);
   // Every event of `tenant` ("" = all), oldest first.
   std::vector<Event> AllEvents(const std::string& tenant = "");
+  // CountRuns of a job, summed by state over its queues.
+  std::map<RunState, int64_t> RunCountsByState(const std::string& tenant, const std::string& job_id);
 
   std::unique_ptr<Store> store_;
 };

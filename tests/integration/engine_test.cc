@@ -329,18 +329,25 @@ TEST_F(AheadTest, AJobDeletedWithKillAndCreatedAgainWhileItsOccurrenceIsHeldRuns
   EXPECT_EQ(h.Run(id)->attempt, 1);
 }
 
+// Job "flaky", every minute: its first attempt fails, the next succeeds, retried 10 s later.
+void CreateJobThatSucceedsSecondTime(EngineHarness& h, int max_attempts) {
+  h.node().builtins().Register("second-time", [](RunContext& ctx) {
+    return ctx.attempt() >= 2 ? Status::Ok() : Status(StatusCode::kUnavailable, "first try");
+  });
+  JobSpec spec = CronSpec("flaky", "* * * * *", "second-time");
+  spec.retry = {.max_attempts = max_attempts,
+                .backoff = Backoff::kFixed,
+                .initial_delay = Duration(10000),
+                .jitter = 0};
+  h.MustCreate(spec);
+}
+
 // An occurrence whose time came before the pause is not the pause's: a run waiting to retry
 // (claimed ahead of its retry time, too) retries, and succeeds.
 TEST(EngineCronTest, ARunWaitingToRetryWhenItsJobIsPausedStillRetries) {
   EngineHarness h;
   ASSERT_TRUE(h.ok());
-  h.node().builtins().Register("second-time", [](RunContext& ctx) {
-    return ctx.attempt() >= 2 ? Status::Ok() : Status(StatusCode::kUnavailable, "first try");
-  });
-  JobSpec spec = CronSpec("flaky", "* * * * *", "second-time");
-  spec.retry = {
-      .max_attempts = 3, .backoff = Backoff::kFixed, .initial_delay = Duration(10000), .jitter = 0};
-  h.MustCreate(spec);
+  CreateJobThatSucceedsSecondTime(h, 3);
   h.StartProcessor();
   const std::string id = RunId("flaky", kT0 + 1min);
   h.Advance(1min);
@@ -383,13 +390,7 @@ TEST(EngineCronTest, AnOccurrenceFiredAheadOfAPauseIsSkippedLikeTheOthersUnderMi
 TEST(EngineCronTest, AStartedEventSaysWhenItsAttemptCouldStart) {
   EngineHarness h;
   ASSERT_TRUE(h.ok());
-  h.node().builtins().Register("second-time", [](RunContext& ctx) {
-    return ctx.attempt() >= 2 ? Status::Ok() : Status(StatusCode::kUnavailable, "first try");
-  });
-  JobSpec spec = CronSpec("flaky", "* * * * *", "second-time");
-  spec.retry = {
-      .max_attempts = 2, .backoff = Backoff::kFixed, .initial_delay = Duration(10000), .jitter = 0};
-  h.MustCreate(spec);
+  CreateJobThatSucceedsSecondTime(h, 2);
   h.StartProcessor();
   const TimePoint due = kT0 + 1min;
   const std::string id = RunId("flaky", due);
