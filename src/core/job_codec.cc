@@ -360,8 +360,7 @@ Status ParseSchedule(ObjectReader& r, Schedule& s) {
     RETURN_IF_ERROR(r.Millis("every_ms", 1, s.every));
   }
   if (r.Has("timezone") && !cron) return FieldError(r.Path("timezone"), "only allowed with cron");
-  RETURN_IF_ERROR(r.String("timezone", s.timezone));
-  if (s.timezone.empty()) return FieldError(r.Path("timezone"), "empty (leave it out for UTC)");
+  RETURN_IF_ERROR(r.String("timezone", s.timezone));  // "": refused by ValidateJobSpec
   RETURN_IF_ERROR(r.Millis("jitter_ms", 0, s.jitter));
   RETURN_IF_ERROR(r.Time("start_at", s.start_at));
   RETURN_IF_ERROR(r.Time("end_at", s.end_at));
@@ -577,7 +576,9 @@ Status ValidateJobSpec(const JobSpec& spec) {
   switch (s.kind) {
     case Schedule::Kind::kCron: {
       if (s.cron.empty()) return FieldError("schedule.cron", "missing");
-      if (s.timezone.empty()) return FieldError("schedule.timezone", "empty (\"UTC\" for UTC)");
+      if (s.timezone.empty()) {
+        return FieldError("schedule.timezone", "empty (leave it out, or give \"UTC\", for UTC)");
+      }
       auto parsed = CronSchedule::Parse(s.cron, s.timezone);
       if (!parsed.ok()) {
         const std::string& m = parsed.status().message();
@@ -751,7 +752,12 @@ Result<JobSpec> ParseJobSpec(std::string_view json, const std::string& tenant) {
 }
 
 Result<JobSpec> ParseStoredJobSpec(std::string_view json, const std::string& tenant) {
-  return ParseSpecShape(json, tenant);
+  ASSIGN_OR_RETURN(JobSpec spec, ParseSpecShape(json, tenant));
+  // Stored by a version that took an empty zone for UTC (one given in C++ was kept as "").
+  if (spec.schedule.kind == Schedule::Kind::kCron && spec.schedule.timezone.empty()) {
+    spec.schedule.timezone = "UTC";
+  }
+  return spec;
 }
 
 namespace {

@@ -261,7 +261,13 @@ TEST(ParseJobSpecTest, CronDefaultsToUtc) {
       "handler": {"type": "builtin", "name": "noop"}})");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().field(), "schedule.timezone");
-  EXPECT_THAT(r.status().message(), HasSubstr("leave it out for UTC"));
+  EXPECT_THAT(r.status().message(), HasSubstr("leave it out"));
+  // One stored by a version that took it for UTC still reads, as UTC.
+  r = ParseStoredJobSpec(R"({"id": "j", "schedule": {"cron": "*/5 * * * *", "timezone": ""},
+      "handler": {"type": "builtin", "name": "noop"}})",
+                         "default");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->schedule.timezone, "UTC");
 }
 
 TEST(ParseJobSpecTest, AtSchedule) {
