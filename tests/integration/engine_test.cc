@@ -1342,6 +1342,18 @@ TEST(EnginePrefetchTest, AfterLongAttemptsNothingIsClaimedBeyondTheBusyWorkers) 
   EXPECT_EQ(RunningBeyondBusyWorkers(slow, 2, 6), 2);
 }
 
+// ... and after many short ones and then one long one: the pace follows a longer attempt at
+// once (a mean that came down slowly would go on prefetching runs that wait behind long ones).
+TEST(EnginePrefetchTest, AfterOneLongAttemptNothingIsClaimedBeyondTheBusyWorkers) {
+  const auto last_is_slow = [calls = std::make_shared<std::atomic<int>>(0)](RunContext&) {
+    if (++*calls == 21) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the work
+    }
+    return Status::Ok();
+  };
+  EXPECT_EQ(RunningBeyondBusyWorkers(last_is_slow, 21, 6), 2);
+}
+
 // Runs that become available between the two claims of one dispatcher pass (the free
 // workers' claim, then claim-ahead's) are left for a free worker, here or on another node:
 // claim-ahead takes only runs not yet available. (Before, the second claim took them too, up
