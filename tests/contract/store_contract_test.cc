@@ -573,7 +573,7 @@ TEST_P(StoreContractTest, FireWithAnExistingRunIdCountsItAndChangesNothing) {
 
 // An occurrence cancelled before any attempt began (its job paused, or deleted and created
 // again, before its time) and fired again gets its run: the new one takes the id and the place
-// of the cancelled one. One whose attempt began, or a skip, leaves the existing run alone.
+// of the cancelled one. A run whose attempt began is left alone, by a queued run or a skip.
 TEST_P(StoreContractTest, FireReplacesARunCancelledBeforeItsFirstAttempt) {
   Create(MakeJob("default", "cron", At(60)));
   FireRequest fire{.tenant = "default",
