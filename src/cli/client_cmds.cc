@@ -647,6 +647,8 @@ Result<std::string> ApplyOne(Session& s, const Json& spec, const std::string& id
 }
 
 Status Apply(Session& s, const LoadedSpecs& loaded) {
+  // Not an error (a generated file may have nothing in it), but not silence either.
+  if (loaded.specs.empty()) s.err << loaded.name << ": no jobs in it: nothing applied\n";
   Json results = Json::array();
   int failed = 0;
   size_t unsent_from = loaded.specs.size();  // after the server could not be reached

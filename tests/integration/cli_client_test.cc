@@ -564,6 +564,12 @@ TEST_F(CliClientTest, ApplyJsonIsIdempotent) {
   Json as_json = RunJson({"jobs", "apply", "-f", changed});
   EXPECT_EQ(as_json["items"][0]["result"], "unchanged");
   EXPECT_EQ(as_json["items"][1]["id"], "b");
+
+  // A file with no jobs applies nothing, and says so.
+  CliResult empty = Run({"jobs", "apply", "-f", WriteFile("none.json", "[]")});
+  EXPECT_EQ(empty.code, 0) << empty.err;
+  EXPECT_EQ(empty.out, "");
+  EXPECT_THAT(empty.err, HasSubstr("none.json: no jobs in it: nothing applied"));
 }
 
 TEST_F(CliClientTest, ApplyToml) {
