@@ -153,11 +153,12 @@ Result<int> SchedulerActor::Tick() {
         active = &*a;
         // Early, and its overlap decision depends on runs that may end before its time (other
         // than the occurrence's own: see PlanJob).
-        const std::string own = ScheduledRunId(job.spec.id, *job.next_fire);
-        if (*job.next_fire > now &&
-            std::any_of(a->begin(), a->end(), [&](const RunRecord& r) { return r.id != own; })) {
-          deferred_ = std::min(deferred_.value_or(*job.next_fire), *job.next_fire);
-          continue;
+        if (*job.next_fire > now && !a->empty()) {
+          const std::string own = ScheduledRunId(job.spec.id, *job.next_fire);
+          if (std::any_of(a->begin(), a->end(), [&](const RunRecord& r) { return r.id != own; })) {
+            deferred_ = std::min(deferred_.value_or(*job.next_fire), *job.next_fire);
+            continue;
+          }
         }
       }
       auto req = PlanJob(job, now, active);

@@ -1085,7 +1085,7 @@ end
 local ATTEMPT_FIELDS = {'a_num', 'a_node', 'a_fence', 'a_start', 'a_end', 'a_outcome', 'a_error'}
 local function complete_never_began(a)
   local r = fields(ARGV[a], {'state', 'fence', 'job', 'queue', 'started', 'finished', 'attempts',
-                             'attempt', 'node', 'prio', 'cancel'})
+                             'attempt', 'node', 'cancel'})
   if r.cancel ~= '1' and redis.call('EXISTS', P .. 'job:' .. r.job) == 1 then
     return 'cancel_withdrawn'
   end

@@ -772,29 +772,26 @@ Result<bool> InsertNewRun(Txn& txn, RunRecord run) {
   return true;
 }
 
-enum class FiredAgain { kNo, kReplaced, kWithdrawn };
-
 // An occurrence fired again after a pause, or a delete, of its job before the occurrence's time.
 // Its run cancelled before any attempt began: the new run (queued, or skipped by the misfire or
-// overlap policy) takes its id and its place. Its run running, asked to cancel (held by a node
-// for its time), and the new one queued: the request is withdrawn. The node runs it if its
-// handler has not begun (see kCancelWithdrawn).
-Result<FiredAgain> FireAgain(Txn& txn, const RunRecord& run, TimePoint now) {
+// overlap policy) takes its id and its place (true). Its run running, asked to cancel (held by a
+// node for its time), and the new one queued: the request is withdrawn, and the node runs it if
+// its handler has not begun (see kCancelWithdrawn); the run existed (false).
+Result<bool> FireAgain(Txn& txn, const RunRecord& run, TimePoint now) {
   ASSIGN_OR_RETURN(std::optional<RunRecord> old, LoadRun(txn, run.tenant, run.id));
   if (old && old->state == RunState::kRunning && old->cancel_requested && !IsTerminal(run.state)) {
     old->cancel_requested = false;
     RETURN_IF_ERROR(SaveRun(txn, *old));
     RETURN_IF_ERROR(RunEvent(txn, *old, now, {{"reason", "fired again"}}, "run.cancel_withdrawn"));
-    return FiredAgain::kWithdrawn;
+    return false;
   }
-  if (!old || !NeverStarted(*old)) return FiredAgain::kNo;
+  if (!old || !NeverStarted(*old)) return false;
   {
     ASSIGN_OR_RETURN(Stmt st, txn.Prepare("DELETE FROM runs WHERE tenant = ?1 AND id = ?2"));
     st.Text(1, run.tenant).Text(2, run.id);
     RETURN_IF_ERROR(st.Run());
   }
-  ASSIGN_OR_RETURN(bool inserted, InsertNewRun(txn, run));
-  return inserted ? FiredAgain::kReplaced : FiredAgain::kNo;
+  return InsertNewRun(txn, run);
 }
 
 std::string TimeText(const std::optional<TimePoint>& t) {
@@ -855,8 +852,7 @@ Result<FireResult> FireInTxn(Txn& txn, const FireRequest& request) {
   for (const RunRecord& run : request.runs) {
     ASSIGN_OR_RETURN(bool inserted, InsertNewRun(txn, run));
     if (!inserted) {
-      ASSIGN_OR_RETURN(FiredAgain again, FireAgain(txn, run, fire_time));
-      inserted = again == FiredAgain::kReplaced;
+      ASSIGN_OR_RETURN(inserted, FireAgain(txn, run, fire_time));
     }
     ++(inserted ? result.created : result.existed);
   }
